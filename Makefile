@@ -1,0 +1,45 @@
+# The two commands: `make run` and `make test`. Everything else supports them.
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+HOME_DIR := .hive-home
+MODEL   := examples/models/tiny-llama.gguf
+
+.PHONY: run test lint format bench schema clean
+
+$(STAMP): pyproject.toml scripts/bootstrap-venv
+	scripts/bootstrap-venv $(VENV) dev
+	touch $(STAMP)
+
+$(MODEL): examples/make_tiny_model.py | $(STAMP)
+	$(BIN)/python examples/make_tiny_model.py $@
+
+## run: install into .venv, make the example model, serve examples/desired-state/ (offline)
+run: $(STAMP) $(MODEL)
+	$(BIN)/hive serve --desired examples/desired-state --home $(HOME_DIR)
+
+## lint: ruff check, ruff format --check, mypy
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite
+test: lint
+	$(BIN)/python -m pytest -q
+
+## format: apply ruff's fixes and formatting
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: the benchmarks of docs/benchmarks.md (not tests)
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+## schema: regenerate specs/manifest.schema.json from the pydantic models
+schema: $(STAMP)
+	$(BIN)/python -m hive.model.schema > specs/manifest.schema.json
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR) $(MODEL) .mypy_cache .ruff_cache .pytest_cache

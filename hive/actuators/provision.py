@@ -1,0 +1,204 @@
+"""Provisioning actuator: brings a model's bytes into the catalog and deletes them.
+
+`file:` sources are hard-linked when on the same filesystem, else copied in a stream;
+either way hashed with SHA-256, verified, checked to be GGUF, and published with an
+atomic rename. Network sources arrive with the downloader. Runs in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.actuators.files import fsync_dir, write_atomic
+from hive.errors import ChecksumMismatch, GgufError, PermanentError, SourceNotFound
+from hive.model.actions import ProvisionModel
+from hive.model.observed import ArtifactStatus, ModelMetadata
+from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, TRASH_PREFIX, ModelCatalog
+from hive.observers.gguf import read_gguf_facts
+
+CHUNK = 1024 * 1024
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    done: int
+    total: int
+
+
+class ProvisionOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    metadata: ModelMetadata
+    method: str  # "hardlink" | "copy"
+
+
+class Cancelled(Exception):
+    """The action was cancelled (its record changed or went away)."""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def _sha256_of(path: Path, *, cancel: threading.Event, progress: ProgressFn, total: int) -> str:
+    digest = hashlib.sha256()
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            if cancel.is_set():
+                raise Cancelled
+            digest.update(chunk)
+            done += len(chunk)
+            progress(Progress(done=done, total=total))
+    return digest.hexdigest()
+
+
+def _copy_hashing(
+    src: Path, dst: Path, *, cancel: threading.Event, progress: ProgressFn, total: int
+) -> str:
+    digest = hashlib.sha256()
+    done = 0
+    with src.open("rb") as inp, dst.open("xb") as out:
+        while chunk := inp.read(CHUNK):
+            if cancel.is_set():
+                raise Cancelled
+            digest.update(chunk)
+            out.write(chunk)
+            done += len(chunk)
+            progress(Progress(done=done, total=total))
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def _clear_partials(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.name.endswith(PARTIAL_SUFFIX):
+            entry.unlink(missing_ok=True)
+
+
+def provision_file(
+    action: ProvisionModel,
+    *,
+    catalog: ModelCatalog,
+    now: datetime,
+    cancel: threading.Event,
+    progress: ProgressFn,
+) -> ProvisionOutcome:
+    """Bring a `file:` source into `<home>/models/<name>/model.gguf`; blocking."""
+    src = Path(action.resolved_source)
+    try:
+        st = src.stat()
+    except FileNotFoundError:
+        raise SourceNotFound(
+            f"{action.source}: {src} does not exist (relative file: paths resolve against the "
+            "manifest's own directory)"
+        ) from None
+    except OSError as exc:
+        raise SourceNotFound(f"{action.source}: cannot read {src}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceNotFound(f"{action.source}: {src} is not a regular file")
+
+    directory = catalog.directory(action.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    _clear_partials(directory)
+    partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
+    base = ModelMetadata(
+        id=action.name,
+        name=action.name,
+        path=directory / MODEL_FILE,
+        size=st.st_size,
+        status=ArtifactStatus.DOWNLOADING,
+        added_at=now,
+        source=action.source,
+        resolved_source=action.resolved_source,
+    )
+    write_atomic(directory / METADATA, base.model_dump_json(indent=2).encode())
+    try:
+        try:
+            os.link(src, partial)
+            method = "hardlink"
+            sha = _sha256_of(partial, cancel=cancel, progress=progress, total=st.st_size)
+        except OSError as exc:
+            if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}:
+                raise
+            method = "copy"
+            sha = _copy_hashing(src, partial, cancel=cancel, progress=progress, total=st.st_size)
+        if action.sha256 is not None and sha != action.sha256:
+            raise ChecksumMismatch(
+                f"sha256 of {src} is {sha}, but spec.sha256 is {action.sha256}; "
+                "fix spec.sha256 or the file"
+            )
+        try:
+            facts = read_gguf_facts(partial)
+        except GgufError as exc:
+            raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
+        os.replace(partial, directory / MODEL_FILE)
+        fsync_dir(directory)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, PermanentError):
+            failed = base.model_copy(update={"status": ArtifactStatus.FAILED, "error": exc.message})
+            write_atomic(directory / METADATA, failed.model_dump_json(indent=2).encode())
+        raise
+    metadata = base.model_copy(
+        update={
+            "status": ArtifactStatus.AVAILABLE,
+            "sha256": sha,
+            "verified": action.sha256 is not None,
+            "architecture": facts.architecture,
+            "quantization": facts.quantization,
+            "parameter_count": facts.parameter_count_label,
+            "parameters": facts.parameter_count,
+            "context_length": facts.context_length,
+            "embedding_length": facts.embedding_length,
+            "block_count": facts.block_count,
+            "gguf_version": facts.gguf_version,
+            "tensor_count": facts.tensor_count,
+            "kv_count": facts.kv_count,
+        }
+    )
+    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
+    return ProvisionOutcome(metadata=metadata, method=method)
+
+
+def delete_model(name: str, *, catalog: ModelCatalog) -> bool:
+    """Remove a model's directory: renamed away atomically, then removed. False if absent."""
+    directory = catalog.directory(name)
+    if not directory.exists():
+        return False
+    trash = catalog.root / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
+    os.replace(directory, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def cleanup_partial(name: str, *, catalog: ModelCatalog) -> None:
+    """Remove leftovers of an interrupted provisioning; the directory too if nothing else is
+    in it but metadata that never became Available."""
+    directory = catalog.directory(name)
+    if not directory.exists():
+        return
+    _clear_partials(directory)
+    if not (directory / MODEL_FILE).exists():
+        delete_model(name, catalog=catalog)
+
+
+def purge_trash(catalog: ModelCatalog) -> None:
+    """Finish deletions that a crash interrupted."""
+    if not catalog.root.exists():
+        return
+    for entry in catalog.root.iterdir():
+        if entry.name.startswith(TRASH_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)

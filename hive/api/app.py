@@ -1,0 +1,125 @@
+"""The HTTP API (aiohttp): routes, JSON errors, and the manager's start and stop.
+
+Every route reads the manager; none changes the world directly (that is the loop's job).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hive import __version__
+from hive.api.views import models_view, object_view, status_view
+from hive.errors import HiveError, NotFound, ValidationFailed
+from hive.model.ids import Kind, ObjectKey, name_problem
+from hive.narration.bus import Subscription
+from hive.narration.sse import stream_subscription
+from hive.runtime.manager import Manager
+
+MANAGER = web.AppKey("manager", Manager)
+MAX_BODY = 1024 * 1024
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, indent=2) + "\n", status=status, content_type="application/json"
+    )
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return _json({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where errors become HTTP answers."""
+    try:
+        return await handler(request)
+    except HiveError as exc:
+        extra = {"problems": exc.problems} if isinstance(exc, ValidationFailed) else {}
+        return error_response(exc.http_status, exc.reason, exc.message, **extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(
+            exc.status,
+            exc.reason.replace(" ", ""),
+            f"{request.method} {request.path}: {exc.reason}",
+        )
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "version": __version__})
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(status_view(request.app[MANAGER]))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return _json({"items": models_view(request.app[MANAGER])})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    name = request.match_info["name"]
+    problem = name_problem(name)
+    if problem:
+        raise ValidationFailed(f"model name {problem}")
+    key = ObjectKey.of(Kind.MODEL, name)
+    observed = manager.catalog.observe(name)
+    if observed is None and manager.store.desired(key) is None:
+        raise NotFound(f"model {name!r} is neither declared nor on disk (see GET /v1/models)")
+    return _json(object_view(manager, key, observed))
+
+
+def _int_param(raw: str | None, what: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{what} must be an integer event id, got {raw!r}") from None
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    manager = request.app[MANAGER]
+    after = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
+    if after is None:
+        after = _int_param(request.query.get("since"), "since")
+    object_filter = request.query.get("object")
+    if object_filter is not None:
+        try:
+            object_filter = ObjectKey.parse(object_filter)
+        except ValueError as exc:
+            raise ValidationFailed(f"object: {exc}") from None
+    subscription = Subscription(
+        manager.bus, after=after, object=object_filter, max_lag=manager.settings.sse_max_lag
+    )
+    return await stream_subscription(
+        request, subscription, keepalive=manager.settings.sse_keepalive
+    )
+
+
+def create_app(manager: Manager) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    app[MANAGER] = manager
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await manager.start()
+        yield
+        await manager.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{name}", get_model)
+    app.router.add_get("/v1/events", events)
+    return app

@@ -1,0 +1,273 @@
+"""The `hive` command: serve, validate, plan, get. Errors are one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hive import __version__
+from hive.errors import HiveError
+from hive.model.actions import describe
+from hive.model.ids import SourceName
+from hive.model.manifests import ModelManifest
+from hive.settings import DEFAULT_URL, Settings
+
+EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
+
+
+def _fail(message: str, code: int = EXIT_ERRORS) -> int:
+    print(f"hive: {message}", file=sys.stderr)
+    return code
+
+
+# -- serve -------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    from hive.api.app import create_app
+    from hive.runtime.manager import Manager
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings.from_env(
+        home=args.home,
+        desired=tuple(args.desired) if args.desired else None,
+        host=args.host,
+        port=args.port,
+        resync_interval=args.resync_interval,
+    )
+    manager = Manager(settings)
+    app = create_app(manager)
+    print(
+        f"hive {__version__} serving on http://{settings.host}:{settings.port} "
+        f"(home {settings.home})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+            shutdown_timeout=5,
+            loop=asyncio.new_event_loop(),
+        )
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    return EXIT_OK
+
+
+# -- validate and plan -------------------------------------------------------------------
+def _read(paths: list[Path]) -> tuple[list[Any], list[str]]:
+    from hive.sources.directory import read_manifests
+
+    result = read_manifests(paths, source=SourceName("cli"))
+    return list(result.records), [str(p) for p in result.problems]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    records, problems = _read(args.paths)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_ERRORS
+    print(f"ok: {len(records)} record(s) valid")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hive.core.plan import plan
+    from hive.observers.catalog import ModelCatalog
+
+    records, problems = _read(args.paths)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_ERRORS
+    settings = Settings.from_env(home=args.home)
+    models = {r.name: r for r in records if isinstance(r.manifest, ModelManifest)}
+    actions = plan(models, ModelCatalog(settings.home).observe_all(), prune_allowed=True)
+    for action in actions:
+        print(describe(action))
+    if not actions:
+        print(f"nothing to do: {settings.home} matches {len(records)} record(s)")
+        return EXIT_OK
+    return EXIT_CHANGES
+
+
+# -- get ---------------------------------------------------------------------------------
+def _fetch(url: str, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise HiveError(f"{url}{path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HiveError(
+            f"cannot reach hive at {url}: {reason} (is `hive serve` running?)"
+        ) from None
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _models_table(items: list[dict[str, Any]]) -> str:
+    rows = [["NAME", "PHASE", "SIZE", "ARCH", "QUANT", "SOURCE", "MESSAGE"]]
+    for m in items:
+        meta = (m.get("observed") or {}).get("metadata") or {}
+        spec = m.get("spec") or {}
+        status = m.get("status") or {}
+        rows.append(
+            [
+                m["name"],
+                status.get("phase", "-"),
+                _size(meta.get("size")),
+                meta.get("architecture") or "-",
+                meta.get("quantization") or "-",
+                spec.get("source") or meta.get("source") or "-",
+                (status.get("message") or "")[:60],
+            ]
+        )
+    return _table(rows)
+
+
+def _status_table(data: dict[str, Any]) -> str:
+    lines = [
+        f"hive {data['hive_id']}: {data['status']}, up {data['uptime_seconds']}s, "
+        f"home {data['home']}, synced: {'yes' if data['synced'] else 'no'}",
+        "",
+    ]
+    rows = [["SOURCE", "SYNCED", "LAST SYNC", "RECORDS", "ERRORS"]]
+    for s in data["sources"]:
+        rows.append(
+            [
+                s["name"],
+                "yes" if s["synced"] else "no",
+                s["last_sync_time"] or "-",
+                str(s["records"]),
+                str(len(s["errors"])),
+            ]
+        )
+    lines.append(_table(rows))
+    for s in data["sources"]:
+        lines.extend(f"  error: {e['text']}" for e in s["errors"])
+    lines.append("")
+    for kind, counts in data["objects"].items():
+        summary = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items())) or "none"
+        lines.append(f"{kind}s: {summary}")
+    return "\n".join(lines)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        data = _fetch(args.url, "/v1/models")
+        table = _models_table(data["items"])
+    else:
+        data = _fetch(args.url, "/v1/status")
+        table = _status_table(data)
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(table)
+    return EXIT_OK
+
+
+# -- main --------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hive", description=__doc__)
+    p.add_argument("--version", action="version", version=f"hive {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument(
+        "--desired",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a directory of manifests to watch (repeatable)",
+    )
+    serve.add_argument("--home", type=Path, help="state directory (default ~/.cache/hive)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 7835)")
+    serve.add_argument(
+        "--resync-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between full re-observations (default 30)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    validate = sub.add_parser("validate", help="check manifests offline (exit 0 ok, 2 errors)")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser(
+        "plan", help="what hive would do against a home, offline (exit 0 none, 1 changes, 2 errors)"
+    )
+    plan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    plan.add_argument("--home", type=Path, help="state directory (default ~/.cache/hive)")
+    plan.set_defaults(func=cmd_plan)
+
+    get = sub.add_parser("get", help="show objects of a running hive")
+    get.add_argument("what", choices=["models", "status"])
+    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    get.set_defaults(func=cmd_get)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except HiveError as exc:
+        return _fail(exc.message)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    except Exception as exc:  # one line, not a traceback; HIVE_DEBUG=1 shows it
+        if os.environ.get("HIVE_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (set HIVE_DEBUG=1 for details)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

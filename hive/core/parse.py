@@ -1,0 +1,291 @@
+"""Manifest text → validated records, or problems that name file, line and field.
+
+Pure: takes text and the path it came from; reading files is the sources' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hive.model.ids import Kind, SourceName
+from hive.model.manifests import API_VERSION, MANIFEST_TYPES, Origin, Record
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+#: Larger files are refused: a manifest set is kilobytes, a 50 MB file is a mistake.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+FieldPath = tuple[str | int, ...]
+
+
+class Problem(BaseModel):
+    """One thing wrong with a manifest file, located as precisely as we can."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int | None = None
+    field: str | None = None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class ParseResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    records: tuple[Record, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def is_manifest_file(path: Path) -> bool:
+    """Manifest files by name: not hidden, not an editor's backup or swap file."""
+    name = path.name
+    return (
+        not name.startswith((".", "#"))
+        and not name.endswith(("~", ".swp", ".swx"))
+        and path.suffix.lower() in MANIFEST_SUFFIXES
+    )
+
+
+def format_field(path: FieldPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Located:
+    """A document's data plus the line of each field path."""
+
+    def __init__(self, data: Any, lines: dict[FieldPath, int], start: int) -> None:
+        self.data = data
+        self.lines = lines
+        self.start = start
+
+    def line_of(self, path: FieldPath) -> int:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.start
+
+
+def _walk(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dups: list[str]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            if key in seen:
+                dups.append(f"{format_field((*path, key))}@{key_node.start_mark.line + 1}")
+            seen.add(key)
+            _walk(value_node, (*path, key), lines, dups)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*path, index), lines, dups)
+
+
+def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            lines: dict[FieldPath, int] = {}
+            dups: list[str] = []
+            _walk(node, (), lines, dups)
+            start = node.start_mark.line + 1
+            for dup in dups:
+                field, _, line = dup.rpartition("@")
+                yield Problem(
+                    file=file,
+                    line=int(line),
+                    field=field,
+                    message="duplicate key (each field may appear once)",
+                )
+            if dups:
+                continue
+            yield _Located(loader.construct_document(node), lines, start)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc)
+        yield Problem(file=file, line=where, message=f"malformed YAML: {what}")
+    finally:
+        loader.dispose()
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field (remove it; see specs/manifest.schema.json for the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"got {err.get('input')!r}; allowed: {ctx.get('expected', '')}"
+    if kind == "string_pattern_mismatch":
+        return f"{err.get('input')!r} does not match {ctx.get('pattern')}"
+    if kind == "string_too_long":
+        return f"is longer than {ctx.get('max_length')} characters"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind in {"model_type", "dict_type"}:
+        return f"must be a mapping, got {type(err.get('input')).__name__}"
+    return str(err["msg"])
+
+
+def _validate(doc: _Located, *, file: str, source: SourceName) -> Record | list[Problem]:
+    data = doc.data
+
+    def problem(path: FieldPath, message: str) -> list[Problem]:
+        return [
+            Problem(
+                file=file, line=doc.line_of(path), field=format_field(path) or None, message=message
+            )
+        ]
+
+    if not isinstance(data, dict):
+        return problem(
+            (),
+            f"a document must be a mapping (apiVersion, kind, metadata, spec), "
+            f"not a {type(data).__name__}",
+        )
+    version = data.get("apiVersion")
+    if version != API_VERSION:
+        if version is None:
+            return problem(("apiVersion",), f"required field is missing (use {API_VERSION})")
+        return problem(("apiVersion",), f"{version!r} is not supported (use {API_VERSION})")
+    kind = data.get("kind")
+    manifest_type = MANIFEST_TYPES.get(kind) if isinstance(kind, str) else None
+    if manifest_type is None:
+        allowed = ", ".join(k.value for k in Kind)
+        if kind is None:
+            return problem(("kind",), f"required field is missing (use {allowed})")
+        return problem(("kind",), f"{kind!r} is not supported (use {allowed})")
+    try:
+        manifest = manifest_type.model_validate(data)
+    except ValidationError as exc:
+        problems: list[Problem] = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            problems.extend(problem(loc, _pydantic_message(err)))
+        return problems
+    return Record(manifest=manifest, origin=Origin(source=source, file=Path(file), line=doc.start))
+
+
+def parse_text(text: str, *, file: str, source: SourceName) -> ParseResult:
+    """Every document of one file: all records, or every problem found (never both)."""
+    records: list[Record] = []
+    problems: list[Problem] = []
+    for doc in _documents(text, file):
+        if isinstance(doc, Problem):
+            problems.append(doc)
+            continue
+        if doc.data is None:
+            continue
+        result = _validate(doc, file=file, source=source)
+        if isinstance(result, Record):
+            records.append(result)
+        else:
+            problems.extend(result)
+    if not records and not problems:
+        problems.append(
+            Problem(
+                file=file,
+                message="no documents (an empty file is refused; "
+                "delete the file to remove its records)",
+            )
+        )
+    seen: dict[str, Record] = {}
+    for record in records:
+        first = seen.setdefault(record.key, record)
+        if first is not record:
+            problems.append(
+                Problem(
+                    file=file,
+                    line=record.origin.line,
+                    field="metadata.name",
+                    message=f"{record.key} is declared twice in this file "
+                    f"(first at line {first.origin.line})",
+                )
+            )
+    if problems:
+        return ParseResult(problems=tuple(problems))
+    return ParseResult(records=tuple(records))
+
+
+def parse_bytes(raw: bytes, *, file: str, source: SourceName) -> ParseResult:
+    """Like parse_text, with the size cap and UTF-8 decoding checked first."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return ParseResult(
+            problems=(
+                Problem(
+                    file=file,
+                    message=f"file is {len(raw) / 1e6:.1f} MB; manifests are limited to "
+                    f"{MAX_MANIFEST_BYTES // (1024 * 1024)} MiB (split it or remove what is not "
+                    "a manifest)",
+                ),
+            )
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return ParseResult(
+            problems=(
+                Problem(
+                    file=file,
+                    line=line,
+                    message="not UTF-8 text (manifests are UTF-8 YAML or JSON)",
+                ),
+            )
+        )
+    return parse_text(text, file=file, source=source)
+
+
+def parse_file(path: Path, *, source: SourceName, display: str | None = None) -> ParseResult:
+    """Read and parse one manifest file. I/O is confined to the one read."""
+    file = display or str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        return ParseResult(problems=(Problem(file=file, message=f"cannot read: {exc.strerror}"),))
+    return parse_bytes(raw, file=file, source=source)
+
+
+def merge_files(per_file: Mapping[str, tuple[Record, ...]]) -> tuple[list[Record], list[Problem]]:
+    """The records of many files of one source; a key declared again in a later file (in
+    path order) is a problem of that file, and the first declaration stays."""
+    seen: dict[str, Record] = {}
+    problems: list[Problem] = []
+    for file in sorted(per_file):
+        for record in per_file[file]:
+            first = seen.setdefault(record.key, record)
+            if first is not record:
+                problems.append(
+                    Problem(
+                        file=file,
+                        line=record.origin.line,
+                        field="metadata.name",
+                        message=f"{record.key} is already declared at {first.origin.where()}; "
+                        "remove one of the two",
+                    )
+                )
+    return list(seen.values()), problems

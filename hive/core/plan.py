@@ -1,0 +1,102 @@
+"""The planner: `plan(desired, observed) -> actions`, a pure function with no I/O.
+
+It decides *what* must happen for each Model; the runtime decides *when*.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel
+from hive.model.manifests import ModelManifest, Record
+from hive.model.observed import ObservedModel
+
+
+def resolve_source(source: str, *, manifest_file: Path | None) -> str:
+    """Make a source concrete: `file:` paths become absolute (relative to the manifest's
+    own file); other sources are returned as written."""
+    if not source.startswith("file:"):
+        return source
+    raw = source.removeprefix("file:")
+    if raw.startswith("//"):
+        raw = raw[2:]
+        # file://host/path is not supported; file:///abs leaves "/abs" here.
+    path = PurePosixPath(raw)
+    if not path.is_absolute():
+        base = manifest_file.parent if manifest_file is not None else Path.cwd()
+        return os.path.normpath(Path(base, path).absolute())
+    return os.path.normpath(path)
+
+
+def _up_to_date(spec_sha: str | None, resolved: str, observed: ObservedModel) -> str | None:
+    """None when the catalog entry satisfies the spec, else why not."""
+    m = observed.metadata
+    if observed.metadata_error:
+        return f"metadata unreadable: {observed.metadata_error}"
+    if m is None:
+        return "not in the catalog"
+    if observed.file_size is None:
+        return "model.gguf is missing"
+    if not observed.complete:
+        return f"catalog entry is {m.status.value.lower()}, size {observed.file_size}/{m.size}"
+    if spec_sha is not None:
+        if m.sha256 != spec_sha:
+            return f"sha256 differs (have {m.sha256}, want {spec_sha})"
+        return None
+    if m.resolved_source != resolved:
+        return f"source changed (was {m.resolved_source})"
+    return None
+
+
+def plan_model(
+    name: str,
+    *,
+    record: Record | None,
+    observed: ObservedModel | None,
+    prune_allowed: bool,
+) -> list[Action]:
+    """What must happen for one Model so that disk matches its record."""
+    if record is None:
+        # Removing a record keeps the files. Only leftovers of an interrupted provisioning go,
+        # and only once every source has synced (the record may yet come back).
+        if observed is not None and observed.partial and prune_allowed:
+            return [CleanupPartial(name=name, reason="no record wants this model any more")]
+        return []
+    manifest = record.manifest
+    assert isinstance(manifest, ModelManifest)
+    spec = manifest.spec
+    if spec.state == "absent":
+        if observed is not None:
+            return [DeleteModel(name=name, reason="state: absent")]
+        return []
+    resolved = resolve_source(spec.source, manifest_file=record.origin.file)
+    why = "not in the catalog" if observed is None else _up_to_date(spec.sha256, resolved, observed)
+    if why is None:
+        return []
+    return [
+        ProvisionModel(
+            name=name, reason=why, source=spec.source, resolved_source=resolved, sha256=spec.sha256
+        )
+    ]
+
+
+def plan(
+    desired: Mapping[str, Record],
+    observed: Mapping[str, ObservedModel],
+    *,
+    prune_allowed: bool,
+) -> list[Action]:
+    """Every action needed, over all Models, in name order (stable for `hive plan`)."""
+    actions: list[Action] = []
+    for name in sorted(set(desired) | set(observed)):
+        actions.extend(
+            plan_model(
+                name,
+                record=desired.get(name),
+                observed=observed.get(name),
+                prune_allowed=prune_allowed,
+            )
+        )
+    return actions

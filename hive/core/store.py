@@ -1,0 +1,163 @@
+"""The desired store: merges every source's record set, one owner per `Kind/name`.
+
+Pure bookkeeping in memory; sources call `replace`, the runtime reads `desired`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.core.clock import Clock
+from hive.core.parse import Problem
+from hive.model.ids import ObjectKey, SourceName
+from hive.model.manifests import Origin, Record
+
+
+class SourceState(BaseModel):
+    """What `/v1/status` shows of a source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: SourceName
+    kind: str
+    location: str
+    synced: bool = False
+    last_sync_time: datetime | None = None
+    records: int = 0
+    errors: tuple[Problem, ...] = ()
+
+
+class ConflictNote(BaseModel):
+    """A record that lost ownership of its key to another source's record."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: ObjectKey
+    owner: Origin
+    other: Origin
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.key} is declared by {self.other.where()} (source {self.other.source}) "
+            f"but is owned by {self.owner.where()} (source {self.owner.source}); "
+            "the first owner keeps it: remove one of the two declarations"
+        )
+
+
+class ReplaceResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    changed: frozenset[ObjectKey]
+    new_conflicts: tuple[ConflictNote, ...] = ()
+
+
+def _fingerprint(record: Record) -> str:
+    m = record.manifest
+    return m.spec.model_dump_json() + m.metadata.model_dump_json()
+
+
+class Store:
+    """Every source's last good record set, merged. Sources own their sets whole."""
+
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
+        self._sources: dict[SourceName, SourceState] = {}
+        self._records: dict[SourceName, dict[ObjectKey, Record]] = {}
+        #: Sources that claim each key, in the order they claimed it; the first owns it.
+        self._claims: dict[ObjectKey, list[SourceName]] = {}
+        self._generations: dict[ObjectKey, tuple[int, str]] = {}
+
+    # -- sources -------------------------------------------------------------------------
+    def register(self, name: SourceName, *, kind: str, location: str) -> None:
+        if name in self._sources:
+            raise ValueError(f"source {name!r} is registered twice")
+        self._sources[name] = SourceState(name=name, kind=kind, location=location)
+        self._records[name] = {}
+
+    def sources(self) -> list[SourceState]:
+        return list(self._sources.values())
+
+    @property
+    def all_synced(self) -> bool:
+        """True once every source has completed a first sync: only then may hive prune."""
+        return all(s.synced for s in self._sources.values())
+
+    def set_errors(self, name: SourceName, errors: Iterable[Problem]) -> None:
+        self._sources[name] = self._sources[name].model_copy(update={"errors": tuple(errors)})
+
+    def mark_synced(self, name: SourceName) -> None:
+        self._sources[name] = self._sources[name].model_copy(
+            update={"synced": True, "last_sync_time": self._clock.now()}
+        )
+
+    # -- records -------------------------------------------------------------------------
+    def replace(self, name: SourceName, records: Iterable[Record]) -> ReplaceResult:
+        """Make `records` the whole set of source `name`; returns the keys that changed."""
+        new = {r.key: r for r in records}
+        old = self._records[name]
+        before = {key: self.desired(key) for key in set(old) | set(new)}
+        owners_before = {key: self.owner(key) for key in before}
+        self._records[name] = new
+        for key in set(old) - set(new):
+            self._claims[key].remove(name)
+            if not self._claims[key]:
+                del self._claims[key]
+        for key in set(new) - set(old):
+            self._claims.setdefault(key, []).append(name)
+        self._sources[name] = self._sources[name].model_copy(update={"records": len(new)})
+
+        changed: set[ObjectKey] = set()
+        conflicts: list[ConflictNote] = []
+        for key, was in before.items():
+            now = self.desired(key)
+            if now != was:
+                changed.add(key)
+            if now is not None:
+                self._bump_generation(key, now)
+            newly_claimed = key in new and key not in old
+            owner = self.owner(key)
+            lost = newly_claimed and owner != name
+            if lost or (owner != owners_before[key] and len(self._claims.get(key, ())) > 1):
+                conflicts.extend(self._conflicts_of(key))
+        return ReplaceResult(changed=frozenset(changed), new_conflicts=tuple(conflicts))
+
+    def _bump_generation(self, key: ObjectKey, record: Record) -> None:
+        fingerprint = _fingerprint(record)
+        generation, previous = self._generations.get(key, (0, ""))
+        if previous != fingerprint:
+            self._generations[key] = (generation + 1, fingerprint)
+
+    def owner(self, key: ObjectKey) -> SourceName | None:
+        claims = self._claims.get(key)
+        return claims[0] if claims else None
+
+    def desired(self, key: ObjectKey) -> Record | None:
+        owner = self.owner(key)
+        return None if owner is None else self._records[owner][key]
+
+    def generation(self, key: ObjectKey) -> int:
+        return self._generations.get(key, (0, ""))[0]
+
+    def _conflicts_of(self, key: ObjectKey) -> list[ConflictNote]:
+        claims = self._claims.get(key, [])
+        if len(claims) < 2:
+            return []
+        owner = self._records[claims[0]][key].origin
+        return [
+            ConflictNote(key=key, owner=owner, other=self._records[s][key].origin)
+            for s in claims[1:]
+        ]
+
+    def conflicts(self, key: ObjectKey) -> list[ConflictNote]:
+        return self._conflicts_of(key)
+
+    def declared_keys(self) -> set[ObjectKey]:
+        return set(self._claims)
+
+    def records(self) -> list[Record]:
+        """The owning record of every key."""
+        return [r for key in self._claims if (r := self.desired(key)) is not None]

@@ -1,0 +1,73 @@
+"""The one exception tree of hive.
+
+Every error hive raises on purpose is a `HiveError`; the API maps them to HTTP
+answers and the reconciler maps them to conditions, each in one place.
+"""
+
+from __future__ import annotations
+
+
+class HiveError(Exception):
+    """Base of every error hive raises on purpose."""
+
+    #: A short CamelCase reason, used as a condition reason and an API error code.
+    reason: str = "Error"
+    #: The HTTP status this error maps to when it reaches the API.
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(HiveError):
+    """Input (a manifest, a request) is invalid; `problems` lists every finding."""
+
+    reason = "Invalid"
+    http_status = 422
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+class NotFound(HiveError):
+    reason = "NotFound"
+    http_status = 404
+
+
+class Conflict(HiveError):
+    reason = "Conflict"
+    http_status = 409
+
+
+class TransientError(HiveError):
+    """Worth retrying with back-off: the world may change (disk freed, server back)."""
+
+    reason = "Transient"
+    http_status = 503
+
+
+class PermanentError(HiveError):
+    """Retrying will not help until the desired record changes."""
+
+    reason = "Permanent"
+    http_status = 500
+
+
+class SourceNotFound(PermanentError):
+    reason = "SourceNotFound"
+
+
+class ChecksumMismatch(PermanentError):
+    reason = "ChecksumMismatch"
+
+
+class GgufError(PermanentError):
+    """A file is not a readable GGUF file (truncated, corrupt, or another format)."""
+
+    reason = "NotGguf"
+
+
+class ActionTimeout(TransientError):
+    reason = "Timeout"

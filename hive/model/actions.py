@@ -1,0 +1,57 @@
+"""Actions: what the planner decides and the actuators carry out, one object at a time."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.model.ids import Kind, ObjectKey
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    #: Why the planner chose this action, in words a user reads in `hive plan`.
+    reason: str
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey.of(Kind.MODEL, self.name)
+
+
+class ProvisionModel(_Action):
+    """Bring the model's file into the catalog from its source."""
+
+    type: Literal["ProvisionModel"] = "ProvisionModel"
+    source: str
+    #: The source made concrete: an absolute path for file:, the URL otherwise.
+    resolved_source: str
+    sha256: str | None = None
+
+
+class DeleteModel(_Action):
+    """Remove the model's directory (`state: absent`)."""
+
+    type: Literal["DeleteModel"] = "DeleteModel"
+
+
+class CleanupPartial(_Action):
+    """Remove leftovers of an interrupted provisioning of a model no record wants."""
+
+    type: Literal["CleanupPartial"] = "CleanupPartial"
+
+
+Action = ProvisionModel | DeleteModel | CleanupPartial
+
+
+def describe(action: Action) -> str:
+    """One line for `hive plan` and for narration."""
+    match action:
+        case ProvisionModel():
+            return f"provision Model/{action.name} from {action.source} ({action.reason})"
+        case DeleteModel():
+            return f"delete Model/{action.name} ({action.reason})"
+        case CleanupPartial():
+            return f"clean up Model/{action.name} ({action.reason})"

@@ -1,0 +1,184 @@
+"""Desired-state records: the `Model` and `Worker` manifests (apiVersion hive/v1).
+
+These are the only shapes a source may hand to the store; validation of a
+document happens here, the file and line bookkeeping in `hive.core.parse`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from hive.model.ids import NAME_MAX_LENGTH, NAME_PATTERN, Kind, ObjectKey, SourceName, name_problem
+
+API_VERSION = "hive/v1"
+SUPPORTED_SCHEMES = ("hf://", "https://", "http://", "file:")
+_SCHEME_HINT = "use hf://, https://, http:// or file:"
+_HF_RE = re.compile(
+    r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+    r"(?:(?P<path>/[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>[\w./-]+))?$"
+)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_DEVICE_RE = re.compile(r"^(CPU-0|GPU-(0|[1-9][0-9]{0,2}))$")
+
+
+def _check_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_source(value: str) -> str:
+    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    if not value.startswith(SUPPORTED_SCHEMES):
+        if scheme:
+            raise ValueError(f"scheme {scheme!r} is not supported ({_SCHEME_HINT})")
+        raise ValueError(f"{value!r} has no scheme ({_SCHEME_HINT})")
+    if value.startswith("hf://") and not _HF_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a Hugging Face source "
+            "(use hf://org/repo/path/file.gguf[@revision] or hf://org/repo:QUANT[@revision])"
+        )
+    if value.startswith(("https://", "http://")):
+        parts = urlsplit(value)
+        if not parts.hostname:
+            raise ValueError(f"{value!r} has no host")
+    if value.startswith("file:") and not value.removeprefix("file:").removeprefix("//"):
+        raise ValueError("file: source has no path (use file:relative/path.gguf or file:///abs)")
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if not _SHA256_RE.match(value):
+        raise ValueError("must be 64 lower-case hex digits (the SHA-256 of the GGUF file)")
+    return value
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE_RE.match(value):
+        raise ValueError(f"{value!r} is not a device (use CPU-0 or GPU-<n>, for example GPU-0)")
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}),
+]
+LabelValue = Annotated[str, Field(max_length=63)]
+_Strict = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ObjectMeta(BaseModel):
+    model_config = _Strict
+
+    name: Name = Field(description="Unique per kind on this hive; DNS-label style, <= 63 chars.")
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    model_config = _Strict
+
+    source: Annotated[str, AfterValidator(_check_source)] = Field(
+        description="hf://org/repo/file.gguf[@rev], hf://org/repo:QUANT[@rev], "
+        "https://..., http://..., or file:path (relative to the manifest's file)."
+    )
+    sha256: Annotated[str, AfterValidator(_check_sha256)] | None = Field(
+        default=None, description="Expected SHA-256 of the GGUF file; verified on provisioning."
+    )
+    state: Literal["present", "absent"] = Field(
+        default="present", description="present: keep the file; absent: delete it."
+    )
+
+
+class LabelSelector(BaseModel):
+    model_config = _Strict
+
+    matchLabels: dict[str, LabelValue] = Field(default_factory=dict)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.matchLabels.items())
+
+
+ArgValue = int | float | str | bool
+
+
+class WorkerSpec(BaseModel):
+    model_config = _Strict
+
+    model: Name = Field(description="The name of a Model on this hive.")
+    runtime: Name = Field(description="An entry of the worker catalog (never a command line).")
+    device: Annotated[str, AfterValidator(_check_device)] = Field(
+        default="CPU-0", description="CPU-0 or GPU-<n>."
+    )
+    port: int | None = Field(
+        default=None, ge=1024, le=65535, description="Default: first free port in 9000-9999."
+    )
+    args: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], ArgValue] = Field(
+        default_factory=dict, description="Only keys that the runtime entry declares."
+    )
+    restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
+    state: Literal["running", "stopped"] = "running"
+    hiveSelector: LabelSelector | None = None
+
+
+class ModelManifest(BaseModel):
+    model_config = _Strict
+
+    apiVersion: Literal["hive/v1"]
+    kind: Literal["Model"]
+    metadata: ObjectMeta
+    spec: ModelSpec
+
+
+class WorkerManifest(BaseModel):
+    model_config = _Strict
+
+    apiVersion: Literal["hive/v1"]
+    kind: Literal["Worker"]
+    metadata: ObjectMeta
+    spec: WorkerSpec
+
+
+Manifest = ModelManifest | WorkerManifest
+MANIFEST_TYPES: dict[str, type[ModelManifest] | type[WorkerManifest]] = {
+    Kind.MODEL.value: ModelManifest,
+    Kind.WORKER.value: WorkerManifest,
+}
+
+
+class Origin(BaseModel):
+    """Where a record came from: its source and, for files, the file and line."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: SourceName
+    file: Path | None = None
+    line: int | None = None
+
+    def where(self) -> str:
+        if self.file is None:
+            return f"source {self.source}"
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+class Record(BaseModel):
+    """One validated desired-state document and where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: Manifest = Field(discriminator="kind")
+    origin: Origin
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey.of(Kind(self.manifest.kind), self.manifest.metadata.name)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.metadata.name

@@ -1,0 +1,73 @@
+"""Observed state: what the disk catalog holds, as hive read it (rbee-compatible)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ArtifactStatus(StrEnum):
+    AVAILABLE = "Available"
+    DOWNLOADING = "Downloading"
+    FAILED = "Failed"
+
+
+class ModelMetadata(BaseModel):
+    """`<home>/models/<name>/metadata.json`: rbee's ModelEntry plus provenance and GGUF facts."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+    path: Path
+    size: int
+    status: ArtifactStatus
+    added_at: datetime
+    error: str | None = None
+    sha256: str | None = None
+    source: str | None = None
+    #: The source as resolved at provisioning time (an absolute file path, a URL).
+    resolved_source: str | None = None
+    revision: str | None = None
+    format: str = "GGUF"
+    architecture: str | None = None
+    quantization: str | None = None
+    parameter_count: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
+    embedding_length: int | None = None
+    block_count: int | None = None
+    gguf_version: int | None = None
+    tensor_count: int | None = None
+    kv_count: int | None = None
+    verified: bool = False
+
+
+class ObservedModel(BaseModel):
+    """One directory under `<home>/models/`, as seen by the catalog observer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    directory: Path
+    metadata: ModelMetadata | None
+    #: Size of `model.gguf` on disk, None when the file is missing.
+    file_size: int | None
+    #: Leftover temporary files of an interrupted provisioning.
+    partial: bool = False
+    #: Why metadata.json could not be read, if it could not.
+    metadata_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The file is whole and described: Available and the size on disk matches."""
+        m = self.metadata
+        return (
+            m is not None
+            and m.status == ArtifactStatus.AVAILABLE
+            and self.file_size is not None
+            and self.file_size == m.size
+        )

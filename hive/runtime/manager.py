@@ -1,0 +1,155 @@
+"""The manager wires store, sources, reconciler, narration and queue, and starts and
+stops them in order (stop is the reverse of start)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from hive.actuators.provision import purge_trash
+from hive.core.clock import Clock, SystemClock
+from hive.core.plan import plan
+from hive.core.store import ReplaceResult, Store
+from hive.model.events import Level
+from hive.model.ids import Kind, ObjectKey
+from hive.model.manifests import ModelManifest, Record
+from hive.narration.bus import Bus
+from hive.narration.console import ConsolePrinter
+from hive.observers.catalog import ModelCatalog
+from hive.runtime.queue import WorkQueue
+from hive.runtime.reconciler import Reconciler
+from hive.settings import Settings
+from hive.sources.base import Source
+from hive.sources.directory import DirectorySource
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.started_at = self.clock.now()
+        self.bus = Bus(clock=self.clock, capacity=settings.event_buffer)
+        if settings.console:
+            self.bus.add_listener(ConsolePrinter())
+        self.store = Store(clock=self.clock)
+        self.catalog = ModelCatalog(settings.home)
+        self.queue = WorkQueue()
+        self.reconciler = Reconciler(
+            store=self.store,
+            catalog=self.catalog,
+            bus=self.bus,
+            clock=self.clock,
+            action_timeout=settings.action_timeout,
+            backoff_base=settings.backoff_base,
+            backoff_cap=settings.backoff_cap,
+        )
+        self.sources: list[Source] = [
+            DirectorySource(path, store=self.store, bus=self.bus, on_change=self.on_change)
+            for path in settings.desired
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- wiring --------------------------------------------------------------------------
+    def on_change(self, result: ReplaceResult) -> None:
+        """A source replaced its set: enqueue what changed, narrate conflicts."""
+        for key in sorted(result.changed):
+            record = self.store.desired(key)
+            if record is None:
+                self.bus.emit(
+                    "manifest_removed", f"{key}: no source declares it any more", object=key
+                )
+            else:
+                self.bus.emit(
+                    "manifest_applied",
+                    f"{key}: generation {self.store.generation(key)} from {record.origin.where()}",
+                    object=key,
+                    data={"source": record.origin.source, "generation": self.store.generation(key)},
+                )
+            self.reconciler.cancel_if_stale(key)
+            self.queue.add(key)
+        for note in result.new_conflicts:
+            self.bus.emit(
+                "conflict",
+                note.message,
+                object=note.key,
+                level=Level.WARNING,
+                data={"owner": note.owner.source, "other": note.other.source},
+            )
+            self.queue.add(note.key)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(purge_trash, self.catalog)
+        self.bus.emit(
+            "hive_start",
+            f"hive {self.settings.hive_id} starting: home {self.settings.home}, "
+            f"{len(self.sources)} source(s)",
+            data={"home": str(self.settings.home)},
+        )
+        for _ in range(self.settings.max_concurrent_actions):
+            self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
+        for source in self.sources:
+            await source.start()
+        self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
+        self.resync_now()
+
+    async def stop(self) -> None:
+        self.bus.emit("hive_stop", "hive stopping")
+        for source in reversed(self.sources):
+            await source.stop()
+        await self.queue.shutdown()
+        self.reconciler.cancel_all()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _work(self) -> None:
+        while (key := await self.queue.get()) is not None:
+            result = None
+            try:
+                result = await self.reconciler.reconcile(ObjectKey(key))
+            except Exception as exc:  # the loop never dies: narrate and retry later
+                log.exception("reconcile of %s failed", key)
+                self.bus.emit(
+                    "reconcile_error", f"{type(exc).__name__}: {exc}", object=key, level=Level.ERROR
+                )
+            finally:
+                self.queue.done(key)
+            if result is not None and result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
+
+    def model_records(self) -> dict[str, Record]:
+        return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}
+
+    def resync_now(self) -> None:
+        """One full observe + plan pass; every key with work to do is enqueued."""
+        observed = self.catalog.observe_all()
+        actions = plan(self.model_records(), observed, prune_allowed=self.store.all_synced)
+        for action in actions:
+            self.queue.add(action.key)
+        for key in self.store.declared_keys():
+            if key not in self.reconciler.statuses:
+                self.queue.add(key)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            try:
+                for source in self.sources:
+                    await source.resync()
+                self.resync_now()
+            except Exception as exc:
+                log.exception("resync failed")
+                self.bus.emit("resync_error", f"{type(exc).__name__}: {exc}", level=Level.ERROR)
+
+    def object_keys(self) -> set[ObjectKey]:
+        keys = set(self.store.declared_keys())
+        keys.update(ObjectKey.of(Kind.MODEL, n) for n in self.catalog.names())
+        return keys

@@ -1,0 +1,92 @@
+"""The work queue: keys to reconcile, de-duplicated, one worker per key at a time.
+
+Same contract as controller-runtime's: a key added while it is being processed is
+marked dirty and handed out again once `done` is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class WorkQueue:
+    def __init__(self) -> None:
+        self._order: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._ready = asyncio.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def processing(self) -> frozenset[str]:
+        return frozenset(self._processing)
+
+    def add(self, key: str) -> None:
+        if self._closed:
+            return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._order.append(key)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._ready:
+            self._ready.notify()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Add `key` after `delay` seconds; an earlier pending add wins."""
+        if self._closed:
+            return
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        if existing is not None and existing.when() <= loop.time() + delay:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> str | None:
+        """The next key to work on, or None once the queue is shut down."""
+        async with self._ready:
+            while not self._order and not self._closed:
+                await self._ready.wait()
+            if self._closed:
+                return None
+            key = self._order.popleft()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        async with self._ready:
+            self._ready.notify_all()

@@ -1,0 +1,364 @@
+"""The reconciler: for one key, observe → plan → act, then record status and narrate.
+
+Level-triggered: it reads the store and the disk afresh each time, never an event's
+payload. Failures become conditions and back-off, never an exception out of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.actuators.provision import (
+    Cancelled,
+    Progress,
+    cleanup_partial,
+    delete_model,
+    provision_file,
+)
+from hive.core.backoff import Backoff
+from hive.core.clock import Clock
+from hive.core.plan import plan_model
+from hive.core.status import (
+    merge_status,
+    model_absent,
+    model_available,
+    model_failed,
+    model_working,
+)
+from hive.core.store import Store
+from hive.errors import ActionTimeout, HiveError, PermanentError
+from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, describe
+from hive.model.events import Level
+from hive.model.ids import Kind, ObjectKey
+from hive.model.observed import ObservedModel
+from hive.model.status import (
+    ConditionType,
+    ConditionUpdate,
+    ModelPhase,
+    ObjectStatus,
+    StatusUpdate,
+    WorkerPhase,
+)
+from hive.narration.bus import Bus
+from hive.observers.catalog import ModelCatalog
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PROGRESS_INTERVAL = 0.25
+_MB = 1_000_000
+
+
+class Result(BaseModel):
+    """What a reconcile asks of the queue: come back after `requeue_after` seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requeue_after: float | None = None
+
+
+class _Running:
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.cancel = threading.Event()
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: ModelCatalog,
+        bus: Bus,
+        clock: Clock,
+        action_timeout: float,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._bus = bus
+        self._clock = clock
+        self._action_timeout = action_timeout
+        self._backoff = Backoff(clock=clock, base=backoff_base, cap=backoff_cap)
+        self._failed_generation: dict[str, int] = {}
+        self._running: dict[ObjectKey, _Running] = {}
+        self.statuses: dict[ObjectKey, ObjectStatus] = {}
+
+    # -- status --------------------------------------------------------------------------
+    def _set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
+        conflicts = self._store.conflicts(key)
+        if conflicts:
+            note = conflicts[0]
+            update = update.model_copy(
+                update={
+                    "conditions": (
+                        *update.conditions,
+                        ConditionUpdate(
+                            type=ConditionType.CONFLICT,
+                            status="True",
+                            reason="DeclaredTwice",
+                            message=note.message,
+                        ),
+                    )
+                }
+            )
+        failures = self._backoff.failures(key)
+        remaining = self._backoff.remaining(key)
+        status = merge_status(
+            self.statuses.get(key),
+            update,
+            generation=self._store.generation(key),
+            now=self._clock.now(),
+            failures=failures,
+            next_retry=self._clock.now() + timedelta(seconds=remaining) if remaining else None,
+        )
+        self.statuses[key] = status
+        return status
+
+    def _narrate(
+        self,
+        key: ObjectKey,
+        action: str,
+        message: str,
+        *,
+        level: Level = Level.INFO,
+        **data: object,
+    ) -> None:
+        self._bus.emit(action, message, object=key, level=level, data=dict(data))
+
+    # -- cancellation --------------------------------------------------------------------
+    def cancel_if_stale(self, key: ObjectKey) -> bool:
+        """Stop an action whose record went away or changed; True if one was stopped."""
+        running = self._running.get(key)
+        if running is None or running.cancel.is_set():
+            return False
+        if self._store.desired(key) is not None and (
+            self._store.generation(key) == running.generation
+        ):
+            return False
+        running.cancel.set()
+        return True
+
+    def cancel_all(self) -> None:
+        for running in self._running.values():
+            running.cancel.set()
+
+    # -- reconcile -----------------------------------------------------------------------
+    async def reconcile(self, key: ObjectKey) -> Result:
+        if key.kind is Kind.WORKER:
+            return self._reconcile_worker(key)
+        return await self._reconcile_model(key)
+
+    def _reconcile_worker(self, key: ObjectKey) -> Result:
+        if self._store.desired(key) is None:
+            self.statuses.pop(key, None)
+            return Result()
+        message = (
+            "Worker records are validated and stored; this release of hive does not run workers yet"
+        )
+        self._set_status(
+            key,
+            StatusUpdate(
+                phase=WorkerPhase.PENDING,
+                message=message,
+                conditions=(
+                    ConditionUpdate(
+                        type=ConditionType.READY,
+                        status="False",
+                        reason="WorkersNotSupported",
+                        message=message,
+                    ),
+                ),
+            ),
+        )
+        return Result()
+
+    async def _reconcile_model(self, key: ObjectKey) -> Result:
+        record = self._store.desired(key)
+        generation = self._store.generation(key)
+        failed_at = self._failed_generation.get(key)
+        if failed_at is not None and (record is None or failed_at != generation):
+            # The record changed since it failed: a fresh start, no waiting.
+            self._backoff.success(key)
+            self._failed_generation.pop(key, None)
+        elif failed_at is not None and (remaining := self._backoff.remaining(key)) > 0:
+            return Result(requeue_after=remaining)
+
+        observed = self._catalog.observe(key.name)
+        actions = plan_model(
+            key.name, record=record, observed=observed, prune_allowed=self._store.all_synced
+        )
+        if not actions:
+            self._converged(key, record is not None, observed)
+            return Result()
+        action = actions[0]
+        try:
+            await self._execute(key, action, generation)
+        except Cancelled:
+            self._narrate(
+                key, "model_download_cancelled", "Stopped: the record changed or was removed"
+            )
+            if self._store.desired(key) is None:
+                self.statuses.pop(key, None)
+            return Result()
+        except Exception as exc:
+            return self._failed(key, action, exc, generation)
+        self._backoff.success(key)
+        self._failed_generation.pop(key, None)
+        self._converged(key, record is not None, self._catalog.observe(key.name))
+        return Result()
+
+    def _converged(self, key: ObjectKey, wanted: bool, observed: ObservedModel | None) -> None:
+        if not wanted:
+            self.statuses.pop(key, None)
+            return
+        previous = self.statuses.get(key)
+        if observed is None:
+            self._set_status(key, model_absent("not on disk, as state: absent asks"))
+            return
+        meta = observed.metadata
+        assert meta is not None
+        message = f"{meta.size / _MB:.1f} MB at {meta.path}"
+        status = self._set_status(key, model_available(message))
+        if previous is None or previous.phase != status.phase:
+            self._narrate(
+                key,
+                "model_available",
+                f"✅ Model {key.name} is available ({message})",
+                sha256=meta.sha256,
+                size=meta.size,
+                architecture=meta.architecture,
+                quantization=meta.quantization,
+            )
+
+    def _failed(self, key: ObjectKey, action: Action, exc: Exception, generation: int) -> Result:
+        if isinstance(exc, HiveError):
+            reason, message = exc.reason, exc.message
+        else:
+            log.exception("unexpected error while carrying out %s", describe(action))
+            reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
+        delay = self._backoff.failure(key)
+        self._failed_generation[key] = generation
+        self._set_status(key, model_failed(reason, message))
+        verb = "download" if isinstance(action, ProvisionModel) else "delete"
+        self._narrate(
+            key,
+            f"model_{verb}_failed",
+            f"❌ {message} (attempt {self._backoff.failures(key)}; next in {delay:.0f}s)",
+            level=Level.ERROR,
+            reason=reason,
+            permanent=isinstance(exc, PermanentError),
+            retry_in_seconds=delay,
+        )
+        return Result(requeue_after=delay)
+
+    async def _execute(self, key: ObjectKey, action: Action, generation: int) -> None:
+        running = _Running(generation)
+        self._running[key] = running
+        try:
+            match action:
+                case ProvisionModel():
+                    await self._provision(key, action, running)
+                case DeleteModel():
+                    self._set_status(
+                        key, model_working(ModelPhase.DELETING, "Deleting", "state: absent")
+                    )
+                    self._narrate(key, "model_delete_start", f"🗑️ Deleting model {key.name}")
+                    await self._bounded(
+                        asyncio.to_thread(delete_model, key.name, catalog=self._catalog), running
+                    )
+                    self._narrate(key, "model_delete_complete", "✅ Model deleted successfully")
+                case CleanupPartial():
+                    await self._bounded(
+                        asyncio.to_thread(cleanup_partial, key.name, catalog=self._catalog),
+                        running,
+                    )
+                    self._narrate(
+                        key, "model_partial_removed", f"Removed leftovers ({action.reason})"
+                    )
+        finally:
+            self._running.pop(key, None)
+
+    async def _bounded(self, work: Coroutine[object, object, T], running: _Running) -> T:
+        """Await a thread's work within the action timeout; on timeout or shutdown, tell
+        the thread to stop and wait for it, so no two attempts ever overlap."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._action_timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            running.cancel.set()
+            with contextlib.suppress(Exception):
+                await task
+            if isinstance(exc, TimeoutError):
+                raise ActionTimeout(f"gave up after {self._action_timeout:.0f}s") from None
+            raise
+
+    async def _provision(self, key: ObjectKey, action: ProvisionModel, running: _Running) -> None:
+        self._set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
+        self._narrate(
+            key,
+            "model_download_start",
+            f"📥 Downloading {key.name} from {action.source} ({action.reason})",
+            source=action.source,
+            resolved_source=action.resolved_source,
+        )
+        loop = asyncio.get_running_loop()
+        started = self._clock.monotonic()
+        last = [0.0]
+
+        def progress(p: Progress) -> None:
+            now = self._clock.monotonic()
+            if now - last[0] < PROGRESS_INTERVAL and p.done < p.total:
+                return
+            last[0] = now
+            loop.call_soon_threadsafe(self._progress, key, p, now - started)
+
+        outcome = await self._bounded(
+            asyncio.to_thread(
+                provision_file,
+                action,
+                catalog=self._catalog,
+                now=self._clock.now(),
+                cancel=running.cancel,
+                progress=progress,
+            ),
+            running,
+        )
+        meta = outcome.metadata
+        self._narrate(
+            key,
+            "model_download_verified",
+            f"SHA-256 {meta.sha256}"
+            + (" matches spec.sha256" if meta.verified else " recorded (no spec.sha256 given)"),
+            sha256=meta.sha256,
+            verified=meta.verified,
+        )
+        self._narrate(
+            key,
+            "model_download_complete",
+            f"✅ Download complete ({outcome.method}, {meta.size / _MB:.1f} MB)",
+            method=outcome.method,
+            size=meta.size,
+        )
+
+    def _progress(self, key: ObjectKey, p: Progress, elapsed: float) -> None:
+        speed = p.done / elapsed if elapsed > 0 else 0.0
+        eta = (p.total - p.done) / speed if speed > 0 else 0.0
+        pct = 100 * p.done // p.total if p.total else 100
+        self._narrate(
+            key,
+            "model_download_progress",
+            f"Downloaded {p.done // _MB} MB / {p.total // _MB} MB ({pct}%)",
+            bytes_downloaded=p.done,
+            total_bytes=p.total,
+            speed_bytes_per_sec=int(speed),
+            eta_seconds=int(eta),
+        )

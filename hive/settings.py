@@ -1,0 +1,58 @@
+"""One Settings object for the daemon: defaults, then HIVE_* environment, then flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PORT = 7835
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hive"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    desired: tuple[Path, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    hive_id: str = Field(default_factory=socket.gethostname)
+    #: Seconds between full re-observations of everything (drift repair).
+    resync_interval: float = 30.0
+    #: Actions (copies, deletions) carried out at the same time, over all objects.
+    max_concurrent_actions: int = 4
+    #: No single action may take longer than this.
+    action_timeout: float = 3600.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    event_buffer: int = 10_000
+    #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
+    sse_max_lag: int = 1000
+    sse_keepalive: float = 15.0
+    #: Print one line per event on stderr.
+    console: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, overridden by HIVE_<FIELD> variables, overridden by `overrides`."""
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = os.environ.get(f"HIVE_{name.upper()}")
+            if raw is None:
+                continue
+            if name == "desired":
+                values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)
+            elif field.annotation is bool:
+                values[name] = raw.lower() in {"1", "true", "yes", "on"}
+            else:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

@@ -1,0 +1,242 @@
+"""The watched-directory source: manifest files under a directory, followed with inotify
+(watchfiles). Each file's last good records stay in force while it is broken."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from hive.core.parse import ParseResult, Problem, is_manifest_file, merge_files, parse_file
+from hive.core.store import Store
+from hive.model.events import Level
+from hive.model.ids import SourceName
+from hive.model.manifests import Record
+from hive.narration.bus import Bus
+from hive.sources.base import OnChange
+
+Stamp = tuple[int, int, int]
+#: How many problems of one file are narrated (all of them are in /v1/status).
+MAX_NARRATED_PROBLEMS = 20
+
+
+def scan_manifest_files(root: Path) -> list[Path] | Problem:
+    """Every manifest file under `root` (hidden directories skipped), or why `root` cannot
+    be read: a missing or unreadable directory is an error, never an empty set."""
+    if not root.exists():
+        return Problem(file=str(root), message="directory does not exist")
+    if not root.is_dir():
+        return Problem(file=str(root), message="is not a directory")
+    found: list[Path] = []
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath, f) for f in sorted(filenames) if is_manifest_file(Path(f)))
+    if errors:
+        first = errors[0]
+        return Problem(
+            file=str(first.filename or root), message=f"cannot read directory: {first.strerror}"
+        )
+    return found
+
+
+def read_manifests(paths: list[Path], *, source: SourceName) -> ParseResult:
+    """Every record under `paths` (files or directories), as `hive validate` and `hive plan`
+    read them: all problems, or all records."""
+    per_file: dict[str, tuple[Record, ...]] = {}
+    problems: list[Problem] = []
+    for path in paths:
+        files = [path] if path.is_file() else scan_manifest_files(path)
+        if isinstance(files, Problem):
+            problems.append(files)
+            continue
+        for file in files:
+            result = parse_file(file, source=source)
+            problems.extend(result.problems)
+            per_file[str(file)] = result.records
+    records, duplicates = merge_files(per_file)
+    problems.extend(duplicates)
+    if problems:
+        return ParseResult(problems=tuple(problems))
+    return ParseResult(records=tuple(records))
+
+
+class DirectorySource:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        store: Store,
+        bus: Bus,
+        on_change: OnChange,
+        step_ms: int = 20,
+        missing_poll: float = 1.0,
+    ) -> None:
+        self.root = root
+        self.name = SourceName(f"dir:{root}")
+        self._store = store
+        self._bus = bus
+        self._on_change = on_change
+        self._step_ms = step_ms
+        self._missing_poll = missing_poll
+        self._records: dict[Path, tuple[Record, ...]] = {}
+        self._problems: dict[Path, tuple[Problem, ...]] = {}
+        self._stamps: dict[Path, Stamp] = {}
+        self._root_problem: Problem | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        store.register(self.name, kind="directory", location=str(root))
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.resync()
+        self._task = asyncio.create_task(self._watch(), name=f"watch {self.root}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- reading -------------------------------------------------------------------------
+    def _display(self, path: Path) -> str:
+        return str(self.root / path.relative_to(self.root))
+
+    def _stamp(self, path: Path) -> Stamp | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _parse(self, path: Path) -> ParseResult:
+        return parse_file(path, source=self.name, display=self._display(path))
+
+    async def resync(self) -> None:
+        """Read the whole directory; files whose stamp did not change are not parsed again."""
+        async with self._lock:
+            scan = await asyncio.to_thread(scan_manifest_files, self.root)
+            if isinstance(scan, Problem):
+                self._set_root_problem(scan)
+                return
+            self._root_problem = None
+            present = set(scan)
+            for gone in (set(self._records) | set(self._problems)) - present:
+                self._forget(gone)
+            changed = [p for p in scan if self._stamp(p) != self._stamps.get(p)]
+            for path in changed:
+                await self._load(path)
+            self._publish(first_sync=True)
+
+    async def _load(self, path: Path) -> None:
+        stamp = self._stamp(path)
+        if stamp is None:
+            self._forget(path)
+            return
+        result = await asyncio.to_thread(self._parse, path)
+        self._stamps[path] = stamp
+        if result.ok:
+            self._records[path] = result.records
+            self._problems.pop(path, None)
+            return
+        # Invalid input never deletes: the file's last good records stay in force.
+        self._problems[path] = result.problems
+        kept = len(self._records.get(path, ()))
+        for problem in result.problems[:MAX_NARRATED_PROBLEMS]:
+            self._bus.emit(
+                "manifest_error",
+                f"{problem} ({kept} last good record(s) of this file stay in force)",
+                level=Level.ERROR,
+                data={
+                    "source": self.name,
+                    "file": problem.file,
+                    "line": problem.line,
+                    "field": problem.field,
+                    "kept_records": kept,
+                },
+            )
+
+    def _forget(self, path: Path) -> None:
+        self._records.pop(path, None)
+        self._problems.pop(path, None)
+        self._stamps.pop(path, None)
+
+    def _set_root_problem(self, problem: Problem) -> None:
+        if self._root_problem != problem:
+            kept = sum(len(r) for r in self._records.values())
+            self._bus.emit(
+                "source_error",
+                f"{problem} ({kept} last good record(s) stay in force; nothing is pruned)",
+                level=Level.ERROR,
+                data={"source": self.name, "file": problem.file, "kept_records": kept},
+            )
+        self._root_problem = problem
+        self._store.set_errors(self.name, [problem])
+
+    def _publish(self, *, first_sync: bool = False) -> None:
+        records, duplicates = merge_files({str(p): rs for p, rs in self._records.items()})
+        result = self._store.replace(self.name, records)
+        problems = [p for ps in self._problems.values() for p in ps]
+        self._store.set_errors(self.name, [*problems, *duplicates])
+        if first_sync:
+            self._store.mark_synced(self.name)
+        self._on_change(result)
+
+    # -- watching ------------------------------------------------------------------------
+    def _wanted(self, change: Change, path: str) -> bool:
+        p = Path(path)
+        try:
+            rel = p.relative_to(self.root)
+        except ValueError:
+            return False
+        if any(part.startswith(".") for part in rel.parts[:-1]):
+            return False
+        return p == self.root or is_manifest_file(p) or change == Change.deleted
+
+    async def _watch(self) -> None:
+        while not self._stop.is_set():
+            if not self.root.is_dir():
+                await self.resync()  # records the problem
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._missing_poll)
+                continue
+            try:
+                async for changes in awatch(
+                    self.root,
+                    watch_filter=self._wanted,
+                    step=self._step_ms,
+                    debounce=1600,
+                    stop_event=self._stop,
+                    recursive=True,
+                    raise_interrupt=False,
+                    rust_timeout=int(self._missing_poll * 1000),
+                    yield_on_timeout=True,
+                ):
+                    if not self.root.is_dir():
+                        break
+                    if changes:
+                        await self._apply(changes)
+            except (FileNotFoundError, RuntimeError, OSError):
+                # The root vanished under the watcher: the outer loop records it and waits.
+                continue
+            # awatch ended: either stop was asked for or the root went away.
+
+    async def _apply(self, changes: set[tuple[Change, str]]) -> None:
+        paths = {Path(p) for _, p in changes}
+        directory_changed = any(
+            p == self.root or p.is_dir() or (c == Change.deleted and not is_manifest_file(p))
+            for c, p in ((c, Path(p)) for c, p in changes)
+        )
+        if directory_changed or self._root_problem is not None:
+            # A directory came or went: read the whole tree (cheap: stamps skip the rest).
+            await self.resync()
+            return
+        async with self._lock:
+            for path in sorted(paths):
+                await self._load(path)
+            self._publish()
