@@ -116,7 +116,12 @@ def create_app(manager: Manager) -> web.Application:
         yield
         await manager.stop()
 
+    async def end_streams(app: web.Application) -> None:
+        # Before the server waits for open handlers: SSE streams end now, not at a timeout.
+        manager.bus.close()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/models", list_models)

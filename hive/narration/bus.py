@@ -40,6 +40,7 @@ class Bus:
         self._last_id = 0
         self._changed = asyncio.Event()
         self._listeners: list[Listener] = []
+        self.closed = False
 
     @property
     def last_id(self) -> int:
@@ -96,9 +97,14 @@ class Bus:
         events = [self._ring[i % self._capacity] for i in range(start, stop + 1)]
         return [e for e in events if e is not None], gap
 
+    def close(self) -> None:
+        """No more events: readers waiting now return, so streams end at shutdown."""
+        self.closed = True
+        self._changed.set()
+
     async def wait(self, after: int) -> None:
-        """Return once an event with id > after exists."""
-        while self._last_id <= after:
+        """Return once an event with id > after exists, or the bus is closed."""
+        while self._last_id <= after and not self.closed:
             await self._changed.wait()
 
 
@@ -119,6 +125,11 @@ class Subscription:
     @property
     def cursor(self) -> int:
         return self._cursor
+
+    @property
+    def closed(self) -> bool:
+        """The bus is closed and every event up to its end was read."""
+        return self._bus.closed and self._cursor >= self._bus.last_id
 
     async def next_batch(self, *, wait: float) -> list[Event | Gap]:
         """Events after the cursor; empty when none came within `wait` seconds."""

@@ -12,7 +12,11 @@ from hive.narration.bus import Gap, Subscription
 
 
 def sse_frame(data: dict[str, Any] | str, *, event_id: int | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    payload = (
+        data
+        if isinstance(data, str)
+        else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    )
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}data: {payload}\n\n".encode()
 
@@ -43,7 +47,7 @@ async def stream_subscription(
     response = await open_sse(request)
     await response.write(b": connected\n\n")
     try:
-        while True:
+        while not subscription.closed:
             batch = await subscription.next_batch(wait=keepalive)
             if not batch:
                 await response.write(b": keep-alive\n\n")

@@ -205,6 +205,8 @@ class DirectorySource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._missing_poll)
                 continue
+            if self._root_problem is not None:
+                await self.resync()  # the root is back: read what arrived while it was gone
             try:
                 async for changes in awatch(
                     self.root,

@@ -1,0 +1,226 @@
+"""Shared test helpers: the tiny example model, polling with a deadline, a real
+`hive serve` subprocess with an SSE reader."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def poll(
+    fn: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Call `fn` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def _load_example() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_model", ROOT / "examples" / "make_tiny_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny llama GGUF, made by the example script the README uses."""
+    path = tmp_path_factory.mktemp("model") / "tiny-llama.gguf"
+    return Path(_load_example().make_tiny_model(path))
+
+
+def model_yaml(name: str, source: str, *, sha256: str | None = None, state: str = "present") -> str:
+    lines = [
+        "apiVersion: hive/v1",
+        "kind: Model",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  source: {source}",
+        f"  state: {state}",
+    ]
+    if sha256:
+        lines.append(f'  sha256: "{sha256}"')
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write as editors do: a temp file beside the target, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp~")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Hive:
+    """A real `hive serve` subprocess on loopback, with every narrated event collected."""
+
+    def __init__(self, *, home: Path, desired: list[Path], log: Path, resync: float = 30.0) -> None:
+        self.home = home
+        self.desired = desired
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.resync = resync
+        self.events: list[dict[str, Any]] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Hive:
+        args = [
+            sys.executable,
+            "-m",
+            "hive",
+            "serve",
+            "--home",
+            str(self.home),
+            "--port",
+            str(self.port),
+            "--resync-interval",
+            str(self.resync),
+        ]
+        for d in self.desired:
+            args += ["--desired", str(d)]
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        poll(self._healthy, timeout=20, what=f"hive on {self.url} (log: {self.log})")
+        self.events = []
+        self._reader = threading.Thread(target=self._read_events, daemon=True)
+        self._reader.start()
+        poll(
+            lambda: any(e.get("action") == "hive_start" for e in self.events),
+            timeout=10,
+            what="the event stream",
+        )
+        return self
+
+    def _healthy(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise AssertionError(
+                f"hive exited with {self._proc.returncode}:\n{self.log.read_text()}"
+            )
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def _read_events(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url + "/v1/events?since=0", timeout=300) as r:
+                for raw in r:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+        except OSError:
+            return
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.load(r)
+
+    def get_status(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        code, body = self.get_status(f"/v1/models/{name}")
+        return body if code == 200 else None
+
+    def phase(self, name: str) -> str | None:
+        m = self.model(name)
+        return m["status"]["phase"] if m else None
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 15) -> dict[str, Any]:
+        poll(
+            lambda: self.phase(name) == phase,
+            timeout=timeout,
+            what=f"Model/{name} to be {phase} (now {self.phase(name)})",
+        )
+        m = self.model(name)
+        assert m is not None
+        return m
+
+    def actions(self, obj: str | None = None) -> list[str]:
+        return [e["action"] for e in list(self.events) if obj is None or e.get("object") == obj]
+
+    def wait_event(
+        self, action: str, *, obj: str | None = None, timeout: float = 15
+    ) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for e in list(self.events):
+                if e["action"] == action and (obj is None or e.get("object") == obj):
+                    return e
+            return None
+
+        return poll(find, timeout=timeout, what=f"event {action} for {obj}")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+@pytest.fixture
+def hive_factory(tmp_path: Path) -> Iterator[Callable[..., Hive]]:
+    started: list[Hive] = []
+
+    def make(*, desired: list[Path], home: Path | None = None, resync: float = 30.0) -> Hive:
+        h = Hive(
+            home=home or tmp_path / "home",
+            desired=desired,
+            log=tmp_path / f"hive-{len(started)}.log",
+            resync=resync,
+        )
+        started.append(h)
+        return h.start()
+
+    yield make
+    for h in started:
+        h.stop()
