@@ -18,7 +18,7 @@ def sse_frame(data: dict[str, Any] | str, *, event_id: int | None = None) -> byt
         else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     )
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}data: {data}\n\n".encode()
+    return f"{head}data: {payload}\n\n".encode()
 
 
 def event_frame(item: Event | Gap) -> bytes:

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,10 +107,12 @@ def test_removing_the_record_keeps_the_files(
 
     (desired / "tiny.yaml").unlink()
     hive.wait_event("manifest_removed", obj="Model/tiny")
-    model = poll(
-        lambda: (m := hive.model("tiny")) and not m["managed"] and m,
-        what="the model to be unmanaged",
-    )
+
+    def unmanaged() -> dict[str, Any] | None:
+        m = hive.model("tiny")
+        return m if m is not None and not m["managed"] else None
+
+    model = poll(unmanaged, what="the model to be unmanaged")
     assert model["status"]["phase"] == "Available"
     assert (hive.home / "models" / "tiny" / "model.gguf").exists()
 
