@@ -84,24 +84,35 @@ class _Located:
 
 
 def _walk(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dups: list[str]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            if key in seen:
-                dups.append(f"{format_field((*path, key))}@{key_node.start_mark.line + 1}")
-            seen.add(key)
-            _walk(value_node, (*path, key), lines, dups)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, dups)
+    """Record the line of every field path; iterative, and each node is walked once, so
+    neither deep nesting nor an alias bomb (`&a [*a, *a]`, nested) can hang or overflow."""
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, FieldPath]] = [(node, path)]
+    while stack:
+        current, where = stack.pop()
+        lines.setdefault(where, current.start_mark.line + 1)
+        if id(current) in seen_nodes:
+            continue
+        seen_nodes.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: set[str] = set()
+            for key_node, value_node in current.value:
+                key = (
+                    str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                )
+                if key in keys:
+                    dups.append(f"{format_field((*where, key))}@{key_node.start_mark.line + 1}")
+                keys.add(key)
+                lines[(*where, key)] = key_node.start_mark.line + 1
+                stack.append((value_node, (*where, key)))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((item, (*where, i)) for i, item in enumerate(current.value))
 
 
 def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -126,8 +137,15 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
         where = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc)
         yield Problem(file=file, line=where, message=f"malformed YAML: {what}")
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        # A tag or value PyYAML cannot build (`2024-02-30`, `!!int abc`), or absurd nesting.
+        where = loader.line + 1 if loader is not None else None
+        yield Problem(
+            file=file, line=where, message=f"malformed YAML: {type(exc).__name__}: {str(exc)[:200]}"
+        )
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _pydantic_message(err: Any) -> str:
@@ -148,6 +166,18 @@ def _pydantic_message(err: Any) -> str:
     if kind in {"model_type", "dict_type"}:
         return f"must be a mapping, got {type(err.get('input')).__name__}"
     return str(err["msg"])
+
+
+_UNION_MEMBERS = {"int", "float", "str", "bool"}
+_SCALAR_TYPE_ERRORS = {"int_type", "int_from_float", "float_type", "string_type", "bool_type"}
+
+
+def _location(err: Any) -> tuple[FieldPath, str]:
+    """The field path as written in the file, and the message, of a pydantic error."""
+    loc = tuple(part for part in err["loc"] if part != "[key]")
+    if err["type"] in _SCALAR_TYPE_ERRORS and loc and loc[-1] in _UNION_MEMBERS:
+        return loc[:-1], "must be a number, a string or a boolean"
+    return loc, _pydantic_message(err)
 
 
 def _validate(doc: _Located, *, file: str, source: SourceName) -> Record | list[Problem]:
@@ -183,8 +213,10 @@ def _validate(doc: _Located, *, file: str, source: SourceName) -> Record | list[
     except ValidationError as exc:
         problems: list[Problem] = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
-            problems.extend(problem(loc, _pydantic_message(err)))
+            loc, message = _location(err)
+            found = problem(loc, message)
+            if found[0] not in problems:  # a union reports once per member
+                problems.extend(found)
         return problems
     return Record(manifest=manifest, origin=Origin(source=source, file=Path(file), line=doc.start))
 
@@ -193,6 +225,9 @@ def parse_text(text: str, *, file: str, source: SourceName) -> ParseResult:
     """Every document of one file: all records, or every problem found (never both)."""
     records: list[Record] = []
     problems: list[Problem] = []
+    if file.lower().endswith(".json"):
+        # JSON allows tab indentation, YAML does not; a JSON string cannot hold a raw tab.
+        text = text.replace("\t", " ")
     for doc in _documents(text, file):
         if isinstance(doc, Problem):
             problems.append(doc)

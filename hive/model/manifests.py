@@ -34,8 +34,10 @@ def _check_name(value: str) -> str:
 
 
 def _check_source(value: str) -> str:
-    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    scheme = value.split(":", 1)[0] if ":" in value else ""
     if not value.startswith(SUPPORTED_SCHEMES):
+        if scheme and f"{scheme.lower()}:" in {s.rstrip("/") for s in SUPPORTED_SCHEMES}:
+            raise ValueError(f"write the scheme {scheme!r} in lower case ({_SCHEME_HINT})")
         if scheme:
             raise ValueError(f"scheme {scheme!r} is not supported ({_SCHEME_HINT})")
         raise ValueError(f"{value!r} has no scheme ({_SCHEME_HINT})")
@@ -48,8 +50,17 @@ def _check_source(value: str) -> str:
         parts = urlsplit(value)
         if not parts.hostname:
             raise ValueError(f"{value!r} has no host")
-    if value.startswith("file:") and not value.removeprefix("file:").removeprefix("//"):
-        raise ValueError("file: source has no path (use file:relative/path.gguf or file:///abs)")
+    if value.startswith("file:"):
+        rest = value.removeprefix("file:")
+        if rest.startswith("//") and len(rest) > 2 and not rest.startswith("///"):
+            raise ValueError(
+                f"{value!r} names a host; file: sources are local "
+                "(use file:relative/path.gguf or file:///absolute/path.gguf)"
+            )
+        if not rest.removeprefix("//"):
+            raise ValueError(
+                "file: source has no path (use file:relative/path.gguf or file:///abs)"
+            )
     return value
 
 
