@@ -5,6 +5,7 @@ Pure bookkeeping in memory; sources call `replace`, the runtime reads `desired`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -57,7 +58,9 @@ class ReplaceResult(BaseModel):
 
 def _fingerprint(record: Record) -> str:
     m = record.manifest
-    return m.spec.model_dump_json() + m.metadata.model_dump_json()
+    return json.dumps(
+        [m.spec.model_dump(mode="json"), m.metadata.model_dump(mode="json")], sort_keys=True
+    )
 
 
 class Store:
