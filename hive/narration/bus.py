@@ -118,6 +118,8 @@ class Subscription:
         self, bus: Bus, *, after: int | None, object: str | None = None, max_lag: int = 1000
     ) -> None:
         self._bus = bus
+        if after is not None and after > bus.last_id:
+            after = 0  # a cursor from an earlier run of hive: start over
         self._cursor = bus.last_id if after is None else after
         self._object = object
         self._max_lag = max_lag
