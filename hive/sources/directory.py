@@ -21,6 +21,8 @@ from hive.sources.base import OnChange
 Stamp = tuple[int, int, int]
 #: How many problems of one file are narrated (all of them are in /v1/status).
 MAX_NARRATED_PROBLEMS = 20
+#: After a directory appears, the tree is read again this much later (see _late_resync).
+LATE_RESYNC_DELAY = 0.25
 
 
 def scan_manifest_files(root: Path) -> list[Path] | Problem:
@@ -88,6 +90,7 @@ class DirectorySource:
         self._root_problem: Problem | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._late: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         store.register(self.name, kind="directory", location=str(root))
 
@@ -98,10 +101,11 @@ class DirectorySource:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._late):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- reading -------------------------------------------------------------------------
     def _display(self, path: Path) -> str:
@@ -196,7 +200,8 @@ class DirectorySource:
             return False
         if any(part.startswith(".") for part in rel.parts[:-1]):
             return False
-        return p == self.root or is_manifest_file(p) or change == Change.deleted
+        # Directories matter too: a new one may hold files that inotify did not see yet.
+        return p == self.root or is_manifest_file(p) or change == Change.deleted or p.is_dir()
 
     async def _watch(self) -> None:
         while not self._stop.is_set():
@@ -215,7 +220,6 @@ class DirectorySource:
                     debounce=1600,
                     stop_event=self._stop,
                     recursive=True,
-                    raise_interrupt=False,
                     rust_timeout=int(self._missing_poll * 1000),
                     yield_on_timeout=True,
                 ):
@@ -228,6 +232,16 @@ class DirectorySource:
                 continue
             # awatch ended: either stop was asked for or the root went away.
 
+    def _late_resync(self) -> None:
+        if self._late is not None and not self._late.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(LATE_RESYNC_DELAY)
+            await self.resync()
+
+        self._late = asyncio.create_task(later(), name=f"late resync {self.root}")
+
     async def _apply(self, changes: set[tuple[Change, str]]) -> None:
         paths = {Path(p) for _, p in changes}
         directory_changed = any(
@@ -237,6 +251,9 @@ class DirectorySource:
         if directory_changed or self._root_problem is not None:
             # A directory came or went: read the whole tree (cheap: stamps skip the rest).
             await self.resync()
+            # inotify watches a new directory only once it has seen it: a file written into
+            # it just before may have gone unseen. Look once more after a moment.
+            self._late_resync()
             return
         async with self._lock:
             for path in sorted(paths):

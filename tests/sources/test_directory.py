@@ -1,0 +1,279 @@
+"""The watched-directory source against real files and real inotify."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from hive.core.clock import SystemClock
+from hive.core.store import ReplaceResult, SourceState, Store
+from hive.model.ids import Kind, ObjectKey
+from hive.narration.bus import Bus
+from hive.sources.directory import DirectorySource
+from tests.conftest import ROOT, model_yaml, write_atomic
+
+TINY = ObjectKey.of(Kind.MODEL, "tiny")
+
+
+class Harness:
+    def __init__(self, root: Path) -> None:
+        clock = SystemClock()
+        self.root = root
+        self.store = Store(clock=clock)
+        self.bus = Bus(clock=clock)
+        self.changes: list[ReplaceResult] = []
+        self.source = DirectorySource(
+            root,
+            store=self.store,
+            bus=self.bus,
+            on_change=self.changes.append,
+            missing_poll=0.1,
+        )
+
+    @property
+    def state(self) -> SourceState:
+        (state,) = self.store.sources()
+        return state
+
+    def source_of(self, key: ObjectKey) -> str | None:
+        record = self.store.desired(key)
+        return None if record is None else record.manifest.spec.source  # type: ignore[union-attr]
+
+    async def until(self, fn: Callable[[], object], what: str, limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if fn():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    root = tmp_path / "desired"
+    root.mkdir()
+    h = Harness(root)
+    await h.source.start()
+    yield h
+    await h.source.stop()
+
+
+async def test_add_replace_delete(harness: Harness) -> None:
+    assert harness.state.synced
+    path = harness.root / "tiny.yaml"
+    path.write_text(model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.source_of(TINY) is not None, "the record")
+    assert harness.source_of(TINY) == "file:a.gguf"
+    assert harness.store.generation(TINY) == 1
+
+    write_atomic(path, model_yaml("tiny", "file:b.gguf"))
+    await harness.until(lambda: harness.source_of(TINY) == "file:b.gguf", "the replacement")
+    assert harness.store.generation(TINY) == 2
+
+    path.unlink()
+    await harness.until(lambda: harness.store.desired(TINY) is None, "the removal")
+    assert harness.state.records == 0
+
+
+async def test_subdirectories_are_watched(harness: Harness) -> None:
+    sub = harness.root / "team" / "chat"
+    sub.mkdir(parents=True)
+    (sub / "m.yml").write_text(model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "a nested record")
+
+
+async def test_editor_temp_and_hidden_files_are_ignored(harness: Harness) -> None:
+    for name in (".tiny.yaml.swp", "tiny.yaml~", ".hidden.yaml", "4913", "notes.txt"):
+        (harness.root / name).write_text(model_yaml("tiny", "file:a.gguf"))
+    (harness.root / "real.json").write_text(
+        json.dumps(
+            {
+                "apiVersion": "hive/v1",
+                "kind": "Model",
+                "metadata": {"name": "other"},
+                "spec": {"source": "file:o.gguf"},
+            }
+        )
+    )
+    other = ObjectKey.of(Kind.MODEL, "other")
+    await harness.until(lambda: harness.store.desired(other) is not None, "the json record")
+    await harness.source.resync()
+    assert harness.store.desired(TINY) is None
+    assert harness.state.errors == ()
+
+
+async def test_broken_file_keeps_its_last_good_records_until_fixed(harness: Harness) -> None:
+    path = harness.root / "tiny.yaml"
+    write_atomic(path, model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.source_of(TINY) == "file:a.gguf", "the record")
+
+    write_atomic(path, "apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: [unclosed\n")
+    await harness.until(lambda: harness.state.errors, "the parse error")
+    (problem,) = harness.state.errors
+    assert problem.file == str(path)
+    assert problem.line is not None
+    assert "malformed YAML" in problem.message
+    assert harness.source_of(TINY) == "file:a.gguf"  # invalid input never deletes
+    errors = [e for e in harness.bus.read(0, limit=100)[0] if e.action == "manifest_error"]
+    assert errors
+    assert errors[0].data["kept_records"] == 1
+
+    write_atomic(path, model_yaml("tiny", "file:fixed.gguf"))
+    await harness.until(lambda: not harness.state.errors, "the error to clear")
+    assert harness.source_of(TINY) == "file:fixed.gguf"
+
+
+BAD_INPUTS = {
+    "malformed": ("key: [1, 2\n", "malformed YAML"),
+    "list": ("- a\n- b\n", "must be a mapping"),
+    "scalar": ("just a string\n", "must be a mapping"),
+    "unknown kind": (
+        "apiVersion: hive/v1\nkind: Pod\nmetadata: {name: x}\nspec: {}\n",
+        "'Pod' is not supported",
+    ),
+    "unknown version": (
+        model_yaml("x", "file:a").replace("hive/v1", "hive/v9"),
+        "'hive/v9' is not supported",
+    ),
+    "extra field": (model_yaml("x", "file:a") + "  color: red\n", "unknown field"),
+    "missing field": (
+        "apiVersion: hive/v1\nkind: Model\nmetadata: {name: x}\nspec: {}\n",
+        "required field is missing",
+    ),
+    "slash in name": (model_yaml("a/b", "file:a"), "not a valid name"),
+    "dotdot in name": (model_yaml("a..b", "file:a"), "'..'"),
+    "upper case": (model_yaml("Tiny", "file:a"), "not a valid name"),
+    "64 chars": (model_yaml("a" * 64, "file:a"), "at most 63"),
+    "scheme": (model_yaml("x", "ftp://h/x.gguf"), "scheme 'ftp' is not supported"),
+    "sha256": (model_yaml("x", "file:a", sha256="abc"), "64 lower-case hex"),
+    "empty": ("", "no documents"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+async def test_bad_input_is_reported_and_touches_nothing_else(harness: Harness, case: str) -> None:
+    good = harness.root / "good.yaml"
+    write_atomic(good, model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the good record")
+    text, expected = BAD_INPUTS[case]
+    write_atomic(harness.root / "bad.yaml", text)
+    await harness.until(lambda: harness.state.errors, f"the error for {case}")
+    messages = [str(p) for p in harness.state.errors]
+    assert any(expected in m for m in messages), messages
+    assert all(m.startswith(str(harness.root / "bad.yaml")) for m in messages), messages
+    assert harness.source_of(TINY) == "file:a.gguf"
+    assert len(harness.store.declared_keys()) == 1
+
+
+async def test_huge_manifest_is_refused_quickly(harness: Harness) -> None:
+    write_atomic(harness.root / "good.yaml", model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the good record")
+    huge = harness.root / "huge.yaml"
+    with huge.open("w") as fh:
+        fh.write("# " + "x" * 1022 + "\n")
+        chunk = ("# " + "y" * 1021 + "\n") * 1024
+        for _ in range(50):
+            fh.write(chunk)
+    assert huge.stat().st_size > 50_000_000
+    await harness.until(lambda: harness.state.errors, "the size error")
+    (problem,) = harness.state.errors
+    assert "manifests are limited to 4 MiB" in problem.message
+    assert harness.store.desired(TINY) is not None
+
+
+async def test_same_name_in_two_files_is_a_problem_of_the_later_file(harness: Harness) -> None:
+    write_atomic(harness.root / "a.yaml", model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the first record")
+    write_atomic(harness.root / "b.yaml", model_yaml("tiny", "file:b.gguf"))
+    await harness.until(lambda: harness.state.errors, "the duplicate")
+    (problem,) = harness.state.errors
+    assert problem.file == str(harness.root / "b.yaml")
+    assert "already declared" in problem.message
+    assert harness.source_of(TINY) == "file:a.gguf"
+
+
+async def test_missing_directory_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "nowhere")
+    await h.source.start()
+    try:
+        assert not h.state.synced  # so nothing is pruned on its behalf
+        assert "does not exist" in h.state.errors[0].message
+        (tmp_path / "nowhere").mkdir()
+        write_atomic(tmp_path / "nowhere" / "m.yaml", model_yaml("tiny", "file:a.gguf"))
+        await h.until(lambda: h.store.desired(TINY) is not None, "the record once it exists")
+        assert h.state.synced
+        assert h.state.errors == ()
+    finally:
+        await h.source.stop()
+
+
+async def test_directory_that_disappears_keeps_records(harness: Harness) -> None:
+    write_atomic(harness.root / "m.yaml", model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the record")
+    for f in harness.root.iterdir():
+        f.unlink()
+    harness.root.rmdir()
+    await harness.until(lambda: harness.state.errors, "the directory error")
+    assert "does not exist" in harness.state.errors[0].message
+    # Deleting the files with the directory must not count as deleting the records.
+    assert harness.store.desired(TINY) is not None
+
+
+_AS_NOBODY = """
+import asyncio, json, sys
+from pathlib import Path
+from hive.core.clock import SystemClock
+from hive.core.store import Store
+from hive.narration.bus import Bus
+from hive.sources.directory import DirectorySource
+
+async def main():
+    clock = SystemClock()
+    store = Store(clock=clock)
+    source = DirectorySource(Path(sys.argv[1]), store=store, bus=Bus(clock=clock),
+                             on_change=lambda r: None)
+    await source.resync()
+    (state,) = store.sources()
+    print(json.dumps({"synced": state.synced, "records": state.records,
+                      "errors": [str(e) for e in state.errors]}))
+
+asyncio.run(main())
+"""
+
+
+def test_unreadable_directory_is_an_error_not_an_empty_set() -> None:
+    """A real EACCES, in a process without the privilege to read everything."""
+    base = Path(tempfile.mkdtemp(prefix="hive-unreadable-"))
+    try:
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir()
+        (locked / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
+        locked.chmod(0o000)
+        command = [sys.executable, "-c", _AS_NOBODY, str(locked)]
+        if os.geteuid() == 0:
+            # Root reads everything: drop the capabilities that let it (util-linux setpriv).
+            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert result["synced"] is False
+        assert result["records"] == 0
+        assert any("Permission denied" in e for e in result["errors"]), result
+    finally:
+        (base / "locked").chmod(0o755)
+        for p in sorted(base.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        base.rmdir()
