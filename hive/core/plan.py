@@ -59,10 +59,12 @@ def plan_model(
 ) -> list[Action]:
     """What must happen for one Model so that disk matches its record."""
     if record is None:
-        # Removing a record keeps the files. Only leftovers of an interrupted provisioning go,
-        # and only once every source has synced (the record may yet come back).
-        if observed is not None and observed.partial and prune_allowed:
-            return [CleanupPartial(name=name, reason="no record wants this model any more")]
+        # Removing a record keeps the files. Only leftovers of an interrupted provisioning
+        # (a partial file, or a directory without model.gguf) go, and only once every source
+        # has synced (the record may yet come back).
+        leftover = observed is not None and (observed.partial or observed.file_size is None)
+        if leftover and prune_allowed:
+            return [CleanupPartial(name=name, reason="leftovers of a model no record wants")]
         return []
     manifest = record.manifest
     assert isinstance(manifest, ModelManifest)

@@ -192,7 +192,11 @@ class Reconciler:
         elif failed_at is not None and (remaining := self._backoff.remaining(key)) > 0:
             return Result(requeue_after=remaining)
 
-        observed = self._catalog.observe(key.name)
+        try:
+            observed = self._catalog.observe(key.name)
+        except OSError as exc:
+            # A crashing observer becomes a condition and a retry, never a dead loop.
+            return self._failed(key, None, exc, generation)
         actions = plan_model(
             key.name, record=record, observed=observed, prune_allowed=self._store.all_synced
         )
@@ -239,16 +243,26 @@ class Reconciler:
                 quantization=meta.quantization,
             )
 
-    def _failed(self, key: ObjectKey, action: Action, exc: Exception, generation: int) -> Result:
+    def _failed(
+        self, key: ObjectKey, action: Action | None, exc: Exception, generation: int
+    ) -> Result:
         if isinstance(exc, HiveError):
             reason, message = exc.reason, exc.message
+        elif action is None:
+            reason, message = "ObserveFailed", f"cannot read {key.name}'s directory: {exc}"
         else:
             log.exception("unexpected error while carrying out %s", describe(action))
             reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
         delay = self._backoff.failure(key)
         self._failed_generation[key] = generation
         self._set_status(key, model_failed(reason, message))
-        verb = "download" if isinstance(action, ProvisionModel) else "delete"
+        verb = (
+            "download"
+            if isinstance(action, ProvisionModel)
+            else "delete"
+            if isinstance(action, DeleteModel)
+            else "reconcile"
+        )
         self._narrate(
             key,
             f"model_{verb}_failed",
@@ -298,7 +312,9 @@ class Reconciler:
             with contextlib.suppress(Exception):
                 await task
             if isinstance(exc, TimeoutError):
-                raise ActionTimeout(f"gave up after {self._action_timeout:.0f}s") from None
+                raise ActionTimeout(
+                    f"gave up after {self._action_timeout:g}s (action timeout)"
+                ) from None
             raise
 
     async def _provision(self, key: ObjectKey, action: ProvisionModel, running: _Running) -> None:

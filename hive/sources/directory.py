@@ -96,8 +96,10 @@ class DirectorySource:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.resync()
-        self._task = asyncio.create_task(self._watch(), name=f"watch {self.root}")
+        """Arm the watch, then read the tree, so no write falls between the two."""
+        armed = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(armed), name=f"watch {self.root}")
+        await armed.wait()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -203,34 +205,44 @@ class DirectorySource:
         # Directories matter too: a new one may hold files that inotify did not see yet.
         return p == self.root or is_manifest_file(p) or change == Change.deleted or p.is_dir()
 
-    async def _watch(self) -> None:
+    async def _watch(self, armed: asyncio.Event) -> None:
         while not self._stop.is_set():
             if not self.root.is_dir():
-                await self.resync()  # records the problem
+                await self.resync()  # records the problem, keeps the records
+                armed.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._missing_poll)
                 continue
-            if self._root_problem is not None:
-                await self.resync()  # the root is back: read what arrived while it was gone
+            changes_of = awatch(
+                self.root,
+                watch_filter=self._wanted,
+                step=self._step_ms,
+                debounce=1600,
+                stop_event=self._stop,
+                recursive=True,
+                rust_timeout=int(self._missing_poll * 1000),
+                yield_on_timeout=True,
+            )
             try:
-                async for changes in awatch(
-                    self.root,
-                    watch_filter=self._wanted,
-                    step=self._step_ms,
-                    debounce=1600,
-                    stop_event=self._stop,
-                    recursive=True,
-                    rust_timeout=int(self._missing_poll * 1000),
-                    yield_on_timeout=True,
-                ):
+                # The generator creates its inotify watch before its first await: start it,
+                # let it run that far, and only then read the tree.
+                pending = asyncio.ensure_future(anext(changes_of))
+                await asyncio.sleep(0)
+                await self.resync()
+                armed.set()
+                while True:
+                    changes = await pending
                     if not self.root.is_dir():
                         break
                     if changes:
                         await self._apply(changes)
+                    pending = asyncio.ensure_future(anext(changes_of))
+            except StopAsyncIteration:
+                pass  # stop was asked for
             except (FileNotFoundError, RuntimeError, OSError):
-                # The root vanished under the watcher: the outer loop records it and waits.
-                continue
-            # awatch ended: either stop was asked for or the root went away.
+                pass  # the root vanished under the watcher: the loop records it and waits
+            finally:
+                await changes_of.aclose()
 
     def _late_resync(self) -> None:
         if self._late is not None and not self._late.done():

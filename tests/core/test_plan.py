@@ -119,7 +119,9 @@ PROVISION_REASONS: dict[str, str] = {
 
 def expected(record_kind: str, observed_kind: str, prune_allowed: bool) -> str | None:
     if record_kind == "no-record":
-        leftovers = observed_kind in {"partial", "complete+leftovers"}
+        # Leftovers: a partial file, or a directory without model.gguf (an interrupted or
+        # cancelled provisioning). A complete model without a record is kept.
+        leftovers = observed_kind in {"partial", "complete+leftovers", "file-missing"}
         return "cleanup" if leftovers and prune_allowed else None
     if record_kind == "absent":
         return None if observed_kind == "none" else "delete"

@@ -1,0 +1,168 @@
+"""The reconcile loop in-process, on real files: timeouts, back-off, the concurrency
+bound, cancellation, and a loop that survives failing actuators."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hive.model.events import Event
+from hive.model.ids import Kind, ObjectKey
+from hive.model.status import ObjectStatus
+from hive.runtime.manager import Manager
+from hive.settings import Settings
+from tests.conftest import model_yaml, write_atomic
+
+GB = 1024**3
+
+
+def sparse(path: Path, size: int) -> Path:
+    """A large file that costs no disk: hashing it still reads every byte."""
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+async def until(fn: Callable[[], object], what: str, limit: float = 15.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Loop:
+    def __init__(self, manager: Manager, desired: Path) -> None:
+        self.manager = manager
+        self.desired = desired
+        self.events: list[Event] = []
+        manager.bus.add_listener(self.events.append)
+
+    def status(self, name: str) -> ObjectStatus | None:
+        return self.manager.reconciler.statuses.get(ObjectKey.of(Kind.MODEL, name))
+
+    def phase(self, name: str) -> str | None:
+        s = self.status(name)
+        return s.phase if s else None
+
+    def actions(self, name: str) -> list[str]:
+        return [e.action for e in self.events if e.object == f"Model/{name}"]
+
+
+MakeLoop = Callable[..., AbstractAsyncContextManager[Loop]]
+
+
+@pytest.fixture
+def make_loop(tmp_path: Path) -> MakeLoop:
+    @asynccontextmanager
+    async def make(**settings: Any) -> AsyncIterator[Loop]:
+        desired = tmp_path / "desired"
+        desired.mkdir(exist_ok=True)
+        manager = Manager(
+            Settings(home=tmp_path / "home", desired=(desired,), console=False, **settings)
+        )
+        await manager.start()
+        try:
+            yield Loop(manager, desired)
+        finally:
+            await manager.stop()
+
+    return make
+
+
+async def test_an_action_past_its_timeout_fails_and_leaves_no_partial(
+    make_loop: MakeLoop, tmp_path: Path
+) -> None:
+    big = sparse(tmp_path / "big.gguf", 2 * GB)
+    async with make_loop(action_timeout=0.05, backoff_base=30) as loop:
+        write_atomic(loop.desired / "m.yaml", model_yaml("big", f"file:{big}"))
+        await until(lambda: loop.phase("big") == "Failed", "the timeout")
+        status = loop.status("big")
+        assert status is not None
+        degraded = next(c for c in status.conditions if c.type == "Degraded")
+        assert degraded.reason == "Timeout"
+        assert status.nextRetryTime is not None
+        directory = loop.manager.catalog.directory("big")
+        assert not (directory / "model.gguf").exists()
+        assert not list(directory.glob("*.partial"))
+
+
+async def test_failures_back_off_and_a_fix_converges(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    later = tmp_path / "later.gguf"
+    async with make_loop(backoff_base=0.05, backoff_cap=0.4) as loop:
+        write_atomic(loop.desired / "m.yaml", model_yaml("later", f"file:{later}"))
+        await until(
+            lambda: (s := loop.status("later")) is not None and s.failures >= 4,
+            "four failures in a row",
+        )
+        failed = [e for e in loop.events if e.action == "model_download_failed"]
+        delays = [e.data["retry_in_seconds"] for e in failed[:4]]
+        assert delays == [0.05, 0.1, 0.2, 0.4]
+        shutil.copyfile(tiny_model, later)
+        await until(lambda: loop.phase("later") == "Available", "convergence after the fix")
+        status = loop.status("later")
+        assert status is not None
+        assert status.failures == 0
+
+
+async def test_concurrent_actions_are_bounded(make_loop: MakeLoop, tmp_path: Path) -> None:
+    sources = [sparse(tmp_path / f"m{i}.gguf", GB // 2) for i in range(4)]
+    async with make_loop(max_concurrent_actions=2, backoff_base=60) as loop:
+        busy: list[int] = []
+        loop.manager.bus.add_listener(
+            lambda e: (
+                busy.append(len(loop.manager.reconciler._running))
+                if e.action == "model_download_start"
+                else None
+            )
+        )
+        text = "---\n".join(model_yaml(f"m{i}", f"file:{p}") for i, p in enumerate(sources))
+        write_atomic(loop.desired / "all.yaml", text)
+        await until(
+            lambda: all(loop.phase(f"m{i}") == "Failed" for i in range(4)),
+            "every (zero-filled, not GGUF) model to fail",
+        )
+        assert max(busy) == 2, busy
+
+
+async def test_removing_the_record_mid_copy_stops_it_within_a_second(
+    make_loop: MakeLoop, tmp_path: Path
+) -> None:
+    big = sparse(tmp_path / "big.gguf", 8 * GB)
+    async with make_loop() as loop:
+        manifest = loop.desired / "m.yaml"
+        write_atomic(manifest, model_yaml("big", f"file:{big}"))
+        await until(lambda: "model_download_start" in loop.actions("big"), "the copy to start")
+        removed = time.monotonic()
+        manifest.unlink()
+        await until(
+            lambda: "model_download_cancelled" in loop.actions("big"), "cancellation", limit=5
+        )
+        assert time.monotonic() - removed < 1.0
+        directory = loop.manager.catalog.directory("big")
+        await until(lambda: not directory.exists(), "the leftovers to be cleaned up")
+
+
+async def test_the_loop_survives_an_actuator_that_fails(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    async with make_loop(backoff_base=0.05, backoff_cap=0.2) as loop:
+        models = loop.manager.catalog.root
+        models.mkdir(parents=True, exist_ok=True)
+        (models / "blocked").write_text("a file where the model's directory should be")
+        write_atomic(loop.desired / "a.yaml", model_yaml("blocked", f"file:{tiny_model}"))
+        write_atomic(loop.desired / "b.yaml", model_yaml("fine", f"file:{tiny_model}"))
+        await until(lambda: loop.phase("blocked") == "Failed", "the failure")
+        await until(lambda: loop.phase("fine") == "Available", "the other model")
+        (models / "blocked").unlink()
+        await until(lambda: loop.phase("blocked") == "Available", "recovery")
