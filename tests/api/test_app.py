@@ -1,0 +1,149 @@
+"""The HTTP API on a real loopback server: errors as JSON, status, and SSE semantics
+(ids, Last-Event-ID resume, object filter, keep-alive comments, gap markers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from hive.api.app import create_app
+from hive.runtime.manager import Manager
+from hive.settings import Settings
+
+Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Serve:
+    @asynccontextmanager
+    async def run(**settings: Any) -> AsyncIterator[tuple[Manager, str]]:
+        desired = tmp_path / "desired"
+        desired.mkdir(exist_ok=True)
+        manager = Manager(
+            Settings(home=tmp_path / "home", desired=(desired,), console=False, **settings)
+        )
+        server = TestServer(create_app(manager), host="127.0.0.1")
+        await server.start_server()
+        try:
+            yield manager, str(server.make_url(""))
+        finally:
+            await server.close()
+
+    return run
+
+
+async def read_frames(
+    response: aiohttp.ClientResponse, *, count: int, limit: float = 5.0
+) -> list[dict[str, Any] | str]:
+    """Parse SSE frames: a dict per data frame (with its id), a string per comment."""
+    frames: list[dict[str, Any] | str] = []
+    event: dict[str, Any] = {}
+
+    async def pump() -> None:
+        async for raw in response.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith(":"):
+                frames.append(line)
+            elif line.startswith("id: "):
+                event["sse_id"] = int(line[4:])
+            elif line.startswith("data: "):
+                frames.append({**json.loads(line[6:]), **event})
+                event.clear()
+            if len([f for f in frames if isinstance(f, dict)]) >= count:
+                return
+
+    await asyncio.wait_for(pump(), limit)
+    return frames
+
+
+def data(frames: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
+    return [f for f in frames if isinstance(f, dict)]
+
+
+async def test_health_and_json_errors(serve: Serve) -> None:
+    async with serve() as (_, url), aiohttp.ClientSession() as http:
+        async with http.get(url + "/health") as r:
+            assert r.status == 200
+            assert (await r.json())["status"] == "ok"
+        async with http.get(url + "/v1/models/nope") as r:
+            assert r.status == 404
+            body = await r.json()
+            assert body["error"]["code"] == "NotFound"
+            assert "nope" in body["error"]["message"]
+        async with http.get(url + "/v1/models/Bad_Name") as r:
+            assert r.status == 422
+            assert "not a valid name" in (await r.json())["error"]["message"]
+        async with http.get(url + "/v1/nothing-here") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["message"] == "GET /v1/nothing-here: Not Found"
+        async with http.get(url + "/v1/events", headers={"Last-Event-ID": "x"}) as r:
+            assert r.status == 422
+
+
+async def test_status_reports_sources_and_counts(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        async with http.get(url + "/v1/status") as r:
+            body = await r.json()
+        assert body["synced"] is True
+        (source,) = body["sources"]
+        assert source["name"] == f"dir:{manager.settings.desired[0]}"
+        assert source["synced"] is True
+        assert source["last_sync_time"] is not None
+        assert source["errors"] == []
+        assert body["objects"] == {"Model": {}, "Worker": {}}
+
+
+async def test_events_have_ids_and_resume_after_last_event_id(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        base = manager.bus.last_id
+        for i in range(5):
+            manager.bus.emit("test_step", f"step {i}", object="Model/a")
+        headers = {"Last-Event-ID": str(base + 2)}
+        async with http.get(url + "/v1/events", headers=headers) as r:
+            assert r.headers["Content-Type"] == "text/event-stream"
+            frames = data(await read_frames(r, count=3))
+        assert [f["sse_id"] for f in frames] == [base + 3, base + 4, base + 5]
+        assert [f["message"] for f in frames] == ["step 2", "step 3", "step 4"]
+        assert all(f["id"] == f["sse_id"] for f in frames)
+
+
+async def test_events_filter_by_object(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        for name in ("a", "b", "a", "b"):
+            manager.bus.emit("test_step", name, object=f"Model/{name}")
+        async with http.get(url + "/v1/events?since=0&object=Model/b") as r:
+            frames = data(await read_frames(r, count=2))
+        assert [f["object"] for f in frames] == ["Model/b", "Model/b"]
+
+
+async def test_live_events_and_keepalive_comments(serve: Serve) -> None:
+    async with serve(sse_keepalive=0.05) as (manager, url), aiohttp.ClientSession() as http:
+        async with http.get(url + "/v1/events") as r:
+            manager.bus.emit("later", "emitted after the client connected")
+            frames = await read_frames(r, count=1)
+            more = await r.content.readuntil(b"\n\n")
+            more += await r.content.readuntil(b"\n\n")
+        assert data(frames)[0]["action"] == "later"
+        assert b": keep-alive" in more
+
+
+async def test_a_slow_client_gets_a_gap_marker_not_a_stalled_loop(serve: Serve) -> None:
+    async with serve(sse_max_lag=5) as (manager, url), aiohttp.ClientSession() as http:
+        start = manager.bus.last_id
+        for i in range(50):
+            manager.bus.emit("flood", f"event {i}")
+        async with http.get(url + f"/v1/events?since={start}") as r:
+            frames = data(await read_frames(r, count=6))
+        gap, *rest = frames
+        assert gap["action"] == "events_dropped"
+        assert "sse_id" not in gap  # resuming must continue after the last real event
+        assert gap["data"]["missed"] == 45
+        assert [f["message"] for f in rest] == [f"event {i}" for i in range(45, 50)]
