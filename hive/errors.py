@@ -59,6 +59,10 @@ class SourceNotFound(PermanentError):
     reason = "SourceNotFound"
 
 
+class SourceNotSupported(PermanentError):
+    reason = "SourceNotSupported"
+
+
 class ChecksumMismatch(PermanentError):
     reason = "ChecksumMismatch"
 

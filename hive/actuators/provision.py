@@ -21,7 +21,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from hive.actuators.files import fsync_dir, write_atomic
-from hive.errors import ChecksumMismatch, GgufError, PermanentError, SourceNotFound
+from hive.errors import (
+    ChecksumMismatch,
+    GgufError,
+    PermanentError,
+    SourceNotFound,
+    SourceNotSupported,
+)
 from hive.model.actions import ProvisionModel
 from hive.model.observed import ArtifactStatus, ModelMetadata
 from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, TRASH_PREFIX, ModelCatalog
@@ -97,6 +103,11 @@ def provision_file(
     progress: ProgressFn,
 ) -> ProvisionOutcome:
     """Bring a `file:` source into `<home>/models/<name>/model.gguf`; blocking."""
+    if not action.source.startswith("file:"):
+        raise SourceNotSupported(
+            f"{action.source}: this release of hive provisions file: sources only; "
+            "hf:// and https:// downloads are not implemented yet"
+        )
     src = Path(action.resolved_source)
     try:
         st = src.stat()
