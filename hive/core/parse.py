@@ -247,19 +247,8 @@ def parse_text(text: str, *, file: str, source: SourceName) -> ParseResult:
                 "delete the file to remove its records)",
             )
         )
-    seen: dict[str, Record] = {}
-    for record in records:
-        first = seen.setdefault(record.key, record)
-        if first is not record:
-            problems.append(
-                Problem(
-                    file=file,
-                    line=record.origin.line,
-                    field="metadata.name",
-                    message=f"{record.key} is declared twice in this file "
-                    f"(first at line {first.origin.line})",
-                )
-            )
+    records, duplicates = merge_files({file: tuple(records)})
+    problems.extend(duplicates)
     if problems:
         return ParseResult(problems=tuple(problems))
     return ParseResult(records=tuple(records))

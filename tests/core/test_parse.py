@@ -440,7 +440,7 @@ def test_same_name_twice_in_a_file_names_both_lines() -> None:
     problem = only_problem(parse(text))
     assert problem.line == 8
     assert problem.field == "metadata.name"
-    assert problem.message == "Model/tiny is declared twice in this file (first at line 1)"
+    assert problem.message == ("Model/tiny is already declared at f.yaml:1; remove one of the two")
 
 
 def test_a_model_and_a_worker_may_share_a_name() -> None:
