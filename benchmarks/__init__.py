@@ -1,0 +1,176 @@
+"""Benchmarks of hive (not tests): each measures hive and a named peer in the same run and
+prints the ratio. `python -m benchmarks [--quick]`; results go to docs/benchmarks.md.
+
+This module holds what the benchmarks share: result rows, percentiles, a tiny model,
+manifests, and a `hive serve` subprocess that is always stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured quantity, next to its peer and the goal."""
+
+    bench: str
+    metric: str
+    value: float
+    unit: str
+    peer: str = ""
+    peer_value: float | None = None
+    goal: str = ""
+    #: "measured" or "computed" (an extrapolation, never a measurement).
+    how: str = "measured"
+
+    @property
+    def ratio(self) -> float | None:
+        if self.peer_value is None or self.peer_value == 0 or self.value == 0:
+            return None
+        return self.peer_value / self.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio_peer_over_hive": self.ratio}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n*q/100), at least 1
+    return ordered[int(rank) - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": float(len(values)),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "mean": sum(values) / len(values),
+    }
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- inputs ------------------------------------------------------------------------------
+def make_tiny_model(out: Path) -> Path:
+    """A real ~0.5 MB GGUF, made once per run by the example generator."""
+    subprocess.run(
+        [PYTHON, str(REPO / "examples" / "make_tiny_model.py"), str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    return out
+
+
+def model_manifest(name: str, source: Path) -> str:
+    return (
+        "apiVersion: hive/v1\n"
+        "kind: Model\n"
+        "metadata:\n"
+        f"  name: {name}\n"
+        "spec:\n"
+        f"  source: file:{source}\n"
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """As editors and config tools write: a hidden temp file in the same directory, renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_plain(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# -- hive serve as a subprocess ----------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; never leaves a child behind."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def child(argv: list[str], *, log_file: Path) -> Iterator[subprocess.Popen[Any]]:
+    """A subprocess with its output in `log_file`, stopped on exit and on any exception."""
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            yield proc
+        finally:
+            stop_process(proc)
+
+
+@contextlib.contextmanager
+def hive_serve(
+    *,
+    desired: Path,
+    home: Path,
+    log_file: Path,
+    resync_interval: float | None = None,
+    ready_timeout: float = 60.0,
+) -> Iterator[tuple[subprocess.Popen[Any], str]]:
+    """The real `hive serve` on a free port; yields (process, base URL) once /health answers."""
+    port = free_port()
+    argv = [PYTHON, "-m", "hive", "serve", "--desired", str(desired), "--home", str(home)]
+    argv += ["--port", str(port)]
+    if resync_interval is not None:
+        argv += ["--resync-interval", str(resync_interval)]
+    url = f"http://127.0.0.1:{port}"
+    with child(argv, log_file=log_file) as proc:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"hive serve exited with {proc.returncode}: {log_file.read_text()[-2000:]}"
+                )
+            with contextlib.suppress(OSError):
+                if get_json(f"{url}/health", timeout=1.0).get("status") == "ok":
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hive serve not ready after {ready_timeout:.0f}s")
+            time.sleep(0.05)
+        yield proc, url
