@@ -46,19 +46,21 @@ def object_view(manager: Manager, key: ObjectKey, observed: ObservedModel | None
             "metadata": meta.model_dump(mode="json") if meta else None,
             "metadata_error": observed.metadata_error,
         }
-        if out["status"] is None:
-            # Not (yet) reconciled, or on disk without a record: the catalog speaks.
-            phase = _PHASE_OF_ARTIFACT[meta.status] if meta else ModelPhase.PENDING
-            if meta and meta.status == ArtifactStatus.AVAILABLE and not observed.complete:
-                phase = ModelPhase.FAILED
-            out["status"] = {"phase": phase.value, "conditions": [], "observedGeneration": 0}
     if out["status"] is None:
-        out["status"] = {
-            "phase": ModelPhase.PENDING.value,
-            "conditions": [],
-            "observedGeneration": 0,
-        }
+        # Not (yet) reconciled, or on disk without a record: the catalog speaks.
+        phase = catalog_phase(observed) if key.kind is Kind.MODEL else ModelPhase.PENDING.value
+        out["status"] = {"phase": phase, "conditions": [], "observedGeneration": 0}
     return out
+
+
+def catalog_phase(observed: ObservedModel | None) -> str:
+    """The phase of a model as its catalog entry alone tells it."""
+    meta = observed.metadata if observed else None
+    if observed is None or meta is None:
+        return ModelPhase.PENDING.value
+    if meta.status == ArtifactStatus.AVAILABLE and not observed.complete:
+        return ModelPhase.FAILED.value
+    return _PHASE_OF_ARTIFACT[meta.status].value
 
 
 def models_view(manager: Manager) -> list[dict[str, Any]]:
@@ -71,12 +73,17 @@ def models_view(manager: Manager) -> list[dict[str, Any]]:
 def status_view(manager: Manager) -> dict[str, Any]:
     now = manager.clock.now()
     counts: dict[str, Counter[str]] = {kind.value: Counter() for kind in Kind}
-    for model in models_view(manager):
-        counts[Kind.MODEL.value][model["status"]["phase"]] += 1
-    for key in manager.store.declared_keys():
-        if key.kind is Kind.WORKER:
-            status = manager.reconciler.statuses.get(key)
-            counts[Kind.WORKER.value][status.phase if status else "Pending"] += 1
+    observed = manager.catalog.observe_all()
+    keys = {ObjectKey.of(Kind.MODEL, n) for n in observed} | manager.store.declared_keys()
+    for key in keys:
+        status = manager.reconciler.statuses.get(key)
+        if status is not None:
+            phase = status.phase
+        elif key.kind is Kind.MODEL:
+            phase = catalog_phase(observed.get(key.name))
+        else:
+            phase = ModelPhase.PENDING.value
+        counts[key.kind.value][phase] += 1
     sources = [
         {
             **s.model_dump(mode="json"),

@@ -5,6 +5,7 @@ It decides *what* must happen for each Model; the runtime decides *when*.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -14,6 +15,7 @@ from hive.model.manifests import ModelManifest, Record
 from hive.model.observed import ObservedModel
 
 
+@functools.lru_cache(maxsize=8192)
 def resolve_source(source: str, *, manifest_file: Path | None) -> str:
     """Make a source concrete: `file:` paths become absolute (relative to the manifest's
     own file); other sources are returned as written."""

@@ -119,8 +119,8 @@ class Store:
             now = self.desired(key)
             if now != was:
                 changed.add(key)
-            if now is not None:
-                self._bump_generation(key, now)
+                if now is not None:
+                    self._bump_generation(key, now)
             newly_claimed = key in new and key not in old
             owner = self.owner(key)
             lost = newly_claimed and owner != name

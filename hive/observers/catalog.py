@@ -1,12 +1,13 @@
 """The disk catalog observer: `<home>/models/<name>/{metadata.json, model.gguf}`.
 
-rbee-compatible layout. A full pass costs a few `stat` calls per model: metadata.json is
-parsed again only when its mtime or size changed.
+rbee-compatible layout. A full pass costs three `stat` calls per model: a directory is
+read again only when one of them changed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,12 +22,20 @@ PARTIAL_SUFFIX = ".partial"
 TRASH_PREFIX = ".deleting-"
 
 
+Stamp = tuple[int | None, ...]
+
+
 class ModelCatalog:
-    """Reads the models directory; writing is the actuators' job."""
+    """Reads the models directory; writing is the actuators' job.
+
+    An observation is cached with a stamp of three `stat` calls (the directory, its
+    metadata.json, its model.gguf): while the stamp holds, nothing is read again.
+    """
 
     def __init__(self, home: Path) -> None:
         self.root = home / "models"
-        self._cache: dict[str, tuple[tuple[int, int, int], ModelMetadata | None, str | None]] = {}
+        self._root = str(self.root)
+        self._cache: dict[str, tuple[Stamp, ObservedModel]] = {}
 
     def directory(self, name: str) -> Path:
         problem = name_problem(name)
@@ -34,33 +43,54 @@ class ModelCatalog:
             raise ValueError(f"model name {problem}")
         return self.root / name
 
-    def _metadata(self, name: str, path: Path) -> tuple[ModelMetadata | None, str | None]:
+    def _stamp(self, name: str) -> Stamp | None:
+        """(mtime, inode) of the directory and (mtime, size, inode) of its two files."""
+        base = f"{self._root}/{name}"
         try:
-            st = path.stat()
-        except FileNotFoundError:
-            self._cache.pop(name, None)
-            return None, None
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1], cached[2]
-        metadata: ModelMetadata | None = None
-        error: str | None = None
-        try:
-            metadata = ModelMetadata.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError, ValueError) as exc:
-            error = f"{path}: {str(exc).splitlines()[0]}"
-        self._cache[name] = (stamp, metadata, error)
-        return metadata, error
+            st = os.stat(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        parts: list[int | None] = [st.st_mtime_ns, st.st_ino]
+        for file in (METADATA, MODEL_FILE):
+            try:
+                fst = os.stat(f"{base}/{file}")
+                parts += (fst.st_mtime_ns, fst.st_size, fst.st_ino)
+            except OSError:
+                parts += (None, None, None)
+        return tuple(parts)
 
     def observe(self, name: str) -> ObservedModel | None:
-        directory = self.directory(name)
+        self.directory(name)  # validates the name
+        stamp = self._stamp(name)
+        if stamp is None:
+            self._cache.pop(name, None)
+            return None
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        observed = self._read(name)
+        if observed is None:
+            self._cache.pop(name, None)
+        else:
+            self._cache[name] = (stamp, observed)
+        return observed
+
+    def _read(self, name: str) -> ObservedModel | None:
+        directory = self.root / name
         try:
             entries = {e.name: e for e in os.scandir(directory)}
         except (FileNotFoundError, NotADirectoryError):
-            self._cache.pop(name, None)
             return None
-        metadata, error = self._metadata(name, directory / METADATA)
+        metadata: ModelMetadata | None = None
+        error: str | None = None
+        if METADATA in entries:
+            path = directory / METADATA
+            try:
+                metadata = ModelMetadata.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError, ValueError) as exc:
+                error = f"{path}: {str(exc).splitlines()[0]}"
         size: int | None = None
         model = entries.get(MODEL_FILE)
         if model is not None:
@@ -68,13 +98,12 @@ class ModelCatalog:
                 size = model.stat().st_size
             except FileNotFoundError:
                 size = None
-        partial = any(n.endswith(PARTIAL_SUFFIX) for n in entries)
         return ObservedModel(
             name=name,
             directory=directory,
             metadata=metadata,
             file_size=size,
-            partial=partial,
+            partial=any(n.endswith(PARTIAL_SUFFIX) for n in entries),
             metadata_error=error,
         )
 

@@ -88,6 +88,7 @@ class DirectorySource:
         self._problems: dict[Path, tuple[Problem, ...]] = {}
         self._stamps: dict[Path, Stamp] = {}
         self._root_problem: Problem | None = None
+        self._synced = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._late: asyncio.Task[None] | None = None
@@ -130,14 +131,19 @@ class DirectorySource:
             if isinstance(scan, Problem):
                 self._set_root_problem(scan)
                 return
+            recovered = self._root_problem is not None
             self._root_problem = None
             present = set(scan)
-            for gone in (set(self._records) | set(self._problems)) - present:
-                self._forget(gone)
+            gone = (set(self._records) | set(self._problems)) - present
+            for path in gone:
+                self._forget(path)
             changed = [p for p in scan if self._stamp(p) != self._stamps.get(p)]
             for path in changed:
                 await self._load(path)
-            self._publish(first_sync=True)
+            if changed or gone or recovered or not self._synced:
+                self._publish()
+            self._synced = True
+            self._store.mark_synced(self.name)
 
     async def _load(self, path: Path) -> None:
         stamp = self._stamp(path)
@@ -184,13 +190,11 @@ class DirectorySource:
         self._root_problem = problem
         self._store.set_errors(self.name, [problem])
 
-    def _publish(self, *, first_sync: bool = False) -> None:
+    def _publish(self) -> None:
         records, duplicates = merge_files({str(p): rs for p, rs in self._records.items()})
         result = self._store.replace(self.name, records)
         problems = [p for ps in self._problems.values() for p in ps]
         self._store.set_errors(self.name, [*problems, *duplicates])
-        if first_sync:
-            self._store.mark_synced(self.name)
         self._on_change(result)
 
     # -- watching ------------------------------------------------------------------------
@@ -200,8 +204,8 @@ class DirectorySource:
             rel = p.relative_to(self.root)
         except ValueError:
             return False
-        if any(part.startswith(".") for part in rel.parts[:-1]):
-            return False
+        if any(part.startswith(".") for part in rel.parts):
+            return False  # hidden files and directories (editors' temp files) never count
         # Directories matter too: a new one may hold files that inotify did not see yet.
         return p == self.root or is_manifest_file(p) or change == Change.deleted or p.is_dir()
 
@@ -256,8 +260,15 @@ class DirectorySource:
 
     async def _apply(self, changes: set[tuple[Change, str]]) -> None:
         paths = {Path(p) for _, p in changes}
+        known = set(self._records) | set(self._problems)
         directory_changed = any(
-            p == self.root or p.is_dir() or (c == Change.deleted and not is_manifest_file(p))
+            p == self.root
+            or p.is_dir()
+            or (
+                c == Change.deleted
+                and not is_manifest_file(p)
+                and any(k.is_relative_to(p) for k in known)
+            )
             for c, p in ((c, Path(p)) for c, p in changes)
         )
         if directory_changed or self._root_problem is not None:
