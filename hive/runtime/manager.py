@@ -12,18 +12,20 @@ from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
 from hive.model.events import Level
-from hive.model.ids import Kind, ObjectKey
+from hive.model.ids import ObjectKey
 from hive.model.manifests import ModelManifest, Record
 from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.runtime.queue import WorkQueue
-from hive.runtime.reconciler import Reconciler
+from hive.runtime.reconciler import Reconciler, Result
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
 
 log = logging.getLogger(__name__)
+#: Seconds before a key whose reconcile raised unexpectedly is tried again.
+UNEXPECTED_ERROR_RETRY = 5.0
 
 
 class Manager:
@@ -120,6 +122,7 @@ class Manager:
                 self.bus.emit(
                     "reconcile_error", f"{type(exc).__name__}: {exc}", object=key, level=Level.ERROR
                 )
+                result = Result(requeue_after=UNEXPECTED_ERROR_RETRY)
             finally:
                 self.queue.done(key)
             if result is not None and result.requeue_after is not None:
@@ -148,8 +151,3 @@ class Manager:
             except Exception as exc:
                 log.exception("resync failed")
                 self.bus.emit("resync_error", f"{type(exc).__name__}: {exc}", level=Level.ERROR)
-
-    def object_keys(self) -> set[ObjectKey]:
-        keys = set(self.store.declared_keys())
-        keys.update(ObjectKey.of(Kind.MODEL, n) for n in self.catalog.names())
-        return keys
