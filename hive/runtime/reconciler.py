@@ -56,6 +56,11 @@ PROGRESS_INTERVAL = 0.25
 _MB = 1_000_000
 
 
+def _mb(n: int, scale: int) -> str:
+    """Megabytes as rbee prints them (whole numbers), with a decimal for small files."""
+    return f"{n / _MB:.1f}" if scale < 100 * _MB else str(n // _MB)
+
+
 class Result(BaseModel):
     """What a reconcile asks of the queue: come back after `requeue_after` seconds."""
 
@@ -372,7 +377,7 @@ class Reconciler:
         self._narrate(
             key,
             "model_download_progress",
-            f"Downloaded {p.done // _MB} MB / {p.total // _MB} MB ({pct}%)",
+            f"Downloaded {_mb(p.done, p.total)} MB / {_mb(p.total, p.total)} MB ({pct}%)",
             bytes_downloaded=p.done,
             total_bytes=p.total,
             speed_bytes_per_sec=int(speed),
