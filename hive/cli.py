@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -46,6 +47,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         resync_interval=args.resync_interval,
     )
+    try:
+        # Bind first: a hive that cannot listen must not touch its home at all.
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.create_server((settings.host, settings.port), family=family)
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
     manager = Manager(settings)
     app = create_app(manager)
     print(
@@ -54,19 +61,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            handle_signals=True,
-            shutdown_timeout=5,
-            loop=asyncio.new_event_loop(),
-        )
-    except OSError as exc:
-        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    web.run_app(
+        app,
+        sock=sock,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=5,
+        loop=asyncio.new_event_loop(),
+    )
     return EXIT_OK
 
 

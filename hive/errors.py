@@ -55,7 +55,9 @@ class PermanentError(HiveError):
     http_status = 500
 
 
-class SourceNotFound(PermanentError):
+class SourceNotFound(TransientError):
+    """A `file:` source is missing: it may yet appear, so it is retried with back-off."""
+
     reason = "SourceNotFound"
 
 

@@ -109,8 +109,9 @@ def test_serve_on_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = hive("serve", "--home", str(tmp_path), "--port", str(port))
+        result = hive("serve", "--home", str(tmp_path / "home"), "--port", str(port))
     assert result.returncode == 2
+    assert not (tmp_path / "home").exists()  # a hive that cannot listen touches nothing
     assert f"hive: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 

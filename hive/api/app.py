@@ -83,9 +83,12 @@ def _int_param(raw: str | None, what: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValidationFailed(f"{what} must be an integer event id, got {raw!r}") from None
+        value = -1
+    if value < 0:
+        raise ValidationFailed(f"{what} must be an event id (an integer >= 0), got {raw!r}")
+    return value
 
 
 async def events(request: web.Request) -> web.StreamResponse:

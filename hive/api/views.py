@@ -94,7 +94,7 @@ def status_view(manager: Manager) -> dict[str, Any]:
     return {
         "hive_id": manager.settings.hive_id,
         "status": "running",
-        "started_at": manager.started_at.isoformat(),
+        "started_at": manager.started_at.isoformat().replace("+00:00", "Z"),
         "uptime_seconds": int((now - manager.started_at).total_seconds()),
         "home": str(manager.settings.home),
         "synced": manager.store.all_synced,

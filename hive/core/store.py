@@ -52,8 +52,12 @@ class ConflictNote(BaseModel):
 class ReplaceResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    #: Keys whose owning record changed (added, removed, or different).
     changed: frozenset[ObjectKey]
     new_conflicts: tuple[ConflictNote, ...] = ()
+    #: Keys whose set of claiming sources changed without a new owning record (a conflict
+    #: that ended, for one): their status needs another look.
+    touched: frozenset[ObjectKey] = frozenset()
 
 
 def _fingerprint(record: Record) -> str:
@@ -114,6 +118,7 @@ class Store:
         self._sources[name] = self._sources[name].model_copy(update={"records": len(new)})
 
         changed: set[ObjectKey] = set()
+        touched = (set(old) ^ set(new)) & set(before)
         conflicts: list[ConflictNote] = []
         for key, was in before.items():
             now = self.desired(key)
@@ -126,7 +131,11 @@ class Store:
             lost = newly_claimed and owner != name
             if lost or (owner != owners_before[key] and len(self._claims.get(key, ())) > 1):
                 conflicts.extend(self._conflicts_of(key))
-        return ReplaceResult(changed=frozenset(changed), new_conflicts=tuple(conflicts))
+        return ReplaceResult(
+            changed=frozenset(changed),
+            new_conflicts=tuple(conflicts),
+            touched=frozenset(touched - changed),
+        )
 
     def _bump_generation(self, key: ObjectKey, record: Record) -> None:
         fingerprint = _fingerprint(record)

@@ -72,6 +72,8 @@ class Manager:
                 )
             self.reconciler.cancel_if_stale(key)
             self.queue.add(key)
+        for key in result.touched:
+            self.queue.add(key)
         for note in result.new_conflicts:
             self.bus.emit(
                 "conflict",

@@ -53,6 +53,7 @@ from hive.observers.catalog import ModelCatalog
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_INTERVAL = 0.25
+_PERMANENT_HINT = "retrying will not help: hive tries again when the record changes"
 _MB = 1_000_000
 
 
@@ -94,6 +95,7 @@ class Reconciler:
         self._action_timeout = action_timeout
         self._backoff = Backoff(clock=clock, base=backoff_base, cap=backoff_cap)
         self._failed_generation: dict[str, int] = {}
+        self._permanent: set[str] = set()
         self._running: dict[ObjectKey, _Running] = {}
         self.statuses: dict[ObjectKey, ObjectStatus] = {}
 
@@ -194,6 +196,9 @@ class Reconciler:
             # The record changed since it failed: a fresh start, no waiting.
             self._backoff.success(key)
             self._failed_generation.pop(key, None)
+            self._permanent.discard(key)
+        elif failed_at is not None and key in self._permanent:
+            return Result()  # a permanent failure waits for a new generation of the record
         elif failed_at is not None and (remaining := self._backoff.remaining(key)) > 0:
             return Result(requeue_after=remaining)
 
@@ -213,7 +218,9 @@ class Reconciler:
             await self._execute(key, action, generation)
         except Cancelled:
             self._narrate(
-                key, "model_download_cancelled", "Stopped: the record changed or was removed"
+                key,
+                f"model_{self._verb(action)}_cancelled",
+                "Stopped: the record changed or was removed",
             )
             if self._store.desired(key) is None:
                 self.statuses.pop(key, None)
@@ -222,6 +229,7 @@ class Reconciler:
             return self._failed(key, action, exc, generation)
         self._backoff.success(key)
         self._failed_generation.pop(key, None)
+        self._permanent.discard(key)
         self._converged(key, record is not None, self._catalog.observe(key.name))
         return Result()
 
@@ -248,6 +256,12 @@ class Reconciler:
                 quantization=meta.quantization,
             )
 
+    @staticmethod
+    def _verb(action: Action | None) -> str:
+        if isinstance(action, ProvisionModel):
+            return "download"
+        return "delete" if isinstance(action, DeleteModel | CleanupPartial) else "reconcile"
+
     def _failed(
         self, key: ObjectKey, action: Action | None, exc: Exception, generation: int
     ) -> Result:
@@ -258,23 +272,29 @@ class Reconciler:
         else:
             log.exception("unexpected error while carrying out %s", describe(action))
             reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
-        delay = self._backoff.failure(key)
         self._failed_generation[key] = generation
+        if isinstance(exc, PermanentError):
+            # Retrying cannot help: wait until the record changes.
+            self._permanent.add(key)
+            self._set_status(key, model_failed(reason, f"{message} ({_PERMANENT_HINT})"))
+            self._narrate(
+                key,
+                f"model_{self._verb(action)}_failed",
+                f"❌ {message} ({_PERMANENT_HINT})",
+                level=Level.ERROR,
+                reason=reason,
+                permanent=True,
+            )
+            return Result()
+        delay = self._backoff.failure(key)
         self._set_status(key, model_failed(reason, message))
-        verb = (
-            "download"
-            if isinstance(action, ProvisionModel)
-            else "delete"
-            if isinstance(action, DeleteModel)
-            else "reconcile"
-        )
         self._narrate(
             key,
-            f"model_{verb}_failed",
+            f"model_{self._verb(action)}_failed",
             f"❌ {message} (attempt {self._backoff.failures(key)}; next in {delay:.0f}s)",
             level=Level.ERROR,
             reason=reason,
-            permanent=isinstance(exc, PermanentError),
+            permanent=False,
             retry_in_seconds=delay,
         )
         return Result(requeue_after=delay)

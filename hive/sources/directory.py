@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from watchfiles import Change, awatch
@@ -89,6 +90,7 @@ class DirectorySource:
         self._stamps: dict[Path, Stamp] = {}
         self._root_problem: Problem | None = None
         self._synced = False
+        self._duplicates: list[Problem] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._late: asyncio.Task[None] | None = None
@@ -159,17 +161,26 @@ class DirectorySource:
         # Invalid input never deletes: the file's last good records stay in force.
         self._problems[path] = result.problems
         kept = len(self._records.get(path, ()))
-        for problem in result.problems[:MAX_NARRATED_PROBLEMS]:
+        self._narrate_problems(
+            result.problems,
+            note=f"{kept} last good record(s) of this file stay in force",
+            kept=kept,
+        )
+
+    def _narrate_problems(
+        self, problems: Iterable[Problem], *, note: str, kept: int | None = None
+    ) -> None:
+        for problem in list(problems)[:MAX_NARRATED_PROBLEMS]:
             self._bus.emit(
                 "manifest_error",
-                f"{problem} ({kept} last good record(s) of this file stay in force)",
+                f"{problem} ({note})",
                 level=Level.ERROR,
                 data={
                     "source": self.name,
                     "file": problem.file,
                     "line": problem.line,
                     "field": problem.field,
-                    "kept_records": kept,
+                    **({} if kept is None else {"kept_records": kept}),
                 },
             )
 
@@ -192,9 +203,12 @@ class DirectorySource:
 
     def _publish(self) -> None:
         records, duplicates = merge_files({str(p): rs for p, rs in self._records.items()})
+        new_duplicates = [d for d in duplicates if d not in self._duplicates]
+        self._duplicates = duplicates
         result = self._store.replace(self.name, records)
         problems = [p for ps in self._problems.values() for p in ps]
         self._store.set_errors(self.name, [*problems, *duplicates])
+        self._narrate_problems(new_duplicates, note="the first declaration stays in force")
         self._on_change(result)
 
     # -- watching ------------------------------------------------------------------------

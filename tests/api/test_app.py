@@ -86,6 +86,9 @@ async def test_health_and_json_errors(serve: Serve) -> None:
             assert (await r.json())["error"]["message"] == "GET /v1/nothing-here: Not Found"
         async with http.get(url + "/v1/events", headers={"Last-Event-ID": "x"}) as r:
             assert r.status == 422
+        async with http.get(url + "/v1/events?since=-5") as r:
+            assert r.status == 422
+            assert ">= 0" in (await r.json())["error"]["message"]
 
 
 async def test_status_reports_sources_and_counts(serve: Serve) -> None:

@@ -158,6 +158,10 @@ def test_two_sources_declaring_one_name_conflict(
     assert model["source"]["name"] == f"dir:{first}"  # the first owner keeps it
     assert model["spec"]["source"] == f"file:{tiny_model}"
 
+    # The second declaration goes: the conflict ends, and so does the condition.
+    (second / "m.yaml").unlink()
+    poll(lambda: conflict() is None, what="the Conflict condition to clear")
+
 
 def test_restart_copies_nothing_again(
     hive_factory: Callable[..., Hive], desired: Path, tiny_model: Path

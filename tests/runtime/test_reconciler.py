@@ -166,3 +166,27 @@ async def test_the_loop_survives_an_actuator_that_fails(
         await until(lambda: loop.phase("fine") == "Available", "the other model")
         (models / "blocked").unlink()
         await until(lambda: loop.phase("blocked") == "Available", "recovery")
+
+
+async def test_a_permanent_failure_waits_for_the_record_to_change(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    async with make_loop(backoff_base=0.01) as loop:
+        write_atomic(
+            loop.desired / "m.yaml", model_yaml("m", f"file:{tiny_model}", sha256="0" * 64)
+        )
+        await until(lambda: loop.phase("m") == "Failed", "the checksum failure")
+        status = loop.status("m")
+        assert status is not None
+        assert "tries again when the record changes" in status.message
+        assert status.nextRetryTime is None
+        for _ in range(3):  # resyncs see the same record: no new attempt
+            loop.manager.resync_now()
+            await until(
+                lambda: not len(loop.manager.queue) and not loop.manager.queue.processing,
+                "the queue to drain",
+            )
+        assert loop.actions("m").count("model_download_start") == 1
+
+        write_atomic(loop.desired / "m.yaml", model_yaml("m", f"file:{tiny_model}"))
+        await until(lambda: loop.phase("m") == "Available", "a new generation to converge")

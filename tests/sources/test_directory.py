@@ -199,6 +199,9 @@ async def test_same_name_in_two_files_is_a_problem_of_the_later_file(harness: Ha
     assert problem.file == str(harness.root / "b.yaml")
     assert "already declared" in problem.message
     assert harness.source_of(TINY) == "file:a.gguf"
+    narrated = [e for e in harness.bus.read(0, limit=100)[0] if e.action == "manifest_error"]
+    assert len(narrated) == 1
+    assert "first declaration stays in force" in narrated[0].message
 
 
 async def test_missing_directory_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
