@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from hive.model.status import ModelPhase
 from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, ModelCatalog
 from hive.runtime.manager import Manager
 from hive.settings import Settings
+
+NOW = datetime.now(UTC)
 
 MODELS = 1000
 FILES = 10
@@ -118,7 +121,7 @@ async def _pass_in_process(home: Path, desired: Path, *, reps: int) -> dict[str,
         log(f"B4: {MODELS} models converged in {converge:.1f} s; timing {reps} passes")
         records = manager.model_records()
         observed = manager.catalog.observe_all()
-        if plan(records, observed, prune_allowed=True):
+        if plan(records, observed, prune_allowed=True, now=NOW):
             raise RuntimeError("B4: converged, yet the plan is not empty")
         if len(naive_observe_all(manager.catalog.root)) != MODELS:
             raise RuntimeError("B4: the naive observer does not see every model")
@@ -127,9 +130,13 @@ async def _pass_in_process(home: Path, desired: Path, *, reps: int) -> dict[str,
             {
                 "resync_now": manager.resync_now,
                 "observe_all": manager.catalog.observe_all,
-                "plan": lambda: plan(records, observed, prune_allowed=True),
-                "naive": lambda: plan(records, naive_observe_all(root), prune_allowed=True),
-                "cold": lambda: plan(records, ModelCatalog(home).observe_all(), prune_allowed=True),
+                "plan": lambda: plan(records, observed, prune_allowed=True, now=NOW),
+                "naive": lambda: plan(
+                    records, naive_observe_all(root), prune_allowed=True, now=NOW
+                ),
+                "cold": lambda: plan(
+                    records, ModelCatalog(home).observe_all(), prune_allowed=True, now=NOW
+                ),
                 "status_view": lambda: status_view(manager),
             },
             reps,

@@ -9,6 +9,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     settings = Settings.from_env(home=args.home)
     models = {r.name: r for r in records if isinstance(r.manifest, ModelManifest)}
-    actions = plan(models, ModelCatalog(settings.home).observe_all(), prune_allowed=True)
+    actions = plan(
+        models,
+        ModelCatalog(settings.home).observe_all(),
+        prune_allowed=True,
+        now=datetime.now(UTC),
+        partial_ttl=settings.partial_ttl,
+    )
     for action in actions:
         print(describe(action))
     if not actions:

@@ -61,10 +61,6 @@ class SourceNotFound(TransientError):
     reason = "SourceNotFound"
 
 
-class SourceNotSupported(PermanentError):
-    reason = "SourceNotSupported"
-
-
 class ChecksumMismatch(PermanentError):
     reason = "ChecksumMismatch"
 

@@ -7,7 +7,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hive.model.manifests import parse_rate
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -39,6 +41,23 @@ class Settings(BaseModel):
     sse_keepalive: float = 15.0
     #: Print one line per event on stderr.
     console: bool = True
+    #: Network downloads at the same time; the others wait as Pending.
+    max_downloads: int = Field(default=2, ge=1)
+    #: Bandwidth cap for all downloads together, e.g. "20MB/s"; None: no cap.
+    download_rate_limit: str | None = None
+    #: Seconds a partial download of a model no record wants is kept (for a resume).
+    partial_ttl: float = 24 * 3600.0
+
+    @field_validator("download_rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @property
+    def download_rate(self) -> int | None:
+        return parse_rate(self.download_rate_limit) if self.download_rate_limit else None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

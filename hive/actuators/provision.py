@@ -26,11 +26,18 @@ from hive.errors import (
     GgufError,
     PermanentError,
     SourceNotFound,
-    SourceNotSupported,
 )
 from hive.model.actions import ProvisionModel
+from hive.model.gguf import GgufFacts
 from hive.model.observed import ArtifactStatus, ModelMetadata
-from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, TRASH_PREFIX, ModelCatalog
+from hive.observers.catalog import (
+    METADATA,
+    MODEL_FILE,
+    PARTIAL_SUFFIX,
+    TRASH_PREFIX,
+    ModelCatalog,
+    is_partial_name,
+)
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
@@ -90,8 +97,31 @@ def _copy_hashing(
 
 def _clear_partials(directory: Path) -> None:
     for entry in directory.iterdir():
-        if entry.name.endswith(PARTIAL_SUFFIX):
+        if is_partial_name(entry.name):
             entry.unlink(missing_ok=True)
+
+
+def finish_metadata(
+    base: ModelMetadata, *, sha: str, verified: bool, facts: GgufFacts
+) -> ModelMetadata:
+    """The catalog entry of a model whose bytes are whole, hashed and parsed."""
+    return base.model_copy(
+        update={
+            "status": ArtifactStatus.AVAILABLE,
+            "sha256": sha,
+            "verified": verified,
+            "architecture": facts.architecture,
+            "quantization": facts.quantization,
+            "parameter_count": facts.parameter_count_label,
+            "parameters": facts.parameter_count,
+            "context_length": facts.context_length,
+            "embedding_length": facts.embedding_length,
+            "block_count": facts.block_count,
+            "gguf_version": facts.gguf_version,
+            "tensor_count": facts.tensor_count,
+            "kv_count": facts.kv_count,
+        }
+    )
 
 
 def provision_file(
@@ -103,11 +133,6 @@ def provision_file(
     progress: ProgressFn,
 ) -> ProvisionOutcome:
     """Bring a `file:` source into `<home>/models/<name>/model.gguf`; blocking."""
-    if not action.source.startswith("file:"):
-        raise SourceNotSupported(
-            f"{action.source}: this release of hive provisions file: sources only; "
-            "hf:// and https:// downloads are not implemented yet"
-        )
     src = Path(action.resolved_source)
     try:
         st = src.stat()
@@ -163,23 +188,7 @@ def provision_file(
             failed = base.model_copy(update={"status": ArtifactStatus.FAILED, "error": exc.message})
             write_atomic(directory / METADATA, failed.model_dump_json(indent=2).encode())
         raise
-    metadata = base.model_copy(
-        update={
-            "status": ArtifactStatus.AVAILABLE,
-            "sha256": sha,
-            "verified": action.sha256 is not None,
-            "architecture": facts.architecture,
-            "quantization": facts.quantization,
-            "parameter_count": facts.parameter_count_label,
-            "parameters": facts.parameter_count,
-            "context_length": facts.context_length,
-            "embedding_length": facts.embedding_length,
-            "block_count": facts.block_count,
-            "gguf_version": facts.gguf_version,
-            "tensor_count": facts.tensor_count,
-            "kv_count": facts.kv_count,
-        }
-    )
+    metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
     write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
     return ProvisionOutcome(metadata=metadata, method=method)
 

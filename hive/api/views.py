@@ -43,6 +43,7 @@ def object_view(manager: Manager, key: ObjectKey, observed: ObservedModel | None
             "directory": str(observed.directory),
             "file_size": observed.file_size,
             "partial": observed.partial,
+            "download": observed.download.model_dump(mode="json") if observed.download else None,
             "metadata": meta.model_dump(mode="json") if meta else None,
             "metadata_error": observed.metadata_error,
         }

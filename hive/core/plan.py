@@ -8,11 +8,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel
 from hive.model.manifests import ModelManifest, Record
 from hive.model.observed import ObservedModel
+
+#: Partial downloads of models no record wants are kept this long (seconds) for a resume.
+DEFAULT_PARTIAL_TTL = 24 * 3600.0
 
 
 @functools.lru_cache(maxsize=8192)
@@ -58,6 +62,8 @@ def plan_model(
     record: Record | None,
     observed: ObservedModel | None,
     prune_allowed: bool,
+    now: datetime,
+    partial_ttl: float = DEFAULT_PARTIAL_TTL,
 ) -> list[Action]:
     """What must happen for one Model so that disk matches its record."""
     if record is None:
@@ -65,9 +71,22 @@ def plan_model(
         # (a partial file, or a directory without model.gguf) go, and only once every source
         # has synced (the record may yet come back).
         leftover = observed is not None and (observed.partial or observed.file_size is None)
-        if leftover and prune_allowed:
-            return [CleanupPartial(name=name, reason="leftovers of a model no record wants")]
-        return []
+        if not leftover or not prune_allowed:
+            return []
+        assert observed is not None
+        download = observed.download
+        if download is not None and download.updated_at is not None:
+            # A partial download is kept for a while: its record may come back and resume it.
+            age = (now - download.updated_at).total_seconds()
+            if age < partial_ttl:
+                return []
+            return [
+                CleanupPartial(
+                    name=name,
+                    reason=f"partial download untouched for {age / 3600:.1f} h, no record wants it",
+                )
+            ]
+        return [CleanupPartial(name=name, reason="leftovers of a model no record wants")]
     manifest = record.manifest
     assert isinstance(manifest, ModelManifest)
     spec = manifest.spec
@@ -91,6 +110,8 @@ def plan(
     observed: Mapping[str, ObservedModel],
     *,
     prune_allowed: bool,
+    now: datetime,
+    partial_ttl: float = DEFAULT_PARTIAL_TTL,
 ) -> list[Action]:
     """Every action needed, over all Models, in name order (stable for `hive plan`)."""
     actions: list[Action] = []
@@ -101,6 +122,8 @@ def plan(
                 record=desired.get(name),
                 observed=observed.get(name),
                 prune_allowed=prune_allowed,
+                now=now,
+                partial_ttl=partial_ttl,
             )
         )
     return actions

@@ -92,6 +92,47 @@ class ObjectMeta(BaseModel):
     labels: dict[str, LabelValue] = Field(default_factory=dict)
 
 
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*/\s*s\s*$", re.IGNORECASE)
+_RATE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def parse_rate(text: str) -> int:
+    """`20MB/s`, `500KiB/s`, `1GB/s` → bytes per second; ValueError with a hint otherwise."""
+    match = _RATE_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate (use for example 20MB/s, 500KiB/s, 1GB/s)")
+    value = float(match.group(1)) * _RATE_UNITS[(match.group(2) or "B").lower()]
+    if value < 1024:
+        raise ValueError(f"{text!r} is below 1 KiB/s, which would stall the download")
+    return int(value)
+
+
+def _check_rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_check_rate)]
+
+
+class DownloadSpec(BaseModel):
+    model_config = _Strict
+
+    rateLimit: Rate | None = Field(
+        default=None,
+        description="Bandwidth cap for this model's download, e.g. 20MB/s or 500KiB/s; "
+        "a change applies to a download in progress.",
+    )
+
+
 class ModelSpec(BaseModel):
     model_config = _Strict
 
@@ -104,6 +145,9 @@ class ModelSpec(BaseModel):
     )
     state: Literal["present", "absent"] = Field(
         default="present", description="present: keep the file; absent: delete it."
+    )
+    download: DownloadSpec | None = Field(
+        default=None, description="How network sources are fetched (hf://, https://)."
     )
 
 

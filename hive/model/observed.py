@@ -46,6 +46,35 @@ class ModelMetadata(BaseModel):
     verified: bool = False
 
 
+class PartialState(BaseModel):
+    """The sidecar of a partial download (`model.gguf.partial.json`): what the bytes on disk
+    are a prefix of, and how the download has gone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    etag: str | None
+    size: int | None
+    commit: str | None = None
+    sha256: str | None = None
+    started_at: datetime
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class PartialDownload(BaseModel):
+    """What `/v1/models` and `hive get models` show of a partial download."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bytes_on_disk: int
+    total_bytes: int | None = None
+    updated_at: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    url: str | None = None
+
+
 class ObservedModel(BaseModel):
     """One directory under `<home>/models/`, as seen by the catalog observer."""
 
@@ -58,6 +87,8 @@ class ObservedModel(BaseModel):
     file_size: int | None
     #: Leftover temporary files of an interrupted provisioning.
     partial: bool = False
+    #: The partial download on disk, if any, with what its sidecar says.
+    download: PartialDownload | None = None
     #: Why metadata.json could not be read, if it could not.
     metadata_error: str | None = None
 

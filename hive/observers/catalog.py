@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from hive.model.ids import name_problem
-from hive.model.observed import ModelMetadata, ObservedModel
+from hive.model.observed import ModelMetadata, ObservedModel, PartialDownload, PartialState
 
 METADATA = "metadata.json"
 MODEL_FILE = "model.gguf"
 PARTIAL_SUFFIX = ".partial"
+#: Beside `X.partial`, `X.partial.json` says what the partial bytes are a prefix of.
+SIDECAR_SUFFIX = ".json"
+
+
+def is_partial_name(name: str) -> bool:
+    """A partial download or its sidecar: never a model, however long it stays."""
+    return name.endswith((PARTIAL_SUFFIX, PARTIAL_SUFFIX + SIDECAR_SUFFIX))
+
+
 #: Directories being deleted are renamed to this prefix first, so they vanish atomically.
 TRASH_PREFIX = ".deleting-"
 
@@ -69,7 +79,10 @@ class ModelCatalog:
             return None
         cached = self._cache.get(name)
         if cached is not None and cached[0] == stamp:
-            return cached[1]
+            seen = cached[1]
+            if seen.partial:  # its bytes grow without touching the stamp: look again
+                return seen.model_copy(update={"download": self._download(name)})
+            return seen
         observed = self._read(name)
         if observed is None:
             self._cache.pop(name, None)
@@ -98,13 +111,38 @@ class ModelCatalog:
                 size = model.stat().st_size
             except FileNotFoundError:
                 size = None
+        partial = any(is_partial_name(n) for n in entries)
         return ObservedModel(
             name=name,
             directory=directory,
             metadata=metadata,
             file_size=size,
-            partial=any(n.endswith(PARTIAL_SUFFIX) for n in entries),
+            partial=partial,
+            download=self._download(name) if partial else None,
             metadata_error=error,
+        )
+
+    def _download(self, name: str) -> PartialDownload | None:
+        """The partial download of a model: bytes on disk and what its sidecar says."""
+        partial = self.root / name / (MODEL_FILE + PARTIAL_SUFFIX)
+        try:
+            st = partial.stat()
+        except OSError:
+            return None
+        state: PartialState | None = None
+        try:
+            state = PartialState.model_validate_json(
+                partial.with_name(partial.name + SIDECAR_SUFFIX).read_bytes()
+            )
+        except (OSError, ValidationError, ValueError):
+            state = None
+        return PartialDownload(
+            bytes_on_disk=st.st_size,
+            total_bytes=state.size if state else None,
+            updated_at=datetime.fromtimestamp(st.st_mtime, UTC),
+            attempts=state.attempts if state else 0,
+            last_error=state.last_error if state else None,
+            url=state.url if state else None,
         )
 
     def names(self) -> list[str]:

@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import logging
 
+import aiohttp
+
+from hive import __version__
 from hive.actuators.provision import purge_trash
 from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
@@ -18,7 +21,7 @@ from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.runtime.queue import WorkQueue
-from hive.runtime.reconciler import Reconciler, Result
+from hive.runtime.reconciler import Downloads, Reconciler, Result
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
@@ -47,12 +50,14 @@ class Manager:
             action_timeout=settings.action_timeout,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
+            partial_ttl=settings.partial_ttl,
         )
         self.sources: list[Source] = [
             DirectorySource(path, store=self.store, bus=self.bus, on_change=self.on_change)
             for path in settings.desired
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
 
     # -- wiring --------------------------------------------------------------------------
     def on_change(self, result: ReplaceResult) -> None:
@@ -87,6 +92,17 @@ class Manager:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60),
+            headers={"User-Agent": f"hive/{__version__}"},
+        )
+        self.reconciler.attach_downloads(
+            Downloads(
+                session=self._session,
+                limit=self.settings.max_downloads,
+                rate=self.settings.download_rate,
+            )
+        )
         await asyncio.to_thread(purge_trash, self.catalog)
         self.bus.emit(
             "hive_start",
@@ -113,6 +129,10 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self.reconciler.attach_downloads(None)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _work(self) -> None:
         while (key := await self.queue.get()) is not None:
@@ -136,7 +156,13 @@ class Manager:
     def resync_now(self) -> None:
         """One full observe + plan pass; every key with work to do is enqueued."""
         observed = self.catalog.observe_all()
-        actions = plan(self.model_records(), observed, prune_allowed=self.store.all_synced)
+        actions = plan(
+            self.model_records(),
+            observed,
+            prune_allowed=self.store.all_synced,
+            now=self.clock.now(),
+            partial_ttl=self.settings.partial_ttl,
+        )
         for action in actions:
             self.queue.add(action.key)
         for key in self.store.declared_keys():

@@ -10,15 +10,18 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict
 
+from hive.actuators.download import Throttle, download_model
 from hive.actuators.provision import (
     Cancelled,
     Progress,
+    ProvisionOutcome,
     cleanup_partial,
     delete_model,
     provision_file,
@@ -26,6 +29,7 @@ from hive.actuators.provision import (
 from hive.core.backoff import Backoff
 from hive.core.clock import Clock
 from hive.core.plan import plan_model
+from hive.core.ratelimit import TokenBucket
 from hive.core.status import (
     merge_status,
     model_absent,
@@ -34,10 +38,11 @@ from hive.core.status import (
     model_working,
 )
 from hive.core.store import Store
-from hive.errors import ActionTimeout, HiveError, PermanentError
+from hive.errors import ActionTimeout, HiveError, PermanentError, TransientError
 from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, describe
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
+from hive.model.manifests import ModelManifest, Record, parse_rate
 from hive.model.observed import ObservedModel
 from hive.model.status import (
     ConditionType,
@@ -71,9 +76,39 @@ class Result(BaseModel):
 
 
 class _Running:
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, identity: str | None) -> None:
         self.generation = generation
+        #: What the action is about (source, checksum, state): a new generation with the same
+        #: identity (a new rate limit, new labels) does not restart the action.
+        self.identity = identity
         self.cancel = threading.Event()
+        #: Set for async work (downloads), which is stopped by cancelling its task.
+        self.task: asyncio.Task[Any] | None = None
+        self.throttle: Throttle | None = None
+
+
+def _identity(record: Record | None) -> str | None:
+    if record is None or not isinstance(record.manifest, ModelManifest):
+        return None
+    spec = record.manifest.spec
+    return f"{spec.source}|{spec.sha256}|{spec.state}"
+
+
+def _rate_of(record: Record | None) -> int | None:
+    if record is None or not isinstance(record.manifest, ModelManifest):
+        return None
+    download = record.manifest.spec.download
+    return parse_rate(download.rateLimit) if download and download.rateLimit else None
+
+
+class Downloads:
+    """What downloads share: an HTTP session, the slots, the hive-wide bandwidth bucket."""
+
+    def __init__(self, *, session: aiohttp.ClientSession, limit: int, rate: int | None) -> None:
+        self.session = session
+        self.limit = limit
+        self.slots = asyncio.Semaphore(limit)
+        self.bucket = TokenBucket(rate=rate, burst=max(1024 * 1024, (rate or 0) // 4))
 
 
 class Reconciler:
@@ -87,7 +122,9 @@ class Reconciler:
         action_timeout: float,
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
+        partial_ttl: float = 24 * 3600.0,
     ) -> None:
+        self._partial_ttl = partial_ttl
         self._store = store
         self._catalog = catalog
         self._bus = bus
@@ -98,6 +135,11 @@ class Reconciler:
         self._permanent: set[str] = set()
         self._running: dict[ObjectKey, _Running] = {}
         self.statuses: dict[ObjectKey, ObjectStatus] = {}
+        #: Set by the manager once it has an HTTP session (network sources need one).
+        self._downloads: Downloads | None = None
+
+    def attach_downloads(self, downloads: Downloads | None) -> None:
+        self._downloads = downloads
 
     # -- status --------------------------------------------------------------------------
     def _set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
@@ -147,11 +189,18 @@ class Reconciler:
         running = self._running.get(key)
         if running is None or running.cancel.is_set():
             return False
-        if self._store.desired(key) is not None and (
-            self._store.generation(key) == running.generation
-        ):
+        record = self._store.desired(key)
+        if record is not None and self._store.generation(key) == running.generation:
+            return False
+        if record is not None and _identity(record) == running.identity:
+            # Same bytes wanted: only, say, the rate limit changed. Apply it in flight.
+            if running.throttle is not None:
+                running.throttle.set_rate(_rate_of(record))
+            running.generation = self._store.generation(key)
             return False
         running.cancel.set()
+        if running.task is not None:
+            running.task.cancel()
         return True
 
     def cancel_all(self) -> None:
@@ -208,7 +257,12 @@ class Reconciler:
             # A crashing observer becomes a condition and a retry, never a dead loop.
             return self._failed(key, None, exc, generation)
         actions = plan_model(
-            key.name, record=record, observed=observed, prune_allowed=self._store.all_synced
+            key.name,
+            record=record,
+            observed=observed,
+            prune_allowed=self._store.all_synced,
+            now=self._clock.now(),
+            partial_ttl=self._partial_ttl,
         )
         if not actions:
             self._converged(key, record is not None, observed)
@@ -300,7 +354,7 @@ class Reconciler:
         return Result(requeue_after=delay)
 
     async def _execute(self, key: ObjectKey, action: Action, generation: int) -> None:
-        running = _Running(generation)
+        running = _Running(generation, _identity(self._store.desired(key)))
         self._running[key] = running
         try:
             match action:
@@ -326,16 +380,27 @@ class Reconciler:
         finally:
             self._running.pop(key, None)
 
-    async def _bounded(self, work: Coroutine[object, object, T], running: _Running) -> T:
-        """Await a thread's work within the action timeout; on timeout or shutdown, tell
-        the thread to stop and wait for it, so no two attempts ever overlap."""
+    async def _bounded(
+        self, work: Coroutine[object, object, T], running: _Running, *, cancellable: bool = False
+    ) -> T:
+        """Await an actuator's work within the action timeout. On timeout or shutdown, tell
+        it to stop and wait for it, so no two attempts ever overlap. `cancellable` work
+        (async downloads) is also stopped by cancelling its task when its record changes."""
         task = asyncio.ensure_future(work)
+        if cancellable:
+            running.task = task
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._action_timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             running.cancel.set()
-            with contextlib.suppress(Exception):
+            if cancellable:
+                task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+            current = asyncio.current_task()
+            stale = isinstance(exc, asyncio.CancelledError) and task.cancelled()
+            if stale and current is not None and not current.cancelling():
+                raise Cancelled from None  # cancel_if_stale stopped it, not a shutdown
             if isinstance(exc, TimeoutError):
                 raise ActionTimeout(
                     f"gave up after {self._action_timeout:g}s (action timeout)"
@@ -362,17 +427,20 @@ class Reconciler:
             last[0] = now
             loop.call_soon_threadsafe(self._progress, key, p, now - started)
 
-        outcome = await self._bounded(
-            asyncio.to_thread(
-                provision_file,
-                action,
-                catalog=self._catalog,
-                now=self._clock.now(),
-                cancel=running.cancel,
-                progress=progress,
-            ),
-            running,
-        )
+        if action.source.startswith("file:"):
+            outcome = await self._bounded(
+                asyncio.to_thread(
+                    provision_file,
+                    action,
+                    catalog=self._catalog,
+                    now=self._clock.now(),
+                    cancel=running.cancel,
+                    progress=progress,
+                ),
+                running,
+            )
+        else:
+            outcome = await self._download(key, action, running, progress)
         meta = outcome.metadata
         self._narrate(
             key,
@@ -389,6 +457,50 @@ class Reconciler:
             method=outcome.method,
             size=meta.size,
         )
+
+    async def _download(
+        self,
+        key: ObjectKey,
+        action: ProvisionModel,
+        running: _Running,
+        progress: Callable[[Progress], None],
+    ) -> ProvisionOutcome:
+        """A network source, within the hive's download slots and bandwidth limits."""
+        downloads = self._downloads
+        if downloads is None:
+            raise TransientError("hive's downloader is not running yet")
+        if downloads.slots.locked():
+            message = (
+                f"waiting for a download slot ({downloads.limit} downloads at a time; "
+                "see HIVE_MAX_DOWNLOADS)"
+            )
+            self._set_status(key, model_working(ModelPhase.PENDING, "WaitingForSlot", message))
+            self._narrate(key, "model_download_queued", message)
+        async with downloads.slots:
+            self._set_status(
+                key, model_working(ModelPhase.DOWNLOADING, "Downloading", action.reason)
+            )
+            running.throttle = Throttle(
+                shared=downloads.bucket, rate=_rate_of(self._store.desired(key))
+            )
+
+            def narrate(action_name: str, message: str, **data: Any) -> None:
+                self._narrate(key, action_name, message, **data)
+
+            return await self._bounded(
+                download_model(
+                    action,
+                    directory=self._catalog.directory(key.name),
+                    session=downloads.session,
+                    now=self._clock.now(),
+                    cancel=running.cancel,
+                    throttle=running.throttle,
+                    progress=progress,
+                    narrate=narrate,
+                ),
+                running,
+                cancellable=True,
+            )
 
     def _progress(self, key: ObjectKey, p: Progress, elapsed: float) -> None:
         speed = p.done / elapsed if elapsed > 0 else 0.0

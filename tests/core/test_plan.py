@@ -15,6 +15,8 @@ from hive.model.ids import SourceName
 from hive.model.manifests import Origin, Record
 from hive.model.observed import ArtifactStatus, ModelMetadata, ObservedModel
 
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
 MANIFEST = Path("/srv/desired/models.yaml")
 SOURCE = "file:../models/tiny.gguf"
 RESOLVED = "/srv/models/tiny.gguf"
@@ -162,12 +164,15 @@ def test_plan_model_table(record_kind: str, observed_kind: str, prune_allowed: b
         record=RECORDS[record_kind],
         observed=OBSERVED[observed_kind],
         prune_allowed=prune_allowed,
+        now=NOW,
     )
     assert outcome(actions) == expected(record_kind, observed_kind, prune_allowed)
 
 
 def test_provision_carries_source_resolved_path_and_checksum() -> None:
-    (action,) = plan_model("tiny", record=record(sha256=SHA_B), observed=None, prune_allowed=False)
+    (action,) = plan_model(
+        "tiny", record=record(sha256=SHA_B), observed=None, prune_allowed=False, now=NOW
+    )
     assert isinstance(action, ProvisionModel)
     assert action.source == SOURCE
     assert action.resolved_source == RESOLVED
@@ -177,13 +182,18 @@ def test_provision_carries_source_resolved_path_and_checksum() -> None:
 def test_removing_a_record_keeps_a_complete_model() -> None:
     for prune_allowed in (False, True):
         assert (
-            plan_model("tiny", record=None, observed=observed(), prune_allowed=prune_allowed) == []
+            plan_model(
+                "tiny", record=None, observed=observed(), prune_allowed=prune_allowed, now=NOW
+            )
+            == []
         )
 
 
 def test_source_change_provisions_again() -> None:
     changed = record(source="file:../models/tiny-v2.gguf")
-    (action,) = plan_model("tiny", record=changed, observed=observed(), prune_allowed=False)
+    (action,) = plan_model(
+        "tiny", record=changed, observed=observed(), prune_allowed=False, now=NOW
+    )
     assert isinstance(action, ProvisionModel)
     assert action.reason == f"source changed (was {RESOLVED})"
     assert action.resolved_source == "/srv/models/tiny-v2.gguf"
@@ -191,30 +201,38 @@ def test_source_change_provisions_again() -> None:
 
 def test_moving_the_manifest_changes_what_a_relative_source_means() -> None:
     moved = record(manifest_file=Path("/opt/desired/models.yaml"))
-    (action,) = plan_model("tiny", record=moved, observed=observed(), prune_allowed=False)
+    (action,) = plan_model("tiny", record=moved, observed=observed(), prune_allowed=False, now=NOW)
     assert isinstance(action, ProvisionModel)
     assert action.resolved_source == "/opt/models/tiny.gguf"
     assert action.reason == f"source changed (was {RESOLVED})"
     # A sibling directory: ../models/tiny.gguf is still the same file.
     sibling = record(manifest_file=Path("/srv/other/models.yaml"))
-    assert plan_model("tiny", record=sibling, observed=observed(), prune_allowed=False) == []
+    assert (
+        plan_model("tiny", record=sibling, observed=observed(), prune_allowed=False, now=NOW) == []
+    )
 
 
 def test_equivalent_spelling_of_the_same_file_is_not_a_change() -> None:
     same = record(source="file:./../models/./tiny.gguf")
-    assert plan_model("tiny", record=same, observed=observed(), prune_allowed=False) == []
+    assert plan_model("tiny", record=same, observed=observed(), prune_allowed=False, now=NOW) == []
     absolute = record(source="file:///srv/models/tiny.gguf")
-    assert plan_model("tiny", record=absolute, observed=observed(), prune_allowed=False) == []
+    assert (
+        plan_model("tiny", record=absolute, observed=observed(), prune_allowed=False, now=NOW) == []
+    )
 
 
 def test_a_pinned_checksum_makes_the_source_irrelevant() -> None:
     moved = record(source="https://mirror.example.com/tiny.gguf", sha256=SHA_A)
-    assert plan_model("tiny", record=moved, observed=observed(), prune_allowed=False) == []
+    assert plan_model("tiny", record=moved, observed=observed(), prune_allowed=False, now=NOW) == []
 
 
 def test_a_pinned_checksum_against_an_unverified_entry_provisions() -> None:
     (action,) = plan_model(
-        "tiny", record=record(sha256=SHA_A), observed=observed(sha256=None), prune_allowed=False
+        "tiny",
+        record=record(sha256=SHA_A),
+        observed=observed(sha256=None),
+        prune_allowed=False,
+        now=NOW,
     )
     assert isinstance(action, ProvisionModel)
     assert action.reason.startswith("sha256 differs (have None")
@@ -232,17 +250,17 @@ def test_plan_covers_both_sides_in_name_order() -> None:
         "d": observed("d"),
         "e": observed("e"),
     }
-    actions = plan(desired, seen, prune_allowed=True)
+    actions = plan(desired, seen, prune_allowed=True, now=NOW)
     assert [(type(a).__name__, a.name) for a in actions] == [
         ("DeleteModel", "a"),
         ("CleanupPartial", "b"),
         ("ProvisionModel", "c"),
     ]
-    assert plan(desired, seen, prune_allowed=False) == [actions[0], actions[2]]
+    assert plan(desired, seen, prune_allowed=False, now=NOW) == [actions[0], actions[2]]
 
 
 def test_plan_of_nothing_is_nothing() -> None:
-    assert plan({}, {}, prune_allowed=True) == []
+    assert plan({}, {}, prune_allowed=True, now=NOW) == []
 
 
 @pytest.mark.parametrize(

@@ -244,13 +244,3 @@ def test_watched_directory_that_disappears_keeps_its_records(
         what="the source to recover",
     )
 
-
-def test_network_sources_are_refused_plainly_in_this_release(
-    hive_factory: Callable[..., Hive], desired: Path
-) -> None:
-    hive = hive_factory(desired=[desired])
-    write_atomic(desired / "m.yaml", model_yaml("remote", "https://example.com/m.gguf"))
-    model = hive.wait_phase("remote", "Failed")
-    assert "provisions file: sources only" in model["status"]["message"]
-    degraded = {c["type"]: c for c in model["status"]["conditions"]}["Degraded"]
-    assert degraded["reason"] == "SourceNotSupported"

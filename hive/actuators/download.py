@@ -1,0 +1,446 @@
+"""The downloader: a network source's bytes into `<home>/models/<name>/`, owned by hive
+so that it survives anything.
+
+Bytes stream into `model.gguf.partial`, described by a sidecar (`model.gguf.partial.json`:
+URL, ETag, size, commit). After any interruption the next attempt continues with `Range`
+from the bytes on disk if the ETag still matches, else starts over and says why. SHA-256
+is computed while streaming (a resumed download hashes its prefix once). Free space is
+checked first; a full disk keeps the partial for later. Transient failures retry with
+exponential back-off and jitter (tenacity); permanent ones stop with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from hive.actuators.files import fsync_dir, write_atomic
+from hive.actuators.provision import Cancelled, Progress, ProvisionOutcome, finish_metadata
+from hive.actuators.remote import RemoteFile, Unauthorized, resolve_remote
+from hive.core.ratelimit import TokenBucket
+from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientError
+from hive.model.actions import ProvisionModel
+from hive.model.observed import ArtifactStatus, ModelMetadata, PartialState
+from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, SIDECAR_SUFFIX
+from hive.observers.gguf import read_gguf_facts
+
+CHUNK = 1024 * 1024
+#: Room left free beyond the download itself: a full disk harms everything else.
+FREE_SPACE_MARGIN = 256 * 1024 * 1024
+_MB = 1_000_000
+
+
+class InsufficientSpace(TransientError):
+    reason = "InsufficientSpace"
+
+
+class RetryableHttp(TransientError):
+    """A transient transfer failure; `retry_after` is the server's own request, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamChanged(TransientError):
+    """The bytes on the server are not the ones we started with: resolve and start over."""
+
+    reason = "UpstreamChanged"
+
+
+class Throttle:
+    """The hive-wide bandwidth limit and this download's own, both token buckets.
+    `set_rate` changes this download's limit while it runs."""
+
+    def __init__(self, *, shared: TokenBucket | None, rate: int | None) -> None:
+        self._shared = shared
+        self._own = TokenBucket(rate=rate, burst=max(CHUNK, (rate or 0) // 4))
+        self._loop = asyncio.get_running_loop()
+
+    def set_rate(self, rate: int | None) -> None:
+        self._own.set_rate(rate, now=self._loop.time())
+        self._own.burst = max(CHUNK, (rate or 0) // 4)
+
+    async def take(self, n: int) -> None:
+        now = self._loop.time()
+        wait = self._own.take(n, now=now)
+        if self._shared is not None:
+            wait = max(wait, self._shared.take(n, now=now))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+Narrate = Callable[..., None]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return min(float(value), 300.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _Attempt:
+    """One download of one file: the partial, its sidecar and the running hash."""
+
+    def __init__(
+        self, *, directory: Path, remote: RemoteFile, expected_sha: str | None, now: datetime
+    ) -> None:
+        self.partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
+        self.sidecar = directory / (MODEL_FILE + PARTIAL_SUFFIX + SIDECAR_SUFFIX)
+        self.remote = remote
+        self.expected_sha = expected_sha
+        self.now = now
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+
+    def load(self) -> tuple[PartialState | None, str | None]:
+        """The sidecar if the bytes on disk can be resumed, else why not (and clear them)."""
+        try:
+            state = PartialState.model_validate_json(self.sidecar.read_bytes())
+        except FileNotFoundError:
+            state = None
+        except (OSError, ValidationError, ValueError):
+            state = None
+        size = self.partial.stat().st_size if self.partial.exists() else 0
+        why: str | None = None
+        if state is not None and size:
+            if state.etag != self.remote.etag or state.size != self.remote.size:
+                why = (
+                    f"the file changed on the server (ETag {state.etag} → "
+                    f"{self.remote.etag}); starting over"
+                )
+            elif self.remote.size is not None and size > self.remote.size:
+                why = "the partial file is larger than the file; starting over"
+        elif size:
+            why = "no record of what the partial file holds; starting over"
+        if why is not None:
+            self.partial.unlink(missing_ok=True)
+            state = None
+        return state, why
+
+    def save(self, state: PartialState) -> None:
+        write_atomic(self.sidecar, state.model_dump_json().encode())
+
+    def hash_prefix(self, cancel: threading.Event) -> int:
+        """Hash the bytes already on disk, once; returns their count."""
+        self.hasher = hashlib.sha256()
+        done = 0
+        if self.partial.exists():
+            with self.partial.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    if cancel.is_set():
+                        raise Cancelled
+                    self.hasher.update(chunk)
+                    done += len(chunk)
+        self.offset = done
+        return done
+
+    def restart(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+
+
+def _check_space(directory: Path, *, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed + FREE_SPACE_MARGIN:
+        raise InsufficientSpace(
+            f"not enough free space in {directory}: {needed / _MB:.0f} MB still to download "
+            f"+ {FREE_SPACE_MARGIN / _MB:.0f} MB margin, {free / _MB:.0f} MB free; "
+            "the partial download is kept and resumes when space is freed"
+        )
+
+
+async def _stream(
+    attempt: _Attempt,
+    *,
+    session: aiohttp.ClientSession,
+    cancel: threading.Event,
+    throttle: Throttle,
+    progress: Callable[[Progress], None],
+    narrate: Narrate,
+) -> None:
+    """GET the rest of the file into the partial; raises on any failure (partial kept)."""
+    remote = attempt.remote
+    headers = dict(remote.headers)
+    if attempt.offset:
+        headers["Range"] = f"bytes={attempt.offset}-"
+        if remote.etag:
+            headers["If-Range"] = f'"{remote.etag}"'
+    try:
+        async with session.get(remote.url, headers=headers) as response:
+            status = response.status
+            if status in (401, 403):
+                raise Unauthorized(
+                    f"{remote.url}: access denied ({status}); for the hub, set "
+                    "HF_TOKEN to a token that can read this repository"
+                )
+            if status == 404:
+                raise PermanentError(f"{remote.url}: not found (404)")
+            if status == 416 and remote.size is not None and attempt.offset >= remote.size:
+                return  # everything is already on disk
+            if status == 429 or status >= 500:
+                raise RetryableHttp(
+                    f"{remote.url}: the server answered {status}",
+                    retry_after=_retry_after(response.headers),
+                )
+            if status >= 400:
+                raise PermanentError(f"{remote.url}: the server answered {status}")
+            etag = response.headers.get("ETag")
+            if (
+                etag is not None
+                and remote.etag is not None
+                and etag.removeprefix("W/").strip('"') != remote.etag
+            ):
+                raise UpstreamChanged(
+                    f"{remote.url}: the file changed on the server (ETag "
+                    f"{remote.etag} → {etag.strip(chr(34))})"
+                )
+            if attempt.offset and status == 200:
+                narrate(
+                    "model_download_restarted",
+                    "The server sent the whole file instead of the rest; starting over",
+                    from_byte=attempt.offset,
+                )
+                await asyncio.to_thread(attempt.restart)
+            elif attempt.offset and status == 206:
+                start = response.headers.get("Content-Range", "").removeprefix("bytes ")
+                if not start.startswith(f"{attempt.offset}-"):
+                    raise RetryableHttp(
+                        f"{remote.url}: asked for byte {attempt.offset}, got range {start!r}"
+                    )
+            total = remote.size or (attempt.offset + (response.content_length or 0))
+            mode = "ab" if attempt.offset else "wb"
+            with attempt.partial.open(mode) as fh:
+                try:
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        if cancel.is_set():
+                            raise Cancelled
+                        await throttle.take(len(chunk))
+                        await asyncio.to_thread(_write_and_hash, fh, attempt.hasher, chunk)
+                        attempt.offset += len(chunk)
+                        progress(Progress(done=attempt.offset, total=total))
+                finally:
+                    await asyncio.to_thread(_flush, fh)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            free = shutil.disk_usage(attempt.partial.parent).free
+            raise InsufficientSpace(
+                f"the disk filled up at byte {attempt.offset} of {remote.size} "
+                f"({os.strerror(exc.errno)}; {free / _MB:.0f} MB free); the partial download "
+                "is kept and resumes when space is freed"
+            ) from None
+        if isinstance(exc, aiohttp.ClientError):
+            raise RetryableHttp(f"{remote.url}: {type(exc).__name__}: {exc}") from exc
+        raise
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise RetryableHttp(f"{remote.url}: {type(exc).__name__}: {exc}") from exc
+    if remote.size is not None and attempt.offset < remote.size:
+        raise RetryableHttp(
+            f"{remote.url}: the connection ended at byte {attempt.offset} of {remote.size}"
+        )
+
+
+def _write_and_hash(fh: Any, hasher: Any, chunk: bytes) -> None:
+    fh.write(chunk)
+    hasher.update(chunk)
+
+
+def _flush(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    backoff = wait_exponential_jitter(initial=1, max=30)(state)
+    if isinstance(exc, RetryableHttp) and exc.retry_after is not None:
+        return max(exc.retry_after, backoff)
+    return backoff
+
+
+async def _fetch(
+    action: ProvisionModel,
+    *,
+    remote: RemoteFile,
+    directory: Path,
+    session: aiohttp.ClientSession,
+    now: datetime,
+    cancel: threading.Event,
+    throttle: Throttle,
+    progress: Callable[[Progress], None],
+    narrate: Narrate,
+    attempts: int,
+    sleep: Callable[[float], Awaitable[None]],
+) -> tuple[_Attempt, ModelMetadata, str, str | None]:
+    """Stream one resolved file into its partial until its bytes are whole and verified."""
+    expected = action.sha256 or remote.sha256
+    attempt = _Attempt(directory=directory, remote=remote, expected_sha=expected, now=now)
+    state, why = await asyncio.to_thread(attempt.load)
+    if why:
+        narrate("model_download_restarted", why)
+    state = state or PartialState(
+        url=remote.url,
+        etag=remote.etag,
+        size=remote.size,
+        commit=remote.commit,
+        sha256=expected,
+        started_at=now,
+    )
+    base = ModelMetadata(
+        id=action.name,
+        name=action.name,
+        path=directory / MODEL_FILE,
+        size=remote.size or 0,
+        status=ArtifactStatus.DOWNLOADING,
+        added_at=now,
+        source=action.source,
+        resolved_source=remote.url,
+        revision=remote.commit,
+    )
+    await asyncio.to_thread(
+        write_atomic, directory / METADATA, base.model_dump_json(indent=2).encode()
+    )
+    mismatches = 0
+    while True:
+        done = await asyncio.to_thread(attempt.hash_prefix, cancel)
+        if done:
+            narrate(
+                "model_download_resumed",
+                f"Resuming from byte {done} ({done / _MB:.0f} MB already on disk)",
+                from_byte=done,
+            )
+        if remote.size is not None:
+            await asyncio.to_thread(_check_space, directory, needed=remote.size - done)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=_wait,
+            retry=retry_if_exception_type(RetryableHttp),
+            sleep=sleep,
+            reraise=True,
+            before_sleep=lambda rs: narrate(
+                "model_download_retry",
+                f"{rs.outcome.exception() if rs.outcome else ''}; retrying "
+                f"(attempt {rs.attempt_number + 1} of {attempts})",
+                attempt=rs.attempt_number + 1,
+            ),
+        )
+        async for try_ in retrying:
+            with try_:
+                state = state.model_copy(update={"attempts": state.attempts + 1})
+                await asyncio.to_thread(attempt.save, state)
+                try:
+                    await _stream(
+                        attempt,
+                        session=session,
+                        cancel=cancel,
+                        throttle=throttle,
+                        progress=progress,
+                        narrate=narrate,
+                    )
+                except TransientError as exc:
+                    state = state.model_copy(update={"last_error": exc.message})
+                    await asyncio.to_thread(attempt.save, state)
+                    raise
+        sha = attempt.hasher.hexdigest()
+        if expected is None or sha == expected:
+            break
+        mismatches += 1
+        await asyncio.to_thread(attempt.restart)
+        if mismatches >= 2:
+            await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)
+            raise ChecksumMismatch(
+                f"sha256 of the downloaded bytes is {sha}, but {expected} was expected "
+                f"({'spec.sha256' if action.sha256 else 'the hub'}); the download was "
+                "retried once and failed again"
+            )
+        narrate(
+            "model_download_restarted",
+            f"SHA-256 mismatch (got {sha}, want {expected}); downloading once more",
+        )
+
+    return attempt, base, sha, expected
+
+
+async def download_model(
+    action: ProvisionModel,
+    *,
+    directory: Path,
+    session: aiohttp.ClientSession,
+    now: datetime,
+    cancel: threading.Event,
+    throttle: Throttle,
+    progress: Callable[[Progress], None],
+    narrate: Narrate,
+    attempts: int = 5,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ProvisionOutcome:
+    """Fetch a network source into the catalog: resumable, verified, published atomically."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    for resolution in range(3):
+        remote = await resolve_remote(action.source, session=session)
+        try:
+            attempt, base, sha, expected = await _fetch(
+                action,
+                remote=remote,
+                directory=directory,
+                session=session,
+                now=now,
+                cancel=cancel,
+                throttle=throttle,
+                progress=progress,
+                narrate=narrate,
+                attempts=attempts,
+                sleep=sleep,
+            )
+            break
+        except UpstreamChanged as exc:
+            if resolution == 2:
+                raise
+            narrate("model_download_restarted", f"{exc.message}; starting over")
+            for stale in (
+                directory / (MODEL_FILE + PARTIAL_SUFFIX),
+                directory / (MODEL_FILE + PARTIAL_SUFFIX + SIDECAR_SUFFIX),
+            ):
+                await asyncio.to_thread(stale.unlink, missing_ok=True)
+
+    try:
+        facts = await asyncio.to_thread(read_gguf_facts, attempt.partial)
+    except GgufError as exc:
+        await asyncio.to_thread(attempt.restart)
+        await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)
+        raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
+    size = attempt.offset
+    await asyncio.to_thread(os.replace, attempt.partial, directory / MODEL_FILE)
+    await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)
+    await asyncio.to_thread(fsync_dir, directory)
+    metadata = finish_metadata(
+        base.model_copy(update={"size": size}),
+        sha=sha,
+        verified=expected is not None,
+        facts=facts,
+    )
+    await asyncio.to_thread(
+        write_atomic, directory / METADATA, metadata.model_dump_json(indent=2).encode()
+    )
+    return ProvisionOutcome(metadata=metadata, method="download")

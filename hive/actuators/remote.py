@@ -1,0 +1,186 @@
+"""Where a network source's bytes are: `hf://` resolved through huggingface_hub (endpoint
+from HF_ENDPOINT, token from HF_TOKEN or the token file), `http(s)://` through a HEAD.
+
+The answer is a `RemoteFile`: the URL to GET, its size, ETag, the SHA-256 the hub vouches
+for, and the commit a revision resolved to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict
+
+from hive.errors import PermanentError, TransientError
+
+_HF_RE = re.compile(
+    r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<path>[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>.+))?$"
+)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Unauthorized(PermanentError):
+    reason = "Unauthorized"
+
+
+class RemoteNotFound(PermanentError):
+    reason = "NotFound"
+
+
+class AmbiguousSource(PermanentError):
+    reason = "AmbiguousSource"
+
+
+class RemoteFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    filename: str
+    size: int | None = None
+    etag: str | None = None
+    #: The SHA-256 the server vouches for (the hub's LFS hash), if any.
+    sha256: str | None = None
+    #: The commit a hub revision resolved to.
+    commit: str | None = None
+    #: Headers to send with every request for these bytes (authorization).
+    headers: dict[str, str] = {}
+
+
+def _unquote(etag: str | None) -> str | None:
+    if etag is None:
+        return None
+    return etag.removeprefix("W/").strip('"')
+
+
+def pick_quant(files: list[str], quant: str, *, repo: str) -> str:
+    """The one GGUF file of a repository for a quantization tag, as llama.cpp's
+    `-hf repo:quant` picks it; the first part of a split model."""
+    tag = re.compile(rf"(^|[-._/]){re.escape(quant)}([-._]|$)", re.IGNORECASE)
+    ggufs = [f for f in files if f.lower().endswith(".gguf")]
+    matching = sorted(f for f in ggufs if tag.search(f.rsplit("/", 1)[-1]))
+    firsts = [
+        f
+        for f in matching
+        if not re.search(r"-\d{5}-of-\d{5}\.gguf$", f) or re.search(r"-00001-of-\d{5}\.gguf$", f)
+    ]
+    if len(firsts) == 1:
+        return firsts[0]
+    known = sorted(
+        {
+            m.group(0).strip("-._").upper()
+            for f in ggufs
+            if (m := re.search(r"[-._](I?Q\d[\w]*?|F16|F32|BF16)(?=[-._])", f))
+        }
+    )
+    there = ", ".join(known) or "none"
+    if not firsts:
+        raise RemoteNotFound(
+            f"hf://{repo}:{quant}: no GGUF file with quantization {quant!r} "
+            f"(quantizations there: {there})"
+        )
+    raise AmbiguousSource(
+        f"hf://{repo}:{quant}: {len(firsts)} files match: "
+        f"{', '.join(firsts)}; name the file instead (hf://{repo}/FILE)"
+    )
+
+
+def _hf_error(exc: Exception, source: str) -> Exception:
+    from huggingface_hub import errors
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.GatedRepoError) or status in (401, 403):
+        return Unauthorized(
+            f"{source}: access denied ({status}); set HF_TOKEN (or run "
+            "`hf auth login`) with a token that can read this repository"
+        )
+    if (
+        isinstance(
+            exc,
+            errors.RepositoryNotFoundError
+            | errors.RevisionNotFoundError
+            | errors.EntryNotFoundError,
+        )
+        or status == 404
+    ):
+        return RemoteNotFound(f"{source}: not found on the hub ({type(exc).__name__})")
+    if status is not None and status < 500 and status != 429:
+        return PermanentError(f"{source}: the hub answered {status}")
+    return TransientError(f"{source}: cannot reach the hub: {type(exc).__name__}: {exc}")
+
+
+def _resolve_hf_blocking(source: str) -> RemoteFile:
+    from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_url
+
+    match = _HF_RE.match(source)
+    if match is None:
+        raise PermanentError(f"{source}: not a Hugging Face source")
+    repo, path, quant = match["repo"], match["path"], match["quant"]
+    revision = match["rev"] or "main"
+    endpoint = constants.ENDPOINT
+    token = get_token()
+    try:
+        if quant is not None:
+            files = HfApi(endpoint=endpoint).list_repo_files(repo, revision=revision, token=token)
+            path = pick_quant(files, quant, repo=repo)
+        assert path is not None
+        meta = get_hf_file_metadata(
+            hf_hub_url(repo, path, revision=revision, endpoint=endpoint),
+            token=token,
+            endpoint=endpoint,
+        )
+    except PermanentError:
+        raise
+    except Exception as exc:
+        raise _hf_error(exc, source) from exc
+    commit = meta.commit_hash
+    etag = _unquote(meta.etag)
+    return RemoteFile(
+        # Pin the commit so a push during the download cannot mix two versions.
+        url=hf_hub_url(repo, path, revision=commit or revision, endpoint=endpoint),
+        filename=path.rsplit("/", 1)[-1],
+        size=meta.size,
+        etag=etag,
+        sha256=etag if etag and _SHA256_RE.match(etag) else None,
+        commit=commit,
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+
+
+async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFile:
+    filename = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
+    try:
+        async with session.head(source, allow_redirects=True) as response:
+            status = response.status
+            headers: Any = response.headers
+            url = str(response.url)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransientError(f"{source}: {type(exc).__name__}: {exc}") from exc
+    if status in (401, 403):
+        raise Unauthorized(f"{source}: access denied ({status})")
+    if status == 404:
+        raise RemoteNotFound(f"{source}: not found (404)")
+    if status == 405:  # no HEAD: learn what we can from the GET itself
+        return RemoteFile(url=source, filename=filename)
+    if status == 429 or status >= 500:
+        raise TransientError(f"{source}: the server answered {status}")
+    if status >= 400:
+        raise PermanentError(f"{source}: the server answered {status}")
+    length = headers.get("Content-Length")
+    return RemoteFile(
+        url=url,
+        filename=filename,
+        size=int(length) if length and length.isdigit() else None,
+        etag=_unquote(headers.get("ETag")),
+    )
+
+
+async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> RemoteFile:
+    """Where `source`'s bytes are, with what the server says about them."""
+    if source.startswith("hf://"):
+        return await asyncio.to_thread(_resolve_hf_blocking, source)
+    if source.startswith(("https://", "http://")):
+        return await _resolve_http(source, session)
+    raise PermanentError(f"{source}: not a network source")
