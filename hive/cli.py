@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from hive import __version__
 from hive.errors import HiveError
@@ -47,7 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         resync_interval=args.resync_interval,
+        token=args.token,
+        download_rate_limit=args.download_rate_limit,
+        max_downloads=args.max_downloads,
     )
+    if not _is_loopback(settings.host) and not settings.token:
+        return _fail(
+            f"refusing to listen on {settings.host} without a token: anyone who can reach it "
+            "could change this machine; pass --token (or HIVE_TOKEN), or bind 127.0.0.1"
+        )
     try:
         # Bind first: a hive that cannot listen must not touch its home at all.
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -72,6 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop=asyncio.new_event_loop(),
     )
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 # -- validate and plan -------------------------------------------------------------------
@@ -120,9 +137,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 # -- get ---------------------------------------------------------------------------------
-def _fetch(url: str, path: str) -> Any:
+def _fetch(url: str, path: str, *, method: str = "GET", token: str | None = None) -> Any:
+    request = urllib.request.Request(url.rstrip("/") + path, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         try:
@@ -155,17 +175,29 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _progress(download: dict[str, Any] | None) -> str:
+    """`45% 450/1000 MB` for a partial download, `-` for none."""
+    if not download:
+        return "-"
+    done, total = download["bytes_on_disk"], download.get("total_bytes")
+    if not total:
+        return _size(done)
+    return f"{100 * done // total}% {done / 1e6:.0f}/{total / 1e6:.0f} MB"
+
+
 def _models_table(items: list[dict[str, Any]]) -> str:
-    rows = [["NAME", "PHASE", "SIZE", "ARCH", "QUANT", "SOURCE", "MESSAGE"]]
+    rows = [["NAME", "PHASE", "SIZE", "PARTIAL", "ARCH", "QUANT", "SOURCE", "MESSAGE"]]
     for m in items:
-        meta = (m.get("observed") or {}).get("metadata") or {}
+        observed = m.get("observed") or {}
+        meta = observed.get("metadata") or {}
         spec = m.get("spec") or {}
         status = m.get("status") or {}
         rows.append(
             [
                 m["name"],
                 status.get("phase", "-"),
-                _size(meta.get("size")),
+                _size(meta.get("size") if meta.get("status") == "Available" else None),
+                _progress(observed.get("download")),
                 meta.get("architecture") or "-",
                 meta.get("quantization") or "-",
                 spec.get("source") or meta.get("source") or "-",
@@ -200,6 +232,15 @@ def _status_table(data: dict[str, Any]) -> str:
         summary = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items())) or "none"
         lines.append(f"{kind}s: {summary}")
     return "\n".join(lines)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("HIVE_TOKEN")
+    data = _fetch(args.url, f"/v1/models/{args.name}", method="DELETE", token=token)
+    removed = data.get("partial_bytes_removed") or 0
+    extra = f" (with a partial download of {_size(removed)})" if removed else ""
+    print(f"model {data['deleted']} deleted{extra}")
+    return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -241,6 +282,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between full re-observations (default 30)",
     )
+    serve.add_argument(
+        "--token",
+        help="bearer token for mutating requests (HIVE_TOKEN); required to bind beyond loopback",
+    )
+    serve.add_argument(
+        "--download-rate-limit",
+        metavar="RATE",
+        help="bandwidth cap for all downloads together, e.g. 20MB/s",
+    )
+    serve.add_argument(
+        "--max-downloads", type=int, metavar="N", help="downloads at the same time (default 2)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check manifests offline (exit 0 ok, 2 errors)")
@@ -259,6 +312,13 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     get.set_defaults(func=cmd_get)
+
+    delete = sub.add_parser("delete", help="delete a model's files (one no record wants)")
+    delete.add_argument("what", choices=["model"])
+    delete.add_argument("name")
+    delete.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    delete.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
+    delete.set_defaults(func=cmd_delete)
     return p
 
 
@@ -272,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:
         return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return _fail(f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}")
     except Exception as exc:  # one line, not a traceback; HIVE_DEBUG=1 shows it
         if os.environ.get("HIVE_DEBUG"):
             raise

@@ -39,6 +39,8 @@ class Settings(BaseModel):
     #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
     sse_max_lag: int = 1000
     sse_keepalive: float = 15.0
+    #: Bearer token required on every mutating request; required to bind beyond loopback.
+    token: str | None = Field(default=None, repr=False)
     #: Print one line per event on stderr.
     console: bool = True
     #: Network downloads at the same time; the others wait as Pending.

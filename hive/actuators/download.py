@@ -72,12 +72,12 @@ class Throttle:
 
     def __init__(self, *, shared: TokenBucket | None, rate: int | None) -> None:
         self._shared = shared
-        self._own = TokenBucket(rate=rate, burst=max(CHUNK, (rate or 0) // 4))
+        self._own = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
         self._loop = asyncio.get_running_loop()
 
     def set_rate(self, rate: int | None) -> None:
         self._own.set_rate(rate, now=self._loop.time())
-        self._own.burst = max(CHUNK, (rate or 0) // 4)
+        self._own.burst = max(64 * 1024, (rate or 0) // 4)
 
     async def take(self, n: int) -> None:
         now = self._loop.time()

@@ -5,6 +5,8 @@ Every route reads the manager; none changes the world directly (that is the loop
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from hive import __version__
+from hive.actuators.provision import delete_model
 from hive.api.views import models_view, object_view, status_view
-from hive.errors import HiveError, NotFound, ValidationFailed
+from hive.errors import Conflict, HiveError, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.narration.bus import Subscription
 from hive.narration.sse import stream_subscription
@@ -34,6 +37,22 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A bearer token on every mutating request, when hive has one (constant-time compare)."""
+    token = request.app[MANAGER].settings.token
+    if token and request.method not in ("GET", "HEAD", "OPTIONS"):
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error_response(
+                401,
+                "Unauthorized",
+                f"{request.method} {request.path} needs "
+                "`Authorization: Bearer <token>` (hive's --token / HIVE_TOKEN)",
+            )
+    return await handler(request)
 
 
 @web.middleware
@@ -91,6 +110,33 @@ def _int_param(raw: str | None, what: str) -> int | None:
     return value
 
 
+async def delete_model_files(request: web.Request) -> web.Response:
+    """`hive delete model NAME`: remove a model's files (and any partial download) that no
+    record wants present. A declared model is changed through its record, not here."""
+    manager = request.app[MANAGER]
+    name = request.match_info["name"]
+    problem = name_problem(name)
+    if problem:
+        raise ValidationFailed(f"model name {problem}")
+    key = ObjectKey.of(Kind.MODEL, name)
+    record = manager.store.desired(key)
+    if record is not None and getattr(record.manifest.spec, "state", None) == "present":
+        raise Conflict(
+            f"{key} is declared present by {record.origin.where()} (source "
+            f"{record.origin.source}); set `state: absent` there to delete it"
+        )
+    observed = manager.catalog.observe(name)
+    if observed is None:
+        raise NotFound(f"model {name!r} is not on disk")
+    manager.bus.emit(
+        "model_delete_start", f"🗑️ Deleting model {name} (requested over the API)", object=key
+    )
+    await asyncio.to_thread(delete_model, name, catalog=manager.catalog)
+    manager.bus.emit("model_delete_complete", "✅ Model deleted successfully", object=key)
+    partial = observed.download.bytes_on_disk if observed.download else 0
+    return _json({"deleted": name, "partial_bytes_removed": partial})
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     after = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
@@ -111,7 +157,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(manager: Manager) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
+    )
     app[MANAGER] = manager
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -129,5 +177,6 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{name}", get_model)
+    app.router.add_delete("/v1/models/{name}", delete_model_files)
     app.router.add_get("/v1/events", events)
     return app

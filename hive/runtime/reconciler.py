@@ -108,7 +108,7 @@ class Downloads:
         self.session = session
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
-        self.bucket = TokenBucket(rate=rate, burst=max(1024 * 1024, (rate or 0) // 4))
+        self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
 
 
 class Reconciler:
