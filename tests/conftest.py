@@ -90,8 +90,21 @@ def free_port() -> int:
 class Hive:
     """A real `hive serve` subprocess on loopback, with every narrated event collected."""
 
-    def __init__(self, *, home: Path, desired: list[Path], log: Path, resync: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path,
+        desired: list[Path],
+        log: Path,
+        resync: float = 30.0,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.home = home
+        self.env = env
+        self.extra_args = extra_args or []
+        self.preexec_fn = preexec_fn
         self.desired = desired
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,8 +129,17 @@ class Hive:
         ]
         for d in self.desired:
             args += ["--desired", str(d)]
+        args += self.extra_args
+        env = {**os.environ, **(self.env or {})}
         with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self._proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                preexec_fn=self.preexec_fn,
+            )
         poll(self._healthy, timeout=20, what=f"hive on {self.url} (log: {self.log})")
         self.events = []
         self._reader = threading.Thread(target=self._read_events, daemon=True)
@@ -194,6 +216,18 @@ class Hive:
 
         return poll(find, timeout=timeout, what=f"event {action} for {obj}")
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: hive gets no chance to clean up, as in a crash or a power cut."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is None:
             return
@@ -211,12 +245,23 @@ class Hive:
 def hive_factory(tmp_path: Path) -> Iterator[Callable[..., Hive]]:
     started: list[Hive] = []
 
-    def make(*, desired: list[Path], home: Path | None = None, resync: float = 30.0) -> Hive:
+    def make(
+        *,
+        desired: list[Path],
+        home: Path | None = None,
+        resync: float = 30.0,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> Hive:
         h = Hive(
             home=home or tmp_path / "home",
             desired=desired,
             log=tmp_path / f"hive-{len(started)}.log",
             resync=resync,
+            env=env,
+            extra_args=extra_args,
+            preexec_fn=preexec_fn,
         )
         started.append(h)
         return h.start()

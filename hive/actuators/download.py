@@ -315,7 +315,8 @@ async def _fetch(
         status=ArtifactStatus.DOWNLOADING,
         added_at=now,
         source=action.source,
-        resolved_source=remote.url,
+        resolved_source=action.resolved_source,
+        url=remote.url,
         revision=remote.commit,
     )
     await asyncio.to_thread(

@@ -20,6 +20,11 @@ _HF_RE = re.compile(
     r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<path>[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>.+))?$"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: A quantization tag at the end of a GGUF file name (before `.gguf` or a split suffix).
+_QUANT_RE = re.compile(
+    r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=\.gguf$|-\d{5}-of-\d{5}\.gguf$)",
+    re.IGNORECASE,
+)
 
 
 class Unauthorized(PermanentError):
@@ -68,13 +73,7 @@ def pick_quant(files: list[str], quant: str, *, repo: str) -> str:
     ]
     if len(firsts) == 1:
         return firsts[0]
-    known = sorted(
-        {
-            m.group(0).strip("-._").upper()
-            for f in ggufs
-            if (m := re.search(r"[-._](I?Q\d[\w]*?|F16|F32|BF16)(?=[-._])", f))
-        }
-    )
+    known = sorted({m.group(1).upper() for f in ggufs if (m := _QUANT_RE.search(f))})
     there = ", ".join(known) or "none"
     if not firsts:
         raise RemoteNotFound(
@@ -155,7 +154,6 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
         async with session.head(source, allow_redirects=True) as response:
             status = response.status
             headers: Any = response.headers
-            url = str(response.url)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise TransientError(f"{source}: {type(exc).__name__}: {exc}") from exc
     if status in (401, 403):
@@ -170,7 +168,7 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
         raise PermanentError(f"{source}: the server answered {status}")
     length = headers.get("Content-Length")
     return RemoteFile(
-        url=url,
+        url=source,  # as written: each request follows redirects afresh
         filename=filename,
         size=int(length) if length and length.isdigit() else None,
         etag=_unquote(headers.get("ETag")),

@@ -32,6 +32,8 @@ class ModelMetadata(BaseModel):
     #: The source as resolved at provisioning time (an absolute file path, a URL).
     resolved_source: str | None = None
     revision: str | None = None
+    #: Where the bytes were fetched from (a network source's URL, pinned to the commit).
+    url: str | None = None
     format: str = "GGUF"
     architecture: str | None = None
     quantization: str | None = None

@@ -446,7 +446,11 @@ class Reconciler:
             key,
             "model_download_verified",
             f"SHA-256 {meta.sha256}"
-            + (" matches spec.sha256" if meta.verified else " recorded (no spec.sha256 given)"),
+            + (
+                " matches the expected checksum"
+                if meta.verified
+                else " recorded (nothing to check it against: no spec.sha256, no hub checksum)"
+            ),
             sha256=meta.sha256,
             verified=meta.verified,
         )

@@ -243,4 +243,3 @@ def test_watched_directory_that_disappears_keeps_its_records(
         timeout=15,
         what="the source to recover",
     )
-
