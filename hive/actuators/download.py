@@ -32,14 +32,20 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from hive.actuators.files import fsync_dir, write_atomic
+from hive.actuators.files import clear_partials, fsync_dir, write_atomic
 from hive.actuators.provision import Cancelled, Progress, ProvisionOutcome, finish_metadata
 from hive.actuators.remote import RemoteFile, Unauthorized, resolve_remote
 from hive.core.ratelimit import TokenBucket
 from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientError
 from hive.model.actions import ProvisionModel
-from hive.model.observed import ArtifactStatus, ModelMetadata, PartialState
-from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, SIDECAR_SUFFIX
+from hive.model.gguf import GgufFacts, parameter_count_label
+from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
+from hive.observers.catalog import (
+    METADATA,
+    MODEL_FILE,
+    PARTIAL_SUFFIX,
+    SIDECAR_SUFFIX,
+)
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
@@ -103,10 +109,17 @@ class _Attempt:
     """One download of one file: the partial, its sidecar and the running hash."""
 
     def __init__(
-        self, *, directory: Path, remote: RemoteFile, expected_sha: str | None, now: datetime
+        self,
+        *,
+        directory: Path,
+        name: str,
+        remote: RemoteFile,
+        expected_sha: str | None,
+        now: datetime,
     ) -> None:
-        self.partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
-        self.sidecar = directory / (MODEL_FILE + PARTIAL_SUFFIX + SIDECAR_SUFFIX)
+        self.final = directory / name
+        self.partial = directory / (name + PARTIAL_SUFFIX)
+        self.sidecar = directory / (name + PARTIAL_SUFFIX + SIDECAR_SUFFIX)
         self.remote = remote
         self.expected_sha = expected_sha
         self.now = now
@@ -283,6 +296,8 @@ async def _fetch(
     action: ProvisionModel,
     *,
     remote: RemoteFile,
+    name: str,
+    expected: str | None,
     directory: Path,
     session: aiohttp.ClientSession,
     now: datetime,
@@ -292,10 +307,11 @@ async def _fetch(
     narrate: Narrate,
     attempts: int,
     sleep: Callable[[float], Awaitable[None]],
-) -> tuple[_Attempt, ModelMetadata, str, str | None]:
+) -> tuple[_Attempt, str]:
     """Stream one resolved file into its partial until its bytes are whole and verified."""
-    expected = action.sha256 or remote.sha256
-    attempt = _Attempt(directory=directory, remote=remote, expected_sha=expected, now=now)
+    attempt = _Attempt(
+        directory=directory, name=name, remote=remote, expected_sha=expected, now=now
+    )
     state, why = await asyncio.to_thread(attempt.load)
     if why:
         narrate("model_download_restarted", why)
@@ -306,21 +322,6 @@ async def _fetch(
         commit=remote.commit,
         sha256=expected,
         started_at=now,
-    )
-    base = ModelMetadata(
-        id=action.name,
-        name=action.name,
-        path=directory / MODEL_FILE,
-        size=remote.size or 0,
-        status=ArtifactStatus.DOWNLOADING,
-        added_at=now,
-        source=action.source,
-        resolved_source=action.resolved_source,
-        url=remote.url,
-        revision=remote.commit,
-    )
-    await asyncio.to_thread(
-        write_atomic, directory / METADATA, base.model_dump_json(indent=2).encode()
     )
     mismatches = 0
     while True:
@@ -380,7 +381,14 @@ async def _fetch(
             f"SHA-256 mismatch (got {sha}, want {expected}); downloading once more",
         )
 
-    return attempt, base, sha, expected
+    return attempt, sha
+
+
+def _part_names(count: int) -> list[str]:
+    """`model.gguf`, or llama.cpp's split names for the parts of a split model."""
+    if count == 1:
+        return [MODEL_FILE]
+    return [f"model-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
 
 async def download_model(
@@ -396,52 +404,101 @@ async def download_model(
     attempts: int = 5,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ProvisionOutcome:
-    """Fetch a network source into the catalog: resumable, verified, published atomically."""
+    """Fetch a network source into the catalog: resumable, verified, published atomically.
+    A split model is fetched as one set and published only when every part is verified."""
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     for resolution in range(3):
-        remote = await resolve_remote(action.source, session=session)
-        try:
-            attempt, base, sha, expected = await _fetch(
-                action,
-                remote=remote,
-                directory=directory,
-                session=session,
-                now=now,
-                cancel=cancel,
-                throttle=throttle,
-                progress=progress,
-                narrate=narrate,
-                attempts=attempts,
-                sleep=sleep,
+        remotes = await resolve_remote(action.source, session=session)
+        if len(remotes) > 1 and action.sha256:
+            raise PermanentError(
+                f"{action.source} is a split model of {len(remotes)} parts; spec.sha256 names "
+                "one file: remove it (each part is verified against the hub's checksum)"
             )
+        names = _part_names(len(remotes))
+        total = sum(r.size or 0 for r in remotes)
+        base = ModelMetadata(
+            id=action.name,
+            name=action.name,
+            path=directory / names[0],
+            size=total,
+            status=ArtifactStatus.DOWNLOADING,
+            added_at=now,
+            source=action.source,
+            resolved_source=action.resolved_source,
+            url=remotes[0].url,
+            revision=remotes[0].commit,
+        )
+        await asyncio.to_thread(
+            write_atomic, directory / METADATA, base.model_dump_json(indent=2).encode()
+        )
+        fetched: list[tuple[_Attempt, str]] = []
+        try:
+            for remote, name in zip(remotes, names, strict=True):
+                before = sum(a.offset for a, _ in fetched)
+
+                def part_progress(p: Progress, before: int = before, total: int = total) -> None:
+                    progress(Progress(done=before + p.done, total=total or p.total))
+
+                fetched.append(
+                    await _fetch(
+                        action,
+                        remote=remote,
+                        name=name,
+                        expected=action.sha256 or remote.sha256,
+                        directory=directory,
+                        session=session,
+                        now=now,
+                        cancel=cancel,
+                        throttle=throttle,
+                        progress=part_progress,
+                        narrate=narrate,
+                        attempts=attempts,
+                        sleep=sleep,
+                    )
+                )
             break
         except UpstreamChanged as exc:
             if resolution == 2:
                 raise
             narrate("model_download_restarted", f"{exc.message}; starting over")
-            for stale in (
-                directory / (MODEL_FILE + PARTIAL_SUFFIX),
-                directory / (MODEL_FILE + PARTIAL_SUFFIX + SIDECAR_SUFFIX),
-            ):
-                await asyncio.to_thread(stale.unlink, missing_ok=True)
+            await asyncio.to_thread(clear_partials, directory)
 
-    try:
-        facts = await asyncio.to_thread(read_gguf_facts, attempt.partial)
-    except GgufError as exc:
-        await asyncio.to_thread(attempt.restart)
+    facts: list[GgufFacts] = []
+    for attempt, _ in fetched:
+        try:
+            facts.append(await asyncio.to_thread(read_gguf_facts, attempt.partial))
+        except GgufError as exc:
+            for bad, _ in fetched:
+                await asyncio.to_thread(bad.restart)
+                await asyncio.to_thread(bad.sidecar.unlink, missing_ok=True)
+            raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
+    for attempt, _ in fetched:
+        await asyncio.to_thread(os.replace, attempt.partial, attempt.final)
         await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)
-        raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
-    size = attempt.offset
-    await asyncio.to_thread(os.replace, attempt.partial, directory / MODEL_FILE)
-    await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)
     await asyncio.to_thread(fsync_dir, directory)
+    files = [ModelFile(name=a.final.name, size=a.offset, sha256=sha) for a, sha in fetched]
     metadata = finish_metadata(
-        base.model_copy(update={"size": size}),
-        sha=sha,
-        verified=expected is not None,
-        facts=facts,
+        base.model_copy(update={"size": sum(f.size for f in files), "files": files}),
+        sha=fetched[0][1],
+        verified=all(a.expected_sha is not None for a, _ in fetched),
+        facts=merge_facts(facts),
     )
     await asyncio.to_thread(
         write_atomic, directory / METADATA, metadata.model_dump_json(indent=2).encode()
     )
     return ProvisionOutcome(metadata=metadata, method="download")
+
+
+def merge_facts(parts: list[GgufFacts]) -> GgufFacts:
+    """The facts of a split model: the first part's, with tensors and parameters summed."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    params = sum(p.parameter_count or 0 for p in parts)
+    return first.model_copy(
+        update={
+            "tensor_count": sum(p.tensor_count for p in parts),
+            "parameter_count": params,
+            "parameter_count_label": parameter_count_label(params),
+        }
+    )

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from hive.observers.catalog import is_partial_name
+
 
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -29,3 +31,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def clear_partials(directory: Path) -> None:
+    """Remove every partial download (and its sidecar) in a model's directory."""
+    for entry in directory.iterdir():
+        if is_partial_name(entry.name):
+            entry.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from hive.actuators.files import fsync_dir, write_atomic
+from hive.actuators.files import clear_partials, fsync_dir, write_atomic
 from hive.errors import (
     ChecksumMismatch,
     GgufError,
@@ -36,7 +36,6 @@ from hive.observers.catalog import (
     PARTIAL_SUFFIX,
     TRASH_PREFIX,
     ModelCatalog,
-    is_partial_name,
 )
 from hive.observers.gguf import read_gguf_facts
 
@@ -95,12 +94,6 @@ def _copy_hashing(
     return digest.hexdigest()
 
 
-def _clear_partials(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if is_partial_name(entry.name):
-            entry.unlink(missing_ok=True)
-
-
 def finish_metadata(
     base: ModelMetadata, *, sha: str, verified: bool, facts: GgufFacts
 ) -> ModelMetadata:
@@ -148,7 +141,7 @@ def provision_file(
 
     directory = catalog.directory(action.name)
     directory.mkdir(parents=True, exist_ok=True)
-    _clear_partials(directory)
+    clear_partials(directory)
     partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
     base = ModelMetadata(
         id=action.name,
@@ -210,7 +203,7 @@ def cleanup_partial(name: str, *, catalog: ModelCatalog) -> None:
     directory = catalog.directory(name)
     if not directory.exists():
         return
-    _clear_partials(directory)
+    clear_partials(directory)
     if not (directory / MODEL_FILE).exists():
         delete_model(name, catalog=catalog)
 

@@ -20,6 +20,8 @@ _HF_RE = re.compile(
     r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<path>[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>.+))?$"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Split GGUF models: `name-00001-of-00003.gguf`, llama.cpp loads the set from part 1.
+SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 #: A quantization tag at the end of a GGUF file name (before `.gguf` or a split suffix).
 _QUANT_RE = re.compile(
     r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=\.gguf$|-\d{5}-of-\d{5}\.gguf$)",
@@ -110,7 +112,19 @@ def _hf_error(exc: Exception, source: str) -> Exception:
     return TransientError(f"{source}: cannot reach the hub: {type(exc).__name__}: {exc}")
 
 
-def _resolve_hf_blocking(source: str) -> RemoteFile:
+def split_parts(path: str) -> list[str]:
+    """Every part of a split GGUF named by any of its parts, or just `path`."""
+    match = SPLIT_RE.search(path)
+    if match is None:
+        return [path]
+    count = int(match.group(2))
+    if count < 1 or count > 9999:
+        raise PermanentError(f"{path}: a split of {count} parts is not a GGUF split")
+    stem = path[: match.start()]
+    return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+def _resolve_hf_blocking(source: str) -> list[RemoteFile]:
     from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_url
 
     match = _HF_RE.match(source)
@@ -125,27 +139,38 @@ def _resolve_hf_blocking(source: str) -> RemoteFile:
             files = HfApi(endpoint=endpoint).list_repo_files(repo, revision=revision, token=token)
             path = pick_quant(files, quant, repo=repo)
         assert path is not None
-        meta = get_hf_file_metadata(
-            hf_hub_url(repo, path, revision=revision, endpoint=endpoint),
-            token=token,
-            endpoint=endpoint,
-        )
+        parts = [
+            (
+                part,
+                get_hf_file_metadata(
+                    hf_hub_url(repo, part, revision=revision, endpoint=endpoint),
+                    token=token,
+                    endpoint=endpoint,
+                ),
+            )
+            for part in split_parts(path)
+        ]
     except PermanentError:
         raise
     except Exception as exc:
         raise _hf_error(exc, source) from exc
-    commit = meta.commit_hash
-    etag = _unquote(meta.etag)
-    return RemoteFile(
-        # Pin the commit so a push during the download cannot mix two versions.
-        url=hf_hub_url(repo, path, revision=commit or revision, endpoint=endpoint),
-        filename=path.rsplit("/", 1)[-1],
-        size=meta.size,
-        etag=etag,
-        sha256=etag if etag and _SHA256_RE.match(etag) else None,
-        commit=commit,
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-    )
+    out = []
+    for part, meta in parts:
+        commit = meta.commit_hash
+        etag = _unquote(meta.etag)
+        out.append(
+            RemoteFile(
+                # Pin the commit so a push during the download cannot mix two versions.
+                url=hf_hub_url(repo, part, revision=commit or revision, endpoint=endpoint),
+                filename=part.rsplit("/", 1)[-1],
+                size=meta.size,
+                etag=etag,
+                sha256=etag if etag and _SHA256_RE.match(etag) else None,
+                commit=commit,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+            )
+        )
+    return out
 
 
 async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFile:
@@ -175,10 +200,13 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
     )
 
 
-async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> RemoteFile:
-    """Where `source`'s bytes are, with what the server says about them."""
+async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> list[RemoteFile]:
+    """Where `source`'s bytes are, with what the server says about them: one file, or every
+    part of a split model in order."""
     if source.startswith("hf://"):
         return await asyncio.to_thread(_resolve_hf_blocking, source)
     if source.startswith(("https://", "http://")):
-        return await _resolve_http(source, session)
+        base, _, query = source.partition("?")
+        urls = [p + (f"?{query}" if query else "") for p in split_parts(base)]
+        return [await _resolve_http(url, session) for url in urls]
     raise PermanentError(f"{source}: not a network source")

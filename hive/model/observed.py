@@ -15,6 +15,16 @@ class ArtifactStatus(StrEnum):
     FAILED = "Failed"
 
 
+class ModelFile(BaseModel):
+    """One file of a model: `model.gguf`, or one part of a split model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size: int
+    sha256: str | None = None
+
+
 class ModelMetadata(BaseModel):
     """`<home>/models/<name>/metadata.json`: rbee's ModelEntry plus provenance and GGUF facts."""
 
@@ -46,6 +56,9 @@ class ModelMetadata(BaseModel):
     tensor_count: int | None = None
     kv_count: int | None = None
     verified: bool = False
+    #: The parts of a split model (llama.cpp loads them from the first, `path`); empty for
+    #: a model in one file.
+    files: list[ModelFile] = []
 
 
 class PartialState(BaseModel):

@@ -35,6 +35,26 @@ TRASH_PREFIX = ".deleting-"
 Stamp = tuple[int | None, ...]
 
 
+def _files_size(entries: dict[str, os.DirEntry[str]], metadata: ModelMetadata | None) -> int | None:
+    """Bytes of the model's files on disk; None when one is missing or the wrong size
+    (for a split model, every part must be there whole)."""
+    names = [f.name for f in metadata.files] if metadata and metadata.files else [MODEL_FILE]
+    expected = {f.name: f.size for f in metadata.files} if metadata and metadata.files else {}
+    total = 0
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            return None
+        try:
+            size = entry.stat().st_size
+        except FileNotFoundError:
+            return None
+        if name in expected and size != expected[name]:
+            return None
+        total += size
+    return total
+
+
 class ModelCatalog:
     """Reads the models directory; writing is the actuators' job.
 
@@ -104,13 +124,7 @@ class ModelCatalog:
                 metadata = ModelMetadata.model_validate_json(path.read_bytes())
             except (OSError, ValidationError, ValueError) as exc:
                 error = f"{path}: {str(exc).splitlines()[0]}"
-        size: int | None = None
-        model = entries.get(MODEL_FILE)
-        if model is not None:
-            try:
-                size = model.stat().st_size
-            except FileNotFoundError:
-                size = None
+        size = _files_size(entries, metadata)
         partial = any(is_partial_name(n) for n in entries)
         return ObservedModel(
             name=name,
@@ -123,26 +137,33 @@ class ModelCatalog:
         )
 
     def _download(self, name: str) -> PartialDownload | None:
-        """The partial download of a model: bytes on disk and what its sidecar says."""
-        partial = self.root / name / (MODEL_FILE + PARTIAL_SUFFIX)
+        """The partial download of a model (all parts of a split one): bytes on disk and
+        what the sidecars say."""
+        directory = self.root / name
         try:
-            st = partial.stat()
+            partials = [e for e in os.scandir(directory) if e.name.endswith(PARTIAL_SUFFIX)]
+            stats = [e.stat() for e in partials]
         except OSError:
             return None
-        state: PartialState | None = None
-        try:
-            state = PartialState.model_validate_json(
-                partial.with_name(partial.name + SIDECAR_SUFFIX).read_bytes()
-            )
-        except (OSError, ValidationError, ValueError):
-            state = None
+        if not partials:
+            return None
+        states: list[PartialState] = []
+        for entry in partials:
+            try:
+                sidecar = Path(entry.path + SIDECAR_SUFFIX).read_bytes()
+                states.append(PartialState.model_validate_json(sidecar))
+            except (OSError, ValidationError, ValueError):
+                continue
+        sizes = [s.size for s in states]
         return PartialDownload(
-            bytes_on_disk=st.st_size,
-            total_bytes=state.size if state else None,
-            updated_at=datetime.fromtimestamp(st.st_mtime, UTC),
-            attempts=state.attempts if state else 0,
-            last_error=state.last_error if state else None,
-            url=state.url if state else None,
+            bytes_on_disk=sum(st.st_size for st in stats),
+            total_bytes=sum(s for s in sizes if s is not None)
+            if None not in sizes and sizes
+            else None,
+            updated_at=datetime.fromtimestamp(max(st.st_mtime for st in stats), UTC),
+            attempts=max((s.attempts for s in states), default=0),
+            last_error=next((s.last_error for s in states if s.last_error), None),
+            url=states[0].url if states else None,
         )
 
     def names(self) -> list[str]:

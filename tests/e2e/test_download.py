@@ -416,3 +416,35 @@ def test_a_new_rate_limit_applies_to_the_running_download(
         f"{e['action']}: {e['message']}" for e in hive.events if e.get("object") == "Model/m"
     )
     assert len(hub.requests_to("cdn", "GET")) == 1
+
+
+def test_a_split_model_is_fetched_as_one_set(
+    hive_factory: Callable[..., Hive],
+    hub: ThreadedHub,
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    parts = [padded(tiny_model, tmp_path / f"p{i}.gguf", (i + 1) * MB) for i in range(3)]
+    for i, part in enumerate(parts, start=1):
+        hub.add_file(REPO, f"big-Q4_K_M-{i:05d}-of-00003.gguf", part)
+    hub.add_file(REPO, "big-Q8_0.gguf", tiny_model)
+    hive = start(hive_factory, hub, desired, tmp_path)
+    write_atomic(desired / "m.yaml", manifest("big", f"hf://{REPO}:Q4_K_M"))
+    model = hive.wait_phase("big", "Available", timeout=60)
+    meta = model["observed"]["metadata"]
+    names = [f["name"] for f in meta["files"]]
+    assert names == [f"model-{i:05d}-of-00003.gguf" for i in range(1, 4)]
+    assert [f["sha256"] for f in meta["files"]] == [sha256(p) for p in parts]
+    assert meta["path"].endswith("model-00001-of-00003.gguf")
+    assert meta["size"] == 6 * MB
+    assert meta["tensor_count"] == 3 * 21  # summed over the parts
+    directory = hive.home / "models" / "big"
+    assert sorted(p.name for p in directory.glob("*.gguf")) == names
+
+    # A part lost on disk makes the model incomplete: it is fetched again.
+    hive.stop()
+    (directory / names[1]).unlink()
+    again = hive_factory(desired=[desired], home=hive.home, env=hf_env(hub, tmp_path / "hf"))
+    again.wait_phase("big", "Available", timeout=60)
+    assert (directory / names[1]).exists()
