@@ -49,7 +49,8 @@ from hive.observers.catalog import (
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
-#: Room left free beyond the download itself: a full disk harms everything else.
+#: Room left free beyond the download itself (at most a tenth of the disk): a full disk
+#: harms everything else on the machine.
 FREE_SPACE_MARGIN = 256 * 1024 * 1024
 _MB = 1_000_000
 
@@ -175,11 +176,12 @@ class _Attempt:
 
 
 def _check_space(directory: Path, *, needed: int) -> None:
-    free = shutil.disk_usage(directory).free
-    if free < needed + FREE_SPACE_MARGIN:
+    usage = shutil.disk_usage(directory)
+    margin = min(FREE_SPACE_MARGIN, usage.total // 10)
+    if usage.free < needed + margin:
         raise InsufficientSpace(
-            f"not enough free space in {directory}: {needed / _MB:.0f} MB still to download "
-            f"+ {FREE_SPACE_MARGIN / _MB:.0f} MB margin, {free / _MB:.0f} MB free; "
+            f"not enough free space in {directory}: {needed / _MB:.1f} MB still to download "
+            f"+ {margin / _MB:.1f} MB margin, {usage.free / _MB:.1f} MB free; "
             "the partial download is kept and resumes when space is freed"
         )
 

@@ -448,3 +448,43 @@ def test_a_split_model_is_fetched_as_one_set(
     again = hive_factory(desired=[desired], home=hive.home, env=hf_env(hub, tmp_path / "hf"))
     again.wait_phase("big", "Available", timeout=60)
     assert (directory / names[1]).exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MB filesystem (tmpfs), where this machine lets the tests mount one."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_free_space_is_checked_before_starting(
+    hive_factory: Callable[..., Hive],
+    hub: ThreadedHub,
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+    small_disk: Path,
+) -> None:
+    hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", 30 * MB))
+    hive = start(hive_factory, hub, desired, tmp_path, home=small_disk / "home")
+    write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
+    model = hive.wait_phase("m", "Failed", timeout=30)
+    assert degraded(model)["reason"] == "InsufficientSpace"
+    assert "30.0 MB still to download" in model["status"]["message"]
+    assert not hub.requests_to("cdn", "GET")  # nothing fetched that cannot fit
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    model = hive.wait_phase("m", "Available", timeout=60)
+    assert model["observed"]["metadata"]["size"] == 30 * MB
