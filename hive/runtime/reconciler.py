@@ -389,8 +389,11 @@ class Reconciler:
         task = asyncio.ensure_future(work)
         if cancellable:
             running.task = task
+        # A download has no overall limit (a large model on a slow link takes hours); its
+        # connection's read timeout catches a stall instead.
+        limit = None if cancellable else self._action_timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self._action_timeout)
+            return await asyncio.wait_for(asyncio.shield(task), limit)
         except (TimeoutError, asyncio.CancelledError) as exc:
             running.cancel.set()
             if cancellable:

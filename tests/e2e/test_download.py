@@ -400,7 +400,9 @@ def test_a_new_rate_limit_applies_to_the_running_download(
     tmp_path: Path,
     tiny_model: Path,
 ) -> None:
-    size = 40 * MB
+    # At 2 MB/s this would take 100 s, far past the wait below: only the new limit,
+    # applied to the running transfer, lets it finish in time.
+    size = 200 * MB
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
     hive = start(hive_factory, hub, desired, tmp_path)
     path = desired / "m.yaml"
