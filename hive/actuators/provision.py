@@ -105,6 +105,8 @@ def finish_metadata(
             "verified": verified,
             "architecture": facts.architecture,
             "quantization": facts.quantization,
+            "file_type": facts.file_type,
+            "dominant_type": facts.dominant_type,
             "parameter_count": facts.parameter_count_label,
             "parameters": facts.parameter_count,
             "context_length": facts.context_length,

@@ -28,6 +28,11 @@ class GgufFacts(BaseModel):
         description="Name of the file type ('F32', 'Q4_K_M', ...); when the file does not say,"
         " the tensor type holding the most bytes.",
     )
+    dominant_type: str | None = Field(
+        default=None,
+        description="The tensor type holding the most bytes ('Q4_K', 'F32', ...): what the "
+        "weights mostly are, whatever general.file_type claims.",
+    )
     parameter_count: int | None = Field(
         default=None, ge=0, description="Sum of element counts over all tensors."
     )

@@ -47,6 +47,9 @@ class ModelMetadata(BaseModel):
     format: str = "GGUF"
     architecture: str | None = None
     quantization: str | None = None
+    #: general.file_type as a number, and the tensor type holding most of the bytes.
+    file_type: int | None = None
+    dominant_type: str | None = None
     parameter_count: str | None = None
     parameters: int | None = None
     context_length: int | None = None
@@ -56,6 +59,8 @@ class ModelMetadata(BaseModel):
     tensor_count: int | None = None
     kv_count: int | None = None
     verified: bool = False
+    #: When a worker last used the model (set by the worker runtime; None until then).
+    last_accessed: datetime | None = None
     #: The parts of a split model (llama.cpp loads them from the first, `path`); empty for
     #: a model in one file.
     files: list[ModelFile] = []

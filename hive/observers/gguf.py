@@ -381,10 +381,13 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
 
     architecture = strings.get("general.architecture")
     file_type = integers.get("general.file_type")
-    quantization = _FILE_TYPES.get(file_type) if file_type is not None else None
-    if quantization is None and bytes_by_type:
+    dominant_type: str | None = None
+    if bytes_by_type:
         dominant = max(bytes_by_type, key=lambda t: (bytes_by_type[t], -t))
-        quantization = _GGML_TYPES[dominant][0]
+        dominant_type = _GGML_TYPES[dominant][0]
+    quantization = _FILE_TYPES.get(file_type) if file_type is not None else None
+    if quantization is None:
+        quantization = dominant_type
     parameter_count = sum(elements for _, elements, _ in tensors) if tensors else None
 
     def arch_int(suffix: str) -> int | None:
@@ -400,6 +403,7 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
             name=strings.get("general.name"),
             file_type=file_type,
             quantization=quantization,
+            dominant_type=dominant_type,
             parameter_count=parameter_count,
             parameter_count_label=(
                 parameter_count_label(parameter_count) if parameter_count is not None else None

@@ -146,6 +146,7 @@ def test_facts_of_tiny_model_match_gguf_reader(tiny_model: Path) -> None:
     assert facts.context_length == 256
     assert facts.file_type == 0
     assert facts.quantization == "F32"
+    assert facts.dominant_type == "F32"
     assert facts.tensor_count == len(reader.tensors) == 21
     assert facts.kv_count == reader.fields["GGUF.kv_count"].contents()
     assert facts.kv_count == len(reader.fields) - 3  # the reader adds version and both counts
