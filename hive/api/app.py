@@ -85,13 +85,17 @@ async def list_models(request: web.Request) -> web.Response:
     return _json({"items": models_view(request.app[MANAGER])})
 
 
-async def get_model(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+def _model_key(request: web.Request) -> tuple[Manager, str, ObjectKey]:
+    """The manager, and the model named in the path, validated."""
     name = request.match_info["name"]
     problem = name_problem(name)
     if problem:
         raise ValidationFailed(f"model name {problem}")
-    key = ObjectKey.of(Kind.MODEL, name)
+    return request.app[MANAGER], name, ObjectKey.of(Kind.MODEL, name)
+
+
+async def get_model(request: web.Request) -> web.Response:
+    manager, name, key = _model_key(request)
     observed = manager.catalog.observe(name)
     if observed is None and manager.store.desired(key) is None:
         raise NotFound(f"model {name!r} is neither declared nor on disk (see GET /v1/models)")
@@ -113,12 +117,7 @@ def _int_param(raw: str | None, what: str) -> int | None:
 async def delete_model_files(request: web.Request) -> web.Response:
     """`hive delete model NAME`: remove a model's files (and any partial download) that no
     record wants present. A declared model is changed through its record, not here."""
-    manager = request.app[MANAGER]
-    name = request.match_info["name"]
-    problem = name_problem(name)
-    if problem:
-        raise ValidationFailed(f"model name {problem}")
-    key = ObjectKey.of(Kind.MODEL, name)
+    manager, name, key = _model_key(request)
     record = manager.store.desired(key)
     if record is not None and getattr(record.manifest.spec, "state", None) == "present":
         raise Conflict(
