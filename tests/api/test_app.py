@@ -150,3 +150,32 @@ async def test_a_slow_client_gets_a_gap_marker_not_a_stalled_loop(serve: Serve) 
         assert "sse_id" not in gap  # resuming must continue after the last real event
         assert gap["data"]["missed"] == 45
         assert [f["message"] for f in rest] == [f"event {i}" for i in range(45, 50)]
+
+
+async def test_delete_refuses_a_declared_model_and_needs_the_token(
+    serve: Serve, tiny_model: Path
+) -> None:
+    async with serve(token="s3cret") as (manager, url), aiohttp.ClientSession() as http:
+        desired = manager.settings.desired[0]
+        (desired / "m.yaml").write_text(
+            "apiVersion: hive/v1\nkind: Model\nmetadata: {name: m}\n"
+            f"spec: {{source: 'file:{tiny_model}'}}\n"
+        )
+        key = "Model/m"
+        deadline = asyncio.get_running_loop().time() + 10
+        while (s := manager.reconciler.statuses.get(key)) is None or s.phase != "Available":
+            assert asyncio.get_running_loop().time() < deadline, "model never Available"
+            await asyncio.sleep(0.02)
+
+        async with http.delete(url + "/v1/models/m") as r:
+            assert r.status == 401
+            assert "Bearer" in (await r.json())["error"]["message"]
+        auth = {"Authorization": "Bearer s3cret"}
+        async with http.delete(url + "/v1/models/m", headers=auth) as r:
+            assert r.status == 409
+            assert "state: absent" in (await r.json())["error"]["message"]
+        async with http.delete(url + "/v1/models/ghost", headers=auth) as r:
+            assert r.status == 404
+        assert (manager.catalog.root / "m" / "model.gguf").exists()
+        async with http.get(url + "/v1/models/m") as r:  # reads need no token
+            assert r.status == 200
