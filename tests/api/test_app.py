@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from hive.api.app import create_app
+from hive.model.ids import ObjectKey
 from hive.runtime.manager import Manager
 from hive.settings import Settings
 
@@ -161,7 +162,7 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
             "apiVersion: hive/v1\nkind: Model\nmetadata: {name: m}\n"
             f"spec: {{source: 'file:{tiny_model}'}}\n"
         )
-        key = "Model/m"
+        key = ObjectKey.parse("Model/m")
         deadline = asyncio.get_running_loop().time() + 10
         while (s := manager.reconciler.statuses.get(key)) is None or s.phase != "Available":
             assert asyncio.get_running_loop().time() < deadline, "model never Available"
