@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only B1|B2|B4] [--json PATH]`: run the benchmarks and
+"""`python -m benchmarks [--quick] [--only B1|B2|B3|B4] [--json PATH]`: run the benchmarks and
 print one table (hive, its peer, and the ratio peer/hive). Benchmarks, not tests: timings
 never fail the run."""
 
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import Row, b1_reaction, b2_gguf_header, b4_scale, log
+from benchmarks import Row, b1_reaction, b2_gguf_header, b3_download, b4_scale, log
 
 
 def _num(value: float | None) -> str:
@@ -69,16 +69,20 @@ def machine() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer trials, a shorter idle window")
-    p.add_argument("--only", choices=["B1", "B2", "B4"], action="append", help="run only these")
+    p.add_argument(
+        "--only", choices=["B1", "B2", "B3", "B4"], action="append", help="run only these"
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the rows as JSON")
     args = p.parse_args(argv)
-    chosen = set(args.only or ["B1", "B2", "B4"])
+    chosen = set(args.only or ["B1", "B2", "B3", "B4"])
     started = time.monotonic()
     rows: list[Row] = []
     if "B1" in chosen:
         rows += b1_reaction.run(quick=args.quick)
     if "B2" in chosen:
         rows += b2_gguf_header.run(quick=args.quick)
+    if "B3" in chosen:
+        rows += b3_download.run(quick=args.quick)
     if "B4" in chosen:
         rows += b4_scale.run(quick=args.quick)
     elapsed = time.monotonic() - started

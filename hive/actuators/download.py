@@ -138,7 +138,9 @@ class _Attempt:
         size = self.partial.stat().st_size if self.partial.exists() else 0
         why: str | None = None
         if state is not None and size:
-            if state.etag != self.remote.etag or state.size != self.remote.size:
+            if state.url != self.remote.url:
+                why = f"the partial file came from {state.url}; starting over"
+            elif state.etag != self.remote.etag or state.size != self.remote.size:
                 why = (
                     f"the file changed on the server (ETag {state.etag} → "
                     f"{self.remote.etag}); starting over"

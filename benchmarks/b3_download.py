@@ -1,0 +1,426 @@
+"""B3 download throughput: a 1 GiB GGUF from the loopback hub (`tests.hub.ThreadedHub`,
+an LFS file behind the resolve -> CDN redirect), fetched by `hive serve` (hf:// source,
+SHA-256 while streaming, fsync, GGUF header parse at the end) and, interleaved in the same
+rounds, by `curl -L` (no hash; alone, and followed by an fsync of its file, hive's
+durability), `huggingface_hub.hf_hub_download` (no hash check) and a
+plain aiohttp client with 1 stream and with 4 and 8 parallel `Range` parts (no hash).
+
+Loopback only: it says what each client costs on this machine, nothing about a WAN link
+(where per-connection throttling can make parallel parts pay off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from benchmarks import PYTHON, REPO, Row, free_port, get_json, log, make_tiny_model, stop_process
+from tests.hub import ThreadedHub, hf_env
+
+BENCH = "B3 download"
+HUB_REPO = "hive-bench/b3-GGUF"
+HUB_FILE = "b3.Q4_K_M.gguf"
+GIB = 1 << 30
+MB = 1_000_000
+MIN_FREE = 4 * GIB
+PARTS = (4, 8)
+STEP_TIMEOUT = 300.0
+
+#: `hf_hub_download` in a fresh interpreter; times the call only (imports excluded).
+HF_PEER = """
+import json, resource, sys, time
+from huggingface_hub import hf_hub_download
+repo, name, endpoint, cache = sys.argv[1:5]
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+path = hf_hub_download(repo, name, endpoint=endpoint, cache_dir=cache)
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+print(json.dumps({"seconds": t1 - t0, "cpu": cpu, "path": path}))
+"""
+
+#: A plain aiohttp client: the file preallocated, then `parts` GETs (one without `Range`,
+#: else `Range` parts) written at their offsets with pwrite; no hashing. Imports excluded.
+PARTS_PEER = """
+import asyncio, json, os, resource, sys, time
+import aiohttp
+
+async def main(url, out, size, parts):
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
+        connector = aiohttp.TCPConnector(limit=parts)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            async def part(start, end):
+                headers = {} if parts == 1 else {"Range": f"bytes={start}-{end - 1}"}
+                async with session.get(url, headers=headers) as response:
+                    if response.status != (200 if parts == 1 else 206):
+                        raise RuntimeError(f"HTTP {response.status} for {headers}")
+                    offset = start
+                    async for chunk in response.content.iter_chunked(1 << 20):
+                        view = memoryview(chunk)
+                        while view:
+                            n = os.pwrite(fd, view, offset)
+                            offset += n
+                            view = view[n:]
+                    if offset != end:
+                        raise RuntimeError(f"part {start}-{end} ended at {offset}")
+            bounds = [(i * size // parts, (i + 1) * size // parts) for i in range(parts)]
+            await asyncio.gather(*(part(a, b) for a, b in bounds))
+    finally:
+        os.close(fd)
+
+url, out, size, parts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+asyncio.run(main(url, out, size, parts))
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+print(json.dumps({"seconds": t1 - t0, "cpu": cpu}))
+"""
+
+
+# -- inputs ------------------------------------------------------------------------------
+def make_big_model(tiny: Path, path: Path, size: int) -> Path:
+    """A valid GGUF of `size` bytes: the tiny model, then random (incompressible, never
+    sparse) bytes; the GGUF parser ignores what follows the tensor data."""
+    rng = random.Random(3)
+    shutil.copy(tiny, path)
+    with path.open("ab") as fh:
+        left = size - path.stat().st_size
+        while left > 0:
+            n = min(left, 16 << 20)
+            fh.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def model_manifest(name: str, source: str) -> str:
+    return (
+        f"apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: {name}\nspec:\n  source: {source}\n"
+    )
+
+
+# -- subprocesses ------------------------------------------------------------------------
+@contextlib.contextmanager
+def hive_serve_env(
+    *, desired: Path, home: Path, env: dict[str, str], log_file: Path, ready_timeout: float = 60
+) -> Iterator[tuple[subprocess.Popen[Any], str]]:
+    """`hive serve` with an extra environment (the hub's); stopped on exit and on errors."""
+    port = free_port()
+    argv = [PYTHON, "-m", "hive", "serve", "--desired", str(desired), "--home", str(home)]
+    argv += ["--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **env}
+        )
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"hive serve exited with {proc.returncode}: "
+                        f"{log_file.read_text(errors='replace')[-2000:]}"
+                    )
+                with contextlib.suppress(OSError):
+                    if get_json(f"{url}/health", timeout=1.0).get("status") == "ok":
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"hive serve not ready after {ready_timeout:.0f}s")
+                time.sleep(0.05)
+            yield proc, url
+        finally:
+            stop_process(proc)
+
+
+def run_child(argv: list[str], *, env: dict[str, str]) -> tuple[float, float, str]:
+    """Run to completion: (wall seconds, CPU seconds user+sys from the child's rusage,
+    stdout). Killed on timeout or on any error."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, **env}
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=STEP_TIMEOUT)
+    finally:
+        stop_process(proc)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited with {proc.returncode}: {stderr.decode()[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, stdout.decode()
+
+
+# -- the clients -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    """One download: wall seconds and CPU seconds (user+sys) of the client."""
+
+    seconds: float
+    cpu: float
+
+
+async def _hive_download(url: str, desired: Path, name: str, pid: int) -> tuple[float, float]:
+    """Drop the manifest; seconds from `model_download_start` to `model_download_complete`
+    as read on /v1/events, and hive's CPU seconds from the write to the last event."""
+    proc = psutil.Process(pid)
+    loop = asyncio.get_running_loop()
+    marks: dict[str, asyncio.Future[float]] = {
+        a: loop.create_future() for a in ("model_download_start", "model_download_complete")
+    }
+    connected = asyncio.Event()
+
+    async def read(session: aiohttp.ClientSession) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        params = {"object": f"Model/{name}"}
+        async with session.get(f"{url}/v1/events", params=params, timeout=timeout) as resp:
+            resp.raise_for_status()
+            connected.set()
+            async for raw in resp.content:
+                now = time.monotonic()
+                if not raw.startswith(b"data: "):
+                    continue
+                action = json.loads(raw[6:]).get("action")
+                mark = marks.get(action)
+                if mark is not None and not mark.done():
+                    mark.set_result(now)
+
+    async with aiohttp.ClientSession() as session:
+        reader = asyncio.create_task(read(session))
+        try:
+            await asyncio.wait_for(connected.wait(), 10)
+            await asyncio.sleep(0.2)  # the subscription is registered before the write
+            cpu0 = sum(proc.cpu_times()[:2])
+            (desired / f"{name}.yaml").write_text(
+                model_manifest(name, f"hf://{HUB_REPO}/{HUB_FILE}")
+            )
+            start = await asyncio.wait_for(marks["model_download_start"], STEP_TIMEOUT)
+            end = await asyncio.wait_for(marks["model_download_complete"], STEP_TIMEOUT)
+            cpu1 = sum(proc.cpu_times()[:2])
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+    return end - start, cpu1 - cpu0
+
+
+def measure_hive(hub: ThreadedHub, root: Path, rnd: int, expected_sha: str) -> Result:
+    work = root / f"hive-{rnd}"
+    desired, home = work / "desired", work / "home"
+    desired.mkdir(parents=True)
+    try:
+        env = hf_env(hub, work / "hf")
+        with hive_serve_env(
+            desired=desired, home=home, env=env, log_file=root / f"hive-{rnd}.log"
+        ) as (proc, url):
+            name = f"b3-{rnd}"
+            try:
+                seconds, cpu = asyncio.run(_hive_download(url, desired, name, proc.pid))
+            except TimeoutError:
+                state = get_json(f"{url}/v1/models/{name}")
+                raise RuntimeError(f"hive did not finish the download: {state}") from None
+            meta = get_json(f"{url}/v1/models/{name}")["observed"]["metadata"]
+            if meta["sha256"] != expected_sha or not meta["verified"]:
+                raise RuntimeError(f"hive's download is wrong: {meta}")
+        return Result(seconds=seconds, cpu=cpu)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_curl(hub: ThreadedHub, root: Path, size: int, *, fsync: bool = False) -> Result:
+    """curl, and with `fsync` then an fsync of its file (hive's durability, timed too)."""
+    out = root / "curl.out"
+    try:
+        argv = ["curl", "-sS", "-L", "-o", str(out), hub.resolve_url(HUB_REPO, HUB_FILE)]
+        t0 = time.perf_counter()
+        wall, cpu, _ = run_child(argv, env=hf_env(hub))
+        if fsync:
+            fd = os.open(out, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            wall = time.perf_counter() - t0
+        if out.stat().st_size != size:
+            raise RuntimeError(f"curl wrote {out.stat().st_size} bytes, not {size}")
+        return Result(seconds=wall, cpu=cpu)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def measure_hf(hub: ThreadedHub, root: Path, size: int) -> Result:
+    cache = root / "hf-cache"
+    try:
+        argv = [PYTHON, "-c", HF_PEER, HUB_REPO, HUB_FILE, hub.url, str(cache)]
+        _, _, stdout = run_child(argv, env=hf_env(hub, root / "hf-home"))
+        got = json.loads(stdout.strip().splitlines()[-1])
+        if Path(got["path"]).stat().st_size != size:
+            raise RuntimeError(f"hf_hub_download wrote {Path(got['path']).stat().st_size} bytes")
+        return Result(seconds=got["seconds"], cpu=got["cpu"])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(root / "hf-home", ignore_errors=True)
+
+
+def measure_parts(hub: ThreadedHub, root: Path, size: int, parts: int) -> Result:
+    out = root / f"parts-{parts}.out"
+    try:
+        url = hub.cdn_url(HUB_REPO, HUB_FILE)
+        argv = [PYTHON, "-c", PARTS_PEER, url, str(out), str(size), str(parts)]
+        _, _, stdout = run_child(argv, env=hf_env(hub))
+        got = json.loads(stdout.strip().splitlines()[-1])
+        if out.stat().st_size != size:
+            raise RuntimeError(f"{parts} parts wrote {out.stat().st_size} bytes")
+        return Result(seconds=got["seconds"], cpu=got["cpu"])
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# -- the benchmark -----------------------------------------------------------------------
+def run(*, quick: bool) -> list[Row]:
+    size = 256 * (1 << 20) if quick else GIB
+    rounds = 1 if quick else 3
+    tmp_root = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(tmp_root).free
+    if free < MIN_FREE:
+        log(
+            f"B3: skipped: {free / GIB:.1f} GiB free in {tmp_root}, "
+            f"it needs {MIN_FREE / GIB:.0f} GiB"
+        )
+        return []
+    samples: dict[str, list[Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="hive-bench-b3-") as tmp, ThreadedHub() as hub:
+        root = Path(tmp)
+        tiny = make_tiny_model(root / "tiny.gguf")
+        log(f"B3: writing a {size / GIB:.2f} GiB GGUF (tiny model + random bytes)")
+        big = make_big_model(tiny, root / "big.gguf", size)
+        expected = hub.add_file(HUB_REPO, HUB_FILE, big).sha256  # hashes it once
+        clients: dict[str, Callable[[int], Result]] = {
+            "hive": lambda rnd: measure_hive(hub, root, rnd, expected),
+            "curl": lambda _: measure_curl(hub, root, size),
+            "curl + fsync": lambda _: measure_curl(hub, root, size, fsync=True),
+            "hf_hub_download": lambda _: measure_hf(hub, root, size),
+        }
+        for parts in (1, *PARTS):
+            clients[f"aiohttp x{parts}"] = functools.partial(
+                lambda _, n: measure_parts(hub, root, size, n), n=parts
+            )
+        log(f"B3: {rounds} round(s) of {', '.join(clients)}, interleaved")
+        order = list(clients)
+        for rnd in range(rounds):
+            # Rotate the order so that no client always runs first (or after hive).
+            for name in order[rnd % len(order) :] + order[: rnd % len(order)]:
+                os.sync()  # the previous client's dirty pages are not this one's cost
+                result = clients[name](rnd)
+                samples.setdefault(name, []).append(result)
+                log(
+                    f"B3 round {rnd + 1}: {name:16s} {result.seconds:6.2f} s "
+                    f"{size / MB / result.seconds:7.0f} MB/s  cpu {result.cpu:5.2f} s"
+                )
+            hub.clear_requests()
+    return rows(samples, size, rounds)
+
+
+def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
+    def med(name: str, key: str) -> float:
+        return float(statistics.median(getattr(r, key) for r in samples[name]))
+
+    def mbps(name: str) -> float:
+        return size / MB / med(name, "seconds")
+
+    label = f"{size / GIB:g} GiB" if size >= GIB else f"{size >> 20} MiB"
+    n = f"median of {rounds}"
+    for name in samples:
+        log(
+            f"B3 {name:16s} median {mbps(name):6.0f} MB/s ({med(name, 'seconds'):.2f} s), "
+            f"CPU {med(name, 'cpu') / (size / GIB):.2f} s/GiB"
+        )
+    hive_s = med("hive", "seconds")
+    out = [
+        Row(
+            bench=BENCH,
+            metric=f"hive throughput, hf:// {label}, start -> complete, {n}",
+            value=mbps("hive"),
+            unit="MB/s",
+        ),
+        Row(
+            bench=BENCH,
+            metric=f"hive time, {label} (hash+fsync+GGUF parse incl.), {n}",
+            value=hive_s,
+            unit="s",
+            peer=f"curl -L (no hash), {mbps('curl'):.0f} MB/s",
+            peer_value=med("curl", "seconds"),
+            goal="peer/hive >= 0.9",
+        ),
+        Row(
+            bench=BENCH,
+            metric=f"hive time, {label} (hash+fsync+GGUF parse incl.), {n}",
+            value=hive_s,
+            unit="s",
+            peer=f"curl -L, then fsync (no hash), {mbps('curl + fsync'):.0f} MB/s",
+            peer_value=med("curl + fsync", "seconds"),
+        ),
+        Row(
+            bench=BENCH,
+            metric=f"hive time, {label} (hash+fsync+GGUF parse incl.), {n}",
+            value=hive_s,
+            unit="s",
+            peer=f"hf_hub_download (no hash), {mbps('hf_hub_download'):.0f} MB/s",
+            peer_value=med("hf_hub_download", "seconds"),
+            goal="peer/hive >= 1.0",
+        ),
+        Row(
+            bench=BENCH,
+            metric=f"hive time, {label}, {n}",
+            value=hive_s,
+            unit="s",
+            peer=f"aiohttp 1 stream, CDN URL (no hash), {mbps('aiohttp x1'):.0f} MB/s",
+            peer_value=med("aiohttp x1", "seconds"),
+        ),
+    ]
+    per_gib = size / GIB
+    for peer in ("curl", "hf_hub_download", "aiohttp x1"):
+        out.append(
+            Row(
+                bench=BENCH,
+                metric=f"hive CPU (user+sys) per GiB, {n}",
+                value=med("hive", "cpu") / per_gib,
+                unit="s/GiB",
+                peer=f"{peer} CPU per GiB",
+                peer_value=med(peer, "cpu") / per_gib,
+            )
+        )
+    one = med("aiohttp x1", "seconds")
+    for parts in PARTS:
+        name = f"aiohttp x{parts}"
+        out.append(
+            Row(
+                bench=BENCH,
+                metric=f"design: aiohttp 1 stream ({mbps('aiohttp x1'):.0f} MB/s), {label}, {n}",
+                value=one,
+                unit="s",
+                peer=f"aiohttp {parts} Range parts, {mbps(name):.0f} MB/s",
+                peer_value=med(name, "seconds"),
+                goal="loopback only",
+            )
+        )
+    return out
