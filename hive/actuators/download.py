@@ -34,7 +34,7 @@ from tenacity import (
 
 from hive.actuators.files import clear_partials, fsync_dir, write_atomic
 from hive.actuators.provision import Cancelled, Progress, ProvisionOutcome, finish_metadata
-from hive.actuators.remote import RemoteFile, Unauthorized, resolve_remote
+from hive.actuators.remote import RemoteFile, RemoteNotFound, Unauthorized, resolve_remote
 from hive.core.ratelimit import TokenBucket
 from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientError
 from hive.model.actions import ProvisionModel
@@ -49,6 +49,8 @@ from hive.observers.catalog import (
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
+#: Bytes received before one write-and-hash in a thread (one batch in flight at a time).
+BATCH = 8 * CHUNK
 #: Room left free beyond the download itself (at most a tenth of the disk): a full disk
 #: harms everything else on the machine.
 FREE_SPACE_MARGIN = 256 * 1024 * 1024
@@ -213,7 +215,7 @@ async def _stream(
                     "HF_TOKEN to a token that can read this repository"
                 )
             if status == 404:
-                raise PermanentError(f"{remote.url}: not found (404)")
+                raise RemoteNotFound(f"{remote.url}: not found (404)")
             if status == 416 and remote.size is not None and attempt.offset >= remote.size:
                 return  # everything is already on disk
             if status == 429 or status >= 500:
@@ -249,15 +251,30 @@ async def _stream(
             total = remote.size or (attempt.offset + (response.content_length or 0))
             mode = "ab" if attempt.offset else "wb"
             with attempt.partial.open(mode) as fh:
+                # Receive the next batch while a thread writes and hashes the last one: one
+                # batch in flight, so memory stays bounded and the hash stays in order.
+                writing: asyncio.Future[None] | None = None
+                batch = bytearray()
                 try:
                     async for chunk in response.content.iter_chunked(CHUNK):
                         if cancel.is_set():
                             raise Cancelled
                         await throttle.take(len(chunk))
-                        await asyncio.to_thread(_write_and_hash, fh, attempt.hasher, chunk)
+                        batch += chunk
                         attempt.offset += len(chunk)
                         progress(Progress(done=attempt.offset, total=total))
+                        if len(batch) >= BATCH:
+                            if writing is not None:
+                                await writing
+                            writing = asyncio.ensure_future(
+                                asyncio.to_thread(_write_and_hash, fh, attempt.hasher, bytes(batch))
+                            )
+                            batch.clear()
                 finally:
+                    if writing is not None:
+                        await writing
+                    if batch:
+                        await asyncio.to_thread(_write_and_hash, fh, attempt.hasher, bytes(batch))
                     await asyncio.to_thread(_flush, fh)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -388,6 +405,19 @@ async def _fetch(
     return attempt, sha
 
 
+def mark_stopped(directory: Path, why: str) -> None:
+    """After a download stopped short (failure, cancellation), its catalog entry says so:
+    `Failed` with the reason, never a `Downloading` that nothing is doing."""
+    path = directory / METADATA
+    try:
+        metadata = ModelMetadata.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return
+    if metadata.status == ArtifactStatus.DOWNLOADING:
+        failed = metadata.model_copy(update={"status": ArtifactStatus.FAILED, "error": why})
+        write_atomic(path, failed.model_dump_json(indent=2).encode())
+
+
 def _part_names(count: int) -> list[str]:
     """`model.gguf`, or llama.cpp's split names for the parts of a split model."""
     if count == 1:
@@ -410,7 +440,6 @@ async def download_model(
 ) -> ProvisionOutcome:
     """Fetch a network source into the catalog: resumable, verified, published atomically.
     A split model is fetched as one set and published only when every part is verified."""
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     for resolution in range(3):
         remotes = await resolve_remote(action.source, session=session)
         if len(remotes) > 1 and action.sha256:
@@ -418,6 +447,7 @@ async def download_model(
                 f"{action.source} is a split model of {len(remotes)} parts; spec.sha256 names "
                 "one file: remove it (each part is verified against the hub's checksum)"
             )
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         names = _part_names(len(remotes))
         total = sum(r.size or 0 for r in remotes)
         base = ModelMetadata(

@@ -43,7 +43,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A bearer token on every mutating request, when hive has one (constant-time compare)."""
     token = request.app[MANAGER].settings.token
-    if token and request.method not in ("GET", "HEAD", "OPTIONS"):
+    routed = request.match_info.http_exception is None  # 404/405 answer as they are
+    if token and routed and request.method not in ("GET", "HEAD", "OPTIONS"):
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return error_response(

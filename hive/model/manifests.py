@@ -110,8 +110,8 @@ def parse_rate(text: str) -> int:
     if not match:
         raise ValueError(f"{text!r} is not a rate (use for example 20MB/s, 500KiB/s, 1GB/s)")
     value = float(match.group(1)) * _RATE_UNITS[(match.group(2) or "B").lower()]
-    if value < 1024:
-        raise ValueError(f"{text!r} is below 1 KiB/s, which would stall the download")
+    if value < 1000:
+        raise ValueError(f"{text!r} is below 1 KB/s, which would stall the download")
     return int(value)
 
 

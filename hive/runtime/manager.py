@@ -95,6 +95,7 @@ class Manager:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60),
             headers={"User-Agent": f"hive/{__version__}"},
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as huggingface_hub honours them
         )
         self.reconciler.attach_downloads(
             Downloads(

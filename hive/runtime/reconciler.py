@@ -12,12 +12,13 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
-from hive.actuators.download import Throttle, download_model
+from hive.actuators.download import Throttle, download_model, mark_stopped
 from hive.actuators.provision import (
     Cancelled,
     Progress,
@@ -73,6 +74,18 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     requeue_after: float | None = None
+
+
+class WaitingForSlot(Exception):
+    """Every download slot is taken: the key comes back a little later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+#: Seconds between looks for a free download slot.
+SLOT_POLL = 0.5
 
 
 class _Running:
@@ -270,6 +283,14 @@ class Reconciler:
         action = actions[0]
         try:
             await self._execute(key, action, generation)
+        except WaitingForSlot as waiting:
+            previous = self.statuses.get(key)
+            if previous is None or previous.message != waiting.message:
+                self._narrate(key, "model_download_queued", waiting.message)
+            self._set_status(
+                key, model_working(ModelPhase.PENDING, "WaitingForSlot", waiting.message)
+            )
+            return Result(requeue_after=SLOT_POLL)
         except Cancelled:
             self._narrate(
                 key,
@@ -411,6 +432,8 @@ class Reconciler:
             raise
 
     async def _provision(self, key: ObjectKey, action: ProvisionModel, running: _Running) -> None:
+        if not action.source.startswith("file:"):
+            self._slot_or_wait()  # before any narration: a queued download has not started
         self._set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
         self._narrate(
             key,
@@ -420,15 +443,18 @@ class Reconciler:
             resolved_source=action.resolved_source,
         )
         loop = asyncio.get_running_loop()
-        started = self._clock.monotonic()
         last = [0.0]
+        first: list[tuple[float, int]] = []  # when and where this session's bytes began
 
         def progress(p: Progress) -> None:
             now = self._clock.monotonic()
+            if not first:
+                first.append((now, p.done))
             if now - last[0] < PROGRESS_INTERVAL and p.done < p.total:
                 return
             last[0] = now
-            loop.call_soon_threadsafe(self._progress, key, p, now - started)
+            began, base = first[0]
+            loop.call_soon_threadsafe(self._progress, key, p, now - began, p.done - base)
 
         if action.source.startswith("file:"):
             outcome = await self._bounded(
@@ -445,15 +471,21 @@ class Reconciler:
         else:
             outcome = await self._download(key, action, running, progress)
         meta = outcome.metadata
+        n = len(meta.files)
+        checked = (
+            (
+                f"SHA-256 of all {n} parts match the hub's checksums"
+                if n > 1
+                else f"SHA-256 {meta.sha256} matches the expected checksum"
+            )
+            if meta.verified
+            else f"SHA-256 {meta.sha256} recorded (nothing to check it against: no "
+            "spec.sha256, no hub checksum)"
+        )
         self._narrate(
             key,
             "model_download_verified",
-            f"SHA-256 {meta.sha256}"
-            + (
-                " matches the expected checksum"
-                if meta.verified
-                else " recorded (nothing to check it against: no spec.sha256, no hub checksum)"
-            ),
+            checked,
             sha256=meta.sha256,
             verified=meta.verified,
         )
@@ -465,6 +497,19 @@ class Reconciler:
             size=meta.size,
         )
 
+    def _slot_or_wait(self) -> Downloads:
+        """The downloads, if a slot is free now; else WaitingForSlot, so the key comes back
+        later without holding a reconcile worker (copies and deletions go on meanwhile)."""
+        downloads = self._downloads
+        if downloads is None:
+            raise TransientError("hive's downloader is not running yet")
+        if downloads.slots.locked():
+            raise WaitingForSlot(
+                f"waiting for a download slot ({downloads.limit} downloads at a time; "
+                "see HIVE_MAX_DOWNLOADS)"
+            )
+        return downloads
+
     async def _download(
         self,
         key: ObjectKey,
@@ -473,16 +518,7 @@ class Reconciler:
         progress: Callable[[Progress], None],
     ) -> ProvisionOutcome:
         """A network source, within the hive's download slots and bandwidth limits."""
-        downloads = self._downloads
-        if downloads is None:
-            raise TransientError("hive's downloader is not running yet")
-        if downloads.slots.locked():
-            message = (
-                f"waiting for a download slot ({downloads.limit} downloads at a time; "
-                "see HIVE_MAX_DOWNLOADS)"
-            )
-            self._set_status(key, model_working(ModelPhase.PENDING, "WaitingForSlot", message))
-            self._narrate(key, "model_download_queued", message)
+        downloads = self._slot_or_wait()
         async with downloads.slots:
             self._set_status(
                 key, model_working(ModelPhase.DOWNLOADING, "Downloading", action.reason)
@@ -494,23 +530,46 @@ class Reconciler:
             def narrate(action_name: str, message: str, **data: Any) -> None:
                 self._narrate(key, action_name, message, **data)
 
-            return await self._bounded(
-                download_model(
-                    action,
-                    directory=self._catalog.directory(key.name),
-                    session=downloads.session,
-                    now=self._clock.now(),
-                    cancel=running.cancel,
-                    throttle=running.throttle,
-                    progress=progress,
-                    narrate=narrate,
-                ),
-                running,
-                cancellable=True,
-            )
+            directory = self._catalog.directory(key.name)
+            try:
+                return await self._download_bounded(action, directory, running, progress, narrate)
+            except BaseException as exc:
+                why = (
+                    "stopped: the record changed or was removed; the partial download is kept"
+                    if isinstance(exc, Cancelled | asyncio.CancelledError)
+                    else getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                )
+                mark_stopped(directory, why)
+                raise
 
-    def _progress(self, key: ObjectKey, p: Progress, elapsed: float) -> None:
-        speed = p.done / elapsed if elapsed > 0 else 0.0
+    async def _download_bounded(
+        self,
+        action: ProvisionModel,
+        directory: Path,
+        running: _Running,
+        progress: Callable[[Progress], None],
+        narrate: Callable[..., None],
+    ) -> ProvisionOutcome:
+        downloads = self._downloads
+        assert downloads is not None and running.throttle is not None
+        return await self._bounded(
+            download_model(
+                action,
+                directory=directory,
+                session=downloads.session,
+                now=self._clock.now(),
+                cancel=running.cancel,
+                throttle=running.throttle,
+                progress=progress,
+                narrate=narrate,
+            ),
+            running,
+            cancellable=True,
+        )
+
+    def _progress(self, key: ObjectKey, p: Progress, elapsed: float, moved: int) -> None:
+        """`moved` bytes in `elapsed` seconds of this session (not counting a resumed prefix)."""
+        speed = moved / elapsed if elapsed > 0 else 0.0
         eta = (p.total - p.done) / speed if speed > 0 else 0.0
         pct = 100 * p.done // p.total if p.total else 100
         self._narrate(

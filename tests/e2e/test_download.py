@@ -228,6 +228,7 @@ def test_401_and_404_stop_with_a_clear_reason(
     model = hive.wait_phase("m", "Failed", timeout=30)
     assert degraded(model)["reason"] == reason
     assert hint in model["status"]["message"]
+    assert not (hive.home / "models" / "m").exists()  # nothing left behind
     assert "hive tries again when the record changes" in model["status"]["message"]
 
 
@@ -289,6 +290,10 @@ def test_removing_the_record_stops_the_download_and_keeps_the_partial(
     (desired / "m.yaml").unlink()
     hive.wait_event("model_download_cancelled", obj="Model/m", timeout=5)
     stopped_at = partial.stat().st_size
+    stopped = hive.model("m")
+    assert stopped is not None
+    assert stopped["status"]["phase"] == "Failed"  # not "Downloading": nothing is
+    assert "partial download is kept" in stopped["observed"]["metadata"]["error"]
     poll(
         lambda: all(not r.status or r.aborted or r.sent < size for r in hub.requests),
         what="the transfer to end",
@@ -372,23 +377,36 @@ def test_a_full_disk_is_a_clear_condition_and_the_download_completes_after(
     assert "model_download_resumed" in hive.actions("Model/m")
 
 
-def test_downloads_wait_for_a_slot(
+def test_downloads_wait_for_a_slot_without_blocking_other_work(
     hive_factory: Callable[..., Hive],
     hub: ThreadedHub,
     desired: Path,
     tmp_path: Path,
     tiny_model: Path,
 ) -> None:
-    hub.add_file(REPO, "a.gguf", padded(tiny_model, tmp_path / "a.gguf", 10 * MB))
-    hub.add_file(REPO, "b.gguf", padded(tiny_model, tmp_path / "b.gguf", 10 * MB))
-    hub.throttle(10 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path, extra_args=["--max-downloads", "1"])
+    hub.add_file(REPO, "a.gguf", padded(tiny_model, tmp_path / "a.gguf", 20 * MB))
+    hub.add_file(REPO, "b.gguf", padded(tiny_model, tmp_path / "b.gguf", 20 * MB))
+    hub.throttle(5 * MB)
+    # Two reconcile workers, one download slot: a queued download must not hold the other.
+    hive = start(
+        hive_factory,
+        hub,
+        desired,
+        tmp_path,
+        extra_args=["--max-downloads", "1"],
+        env={"HIVE_MAX_CONCURRENT_ACTIONS": "2"},
+    )
     write_atomic(
         desired / "m.yaml",
         manifest("a", f"hf://{REPO}/a.gguf") + "---\n" + manifest("b", f"hf://{REPO}/b.gguf"),
     )
     queued = hive.wait_event("model_download_queued", timeout=15)
     assert "1 downloads at a time" in queued["message"]
+    write_atomic(desired / "local.yaml", manifest("local", f"file:{tiny_model}"))
+    hive.wait_phase("local", "Available", timeout=15)
+    running = "b" if queued["object"] == "Model/a" else "a"
+    assert hive.phase(running) == "Downloading"  # the copy did not wait for the download
+    hub.throttle(None)
     hive.wait_phase("a", "Available", timeout=30)
     hive.wait_phase("b", "Available", timeout=30)
 
