@@ -28,17 +28,17 @@ class Settings(BaseModel):
     port: int = DEFAULT_PORT
     hive_id: str = Field(default_factory=socket.gethostname)
     #: Seconds between full re-observations of everything (drift repair).
-    resync_interval: float = 30.0
+    resync_interval: float = Field(default=30.0, gt=0)
     #: Actions (copies, deletions) carried out at the same time, over all objects.
-    max_concurrent_actions: int = 4
+    max_concurrent_actions: int = Field(default=4, ge=1)
     #: No single action may take longer than this.
-    action_timeout: float = 3600.0
-    backoff_base: float = 1.0
-    backoff_cap: float = 300.0
-    event_buffer: int = 10_000
+    action_timeout: float = Field(default=3600.0, gt=0)
+    backoff_base: float = Field(default=1.0, gt=0)
+    backoff_cap: float = Field(default=300.0, gt=0)
+    event_buffer: int = Field(default=10_000, ge=1)
     #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
-    sse_max_lag: int = 1000
-    sse_keepalive: float = 15.0
+    sse_max_lag: int = Field(default=1000, ge=1)
+    sse_keepalive: float = Field(default=15.0, gt=0)
     #: Bearer token required on every mutating request; required to bind beyond loopback.
     token: str | None = Field(default=None, repr=False)
     #: Print one line per event on stderr.
@@ -48,7 +48,7 @@ class Settings(BaseModel):
     #: Bandwidth cap for all downloads together, e.g. "20MB/s"; None: no cap.
     download_rate_limit: str | None = None
     #: Seconds a partial download of a model no record wants is kept (for a resume).
-    partial_ttl: float = 24 * 3600.0
+    partial_ttl: float = Field(default=24 * 3600.0, ge=0)
 
     @field_validator("download_rate_limit")
     @classmethod

@@ -128,3 +128,11 @@ def test_the_shipped_example_converges(
     model = running.wait_phase("tiny-llama", "Available")
     assert model["observed"]["metadata"]["architecture"] == "llama"
     assert model["labels"] == {"family": "llama", "purpose": "example"}
+
+
+def test_settings_out_of_bounds_are_one_clear_line(tmp_path: Path) -> None:
+    result = hive("serve", "--home", str(tmp_path / "h"), "--resync-interval", "0")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("hive: invalid setting resync_interval:")
+    assert not (tmp_path / "h").exists()

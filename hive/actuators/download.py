@@ -32,7 +32,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from hive.actuators.files import clear_partials, fsync_dir, write_atomic
+from hive.actuators.files import (
+    clear_partials,
+    fsync_dir,
+    remove_stale_model_files,
+    write_atomic,
+)
 from hive.actuators.provision import Cancelled, Progress, ProvisionOutcome, finish_metadata
 from hive.actuators.remote import RemoteFile, RemoteNotFound, Unauthorized, resolve_remote
 from hive.core.ratelimit import TokenBucket
@@ -204,7 +209,7 @@ async def _stream(
     headers = dict(remote.headers)
     if attempt.offset:
         headers["Range"] = f"bytes={attempt.offset}-"
-        if remote.etag:
+        if remote.etag and remote.etag_checkable:
             headers["If-Range"] = f'"{remote.etag}"'
     try:
         async with session.get(remote.url, headers=headers) as response:
@@ -216,7 +221,7 @@ async def _stream(
                 )
             if status == 404:
                 raise RemoteNotFound(f"{remote.url}: not found (404)")
-            if status == 416 and remote.size is not None and attempt.offset >= remote.size:
+            if status == 416 and _complete(attempt.offset, remote.size, response.headers):
                 return  # everything is already on disk
             if status == 429 or status >= 500:
                 raise RetryableHttp(
@@ -227,7 +232,8 @@ async def _stream(
                 raise PermanentError(f"{remote.url}: the server answered {status}")
             etag = response.headers.get("ETag")
             if (
-                etag is not None
+                remote.etag_checkable
+                and etag is not None
                 and remote.etag is not None
                 and etag.removeprefix("W/").strip('"') != remote.etag
             ):
@@ -293,6 +299,15 @@ async def _stream(
         raise RetryableHttp(
             f"{remote.url}: the connection ended at byte {attempt.offset} of {remote.size}"
         )
+
+
+def _complete(offset: int, size: int | None, headers: Any) -> bool:
+    """A 416 to `Range: bytes=offset-` means "nothing after that" when offset is the size
+    (the server says the size as `Content-Range: bytes */N` when we do not know it)."""
+    if size is None:
+        total = headers.get("Content-Range", "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else None
+    return size is not None and offset >= size > 0
 
 
 def _write_and_hash(fh: Any, hasher: Any, chunk: bytes) -> None:
@@ -519,6 +534,9 @@ async def download_model(
     )
     await asyncio.to_thread(
         write_atomic, directory / METADATA, metadata.model_dump_json(indent=2).encode()
+    )
+    await asyncio.to_thread(
+        remove_stale_model_files, directory, keep={a.final.name for a, _ in fetched}
     )
     return ProvisionOutcome(metadata=metadata, method="download")
 

@@ -38,3 +38,12 @@ def clear_partials(directory: Path) -> None:
     for entry in directory.iterdir():
         if is_partial_name(entry.name):
             entry.unlink(missing_ok=True)
+
+
+def remove_stale_model_files(directory: Path, *, keep: set[str]) -> None:
+    """After a model is published, remove GGUF files of its earlier versions (a split model
+    replaced by one file, or the other way round). Called only once the new metadata.json
+    is written, so a crash leaves at worst extra files, never missing ones."""
+    for entry in directory.iterdir():
+        if entry.name.endswith(".gguf") and entry.name not in keep:
+            entry.unlink(missing_ok=True)

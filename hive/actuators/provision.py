@@ -20,7 +20,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from hive.actuators.files import clear_partials, fsync_dir, write_atomic
+from hive.actuators.files import (
+    clear_partials,
+    fsync_dir,
+    remove_stale_model_files,
+    write_atomic,
+)
 from hive.errors import (
     ChecksumMismatch,
     GgufError,
@@ -185,6 +190,7 @@ def provision_file(
         raise
     metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
     write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
+    remove_stale_model_files(directory, keep={MODEL_FILE})
     return ProvisionOutcome(metadata=metadata, method=method)
 
 

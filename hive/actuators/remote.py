@@ -54,6 +54,10 @@ class RemoteFile(BaseModel):
     commit: str | None = None
     #: Headers to send with every request for these bytes (authorization).
     headers: dict[str, str] = {}
+    #: The ETag names these exact bytes, so a GET may be checked against it (and resumed
+    #: with If-Range). False for a hub file, whose CDN answers with an ETag of its own (the
+    #: commit in the URL pins the bytes, and the SHA-256 checks them), and for weak ETags.
+    etag_checkable: bool = False
 
 
 def _unquote(etag: str | None) -> str | None:
@@ -181,22 +185,26 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
             headers: Any = response.headers
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise TransientError(f"{source}: {type(exc).__name__}: {exc}") from exc
-    if status in (401, 403):
+    if status == 401:
         raise Unauthorized(f"{source}: access denied ({status})")
     if status == 404:
         raise RemoteNotFound(f"{source}: not found (404)")
-    if status == 405:  # no HEAD: learn what we can from the GET itself
+    if status in (403, 405):
+        # No HEAD (405), or a URL signed for GET only (403, as presigned S3/GCS URLs are):
+        # learn what we can from the GET itself, which decides.
         return RemoteFile(url=source, filename=filename)
     if status == 429 or status >= 500:
         raise TransientError(f"{source}: the server answered {status}")
     if status >= 400:
         raise PermanentError(f"{source}: the server answered {status}")
     length = headers.get("Content-Length")
+    etag = headers.get("ETag")
     return RemoteFile(
         url=source,  # as written: each request follows redirects afresh
         filename=filename,
         size=int(length) if length and length.isdigit() else None,
-        etag=_unquote(headers.get("ETag")),
+        etag=_unquote(etag),
+        etag_checkable=etag is not None and not etag.startswith("W/"),
     )
 
 

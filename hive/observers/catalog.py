@@ -58,8 +58,8 @@ def _files_size(entries: dict[str, os.DirEntry[str]], metadata: ModelMetadata | 
 class ModelCatalog:
     """Reads the models directory; writing is the actuators' job.
 
-    An observation is cached with a stamp of three `stat` calls (the directory, its
-    metadata.json, its model.gguf): while the stamp holds, nothing is read again.
+    An observation is cached with a stamp of a few `stat` calls (the directory, its
+    metadata.json, its model.gguf or split parts): while it holds, nothing is read again.
     """
 
     def __init__(self, home: Path) -> None:
@@ -73,8 +73,9 @@ class ModelCatalog:
             raise ValueError(f"model name {problem}")
         return self.root / name
 
-    def _stamp(self, name: str) -> Stamp | None:
-        """(mtime, inode) of the directory and (mtime, size, inode) of its two files."""
+    def _stamp(self, name: str, files: tuple[str, ...] = ()) -> Stamp | None:
+        """(mtime, inode) of the directory and (mtime, size, inode) of metadata.json,
+        model.gguf and the parts of a split model."""
         base = f"{self._root}/{name}"
         try:
             st = os.stat(base)
@@ -83,7 +84,7 @@ class ModelCatalog:
         if not stat.S_ISDIR(st.st_mode):
             return None
         parts: list[int | None] = [st.st_mtime_ns, st.st_ino]
-        for file in (METADATA, MODEL_FILE):
+        for file in (METADATA, MODEL_FILE, *files):
             try:
                 fst = os.stat(f"{base}/{file}")
                 parts += (fst.st_mtime_ns, fst.st_size, fst.st_ino)
@@ -93,11 +94,13 @@ class ModelCatalog:
 
     def observe(self, name: str) -> ObservedModel | None:
         self.directory(name)  # validates the name
-        stamp = self._stamp(name)
+        cached = self._cache.get(name)
+        meta = cached[1].metadata if cached is not None else None
+        parts = tuple(f.name for f in meta.files) if meta is not None else ()
+        stamp = self._stamp(name, parts)
         if stamp is None:
             self._cache.pop(name, None)
             return None
-        cached = self._cache.get(name)
         if cached is not None and cached[0] == stamp:
             seen = cached[1]
             if seen.partial:  # its bytes grow without touching the stamp: look again
@@ -106,8 +109,12 @@ class ModelCatalog:
         observed = self._read(name)
         if observed is None:
             self._cache.pop(name, None)
-        else:
-            self._cache[name] = (stamp, observed)
+            return None
+        meta = observed.metadata
+        parts_now = tuple(f.name for f in meta.files) if meta is not None else ()
+        if parts_now != parts:  # stamp what the cache will be checked against next time
+            stamp = self._stamp(name, parts_now) or stamp
+        self._cache[name] = (stamp, observed)
         return observed
 
     def _read(self, name: str) -> ObservedModel | None:

@@ -91,6 +91,13 @@ class Manager:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # nothing half-started is left behind
+            raise
+
+    async def _start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60),

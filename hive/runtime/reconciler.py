@@ -410,11 +410,8 @@ class Reconciler:
         task = asyncio.ensure_future(work)
         if cancellable:
             running.task = task
-        # A download has no overall limit (a large model on a slow link takes hours); its
-        # connection's read timeout catches a stall instead.
-        limit = None if cancellable else self._action_timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(task), limit)
+            return await asyncio.wait_for(asyncio.shield(task), self._action_timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             running.cancel.set()
             if cancellable:
@@ -450,7 +447,8 @@ class Reconciler:
             now = self._clock.monotonic()
             if not first:
                 first.append((now, p.done))
-            if now - last[0] < PROGRESS_INTERVAL and p.done < p.total:
+            finished = p.total > 0 and p.done >= p.total
+            if now - last[0] < PROGRESS_INTERVAL and not finished:
                 return
             last[0] = now
             began, base = first[0]
@@ -571,11 +569,12 @@ class Reconciler:
         """`moved` bytes in `elapsed` seconds of this session (not counting a resumed prefix)."""
         speed = moved / elapsed if elapsed > 0 else 0.0
         eta = (p.total - p.done) / speed if speed > 0 else 0.0
-        pct = 100 * p.done // p.total if p.total else 100
+        pct = f"{100 * p.done // p.total}%" if p.total else "size unknown"
         self._narrate(
             key,
             "model_download_progress",
-            f"Downloaded {_mb(p.done, p.total)} MB / {_mb(p.total, p.total)} MB ({pct}%)",
+            f"Downloaded {_mb(p.done, p.total)} MB / "
+            f"{_mb(p.total, p.total) if p.total else '?'} MB ({pct})",
             bytes_downloaded=p.done,
             total_bytes=p.total,
             speed_bytes_per_sec=int(speed),

@@ -469,6 +469,19 @@ def test_a_split_model_is_fetched_as_one_set(
     again.wait_phase("big", "Available", timeout=60)
     assert (directory / names[1]).exists()
 
+    # The record moves to a one-file quantization: the split parts go once it is published.
+    write_atomic(desired / "m.yaml", manifest("big", f"hf://{REPO}:Q8_0"))
+    poll(
+        lambda: (
+            (m := again.model("big")) is not None
+            and m["observed"]["metadata"]["path"].endswith("/model.gguf")
+            and m["status"]["phase"] == "Available"
+        ),
+        timeout=60,
+        what="the one-file model",
+    )
+    assert sorted(p.name for p in directory.glob("*.gguf")) == ["model.gguf"]
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
@@ -508,3 +521,32 @@ def test_free_space_is_checked_before_starting(
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     model = hive.wait_phase("m", "Available", timeout=60)
     assert model["observed"]["metadata"]["size"] == 30 * MB
+
+
+def test_a_download_past_the_action_timeout_resumes_where_it_stopped(
+    hive_factory: Callable[..., Hive],
+    hub: ThreadedHub,
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    size = 12 * MB
+    hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
+    hub.throttle(4 * MB)  # 3 s at least, against a 1 s action timeout
+    hive = start(
+        hive_factory,
+        hub,
+        desired,
+        tmp_path,
+        env={"HIVE_ACTION_TIMEOUT": "1", "HIVE_BACKOFF_BASE": "0.1", "HIVE_BACKOFF_CAP": "0.2"},
+    )
+    write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
+    model = hive.wait_phase("m", "Available", timeout=60)
+    assert model["observed"]["metadata"]["sha256"] == sha256(tmp_path / "m.gguf")
+    timeouts = [
+        e
+        for e in hive.events
+        if e["action"] == "model_download_failed" and e["data"]["reason"] == "Timeout"
+    ]
+    assert timeouts  # the slow transfer was stopped by the timeout...
+    assert hub.body_bytes_sent("cdn") < 1.1 * size  # ...and each attempt resumed

@@ -1,0 +1,71 @@
+"""The disk catalog observer: what counts as a whole model, and a cache that never hides
+a change on disk."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata
+from hive.observers.catalog import ModelCatalog
+
+
+def install(home: Path, name: str, files: dict[str, bytes]) -> Path:
+    directory = home / "models" / name
+    directory.mkdir(parents=True)
+    for file, data in files.items():
+        (directory / file).write_bytes(data)
+    split = len(files) > 1
+    meta = ModelMetadata(
+        id=name,
+        name=name,
+        path=directory / next(iter(files)),
+        size=sum(len(d) for d in files.values()),
+        status=ArtifactStatus.AVAILABLE,
+        added_at=datetime.now(UTC),
+        files=[ModelFile(name=f, size=len(d)) for f, d in files.items()] if split else [],
+    )
+    (directory / "metadata.json").write_text(meta.model_dump_json())
+    return directory
+
+
+def test_a_single_file_model_is_whole_until_its_file_changes(tmp_path: Path) -> None:
+    catalog = ModelCatalog(tmp_path)
+    directory = install(tmp_path, "one", {"model.gguf": b"x" * 100})
+    observed = catalog.observe("one")
+    assert observed is not None
+    assert observed.complete
+    with (directory / "model.gguf").open("r+b") as fh:
+        fh.truncate(50)
+    observed = catalog.observe("one")
+    assert observed is not None
+    assert not observed.complete
+
+
+def test_a_split_part_damaged_in_place_is_seen_through_the_cache(tmp_path: Path) -> None:
+    catalog = ModelCatalog(tmp_path)
+    parts = {f"model-0000{i}-of-00002.gguf": bytes([i]) * 100 for i in (1, 2)}
+    directory = install(tmp_path, "split", parts)
+    observed = catalog.observe("split")
+    assert observed is not None
+    assert observed.complete
+    assert catalog.observe("split") is observed  # cached while nothing changed
+    part = directory / "model-00002-of-00002.gguf"
+    with part.open("r+b") as fh:  # same inode, same directory: only the part's stat moves
+        fh.truncate(10)
+    os.utime(part, ns=(1, 1))
+    observed = catalog.observe("split")
+    assert observed is not None
+    assert not observed.complete
+
+
+def test_a_missing_part_makes_a_split_model_incomplete(tmp_path: Path) -> None:
+    catalog = ModelCatalog(tmp_path)
+    parts = {f"model-0000{i}-of-00002.gguf": b"y" * 10 for i in (1, 2)}
+    directory = install(tmp_path, "split", parts)
+    (directory / "model-00001-of-00002.gguf").unlink()
+    observed = catalog.observe("split")
+    assert observed is not None
+    assert observed.file_size is None
+    assert not observed.complete
