@@ -281,8 +281,9 @@ class Reconciler:
             self._converged(key, record is not None, observed)
             return Result()
         action = actions[0]
+        running = _Running(generation, _identity(record))
         try:
-            await self._execute(key, action, generation)
+            await self._execute(key, action, running)
         except WaitingForSlot as waiting:
             previous = self.statuses.get(key)
             if previous is None or previous.message != waiting.message:
@@ -301,7 +302,9 @@ class Reconciler:
                 self.statuses.pop(key, None)
             return Result()
         except Exception as exc:
-            return self._failed(key, action, exc, generation)
+            # running.generation follows edits applied in flight (a new rate limit): the
+            # failure belongs to the generation the action ended on.
+            return self._failed(key, action, exc, running.generation)
         self._backoff.success(key)
         self._failed_generation.pop(key, None)
         self._permanent.discard(key)
@@ -374,8 +377,7 @@ class Reconciler:
         )
         return Result(requeue_after=delay)
 
-    async def _execute(self, key: ObjectKey, action: Action, generation: int) -> None:
-        running = _Running(generation, _identity(self._store.desired(key)))
+    async def _execute(self, key: ObjectKey, action: Action, running: _Running) -> None:
         self._running[key] = running
         try:
             match action:
