@@ -134,10 +134,14 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextlib.contextmanager
-def child(argv: list[str], *, log_file: Path) -> Iterator[subprocess.Popen[Any]]:
+def child(
+    argv: list[str], *, log_file: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[Any]]:
     """A subprocess with its output in `log_file`, stopped on exit and on any exception."""
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         try:
             yield proc
         finally:
@@ -152,6 +156,7 @@ def hive_serve(
     log_file: Path,
     resync_interval: float | None = None,
     ready_timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[Any], str]]:
     """The real `hive serve` on a free port; yields (process, base URL) once /health answers."""
     port = free_port()
@@ -160,7 +165,7 @@ def hive_serve(
     if resync_interval is not None:
         argv += ["--resync-interval", str(resync_interval)]
     url = f"http://127.0.0.1:{port}"
-    with child(argv, log_file=log_file) as proc:
+    with child(argv, log_file=log_file, env=env) as proc:
         deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:

@@ -23,15 +23,23 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psutil
 
-from benchmarks import PYTHON, REPO, Row, free_port, get_json, log, make_tiny_model, stop_process
+from benchmarks import (
+    PYTHON,
+    REPO,
+    Row,
+    get_json,
+    hive_serve,
+    log,
+    make_tiny_model,
+    stop_process,
+)
 from tests.hub import ThreadedHub, hf_env
 
 BENCH = "B3 download"
@@ -118,38 +126,6 @@ def model_manifest(name: str, source: str) -> str:
 
 
 # -- subprocesses ------------------------------------------------------------------------
-@contextlib.contextmanager
-def hive_serve_env(
-    *, desired: Path, home: Path, env: dict[str, str], log_file: Path, ready_timeout: float = 60
-) -> Iterator[tuple[subprocess.Popen[Any], str]]:
-    """`hive serve` with an extra environment (the hub's); stopped on exit and on errors."""
-    port = free_port()
-    argv = [PYTHON, "-m", "hive", "serve", "--desired", str(desired), "--home", str(home)]
-    argv += ["--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_file, "wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **env}
-        )
-        try:
-            deadline = time.monotonic() + ready_timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"hive serve exited with {proc.returncode}: "
-                        f"{log_file.read_text(errors='replace')[-2000:]}"
-                    )
-                with contextlib.suppress(OSError):
-                    if get_json(f"{url}/health", timeout=1.0).get("status") == "ok":
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"hive serve not ready after {ready_timeout:.0f}s")
-                time.sleep(0.05)
-            yield proc, url
-        finally:
-            stop_process(proc)
-
-
 def run_child(argv: list[str], *, env: dict[str, str]) -> tuple[float, float, str]:
     """Run to completion: (wall seconds, CPU seconds user+sys from the child's rusage,
     stdout). Killed on timeout or on any error."""
@@ -229,9 +205,10 @@ def measure_hive(hub: ThreadedHub, root: Path, rnd: int, expected_sha: str) -> R
     desired.mkdir(parents=True)
     try:
         env = hf_env(hub, work / "hf")
-        with hive_serve_env(
-            desired=desired, home=home, env=env, log_file=root / f"hive-{rnd}.log"
-        ) as (proc, url):
+        with hive_serve(desired=desired, home=home, env=env, log_file=root / f"hive-{rnd}.log") as (
+            proc,
+            url,
+        ):
             name = f"b3-{rnd}"
             try:
                 seconds, cpu = asyncio.run(_hive_download(url, desired, name, proc.pid))
