@@ -38,15 +38,21 @@ from hive.actuators.files import (
     remove_stale_model_files,
     write_atomic,
 )
-from hive.actuators.provision import Cancelled, Progress, ProvisionOutcome, finish_metadata
+from hive.actuators.provision import (
+    Cancelled,
+    Progress,
+    ProvisionOutcome,
+    begin_metadata,
+    finish_metadata,
+    write_metadata,
+)
 from hive.actuators.remote import RemoteFile, RemoteNotFound, Unauthorized, resolve_remote
 from hive.core.ratelimit import TokenBucket
 from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientError
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts, parameter_count_label
-from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
+from hive.model.observed import ModelFile, PartialState
 from hive.observers.catalog import (
-    METADATA,
     MODEL_FILE,
     PARTIAL_SUFFIX,
     SIDECAR_SUFFIX,
@@ -123,14 +129,12 @@ class _Attempt:
         name: str,
         remote: RemoteFile,
         expected_sha: str | None,
-        now: datetime,
     ) -> None:
         self.final = directory / name
         self.partial = directory / (name + PARTIAL_SUFFIX)
         self.sidecar = directory / (name + PARTIAL_SUFFIX + SIDECAR_SUFFIX)
         self.remote = remote
         self.expected_sha = expected_sha
-        self.now = now
         self.hasher = hashlib.sha256()
         self.offset = 0
 
@@ -345,9 +349,7 @@ async def _fetch(
     sleep: Callable[[float], Awaitable[None]],
 ) -> tuple[_Attempt, str]:
     """Stream one resolved file into its partial until its bytes are whole and verified."""
-    attempt = _Attempt(
-        directory=directory, name=name, remote=remote, expected_sha=expected, now=now
-    )
+    attempt = _Attempt(directory=directory, name=name, remote=remote, expected_sha=expected)
     state, why = await asyncio.to_thread(attempt.load)
     if why:
         narrate("model_download_restarted", why)
@@ -420,19 +422,6 @@ async def _fetch(
     return attempt, sha
 
 
-def mark_stopped(directory: Path, why: str) -> None:
-    """After a download stopped short (failure, cancellation), its catalog entry says so:
-    `Failed` with the reason, never a `Downloading` that nothing is doing."""
-    path = directory / METADATA
-    try:
-        metadata = ModelMetadata.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError, ValueError):
-        return
-    if metadata.status == ArtifactStatus.DOWNLOADING:
-        failed = metadata.model_copy(update={"status": ArtifactStatus.FAILED, "error": why})
-        write_atomic(path, failed.model_dump_json(indent=2).encode())
-
-
 def _part_names(count: int) -> list[str]:
     """`model.gguf`, or llama.cpp's split names for the parts of a split model."""
     if count == 1:
@@ -465,20 +454,15 @@ async def download_model(
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         names = _part_names(len(remotes))
         total = sum(r.size or 0 for r in remotes)
-        base = ModelMetadata(
-            id=action.name,
-            name=action.name,
+        base = await asyncio.to_thread(
+            begin_metadata,
+            action,
+            directory=directory,
             path=directory / names[0],
             size=total,
-            status=ArtifactStatus.DOWNLOADING,
-            added_at=now,
-            source=action.source,
-            resolved_source=action.resolved_source,
+            now=now,
             url=remotes[0].url,
             revision=remotes[0].commit,
-        )
-        await asyncio.to_thread(
-            write_atomic, directory / METADATA, base.model_dump_json(indent=2).encode()
         )
         fetched: list[tuple[_Attempt, str]] = []
         try:
@@ -532,9 +516,7 @@ async def download_model(
         verified=all(a.expected_sha is not None for a, _ in fetched),
         facts=merge_facts(facts),
     )
-    await asyncio.to_thread(
-        write_atomic, directory / METADATA, metadata.model_dump_json(indent=2).encode()
-    )
+    await asyncio.to_thread(write_metadata, directory, metadata)
     await asyncio.to_thread(
         remove_stale_model_files, directory, keep={a.final.name for a, _ in fetched}
     )

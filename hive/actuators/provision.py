@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hive.actuators.files import (
     clear_partials,
@@ -99,6 +99,50 @@ def _copy_hashing(
     return digest.hexdigest()
 
 
+def write_metadata(directory: Path, metadata: ModelMetadata) -> None:
+    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
+
+
+def begin_metadata(
+    action: ProvisionModel,
+    *,
+    directory: Path,
+    path: Path,
+    size: int,
+    now: datetime,
+    url: str | None = None,
+    revision: str | None = None,
+) -> ModelMetadata:
+    """The catalog entry while a model's bytes arrive (`Downloading`), written to disk."""
+    base = ModelMetadata(
+        id=action.name,
+        name=action.name,
+        path=path,
+        size=size,
+        status=ArtifactStatus.DOWNLOADING,
+        added_at=now,
+        source=action.source,
+        resolved_source=action.resolved_source,
+        url=url,
+        revision=revision,
+    )
+    write_metadata(directory, base)
+    return base
+
+
+def mark_stopped(directory: Path, why: str) -> None:
+    """After provisioning stopped short (failure, cancellation), the catalog entry says so:
+    `Failed` with the reason, never a `Downloading` that nothing is doing."""
+    try:
+        metadata = ModelMetadata.model_validate_json((directory / METADATA).read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return
+    if metadata.status == ArtifactStatus.DOWNLOADING:
+        write_metadata(
+            directory, metadata.model_copy(update={"status": ArtifactStatus.FAILED, "error": why})
+        )
+
+
 def finish_metadata(
     base: ModelMetadata, *, sha: str, verified: bool, facts: GgufFacts
 ) -> ModelMetadata:
@@ -150,17 +194,9 @@ def provision_file(
     directory.mkdir(parents=True, exist_ok=True)
     clear_partials(directory)
     partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
-    base = ModelMetadata(
-        id=action.name,
-        name=action.name,
-        path=directory / MODEL_FILE,
-        size=st.st_size,
-        status=ArtifactStatus.DOWNLOADING,
-        added_at=now,
-        source=action.source,
-        resolved_source=action.resolved_source,
+    base = begin_metadata(
+        action, directory=directory, path=directory / MODEL_FILE, size=st.st_size, now=now
     )
-    write_atomic(directory / METADATA, base.model_dump_json(indent=2).encode())
     try:
         try:
             os.link(src, partial)
@@ -185,11 +221,10 @@ def provision_file(
     except BaseException as exc:
         partial.unlink(missing_ok=True)
         if isinstance(exc, PermanentError):
-            failed = base.model_copy(update={"status": ArtifactStatus.FAILED, "error": exc.message})
-            write_atomic(directory / METADATA, failed.model_dump_json(indent=2).encode())
+            mark_stopped(directory, exc.message)
         raise
     metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
-    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
+    write_metadata(directory, metadata)
     remove_stale_model_files(directory, keep={MODEL_FILE})
     return ProvisionOutcome(metadata=metadata, method=method)
 

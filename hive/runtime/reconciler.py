@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
-from hive.actuators.download import Throttle, download_model, mark_stopped
+from hive.actuators.download import Throttle, download_model
 from hive.actuators.provision import (
     Cancelled,
     Progress,
     ProvisionOutcome,
     cleanup_partial,
     delete_model,
+    mark_stopped,
     provision_file,
 )
 from hive.core.backoff import Backoff
