@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -14,9 +16,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pytest
 
@@ -40,6 +42,37 @@ def poll(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@overload
+async def apoll(
+    fn: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+@overload
+async def apoll(
+    fn: Callable[[], T | None], *, within: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
+async def apoll(
+    fn: Callable[[], Any],
+    *,
+    within: float = 10.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> Any:
+    """`poll` for async tests: `fn` may be sync or async; the event loop keeps running."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        result = fn()
+        last = await result if inspect.isawaitable(result) else result
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
 def _load_example() -> Any:

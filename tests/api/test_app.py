@@ -18,6 +18,7 @@ from hive.api.app import create_app
 from hive.model.ids import ObjectKey
 from hive.runtime.manager import Manager
 from hive.settings import Settings
+from tests.conftest import apoll
 
 Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
 
@@ -163,10 +164,12 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
             f"spec: {{source: 'file:{tiny_model}'}}\n"
         )
         key = ObjectKey.parse("Model/m")
-        deadline = asyncio.get_running_loop().time() + 10
-        while (s := manager.reconciler.statuses.get(key)) is None or s.phase != "Available":
-            assert asyncio.get_running_loop().time() < deadline, "model never Available"
-            await asyncio.sleep(0.02)
+        await apoll(
+            lambda: (
+                (s := manager.reconciler.statuses.get(key)) is not None and s.phase == "Available"
+            ),
+            what="Model/m to be Available",
+        )
 
         async with http.delete(url + "/v1/models/m") as r:
             assert r.status == 401

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from hive.api.app import create_app
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import ROOT, model_yaml
+from tests.conftest import ROOT, apoll, model_yaml
 
 SPEC_PATH = ROOT / "specs" / "openapi.yaml"
 T = TypeVar("T")
@@ -113,24 +112,6 @@ def test_the_schemas_reject_what_hive_never_sends(spec: dict[str, Any]) -> None:
     assert not validator(spec, "Error").is_valid({"error": {"message": "no code"}})
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[T | None]],
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> T:
-    """Await `check()` until it returns something truthy, or fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
-
-
 @asynccontextmanager
 async def serving(
     tmp_path: Path, tiny_model: Path, **settings: Any
@@ -165,7 +146,7 @@ async def test_real_responses_validate_against_the_spec(
             code, body = await get_json(http, url + "/v1/models/tiny")
             return body if code == 200 and body["status"]["phase"] == "Available" else None
 
-        model = await wait_for(available, what="Model/tiny to be Available")
+        model = await apoll(available, what="Model/tiny to be Available")
         assert_valid(spec, "ModelObject", model)
         assert {c["type"] for c in model["status"]["conditions"]} >= {"Ready", "Degraded"}
         assert model["observed"]["metadata"]["sha256"]
@@ -218,7 +199,7 @@ async def test_sse_frames_validate_against_the_spec(
             code, body = await get_json(http, url + "/v1/models/tiny")
             return code == 200 and body["status"]["phase"] == "Available"
 
-        await wait_for(available, what="Model/tiny to be Available")
+        await apoll(available, what="Model/tiny to be Available")
         last = manager.bus.last_id
         assert last > settings["sse_max_lag"]
         frames: list[tuple[int | None, dict[str, Any]]] = []

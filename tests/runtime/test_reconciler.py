@@ -3,9 +3,7 @@ bound, cancellation, and a loop that survives failing actuators."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -18,7 +16,7 @@ from hive.model.ids import Kind, ObjectKey
 from hive.model.status import ObjectStatus
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import model_yaml, write_atomic
+from tests.conftest import apoll, model_yaml, write_atomic
 
 GB = 1024**3
 
@@ -31,12 +29,7 @@ def sparse(path: Path, size: int) -> Path:
 
 
 async def until(fn: Callable[[], object], what: str, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    await apoll(fn, within=limit, what=what)
 
 
 class Loop:

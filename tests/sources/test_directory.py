@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from hive.core.store import ReplaceResult, SourceState, Store
 from hive.model.ids import Kind, ObjectKey
 from hive.narration.bus import Bus
 from hive.sources.directory import DirectorySource
-from tests.conftest import ROOT, model_yaml, write_atomic
+from tests.conftest import ROOT, apoll, model_yaml, write_atomic
 
 TINY = ObjectKey.of(Kind.MODEL, "tiny")
 
@@ -49,12 +47,7 @@ class Harness:
         return None if record is None else record.manifest.spec.source  # type: ignore[union-attr]
 
     async def until(self, fn: Callable[[], object], what: str, limit: float = 10.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if fn():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what}")
+        await apoll(fn, within=limit, what=what)
 
 
 @pytest.fixture
