@@ -93,6 +93,9 @@ class Store:
         """True once every source has completed a first sync: only then may hive prune."""
         return all(s.synced for s in self._sources.values())
 
+    def synced(self, name: SourceName) -> bool:
+        return self._sources[name].synced
+
     def set_errors(self, name: SourceName, errors: Iterable[Problem]) -> None:
         self._sources[name] = self._sources[name].model_copy(update={"errors": tuple(errors)})
 

@@ -89,7 +89,6 @@ class DirectorySource:
         self._problems: dict[Path, tuple[Problem, ...]] = {}
         self._stamps: dict[Path, Stamp] = {}
         self._root_problem: Problem | None = None
-        self._synced = False
         self._duplicates: list[Problem] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -142,9 +141,8 @@ class DirectorySource:
             changed = [p for p in scan if self._stamp(p) != self._stamps.get(p)]
             for path in changed:
                 await self._load(path)
-            if changed or gone or recovered or not self._synced:
+            if changed or gone or recovered or not self._store.synced(self.name):
                 self._publish()
-            self._synced = True
             self._store.mark_synced(self.name)
 
     async def _load(self, path: Path) -> None:
