@@ -8,7 +8,7 @@ MODEL   := examples/models/tiny-llama.gguf
 .PHONY: run test lint format bench schema clean
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv
-	scripts/bootstrap-venv $(VENV) dev
+	scripts/bootstrap-venv $(VENV) dev,llama
 	touch $(STAMP)
 
 $(MODEL): examples/make_tiny_model.py | $(STAMP)

@@ -52,6 +52,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=args.token,
         download_rate_limit=args.download_rate_limit,
         max_downloads=args.max_downloads,
+        queen_url=args.queen_url,
+        worker_host=args.worker_host,
+        worker_ports=args.worker_ports,
+        gpu_probe=args.gpu_probe,
+        stop_workers_on_exit=args.stop_workers_on_exit or None,
     )
     if not _is_loopback(settings.host) and not settings.token:
         return _fail(
@@ -243,10 +248,84 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _workers_table(items: list[dict[str, Any]]) -> str:
+    rows = [["NAME", "PHASE", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]]
+    for w in items:
+        observed = w.get("observed") or {}
+        spec = w.get("spec") or {}
+        status = w.get("status") or {}
+        uptime = observed.get("uptime_seconds")
+        rows.append(
+            [
+                w["name"],
+                status.get("phase", "-"),
+                observed.get("model") or spec.get("model") or "-",
+                observed.get("device") or spec.get("device") or "-",
+                str(observed.get("pid") or "-"),
+                str(observed.get("port") or "-"),
+                str(observed.get("restarts", 0)),
+                f"{uptime}s" if uptime is not None else "-",
+                (status.get("message") or "")[:60],
+            ]
+        )
+    return _table(rows)
+
+
+def _runtimes_table(data: dict[str, Any]) -> str:
+    rows = [["ID", "TYPE", "AVAILABLE", "ARGS", "ORIGIN"]]
+    for r in data["items"]:
+        rows.append(
+            [
+                r["id"],
+                r["worker_type"],
+                "yes" if r["available"] else f"no: {r['unavailable_reason']}",
+                ",".join(sorted(r["args"])) or "-",
+                r["origin"],
+            ]
+        )
+    lines = [_table(rows)]
+    lines.extend(f"  error: {e['path']}: {e['message']}" for e in data["errors"])
+    return "\n".join(lines)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`hive logs NAME [-f]`: the worker's log, and with -f every new line as it comes."""
+    path = f"/v1/workers/{args.name}/logs?tail={args.tail}"
+    if not args.follow:
+        request = urllib.request.Request(args.url.rstrip("/") + path)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                sys.stdout.write(response.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError:
+            _fetch(args.url, path)  # raises with hive's message
+        except (urllib.error.URLError, OSError) as exc:
+            return _fail(f"cannot reach hive at {args.url}: {getattr(exc, 'reason', exc)}")
+        return EXIT_OK
+    try:
+        with urllib.request.urlopen(args.url.rstrip("/") + path + "&follow=1") as response:
+            for raw in response:
+                line = raw.decode("utf-8", "replace")
+                if line.startswith("data: "):
+                    print(json.loads(line[6:])["line"], flush=True)
+    except urllib.error.HTTPError:
+        _fetch(args.url, path)
+    except KeyboardInterrupt:
+        pass
+    except (urllib.error.URLError, OSError) as exc:
+        return _fail(f"cannot reach hive at {args.url}: {getattr(exc, 'reason', exc)}")
+    return EXIT_OK
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     if args.what == "models":
         data = _fetch(args.url, "/v1/models")
         table = _models_table(data["items"])
+    elif args.what == "workers":
+        data = _fetch(args.url, "/v1/workers")
+        table = _workers_table(data["items"])
+    elif args.what == "runtimes":
+        data = _fetch(args.url, "/v1/runtimes")
+        table = _runtimes_table(data)
     else:
         data = _fetch(args.url, "/v1/status")
         table = _status_table(data)
@@ -294,6 +373,23 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-downloads", type=int, metavar="N", help="downloads at the same time (default 2)"
     )
+    serve.add_argument(
+        "--queen-url", metavar="URL", help="the Queen, passed to workers for their heartbeats"
+    )
+    serve.add_argument(
+        "--worker-host", metavar="ADDR", help="address workers bind to (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--worker-ports", metavar="FIRST-LAST", help="ports for workers (default 9000-9999)"
+    )
+    serve.add_argument(
+        "--gpu-probe", metavar="PROBE", help="auto (NVML, default), none, or fake:/path.json"
+    )
+    serve.add_argument(
+        "--stop-workers-on-exit",
+        action="store_true",
+        help="stop every worker when hive exits (default: leave them running, as kubelet does)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check manifests offline (exit 0 ok, 2 errors)")
@@ -308,10 +404,17 @@ def parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     get = sub.add_parser("get", help="show objects of a running hive")
-    get.add_argument("what", choices=["models", "status"])
+    get.add_argument("what", choices=["models", "workers", "runtimes", "status"])
     get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     get.set_defaults(func=cmd_get)
+
+    logs = sub.add_parser("logs", help="print a worker's log (-f: follow it)")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream new lines")
+    logs.add_argument("--tail", type=int, default=100, help="lines from the end (default 100)")
+    logs.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    logs.set_defaults(func=cmd_logs)
 
     delete = sub.add_parser("delete", help="delete a model's files (one no record wants)")
     delete.add_argument("what", choices=["model"])

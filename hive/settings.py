@@ -50,6 +50,46 @@ class Settings(BaseModel):
     #: Seconds a partial download of a model no record wants is kept (for a resume).
     partial_ttl: float = Field(default=24 * 3600.0, ge=0)
 
+    # -- workers ------------------------------------------------------------------------
+    #: Address workers bind to (0.0.0.0 to serve other machines; the Queen talks to them).
+    worker_host: str = "127.0.0.1"
+    #: Ports handed to workers without a spec.port: "first-last".
+    worker_ports: str = Field(default="9000-9999", pattern=r"^\d{1,5}-\d{1,5}$")
+    #: The Queen, passed to workers as {queen_url} and HIVE_QUEEN_URL (heartbeats).
+    queen_url: str | None = None
+    #: Stop every worker when hive exits (default: leave them running, as kubelet does).
+    stop_workers_on_exit: bool = False
+    #: Seconds a worker may take to answer its health check; None: its runtime's (120 s).
+    worker_start_timeout: float | None = Field(default=None, gt=0)
+    health_start_interval: float = Field(default=0.25, gt=0)
+    health_interval: float = Field(default=5.0, gt=0)
+    health_timeout: float = Field(default=2.0, gt=0)
+    health_failure_threshold: int = Field(default=3, ge=1)
+    metrics_interval: float = Field(default=15.0, gt=0)
+    #: CrashLoopBackOff: first delay, cap, and healthy running time that resets it.
+    crashloop_base: float = Field(default=10.0, gt=0)
+    crashloop_cap: float = Field(default=300.0, gt=0)
+    crashloop_reset: float = Field(default=600.0, gt=0)
+    #: Seconds before a worker that cannot be placed (no port, no room) is tried again.
+    placement_retry: float = Field(default=15.0, gt=0)
+    worker_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    worker_log_backups: int = Field(default=3, ge=1, le=100)
+    #: GPU discovery: auto (NVML), none, or fake:/path/gpus.json (tests, demos).
+    gpu_probe: str = "auto"
+
+    @field_validator("worker_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        first, last = (int(p) for p in value.split("-"))
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError(f"{value!r}: use first-last with 1024 <= first <= last <= 65535")
+        return value
+
+    @property
+    def worker_port_range(self) -> range:
+        first, last = (int(p) for p in self.worker_ports.split("-"))
+        return range(first, last + 1)
+
     @field_validator("download_rate_limit")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -20,10 +21,111 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+SCRIPTED_WORKER = ROOT / "tests" / "workers" / "scripted_worker.py"
+
+
+def worker_processes(*, since: float = 0.0) -> list[psutil.Process]:
+    """Processes carrying hive's worker marker (HIVE_WORKER_ID), started after `since`."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.create_time() >= since and "HIVE_WORKER_ID" in proc.environ():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    """Every test leaves no worker process behind: any found is killed and fails the test."""
+    began = time.time() - 1.0
+    yield
+    left = worker_processes(since=began)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            proc.kill()
+    assert not left, f"worker processes left behind: {[p.pid for p in left]}"
+
+
+def install_scripted_runtime(
+    home: Path, *, grace: float = 2.0, start_timeout: float = 15.0, runtime_id: str = "scripted"
+) -> Path:
+    """The test-only runtime entry in `<home>/workers/<id>/metadata.json` (the rbee layout)."""
+    entry = home / "workers" / runtime_id
+    entry.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "id": runtime_id,
+        "name": "scripted test worker (no inference; tests only)",
+        "worker_type": "cpu",
+        "version": "0.0.0",
+        "argv": [
+            "{python}",
+            str(SCRIPTED_WORKER),
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "--model",
+            "{model}",
+            "--mode",
+            "{mode}",
+            "--delay",
+            "{delay}",
+            "--child",
+            "{child}",
+        ],
+        "args": {
+            "mode": {"type": "str", "default": "serve"},
+            "delay": {"type": "float", "default": 0.0, "min": 0},
+            "child": {"type": "bool", "default": False},
+        },
+        "grace_seconds": grace,
+        "start_timeout_seconds": start_timeout,
+    }
+    path = entry / "metadata.json"
+    path.write_text(json.dumps(metadata, indent=2))
+    return path
+
+
+def worker_yaml(
+    name: str,
+    model: str,
+    *,
+    runtime: str = "scripted",
+    args: dict[str, Any] | None = None,
+    device: str | None = None,
+    port: int | None = None,
+    restart_policy: str | None = None,
+    state: str | None = None,
+) -> str:
+    lines = [
+        "apiVersion: hive/v1",
+        "kind: Worker",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  model: {model}",
+        f"  runtime: {runtime}",
+    ]
+    if device:
+        lines.append(f"  device: {device}")
+    if port:
+        lines.append(f"  port: {port}")
+    if restart_policy:
+        lines.append(f"  restartPolicy: {restart_policy}")
+    if state:
+        lines.append(f"  state: {state}")
+    if args:
+        lines.append(f"  args: {json.dumps(args)}")
+    return "\n".join(lines) + "\n"
 
 
 def poll(
@@ -133,7 +235,10 @@ class Hive:
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        stop_workers: bool = True,
     ) -> None:
+        #: Pass --stop-workers-on-exit (so that a test's hive leaves no worker behind).
+        self.stop_workers = stop_workers
         self.home = home
         self.env = env
         self.extra_args = extra_args or []
@@ -163,6 +268,8 @@ class Hive:
         for d in self.desired:
             args += ["--desired", str(d)]
         args += self.extra_args
+        if self.stop_workers:
+            args.append("--stop-workers-on-exit")
         env = {**os.environ, **(self.env or {})}
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -235,6 +342,40 @@ class Hive:
         assert m is not None
         return m
 
+    def worker(self, name: str) -> dict[str, Any] | None:
+        code, body = self.get_status(f"/v1/workers/{name}")
+        return body if code == 200 else None
+
+    def worker_phase(self, name: str) -> str | None:
+        w = self.worker(name)
+        return w["status"]["phase"] if w else None
+
+    def wait_worker(
+        self, name: str, phase: str, timeout: float = 20, **observed: Any
+    ) -> dict[str, Any]:
+        """Wait until Worker/name is in `phase` and its observed facts match `observed`."""
+
+        def check() -> dict[str, Any] | None:
+            w = self.worker(name)
+            if w is None or w["status"]["phase"] != phase:
+                return None
+            facts = w.get("observed") or {}
+            return w if all(facts.get(k) == v for k, v in observed.items()) else None
+
+        return poll(
+            check,
+            timeout=timeout,
+            what=f"Worker/{name} to be {phase} {observed or ''} (now {self.worker(name)})",
+        )
+
+    def post(self, path: str) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
     def actions(self, obj: str | None = None) -> list[str]:
         return [e["action"] for e in list(self.events) if obj is None or e.get("object") == obj]
 
@@ -286,8 +427,10 @@ def hive_factory(tmp_path: Path) -> Iterator[Callable[..., Hive]]:
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        stop_workers: bool = True,
     ) -> Hive:
         h = Hive(
+            stop_workers=stop_workers,
             home=home or tmp_path / "home",
             desired=desired,
             log=tmp_path / f"hive-{len(started)}.log",

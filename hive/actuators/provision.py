@@ -161,6 +161,8 @@ def finish_metadata(
             "context_length": facts.context_length,
             "embedding_length": facts.embedding_length,
             "block_count": facts.block_count,
+            "head_count": facts.head_count,
+            "head_count_kv": facts.head_count_kv,
             "gguf_version": facts.gguf_version,
             "tensor_count": facts.tensor_count,
             "kv_count": facts.kv_count,

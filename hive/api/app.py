@@ -15,11 +15,20 @@ from aiohttp import web
 
 from hive import __version__
 from hive.actuators.provision import delete_model
-from hive.api.views import models_view, object_view, status_view
+from hive.actuators.workers import log_path, tail_lines
+from hive.api.views import (
+    models_view,
+    object_view,
+    runtime_view,
+    status_view,
+    worker_names,
+    worker_view,
+    workers_vram,
+)
 from hive.errors import Conflict, HiveError, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.narration.bus import Subscription
-from hive.narration.sse import stream_subscription
+from hive.narration.sse import stream_file_lines, stream_subscription
 from hive.runtime.manager import Manager
 
 MANAGER = web.AppKey("manager", Manager)
@@ -137,6 +146,75 @@ async def delete_model_files(request: web.Request) -> web.Response:
     return _json({"deleted": name, "partial_bytes_removed": partial})
 
 
+def _worker_name(request: web.Request) -> tuple[Manager, str]:
+    """The manager, and the worker named in the path, which must be declared or running."""
+    manager = request.app[MANAGER]
+    name = request.match_info["name"]
+    problem = name_problem(name)
+    if problem:
+        raise ValidationFailed(f"worker name {problem}")
+    if name not in worker_names(manager):
+        raise NotFound(f"worker {name!r} is neither declared nor running (see GET /v1/workers)")
+    return manager, name
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    vram = workers_vram(manager)
+    return _json({"items": [worker_view(manager, n, vram=vram) for n in worker_names(manager)]})
+
+
+async def get_worker(request: web.Request) -> web.Response:
+    manager, name = _worker_name(request)
+    return _json(worker_view(manager, name, vram=workers_vram(manager), log_lines=20))
+
+
+MAX_TAIL = 10_000
+
+
+async def worker_logs(request: web.Request) -> web.StreamResponse:
+    """The worker's log: the last `tail` lines (default 100) as text, or with `follow=1`
+    those and every new line as SSE (`data: {"line": ...}`)."""
+    manager, name = _worker_name(request)
+    tail = _int_param(request.query.get("tail"), "tail")
+    tail = min(100 if tail is None else tail, MAX_TAIL)
+    path = log_path(manager.settings.home, name)
+    lines = await asyncio.to_thread(tail_lines, path, tail)
+    if request.query.get("follow", "") in {"1", "true", "yes"}:
+        return await stream_file_lines(
+            request,
+            path=path,
+            initial=lines,
+            stopped=lambda: manager.bus.closed,
+            keepalive=manager.settings.sse_keepalive,
+        )
+    return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
+
+
+async def restart_worker(request: web.Request) -> web.Response:
+    """An explicit restart, like `kubectl rollout restart`: stopped, then started at once."""
+    manager, name = _worker_name(request)
+    try:
+        instance = manager.workers.request_restart(name)
+    except LookupError:
+        raise Conflict(f"worker {name!r} has no running process to restart") from None
+    return _json(
+        {
+            "restarting": name,
+            "pid": instance.state.pid,
+            "events": f"/v1/events?object=Worker/{name}",
+        },
+        status=202,
+    )
+
+
+async def list_runtimes(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    entries = manager.runtimes.entries()
+    errors = [{"path": str(e.path), "message": e.message} for e in manager.runtimes.errors]
+    return _json({"items": [runtime_view(e) for e in entries], "errors": errors})
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     after = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
@@ -178,5 +256,10 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{name}", get_model)
     app.router.add_delete("/v1/models/{name}", delete_model_files)
+    app.router.add_get("/v1/workers", list_workers)
+    app.router.add_get("/v1/workers/{name}", get_worker)
+    app.router.add_get("/v1/workers/{name}/logs", worker_logs)
+    app.router.add_post("/v1/workers/{name}/restart", restart_worker)
+    app.router.add_get("/v1/runtimes", list_runtimes)
     app.router.add_get("/v1/events", events)
     return app

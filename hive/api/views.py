@@ -1,13 +1,17 @@
-"""JSON views the API serves: desired, observed and status side by side. Pure."""
+"""JSON views the API serves: desired, observed and status side by side (they only read)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
+from hive.actuators.workers import log_path, tail_lines
 from hive.model.ids import Kind, ObjectKey
 from hive.model.observed import ArtifactStatus, ObservedModel
-from hive.model.status import ModelPhase
+from hive.model.runtimes import RuntimeEntry
+from hive.model.status import ModelPhase, WorkerPhase
+from hive.observers.processes import usage
 from hive.runtime.manager import Manager
 
 _PHASE_OF_ARTIFACT = {
@@ -71,6 +75,19 @@ def models_view(manager: Manager) -> list[dict[str, Any]]:
     return [object_view(manager, k, observed.get(k.name)) for k in sorted(keys)]
 
 
+def _worker_counts(manager: Manager) -> dict[str, int]:
+    """rbee's HiveStatus counts: workers_running, _starting, _stopping, _total."""
+    phases = Counter(
+        s.phase for k, s in manager.reconciler.statuses.items() if k.kind is Kind.WORKER
+    )
+    return {
+        "workers_running": phases[WorkerPhase.RUNNING],
+        "workers_starting": phases[WorkerPhase.STARTING],
+        "workers_stopping": phases[WorkerPhase.STOPPING],
+        "workers_total": len(manager.workers.instances),
+    }
+
+
 def status_view(manager: Manager) -> dict[str, Any]:
     now = manager.clock.now()
     counts: dict[str, Counter[str]] = {kind.value: Counter() for kind in Kind}
@@ -102,5 +119,95 @@ def status_view(manager: Manager) -> dict[str, Any]:
         "sources": sources,
         "objects": {kind: dict(c) for kind, c in counts.items()},
         "queue": {"pending": len(manager.queue), "in_progress": len(manager.queue.processing)},
+        "workers": _worker_counts(manager),
         "last_event_id": manager.bus.last_id,
     }
+
+
+_RBEE_STATUS = {
+    WorkerPhase.PENDING: "starting",
+    WorkerPhase.STARTING: "starting",
+    WorkerPhase.RUNNING: "running",
+    WorkerPhase.STOPPING: "stopping",
+    WorkerPhase.DEAD: "dead",
+}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def worker_facts(
+    manager: Manager, name: str, *, vram: dict[int, int], log_lines: int = 0
+) -> dict[str, Any]:
+    """rbee's Worker fields (pid, worker_id, model, worker_type, device, port, status,
+    cpu_percent, memory_mb, vram_mb, uptime_seconds) plus restarts, health and metrics."""
+    supervisor = manager.workers
+    instance = supervisor.instances.get(name)
+    track = supervisor.tracks.get(name)
+    key = ObjectKey.of(Kind.WORKER, name)
+    status = manager.reconciler.statuses.get(key)
+    phase = WorkerPhase(status.phase) if status else WorkerPhase.PENDING
+    dead = phase is WorkerPhase.DEAD
+    out: dict[str, Any] = {
+        "status": _RBEE_STATUS[phase],
+        "restarts": track.restarts if track else 0,
+        "last_exit": track.last_exit.model_dump(mode="json") if track and track.last_exit else None,
+        "last_exit_text": track.last_exit.describe() if track and track.last_exit else None,
+        "next_restart_time": _iso(track.next_start_at) if track and dead else None,
+        "restarted_at": _iso(track.restarted_at) if track else None,
+    }
+    if instance is not None:
+        state = instance.state
+        cpu, memory = usage(instance.process)
+        uptime = (manager.clock.now() - state.started_at).total_seconds()
+        out.update(
+            pid=state.pid,
+            worker_id=state.worker_id,
+            model=state.model,
+            worker_type=state.worker_type,
+            device=state.device,
+            runtime=state.runtime,
+            port=state.port,
+            url=f"http://{state.host}:{state.port}",
+            started_at=_iso(state.started_at),
+            uptime_seconds=max(0, int(uptime)),
+            cpu_percent=cpu,
+            memory_mb=memory,
+            vram_mb=vram[state.pid] // (1024 * 1024) if state.pid in vram else None,
+            adopted=instance.adopted,
+            health={
+                "healthy": instance.ready_at is not None and not instance.health_failures,
+                "last_check": _iso(instance.health_checked_at),
+                "consecutive_failures": instance.health_failures,
+                "error": instance.health_error,
+            },
+            metrics=instance.metrics.model_dump(mode="json") if instance.metrics else None,
+            log_path=str(state.log_path),
+        )
+    if log_lines:
+        out["log_tail"] = tail_lines(log_path(manager.settings.home, name), log_lines)
+    return out
+
+
+def worker_view(
+    manager: Manager, name: str, *, vram: dict[int, int], log_lines: int = 0
+) -> dict[str, Any]:
+    key = ObjectKey.of(Kind.WORKER, name)
+    out = object_view(manager, key, None)
+    out["observed"] = worker_facts(manager, name, vram=vram, log_lines=log_lines)
+    return out
+
+
+def worker_names(manager: Manager) -> list[str]:
+    declared = {k.name for k in manager.store.declared_keys() if k.kind is Kind.WORKER}
+    return sorted(declared | set(manager.workers.instances))
+
+
+def workers_vram(manager: Manager) -> dict[int, int]:
+    pids = [i.state.pid for i in manager.workers.instances.values() if i.state.device != "CPU-0"]
+    return manager.workers.gpus.process_vram_bytes(pids) if pids else {}
+
+
+def runtime_view(entry: RuntimeEntry) -> dict[str, Any]:
+    return entry.model_dump(mode="json")

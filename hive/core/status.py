@@ -97,3 +97,26 @@ def model_failed(reason: str, message: str) -> StatusUpdate:
         message=message,
         conditions=_conds((False, reason, message), (False, reason, ""), (True, reason, message)),
     )
+
+
+def worker_update(
+    phase: str,
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    progressing: bool = False,
+    degraded: tuple[str, str] | None = None,
+) -> StatusUpdate:
+    """A worker's status: Ready (health answered), Progressing (starting or stopping),
+    Degraded (with its reason: Unhealthy, CrashLoopBackOff, Unschedulable, ...)."""
+    bad_reason, bad_message = degraded if degraded else ("Ok", "")
+    return StatusUpdate(
+        phase=phase,
+        message=message,
+        conditions=_conds(
+            (ready, reason, message),
+            (progressing, reason if progressing else "Idle", message if progressing else ""),
+            (degraded is not None, bad_reason, bad_message),
+        ),
+    )

@@ -42,6 +42,18 @@ class GgufFacts(BaseModel):
     context_length: int | None = Field(default=None, ge=0)
     embedding_length: int | None = Field(default=None, ge=0)
     block_count: int | None = Field(default=None, ge=0)
+    head_count: int | None = Field(
+        default=None,
+        ge=0,
+        description="{arch}.attention.head_count: attention (query) heads; the largest per-layer"
+        " value when the file stores one per layer.",
+    )
+    head_count_kv: int | None = Field(
+        default=None,
+        ge=0,
+        description="{arch}.attention.head_count_kv: key/value heads (fewer than head_count under"
+        " grouped-query attention); the largest per-layer value when stored per layer.",
+    )
 
 
 def parameter_count_label(count: int) -> str:

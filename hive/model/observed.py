@@ -55,6 +55,8 @@ class ModelMetadata(BaseModel):
     context_length: int | None = None
     embedding_length: int | None = None
     block_count: int | None = None
+    head_count: int | None = None
+    head_count_kv: int | None = None
     gguf_version: int | None = None
     tensor_count: int | None = None
     kv_count: int | None = None

@@ -19,7 +19,14 @@ class ModelPhase(StrEnum):
 
 
 class WorkerPhase(StrEnum):
+    """rbee's WorkerStatus (Starting, Running, Stopping, Dead), plus Pending: not started
+    yet (waiting for its model, a device, a port, or a restart back-off)."""
+
     PENDING = "Pending"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    DEAD = "Dead"
 
 
 class ConditionType(StrEnum):

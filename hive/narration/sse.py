@@ -1,8 +1,12 @@
-"""Server-Sent Events framing, and the `/v1/events` stream over the narration bus."""
+"""Server-Sent Events framing, the `/v1/events` stream over the narration bus, and a
+worker log followed line by line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +57,58 @@ async def stream_subscription(
                 await response.write(b": keep-alive\n\n")
                 continue
             await response.write(b"".join(event_frame(item) for item in batch))
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
+
+
+def _read_from(path: Path, position: int | None, limit: int = 1 << 20) -> tuple[int, bytes]:
+    """The file's size, and (unless `position` is None) up to `limit` bytes from there."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            if position is None or size <= position:
+                return size, b""
+            fh.seek(position)
+            return size, fh.read(min(size - position, limit))
+    except FileNotFoundError:
+        return 0, b""
+
+
+async def stream_file_lines(
+    request: web.Request,
+    *,
+    path: Path,
+    initial: list[str],
+    stopped: Callable[[], bool],
+    interval: float = 0.25,
+    keepalive: float = 15.0,
+) -> web.StreamResponse:
+    """`tail -f` as SSE: the `initial` lines, then each new line of `path` as
+    `data: {"line": ...}`. A file that shrank was rotated (copytruncate): read from 0."""
+    response = await open_sse(request)
+    await response.write(b"".join(sse_frame({"line": line}) for line in initial))
+    position, _ = await asyncio.to_thread(_read_from, path, None)
+    pending = b""
+    quiet = 0.0
+    try:
+        while not stopped():
+            size, chunk = await asyncio.to_thread(_read_from, path, position)
+            if size < position:
+                position, pending = 0, b""
+                size, chunk = await asyncio.to_thread(_read_from, path, 0)
+            if chunk:
+                position += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                frames = [sse_frame({"line": ln.decode("utf-8", "replace")}) for ln in lines]
+                if frames:
+                    await response.write(b"".join(frames))
+                    quiet = 0.0
+            elif quiet >= keepalive:
+                await response.write(b": keep-alive\n\n")
+                quiet = 0.0
+            await asyncio.sleep(interval)
+            quiet += interval
     except (ConnectionResetError, ConnectionError):
         pass
     return response

@@ -132,7 +132,17 @@ _FILE_TYPES: dict[int, str] = {
 _MIN_KV_SIZE = 8 + 4 + 1
 _MIN_TENSOR_INFO_SIZE = 8 + 4 + 4 + 8
 
-_ARCH_KEYS = ("context_length", "embedding_length", "block_count")
+_ARCH_KEYS = (
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "attention.head_count",
+    "attention.head_count_kv",
+)
+# Keys that some models store as one integer per layer (OpenELM, hybrid models): the largest
+# value is kept. Longer arrays than this are skipped, not read, so a corrupt count costs nothing.
+_PER_LAYER_KEYS = ("attention.head_count", "attention.head_count_kv")
+_MAX_PER_LAYER_ITEMS = 1 << 16
 
 
 class _Bad(Exception):
@@ -207,6 +217,21 @@ class _Cursor:
         if value_type not in _MIN_ITEM_SIZE:
             raise _Bad(f"unknown value type {value_type} at byte {start}")
         return value_type
+
+    def read_int_array_max(self) -> int | None:
+        """The largest item of an integer array (type tag already read); None when the array
+        is empty, holds something other than integers, or is implausibly long (then skipped)."""
+        start = self.pos
+        item_type, count = self._array_header()
+        if item_type not in _INTEGER_TYPES or count == 0 or count > _MAX_PER_LAYER_ITEMS:
+            self.pos = start
+            self.skip_array()
+            return None
+        code, size = _FIXED[item_type]
+        # _array_header checked that count * size fits in the file.
+        items = struct.unpack_from(f"{self.order}{count}{code}", self.buf, self.pos)
+        self.pos += count * size
+        return int(max(items))
 
     def skip_array(self) -> None:
         """Skip an array's payload (type tag already read), walking only what must be walked."""
@@ -316,7 +341,12 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
             key = cur.read_bytes(what="key").decode("utf-8")
             value_type = cur.read_value_type()
             if value_type == _T_ARRAY:
-                cur.skip_array()
+                if key.endswith(_PER_LAYER_KEYS):
+                    largest = cur.read_int_array_max()
+                    if largest is not None:
+                        integers[key] = largest
+                else:
+                    cur.skip_array()
             elif value_type == _T_STRING:
                 if key in ("general.architecture", "general.name"):
                     strings[key] = cur.read_bytes(what="string").decode("utf-8")
@@ -411,6 +441,8 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
             context_length=arch_int("context_length"),
             embedding_length=arch_int("embedding_length"),
             block_count=arch_int("block_count"),
+            head_count=arch_int("attention.head_count"),
+            head_count_kv=arch_int("attention.head_count_kv"),
         )
     except ValidationError as e:
         raise _fail(path, f"implausible header values: {e}") from None

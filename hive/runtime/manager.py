@@ -15,13 +15,16 @@ from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
 from hive.model.events import Level
-from hive.model.ids import ObjectKey
-from hive.model.manifests import ModelManifest, Record
+from hive.model.ids import Kind, ObjectKey
+from hive.model.manifests import ModelManifest, Record, WorkerManifest
 from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
+from hive.observers.gpus import probe_from_setting
+from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import Downloads, Reconciler, Result
+from hive.runtime.workers import WorkerSupervisor
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
@@ -52,6 +55,22 @@ class Manager:
             backoff_cap=settings.backoff_cap,
             partial_ttl=settings.partial_ttl,
         )
+        self.runtimes = RuntimeCatalog(settings.home)
+        self.workers = WorkerSupervisor(
+            settings=settings,
+            store=self.store,
+            models=self.catalog,
+            runtimes=self.runtimes,
+            gpus=probe_from_setting(settings.gpu_probe),
+            bus=self.bus,
+            clock=self.clock,
+            set_status=self.reconciler.set_status,
+            statuses=self.reconciler.statuses,
+            enqueue=lambda key, delay: self.queue.add_after(key, delay),
+        )
+        self.reconciler.workers = self.workers
+        self.reconciler.on_model_available = self._model_available
+        self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
             DirectorySource(path, store=self.store, bus=self.bus, on_change=self.on_change)
             for path in settings.desired
@@ -89,6 +108,25 @@ class Manager:
             )
             self.queue.add(note.key)
 
+    def _model_available(self, model: str) -> None:
+        """Workers waiting for `model` are looked at now."""
+        for record in self.store.records():
+            if isinstance(record.manifest, WorkerManifest) and record.manifest.spec.model == model:
+                self.queue.add(record.key)
+
+    def _check_runtimes(self) -> None:
+        """Narrate bad worker catalog entries, once per change."""
+        self.runtimes.refresh()
+        errors = [f"{e.path}: {e.message}" for e in self.runtimes.errors]
+        for text in errors:
+            if text not in self._runtime_errors:
+                self.bus.emit(
+                    "runtime_entry_invalid",
+                    f"skipping worker catalog entry {text}",
+                    level=Level.WARNING,
+                )
+        self._runtime_errors = errors
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         try:
@@ -118,6 +156,10 @@ class Manager:
             f"{len(self.sources)} source(s)",
             data={"home": str(self.settings.home)},
         )
+        self._check_runtimes()
+        if self.workers.gpus.error:
+            self.bus.emit("gpu_probe", f"no GPU found: {self.workers.gpus.error}")
+        await self.workers.start()  # adopts the workers an earlier hive left running
         for _ in range(self.settings.max_concurrent_actions):
             self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
         for source in self.sources:
@@ -137,6 +179,7 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.workers.stop(stop_workers=self.settings.stop_workers_on_exit)
         self.reconciler.attach_downloads(None)
         if self._session is not None:
             await self._session.close()
@@ -174,8 +217,10 @@ class Manager:
         for action in actions:
             self.queue.add(action.key)
         for key in self.store.declared_keys():
-            if key not in self.reconciler.statuses:
+            if key.kind is Kind.WORKER or key not in self.reconciler.statuses:
                 self.queue.add(key)
+        for name in self.workers.names():  # adopted workers no record declares
+            self.queue.add(ObjectKey.of(Kind.WORKER, name))
 
     async def _resync_loop(self) -> None:
         while True:
@@ -183,6 +228,7 @@ class Manager:
             try:
                 for source in self.sources:
                     await source.resync()
+                self._check_runtimes()
                 self.resync_now()
             except Exception as exc:
                 log.exception("resync failed")

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
@@ -52,10 +52,12 @@ from hive.model.status import (
     ModelPhase,
     ObjectStatus,
     StatusUpdate,
-    WorkerPhase,
 )
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
+
+if TYPE_CHECKING:
+    from hive.runtime.workers import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,12 +153,16 @@ class Reconciler:
         self.statuses: dict[ObjectKey, ObjectStatus] = {}
         #: Set by the manager once it has an HTTP session (network sources need one).
         self._downloads: Downloads | None = None
+        #: Worker keys go to the supervisor (set by the manager).
+        self.workers: WorkerSupervisor | None = None
+        #: Called with a model's name when it becomes Available (its workers may start).
+        self.on_model_available: Callable[[str], None] | None = None
 
     def attach_downloads(self, downloads: Downloads | None) -> None:
         self._downloads = downloads
 
     # -- status --------------------------------------------------------------------------
-    def _set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
+    def set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
         conflicts = self._store.conflicts(key)
         if conflicts:
             note = conflicts[0]
@@ -224,32 +230,10 @@ class Reconciler:
     # -- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
         if key.kind is Kind.WORKER:
-            return self._reconcile_worker(key)
+            if self.workers is None:
+                return Result()
+            return Result(requeue_after=await self.workers.reconcile(key))
         return await self._reconcile_model(key)
-
-    def _reconcile_worker(self, key: ObjectKey) -> Result:
-        if self._store.desired(key) is None:
-            self.statuses.pop(key, None)
-            return Result()
-        message = (
-            "Worker records are validated and stored; this release of hive does not run workers yet"
-        )
-        self._set_status(
-            key,
-            StatusUpdate(
-                phase=WorkerPhase.PENDING,
-                message=message,
-                conditions=(
-                    ConditionUpdate(
-                        type=ConditionType.READY,
-                        status="False",
-                        reason="WorkersNotSupported",
-                        message=message,
-                    ),
-                ),
-            ),
-        )
-        return Result()
 
     async def _reconcile_model(self, key: ObjectKey) -> Result:
         record = self._store.desired(key)
@@ -289,7 +273,7 @@ class Reconciler:
             previous = self.statuses.get(key)
             if previous is None or previous.message != waiting.message:
                 self._narrate(key, "model_download_queued", waiting.message)
-            self._set_status(
+            self.set_status(
                 key, model_working(ModelPhase.PENDING, "WaitingForSlot", waiting.message)
             )
             return Result(requeue_after=SLOT_POLL)
@@ -318,13 +302,15 @@ class Reconciler:
             return
         previous = self.statuses.get(key)
         if observed is None:
-            self._set_status(key, model_absent("not on disk, as state: absent asks"))
+            self.set_status(key, model_absent("not on disk, as state: absent asks"))
             return
         meta = observed.metadata
         assert meta is not None
         message = f"{meta.size / _MB:.1f} MB at {meta.path}"
-        status = self._set_status(key, model_available(message))
+        status = self.set_status(key, model_available(message))
         if previous is None or previous.phase != status.phase:
+            if self.on_model_available is not None:
+                self.on_model_available(key.name)
             self._narrate(
                 key,
                 "model_available",
@@ -355,7 +341,7 @@ class Reconciler:
         if isinstance(exc, PermanentError):
             # Retrying cannot help: wait until the record changes.
             self._permanent.add(key)
-            self._set_status(key, model_failed(reason, f"{message} ({_PERMANENT_HINT})"))
+            self.set_status(key, model_failed(reason, f"{message} ({_PERMANENT_HINT})"))
             self._narrate(
                 key,
                 f"model_{self._verb(action)}_failed",
@@ -366,7 +352,7 @@ class Reconciler:
             )
             return Result()
         delay = self._backoff.failure(key)
-        self._set_status(key, model_failed(reason, message))
+        self.set_status(key, model_failed(reason, message))
         self._narrate(
             key,
             f"model_{self._verb(action)}_failed",
@@ -385,7 +371,7 @@ class Reconciler:
                 case ProvisionModel():
                     await self._provision(key, action, running)
                 case DeleteModel():
-                    self._set_status(
+                    self.set_status(
                         key, model_working(ModelPhase.DELETING, "Deleting", "state: absent")
                     )
                     self._narrate(key, "model_delete_start", f"🗑️ Deleting model {key.name}")
@@ -434,7 +420,7 @@ class Reconciler:
     async def _provision(self, key: ObjectKey, action: ProvisionModel, running: _Running) -> None:
         if not action.source.startswith("file:"):
             self._slot_or_wait()  # before any narration: a queued download has not started
-        self._set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
+        self.set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
         self._narrate(
             key,
             "model_download_start",
@@ -521,7 +507,7 @@ class Reconciler:
         """A network source, within the hive's download slots and bandwidth limits."""
         downloads = self._slot_or_wait()
         async with downloads.slots:
-            self._set_status(
+            self.set_status(
                 key, model_working(ModelPhase.DOWNLOADING, "Downloading", action.reason)
             )
             running.throttle = Throttle(

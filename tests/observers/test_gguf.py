@@ -9,8 +9,10 @@ import hashlib
 import importlib.util
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import gguf
 import numpy as np
@@ -144,6 +146,9 @@ def test_facts_of_tiny_model_match_gguf_reader(tiny_model: Path) -> None:
     assert facts.block_count == 2
     assert facts.embedding_length == 64
     assert facts.context_length == 256
+    assert (facts.head_count, facts.head_count_kv) == (4, 2)
+    assert facts.head_count == reader.fields["llama.attention.head_count"].contents()
+    assert facts.head_count_kv == reader.fields["llama.attention.head_count_kv"].contents()
     assert facts.file_type == 0
     assert facts.quantization == "F32"
     assert facts.dominant_type == "F32"
@@ -218,6 +223,107 @@ def test_metadata_only_file(tmp_path: Path) -> None:
     assert facts.parameter_count_label is None
     assert facts.quantization == "Q4_K_M"
     assert facts.context_length is None
+    assert (facts.head_count, facts.head_count_kv) == (None, None)
+
+
+def _write(path: Path, arch: str, fill: Callable[[gguf.GGUFWriter], None], **kw: Any) -> Path:
+    writer = gguf.GGUFWriter(path, arch, **kw)
+    fill(writer)
+    writer.add_string("test.after", "still read")  # a key after the head counts
+    writer.add_name("after the head counts")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
+
+
+_VT = gguf.GGUFValueType
+
+
+@pytest.mark.parametrize(
+    ("head_count", "head_count_kv", "item_type", "expected"),
+    [
+        (32, 8, None, (32, 8)),
+        ([16, 16, 12, 16], [4, 0, 2, 4], None, (16, 4)),  # per layer (OpenELM, hybrids): max
+        ([8, 8], [0, 0], _VT.UINT64, (8, 0)),
+        ([7], [2, 3], _VT.UINT8, (7, 3)),
+        ([7, 6], [-1, -3], _VT.INT16, (7, None)),  # negative: implausible, so unknown
+        ([2.0, 4.0], [True], None, (None, None)),  # arrays of floats or bools say nothing
+        (12, 4, _VT.UINT16, (12, 4)),  # scalars of other integer types
+        (2**40, 4, _VT.UINT64, (2**40, 4)),
+        (-2, 4, _VT.INT32, (None, 4)),
+    ],
+)
+def test_head_counts(
+    tmp_path: Path,
+    head_count: Any,
+    head_count_kv: Any,
+    item_type: gguf.GGUFValueType | None,
+    expected: tuple[int | None, ...],
+) -> None:
+    def fill(writer: gguf.GGUFWriter) -> None:
+        writer.add_block_count(4)
+        for suffix, value in (("head_count", head_count), ("head_count_kv", head_count_kv)):
+            key = f"qwen2.attention.{suffix}"
+            if isinstance(value, list):
+                writer.add_key_value(key, value, _VT.ARRAY, sub_type=item_type)
+            else:
+                writer.add_key_value(key, value, item_type or _VT.get_type(value))
+
+    facts = read_gguf_facts(_write(tmp_path / "heads.gguf", "qwen2", fill))
+    assert (facts.head_count, facts.head_count_kv) == expected
+    assert facts.name == "after the head counts"
+    assert facts.block_count == 4
+
+
+def test_head_counts_of_another_architecture_are_ignored(tmp_path: Path) -> None:
+    def fill(writer: gguf.GGUFWriter) -> None:
+        writer.add_uint32("llama.attention.head_count", 32)
+        writer.add_array("llama.attention.head_count_kv", [8, 8])
+
+    facts = read_gguf_facts(_write(tmp_path / "other.gguf", "gemma", fill))
+    assert (facts.architecture, facts.head_count, facts.head_count_kv) == ("gemma", None, None)
+
+
+def test_head_counts_big_endian(tmp_path: Path) -> None:
+    def fill(writer: gguf.GGUFWriter) -> None:
+        writer.add_head_count(40)
+        writer.add_head_count_kv([10, 5, 10])
+
+    path = _write(tmp_path / "be.gguf", "llama", fill, endianess=gguf.GGUFEndian.BIG)
+    facts = read_gguf_facts(path)
+    assert (facts.head_count, facts.head_count_kv) == (40, 10)
+
+
+def test_overlong_per_layer_array_is_skipped_not_read(tmp_path: Path) -> None:
+    def fill(writer: gguf.GGUFWriter) -> None:
+        writer.add_array(
+            "llama.attention.head_count", b"\x01" * (observer._MAX_PER_LAYER_ITEMS + 1)
+        )
+        writer.add_head_count_kv([1] * observer._MAX_PER_LAYER_ITEMS)
+
+    facts = read_gguf_facts(_write(tmp_path / "long.gguf", "llama", fill))
+    assert (facts.head_count, facts.head_count_kv) == (None, 1)
+    assert facts.name == "after the head counts"
+
+
+def test_empty_per_layer_array(tmp_path: Path) -> None:
+    path = tmp_path / "empty.gguf"
+    kv = _gguf_string("general.architecture") + struct.pack("<I", 8) + _gguf_string("llama")
+    kv += _gguf_string("llama.attention.head_count") + struct.pack("<IIQ", 9, 4, 0)
+    kv += _gguf_string("llama.attention.head_count_kv") + struct.pack("<III", 4, 2, 9)
+    path.write_bytes(_header(kv_count=3) + kv + bytes(32))
+    facts = read_gguf_facts(path)
+    assert (facts.head_count, facts.head_count_kv) == (None, 2)
+
+
+def test_per_layer_array_past_end_of_file(tmp_path: Path) -> None:
+    path = tmp_path / "heads.gguf"
+    kv = _gguf_string("general.architecture") + struct.pack("<I", 8) + _gguf_string("llama")
+    kv += _gguf_string("llama.attention.head_count_kv") + struct.pack("<IIQ", 9, 4, 1000)
+    path.write_bytes(_header(kv_count=2) + kv + struct.pack("<4I", 8, 8, 8, 8))
+    error = _expect_gguf_error(path, contains="array count of 1000")
+    assert "'llama.attention.head_count_kv'" in error.message
 
 
 def test_big_endian_file(tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""The process table (psutil): is a recorded worker still the process hive started, and
+what does it use. A process is hive's only with the same pid, start time and markers."""
+
+from __future__ import annotations
+
+import psutil
+
+from hive.model.workers import WorkerState
+
+#: psutil's create_time is rounded; the same process reads back within this many seconds.
+_CREATE_TIME_SLACK = 0.05
+
+
+def find_worker(state: WorkerState, *, instance: str) -> tuple[psutil.Process | None, str]:
+    """The live process a state record describes, or None and why not."""
+    try:
+        proc = psutil.Process(state.pid)
+        if abs(proc.create_time() - state.create_time) > _CREATE_TIME_SLACK:
+            return None, f"pid {state.pid} now belongs to another process"
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None, f"pid {state.pid} has exited"
+        env = proc.environ()
+    except psutil.NoSuchProcess:
+        return None, f"pid {state.pid} is gone"
+    except psutil.AccessDenied:
+        return None, f"pid {state.pid} cannot be inspected (access denied); not touching it"
+    if env.get("HIVE_INSTANCE") != instance or env.get("HIVE_WORKER_ID") != state.worker_id:
+        return None, f"pid {state.pid} does not carry this hive's markers"
+    return proc, "found"
+
+
+def is_same(proc: psutil.Process) -> bool:
+    """Still the very process (psutil compares the start time too)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def usage(proc: psutil.Process) -> tuple[float | None, int | None]:
+    """CPU percent since the previous call, and resident memory in MB."""
+    try:
+        with proc.oneshot():
+            return proc.cpu_percent(interval=None), proc.memory_info().rss // (1024 * 1024)
+    except psutil.Error:
+        return None, None

@@ -1,0 +1,963 @@
+"""The worker supervisor: reconciles Worker keys into processes and keeps them so.
+
+Never blocks the loop: a spawn is a fork, a stop is a signal plus a deadline the key comes
+back at; a watcher per process (pidfd) and a health task per worker wake the key up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from hive.actuators import workers as proc
+from hive.actuators.files import write_atomic
+from hive.actuators.provision import write_metadata
+from hive.core.clock import Clock
+from hive.core.placement import check_fit, estimate_memory
+from hive.core.status import worker_update
+from hive.core.store import Store
+from hive.core.workers import (
+    InvalidArgs,
+    crashloop_delay,
+    cuda_visible_devices,
+    render_command,
+    resolve_args,
+    restart_wanted,
+    spec_hash,
+)
+from hive.errors import HiveError
+from hive.model.events import Level
+from hive.model.ids import Kind, ObjectKey
+from hive.model.manifests import WorkerManifest, WorkerSpec
+from hive.model.observed import ArtifactStatus
+from hive.model.runtimes import RuntimeEntry
+from hive.model.status import ObjectStatus, StatusUpdate, WorkerPhase
+from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
+from hive.narration.bus import Bus
+from hive.observers.catalog import ModelCatalog
+from hive.observers.gpus import GpuProbe
+from hive.observers.health import probe, scrape
+from hive.observers.processes import find_worker, is_same
+from hive.observers.runtimes import RuntimeCatalog
+from hive.settings import Settings
+
+log = logging.getLogger(__name__)
+SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
+#: Ends of a run that hive asked for: not failures, no back-off.
+_ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown"}
+#: How long after SIGKILL a process may take to be gone before hive says so.
+_KILL_WAIT = 5.0
+
+
+@dataclass
+class Instance:
+    """One process of a worker, spawned by this hive or adopted from an earlier one."""
+
+    state: WorkerState
+    process: psutil.Process
+    popen: subprocess.Popen[bytes] | None = None
+    adopted: bool = False
+    started: float = 0.0  # monotonic
+    start_deadline: float = 0.0
+    ready_at: float | None = None
+    pidfd: int | None = None
+    exit: ExitInfo | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    health_failures: int = 0
+    health_error: str | None = None
+    health_checked_at: datetime | None = None
+    unhealthy: bool = False
+    start_timed_out: bool = False
+    stop_reason: str | None = None
+    stop_message: str = ""
+    stop_deadline: float = 0.0
+    killed: bool = False
+    restart_requested: bool = False
+    metrics: WorkerMetrics | None = None
+    monitor: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey.of(Kind.WORKER, self.state.name)
+
+
+@dataclass
+class Track:
+    """What outlives a process: restarts, the failure streak, how the last run ended."""
+
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    next_start: float = 0.0  # monotonic; 0: now
+    next_start_at: datetime | None = None
+    last_exit: ExitInfo | None = None
+    #: The generation that a `Never`/`OnFailure` policy gave up on; a new one starts again.
+    halted_generation: int | None = None
+    last_problem: str | None = None
+    restarted_at: datetime | None = None
+
+
+class WorkerSupervisor:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        models: ModelCatalog,
+        runtimes: RuntimeCatalog,
+        gpus: GpuProbe,
+        bus: Bus,
+        clock: Clock,
+        set_status: SetStatus,
+        statuses: dict[ObjectKey, ObjectStatus],
+        enqueue: Callable[[ObjectKey, float], None],
+    ) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self._store = store
+        self._models = models
+        self.runtimes = runtimes
+        self.gpus = gpus
+        self._bus = bus
+        self._clock = clock
+        self._set_status = set_status
+        self._statuses = statuses
+        self._enqueue = enqueue
+        self.instances: dict[str, Instance] = {}
+        self.tracks: dict[str, Track] = {}
+        self.instance_id = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._ports = settings.worker_port_range
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.instance_id = self._load_instance_id()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            headers={"User-Agent": "hive-health"},
+        )
+        self.adopt()
+
+    async def stop(self, *, stop_workers: bool) -> None:
+        """Leave workers running (as kubelet does), or stop every one of them first."""
+        if stop_workers and self.instances:
+            await self._stop_all()
+        for instance in list(self.instances.values()):
+            self._unwatch(instance)
+            if instance.monitor is not None:
+                instance.monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await instance.monitor
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _load_instance_id(self) -> str:
+        """A random id per hive home, carried by every worker as HIVE_INSTANCE."""
+        path = self.home / "state" / "instance-id"
+        try:
+            text = path.read_text().strip()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = uuid.uuid4().hex
+        write_atomic(path, text.encode())
+        return text
+
+    # -- adoption ------------------------------------------------------------------------
+    def adopt(self) -> None:
+        """Find the workers an earlier hive left running (state record + pid + start time
+        + markers) and take them over without a restart; clean the stale records."""
+        states, bad = proc.read_states(self.home)
+        for path, why in bad:
+            self._bus.emit(
+                "worker_state_invalid",
+                f"ignoring {path}: {why}",
+                level=Level.WARNING,
+            )
+            path.unlink(missing_ok=True)
+        for state in states:
+            key = ObjectKey.of(Kind.WORKER, state.name)
+            process, why = find_worker(state, instance=self.instance_id)
+            track = self.tracks.setdefault(state.name, Track())
+            track.restarts = state.restarts
+            if process is None:
+                proc.remove_state(self.home, state.name)
+                self._bus.emit(
+                    "worker_state_stale",
+                    f"Worker {state.name} (PID {state.pid}) is not running any more: {why}; "
+                    "its state record is removed",
+                    object=key,
+                )
+                continue
+            now = self._clock.monotonic()
+            instance = Instance(
+                state=state,
+                process=process,
+                adopted=True,
+                started=now,
+                start_deadline=now + (self.settings.worker_start_timeout or 120.0),
+            )
+            self.instances[state.name] = instance
+            self._watch(instance)
+            self._bus.emit(
+                "worker_adopted",
+                f"🤝 Adopted worker {state.name} (PID {state.pid}, port {state.port}) "
+                "left running by an earlier hive",
+                object=key,
+                data={"pid": state.pid, "port": state.port},
+            )
+            entry = self.runtimes.get(state.runtime)
+            instance.monitor = asyncio.create_task(
+                self._monitor(instance, entry), name=f"health {state.name}"
+            )
+            self._enqueue(key, 0)
+
+    # -- process watching ----------------------------------------------------------------
+    def _watch(self, instance: Instance) -> None:
+        """Wake the key when the process ends: a pidfd on Linux, else the health loop."""
+        try:
+            fd = os.pidfd_open(instance.state.pid)
+        except (AttributeError, OSError):
+            return
+        instance.pidfd = fd
+        asyncio.get_running_loop().add_reader(fd, self._on_exit, instance)
+
+    def _unwatch(self, instance: Instance) -> None:
+        if instance.pidfd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(instance.pidfd)
+            os.close(instance.pidfd)
+            instance.pidfd = None
+
+    def _on_exit(self, instance: Instance) -> None:
+        self._unwatch(instance)
+        self._check_exit(instance)
+        self._enqueue(instance.key, 0)
+
+    def _check_exit(self, instance: Instance) -> bool:
+        """True once the process is gone; reaps it and records how it ended."""
+        if instance.exit is not None:
+            return True
+        popen = instance.popen
+        code: int | None = None
+        if popen is not None:
+            returncode = popen.poll()
+            if returncode is None:
+                return False
+            code = returncode
+        elif is_same(instance.process):
+            return False
+        at = self._clock.now()
+        if code is None:
+            instance.exit = ExitInfo(at=at)
+        elif code < 0:
+            instance.exit = ExitInfo(at=at, signal=-code)
+        else:
+            instance.exit = ExitInfo(at=at, code=code)
+        instance.ended.set()
+        return True
+
+    # -- reconcile -----------------------------------------------------------------------
+    async def reconcile(self, key: ObjectKey) -> float | None:
+        """One look at a Worker key; returns when to look again (None: on the next event)."""
+        name = key.name
+        record = self._store.desired(key)
+        spec = (
+            record.manifest.spec if record and isinstance(record.manifest, WorkerManifest) else None
+        )
+        instance = self.instances.get(name)
+        if instance is not None and self._check_exit(instance):
+            self._ended(key, instance, spec)
+            instance = None
+        if instance is not None:
+            return self._tend(key, instance, spec)
+        if spec is None:
+            if self._store.all_synced:
+                self.tracks.pop(name, None)
+                self._statuses.pop(key, None)
+            return None
+        if spec.state == "stopped":
+            self._status(
+                key,
+                WorkerPhase.DEAD,
+                ready=False,
+                reason="Stopped",
+                message="state: stopped (set state: running to start it)",
+            )
+            return None
+        return await self._maybe_start(key, spec)
+
+    def _tend(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> float | None:
+        """A live process: stop it if it is not wanted as it is, else report its health."""
+        now = self._clock.monotonic()
+        if instance.stop_reason is not None:
+            return self._continue_stop(key, instance, now)
+        why: tuple[str, str] | None = None
+        if spec is None:
+            if not self._store.all_synced:
+                self._status(
+                    key,
+                    WorkerPhase.RUNNING if instance.ready_at else WorkerPhase.STARTING,
+                    ready=instance.ready_at is not None,
+                    reason="WaitingForSources",
+                    message="adopted; kept until every source has synced",
+                )
+                return None
+            why = ("Removed", "no source declares it any more")
+        elif spec.state == "stopped":
+            why = ("Stopped", "state: stopped")
+        elif instance.state.spec_hash != self._hash(spec):
+            why = ("Replaced", "its record changed (model, runtime, device, port or args)")
+            self._narrate(key, "worker_replace", f"♻️ Replacing worker {key.name}: {why[1]}")
+        elif instance.restart_requested:
+            why = ("RestartRequested", "a restart was requested")
+        elif instance.unhealthy:
+            why = (
+                "Unhealthy",
+                f"{instance.health_failures} health checks failed in a row "
+                f"({instance.health_error})",
+            )
+            self._narrate(
+                key,
+                "worker_unhealthy",
+                f"💔 Worker {key.name} is unhealthy: {why[1]}",
+                level=Level.WARNING,
+            )
+        elif instance.start_timed_out:
+            why = (
+                "StartTimeout",
+                f"no healthy answer within {self._start_timeout(instance):g}s of starting "
+                f"({instance.health_error})",
+            )
+            self._narrate(
+                key, "worker_start_timeout", f"⏱️ Worker {key.name}: {why[1]}", level=Level.WARNING
+            )
+        if why is not None:
+            return self._begin_stop(key, instance, *why)
+        if instance.ready_at is None:
+            self._status(
+                key,
+                WorkerPhase.STARTING,
+                ready=False,
+                progressing=True,
+                reason="Starting",
+                message=f"waiting for {instance.state.host}:{instance.state.port} to answer "
+                "its health check",
+            )
+        else:
+            degraded = (
+                (
+                    "HealthCheckFailing",
+                    f"{instance.health_failures} failed: {instance.health_error}",
+                )
+                if instance.health_failures
+                else None
+            )
+            self._status(
+                key,
+                WorkerPhase.RUNNING,
+                ready=True,
+                reason="Healthy",
+                message=f"serving {instance.state.model} on "
+                f"http://{instance.state.host}:{instance.state.port}",
+                degraded=degraded,
+            )
+        return None
+
+    def _start_timeout(self, instance: Instance) -> float:
+        return instance.start_deadline - instance.started
+
+    # -- stop ----------------------------------------------------------------------------
+    def _begin_stop(self, key: ObjectKey, instance: Instance, reason: str, message: str) -> float:
+        instance.stop_reason, instance.stop_message = reason, message
+        pid = instance.state.pid
+        entry = self.runtimes.get(instance.state.runtime)
+        grace = entry.grace_seconds if entry else 10.0
+        self._narrate(
+            key,
+            "worker_proc_del_start",
+            f"🗑️ Killing worker PID {pid} ({message})",
+            pid=pid,
+            reason=reason,
+        )
+        self._status(
+            key, WorkerPhase.STOPPING, ready=False, progressing=True, reason=reason, message=message
+        )
+        if is_same(instance.process):
+            proc.signal_group(pid, signal.SIGTERM)
+            self._narrate(key, "worker_proc_del_sigterm", "Sent SIGTERM", pid=pid, grace=grace)
+        instance.stop_deadline = self._clock.monotonic() + grace
+        return grace
+
+    def _continue_stop(self, key: ObjectKey, instance: Instance, now: float) -> float:
+        if now < instance.stop_deadline:
+            return instance.stop_deadline - now
+        pid = instance.state.pid
+        if not instance.killed:
+            instance.killed = True
+            if is_same(instance.process):
+                proc.signal_group(pid, signal.SIGKILL)
+            self._narrate(
+                key,
+                "worker_proc_del_sigkill",
+                f"Worker PID {pid} ignored SIGTERM for its grace period: sent SIGKILL",
+                level=Level.WARNING,
+                pid=pid,
+            )
+            instance.stop_deadline = now + _KILL_WAIT
+            return _KILL_WAIT
+        self._narrate(
+            key,
+            "worker_proc_del_stuck",
+            f"Worker PID {pid} is still there {_KILL_WAIT:g}s after SIGKILL (uninterruptible?)",
+            level=Level.ERROR,
+            pid=pid,
+        )
+        instance.stop_deadline = now + _KILL_WAIT
+        return _KILL_WAIT
+
+    async def _stop_all(self) -> None:
+        """At hive's exit with --stop-workers-on-exit: every group SIGTERM, then SIGKILL."""
+        instances = [i for i in self.instances.values() if not self._check_exit(i)]
+        for instance in instances:
+            if instance.stop_reason is None:
+                self._begin_stop(instance.key, instance, "Shutdown", "hive is stopping")
+        deadline = max((i.stop_deadline for i in instances), default=0.0)
+        for instance in instances:
+            remaining = deadline - self._clock.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(instance.ended.wait(), max(remaining, 0.01))
+        for instance in instances:
+            if not self._check_exit(instance):
+                proc.signal_group(instance.state.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(instance.ended.wait(), _KILL_WAIT)
+        for instance in instances:
+            self._check_exit(instance)
+            self._ended(instance.key, instance, None)
+
+    def _ended(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> None:
+        """The process is gone: sweep its group, forget it, and apply the restart policy."""
+        name = key.name
+        self._unwatch(instance)
+        if instance.monitor is not None:
+            instance.monitor.cancel()
+        proc.signal_group(instance.state.pid, signal.SIGKILL)  # leftovers of its group
+        self.instances.pop(name, None)
+        proc.remove_state(self.home, name)
+        assert instance.exit is not None
+        reason = instance.stop_reason or (
+            "Unhealthy"
+            if instance.unhealthy
+            else "StartTimeout"
+            if instance.start_timed_out
+            else "Exited"
+        )
+        exit = instance.exit.model_copy(update={"reason": reason, "message": instance.stop_message})
+        track = self.tracks.setdefault(name, Track())
+        track.last_exit = exit
+        now = self._clock.monotonic()
+        if reason in _ASKED:
+            self._narrate(
+                key,
+                "worker_proc_del_ok",
+                "✅ Worker killed successfully",
+                pid=instance.state.pid,
+                exit=exit.describe(),
+            )
+            if reason == "Replaced":
+                track.restarts = 0
+                track.failures_in_a_row = 0
+            track.next_start = 0.0
+            track.next_start_at = None
+            self._wake_unschedulable()
+            return
+        self._wake_unschedulable()
+        tail = proc.tail_lines(instance.state.log_path, 1)
+        self._narrate(
+            key,
+            "worker_exited",
+            f"💥 Worker {name} (PID {instance.state.pid}) ended: {exit.describe()}"
+            + (f" [{reason}]" if reason != "Exited" else "")
+            + (f"; last log line: {tail[-1]}" if tail else ""),
+            level=Level.WARNING if not exit.failed else Level.ERROR,
+            pid=instance.state.pid,
+            exit_code=exit.code,
+            signal=exit.signal,
+            reason=reason,
+        )
+        if spec is None:
+            return
+        healthy_for = now - instance.ready_at if instance.ready_at is not None else 0.0
+        if healthy_for >= self.settings.crashloop_reset:
+            track.failures_in_a_row = 0
+        if not restart_wanted(spec.restartPolicy, exit):
+            track.halted_generation = self._store.generation(key)
+            return
+        if exit.failed:
+            track.failures_in_a_row += 1
+            delay = self._delay(track.failures_in_a_row)
+        else:
+            delay = 0.0
+        track.next_start = now + delay
+        track.next_start_at = self._clock.now() + timedelta(seconds=delay)
+        if delay:
+            self._narrate(
+                key,
+                "worker_restart_scheduled",
+                f"⏳ Back-off {delay:g}s restarting failed worker {name} "
+                f"({track.failures_in_a_row} failure(s) in a row; restartPolicy "
+                f"{spec.restartPolicy})",
+                delay_seconds=delay,
+                restarts=track.restarts,
+            )
+
+    def _wake_unschedulable(self) -> None:
+        """Resources were freed: workers waiting for them are looked at again now."""
+        for key, status in self._statuses.items():
+            if key.kind is Kind.WORKER and status.message.startswith("Unschedulable"):
+                self._enqueue(key, 0)
+
+    # -- start ---------------------------------------------------------------------------
+    def _hash(self, spec: WorkerSpec) -> str:
+        observed = self._models.observe(spec.model)
+        sha = observed.metadata.sha256 if observed and observed.metadata else None
+        return spec_hash(spec, model_sha256=sha)
+
+    def _pending(self, key: ObjectKey, reason: str, message: str, *, narrate: bool = True) -> None:
+        previous = self._statuses.get(key)
+        status = self._status(
+            key,
+            WorkerPhase.PENDING,
+            ready=False,
+            reason=reason,
+            message=f"{reason}: {message}",
+            degraded=(reason, message),
+        )
+        if narrate and (previous is None or previous.message != status.message):
+            self._narrate(
+                key,
+                f"worker_{_snake(reason)}",
+                f"⏸️ Worker {key.name}: {message}",
+                level=Level.WARNING,
+                reason=reason,
+            )
+
+    async def _maybe_start(self, key: ObjectKey, spec: WorkerSpec) -> float | None:
+        name = key.name
+        track = self.tracks.setdefault(name, Track())
+        generation = self._store.generation(key)
+        if track.halted_generation is not None:
+            if track.halted_generation == generation and track.last_exit is not None:
+                self._status(
+                    key,
+                    WorkerPhase.DEAD,
+                    ready=False,
+                    reason="Completed" if not track.last_exit.failed else "Failed",
+                    message=f"{track.last_exit.describe()}; restartPolicy {spec.restartPolicy} "
+                    "does not restart it (change the record to start it again)",
+                    degraded=None
+                    if not track.last_exit.failed
+                    else ("Failed", track.last_exit.describe()),
+                )
+                return None
+            track.halted_generation = None
+        remaining = track.next_start - self._clock.monotonic()
+        if remaining > 0:
+            last = track.last_exit.describe() if track.last_exit else "failed"
+            message = (
+                f"back-off {self._delay(track.failures_in_a_row):g}s "
+                f"restarting failed worker ({last}); next restart in {remaining:.1f}s"
+            )
+            self._status(
+                key,
+                WorkerPhase.DEAD,
+                ready=False,
+                reason="CrashLoopBackOff",
+                message=message,
+                degraded=("CrashLoopBackOff", message),
+            )
+            return remaining
+        entry = self.runtimes.get(spec.runtime)
+        if entry is None:
+            known = ", ".join(e.id for e in self.runtimes.entries())
+            self._pending(
+                key,
+                "UnknownRuntime",
+                f"runtime {spec.runtime!r} is not in the worker catalog (known: {known}; "
+                f"add one under {self.runtimes.root})",
+            )
+            return self.settings.placement_retry
+        if not entry.available:
+            self._pending(
+                key, "RuntimeUnavailable", f"runtime {entry.id}: {entry.unavailable_reason}"
+            )
+            return self.settings.placement_retry
+        observed = self._models.observe(spec.model)
+        meta = observed.metadata if observed else None
+        if meta is None or meta.status is not ArtifactStatus.AVAILABLE:
+            state = meta.status.value if meta else "not on disk"
+            self._pending(
+                key,
+                "ModelNotReady",
+                f"model {spec.model} is {state}; the worker starts once it is Available",
+                narrate=False,
+            )
+            return None
+        try:
+            args = resolve_args(entry, dict(spec.args))
+        except InvalidArgs as exc:
+            self._status(
+                key,
+                WorkerPhase.PENDING,
+                ready=False,
+                reason=exc.reason,
+                message=f"{exc.message} (fix the record; hive tries again when it changes)",
+                degraded=(exc.reason, exc.message),
+            )
+            return None
+        ctx = int(args.get("ctx_size", 0) or 0) or (meta.context_length or 4096)
+        estimate = estimate_memory(
+            model_bytes=meta.size,
+            ctx_size=ctx,
+            block_count=meta.block_count,
+            embedding_length=meta.embedding_length,
+            head_count=meta.head_count,
+            head_count_kv=meta.head_count_kv,
+        )
+        gpus = await asyncio.to_thread(self.gpus.gpus)
+        placement = check_fit(
+            estimate=estimate,
+            device=spec.device,
+            gpus=gpus,
+            ram_available_bytes=psutil.virtual_memory().available,
+        )
+        if not placement.fits:
+            self._pending(key, "Unschedulable", f"{placement.reason}: {placement.message}")
+            return self.settings.placement_retry
+        taken = {i.state.port: n for n, i in self.instances.items()}
+        try:
+            port = proc.allocate_port(
+                host=self.settings.worker_host,
+                wanted=spec.port,
+                ports=self._ports,
+                taken=taken,
+                name=name,
+            )
+        except proc.PortUnavailable as exc:
+            self._pending(key, exc.reason, exc.message)
+            return self.settings.placement_retry
+        return self._spawn(key, spec, entry, args, meta.path, meta.sha256, port, track)
+
+    def _spawn(
+        self,
+        key: ObjectKey,
+        spec: WorkerSpec,
+        entry: RuntimeEntry,
+        args: dict[str, int | float | str | bool],
+        model_path: Path,
+        model_sha256: str | None,
+        port: int,
+        track: Track,
+    ) -> float | None:
+        name = key.name
+        worker_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        host = self.settings.worker_host
+        queen = self.settings.queen_url or ""
+        builtins = {
+            "model_path": str(model_path),
+            "model": spec.model,
+            "host": host,
+            "port": str(port),
+            "device": spec.device,
+            "worker_id": worker_id,
+            "queen_url": queen,
+            "python": sys.executable,
+            "binary": str(entry.path or ""),
+            "entry_dir": str(Path(entry.origin).parent) if entry.origin != "built-in" else "",
+        }
+        argv, entry_env = render_command(entry, args=args, builtins=builtins)
+        env = proc.worker_env(
+            base=dict(os.environ),
+            extra={
+                **entry_env,
+                "HIVE_WORKER_ID": worker_id,
+                "HIVE_WORKER_NAME": name,
+                "HIVE_INSTANCE": self.instance_id,
+                "HIVE_QUEEN_URL": queen,
+                "CUDA_VISIBLE_DEVICES": cuda_visible_devices(spec.device),
+            },
+        )
+        log_file = proc.log_path(self.home, name)
+        restarting = track.last_exit is not None
+        self._narrate(
+            key,
+            "worker_spawn_start",
+            f"🚀 Spawning worker {name}: {entry.id} serving {spec.model} on {spec.device}, "
+            f"port {port}" + (f" (restart {track.restarts + 1})" if restarting else ""),
+            runtime=entry.id,
+            model=spec.model,
+            device=spec.device,
+            port=port,
+        )
+        now = self._clock.now()
+        try:
+            popen = proc.spawn(
+                argv=argv,
+                env=env,
+                log_path=log_file,
+                banner=f"{proc.stamp(now)} starting {worker_id}: {' '.join(argv)}",
+            )
+            process = psutil.Process(popen.pid)
+            create_time = process.create_time()
+        except (HiveError, psutil.Error) as exc:
+            message = getattr(exc, "message", str(exc))
+            self._narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
+            track.last_exit = ExitInfo(at=now, reason="SpawnFailed", message=message)
+            track.failures_in_a_row += 1
+            delay = self._delay(track.failures_in_a_row)
+            track.next_start = self._clock.monotonic() + delay
+            track.next_start_at = now + timedelta(seconds=delay)
+            self._status(
+                key,
+                WorkerPhase.DEAD,
+                ready=False,
+                reason="SpawnFailed",
+                message=message,
+                degraded=("SpawnFailed", message),
+            )
+            return delay
+        if restarting:
+            track.restarts += 1
+        state = WorkerState(
+            name=name,
+            worker_id=worker_id,
+            instance=self.instance_id,
+            pid=popen.pid,
+            create_time=create_time,
+            host=host,
+            port=port,
+            argv=tuple(argv),
+            runtime=entry.id,
+            worker_type=_worker_type(entry, spec.device),
+            model=spec.model,
+            model_path=model_path,
+            model_sha256=model_sha256,
+            device=spec.device,
+            spec_hash=spec_hash(spec, model_sha256=model_sha256),
+            started_at=now,
+            restarts=track.restarts,
+            log_path=log_file,
+        )
+        proc.write_state(self.home, state)
+        mono = self._clock.monotonic()
+        timeout = self.settings.worker_start_timeout or entry.start_timeout_seconds
+        instance = Instance(
+            state=state,
+            process=process,
+            popen=popen,
+            started=mono,
+            start_deadline=mono + timeout,
+        )
+        self.instances[name] = instance
+        self._watch(instance)
+        self._narrate(
+            key,
+            "worker_spawn_health_check",
+            "Waiting for worker to start...",
+            pid=popen.pid,
+            url=f"http://{host}:{port}{entry.health_path}",
+        )
+        instance.monitor = asyncio.create_task(
+            self._monitor(instance, entry), name=f"health {name}"
+        )
+        self._touch_model(spec.model)
+        self._status(
+            key,
+            WorkerPhase.STARTING,
+            ready=False,
+            progressing=True,
+            reason="Starting",
+            message=f"PID {popen.pid} on port {port}; waiting for its health check",
+        )
+        return None
+
+    def _touch_model(self, name: str) -> None:
+        """The model's `last_accessed` in metadata.json: a worker now uses it."""
+        observed = self._models.observe(name)
+        if observed is None or observed.metadata is None:
+            return
+        meta = observed.metadata.model_copy(update={"last_accessed": self._clock.now()})
+        try:
+            write_metadata(self._models.directory(name), meta)
+        except OSError as exc:
+            log.warning("cannot record last_accessed of %s: %s", name, exc)
+
+    # -- health --------------------------------------------------------------------------
+    async def _monitor(self, instance: Instance, entry: RuntimeEntry | None) -> None:
+        """Poll `/health` (fast while starting, then every few seconds), scrape metrics,
+        rotate the log; wake the key on every change worth a status update."""
+        state = instance.state
+        base = f"http://{_connect_host(state.host)}:{state.port}"
+        health_url = base + (entry.health_path if entry else "/health")
+        metrics_url = base + entry.metrics_path if entry and entry.metrics_path else None
+        settings = self.settings
+        next_scrape = 0.0
+        assert self._session is not None
+        session = self._session
+        while instance.exit is None and instance.stop_reason is None:
+            starting = instance.ready_at is None
+            error = await probe(session, health_url, limit=settings.health_timeout)
+            if instance.exit is not None or instance.stop_reason is not None:
+                return
+            if self._check_exit(instance):
+                self._enqueue(instance.key, 0)
+                return
+            instance.health_checked_at = self._clock.now()
+            now = self._clock.monotonic()
+            if error is None:
+                if starting:
+                    instance.ready_at = now
+                    self._narrate(
+                        instance.key,
+                        "worker_spawn_complete",
+                        f"✅ Worker spawned (PID: {state.pid}, port: {state.port})",
+                        pid=state.pid,
+                        port=state.port,
+                        seconds=round(now - instance.started, 3),
+                    )
+                    self._enqueue(instance.key, 0)
+                elif instance.health_failures:
+                    instance.health_failures, instance.health_error = 0, None
+                    self._enqueue(instance.key, 0)
+            else:
+                instance.health_error = error
+                if starting and now >= instance.start_deadline:
+                    instance.start_timed_out = True
+                    self._enqueue(instance.key, 0)
+                    return
+                if not starting:
+                    instance.health_failures += 1
+                    if instance.health_failures >= settings.health_failure_threshold:
+                        instance.unhealthy = True
+                        self._enqueue(instance.key, 0)
+                        return
+                    self._enqueue(instance.key, 0)
+            if not starting and metrics_url and now >= next_scrape:
+                next_scrape = now + settings.metrics_interval
+                instance.metrics = await scrape(
+                    session, metrics_url, limit=settings.health_timeout, now=self._clock.now()
+                )
+            if _log_big(state.log_path, settings.worker_log_max_bytes):
+                await asyncio.to_thread(
+                    proc.rotate_log,
+                    state.log_path,
+                    max_bytes=settings.worker_log_max_bytes,
+                    backups=settings.worker_log_backups,
+                )
+            interval = (
+                settings.health_start_interval
+                if instance.ready_at is None
+                else settings.health_interval
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(instance.ended.wait(), interval)
+
+    # -- requests ------------------------------------------------------------------------
+    def request_restart(self, name: str) -> Instance:
+        """An explicit restart (like `kubectl rollout restart`): stop, then start at once."""
+        instance = self.instances.get(name)
+        if instance is None:
+            raise LookupError(name)
+        instance.restart_requested = True
+        track = self.tracks.setdefault(name, Track())
+        track.restarted_at = self._clock.now()
+        self._narrate(
+            instance.key,
+            "worker_restart_requested",
+            f"🔁 Restart of worker {name} requested (PID {instance.state.pid})",
+            pid=instance.state.pid,
+        )
+        self._enqueue(instance.key, 0)
+        return instance
+
+    def names(self) -> set[str]:
+        return set(self.instances) | set(self.tracks)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _status(
+        self,
+        key: ObjectKey,
+        phase: WorkerPhase,
+        *,
+        ready: bool,
+        reason: str,
+        message: str,
+        progressing: bool = False,
+        degraded: tuple[str, str] | None = None,
+    ) -> ObjectStatus:
+        return self._set_status(
+            key,
+            worker_update(
+                phase,
+                ready=ready,
+                reason=reason,
+                message=message,
+                progressing=progressing,
+                degraded=degraded,
+            ),
+        )
+
+    def _delay(self, failures_in_a_row: int) -> float:
+        return crashloop_delay(
+            failures_in_a_row, base=self.settings.crashloop_base, cap=self.settings.crashloop_cap
+        )
+
+    def _narrate(
+        self,
+        key: ObjectKey,
+        action: str,
+        message: str,
+        *,
+        level: Level = Level.INFO,
+        **data: object,
+    ) -> None:
+        self._bus.emit(action, message, object=key, level=level, data=dict(data))
+
+
+def _log_big(path: Path, limit: int) -> bool:
+    try:
+        return path.stat().st_size > limit
+    except OSError:
+        return False
+
+
+def _connect_host(host: str) -> str:
+    """Where hive reaches a worker bound to `host` (a wildcard bind answers on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _worker_type(entry: RuntimeEntry, device: str) -> str:
+    """rbee's worker_type of a run: the entry's, except that a CPU device makes it `cpu`."""
+    if device.startswith("CPU"):
+        return "cpu"
+    return entry.worker_type if entry.worker_type != "cpu" else "cuda"
+
+
+def _snake(reason: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in reason).lstrip("_")

@@ -1,0 +1,80 @@
+"""A TEST-ONLY worker runtime: no inference at all. It scripts the behaviours hive must
+handle (crash at start, exit after N s, ignore SIGTERM, never healthy, slow start) and
+answers `/health`, `/env` (its environment, to check markers) and `/v1/models`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODES = ("serve", "crash", "exit-after", "ignore-term", "never-healthy", "slow-start", "sicken")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default="")
+    parser.add_argument("--mode", choices=MODES, default="serve")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--child", default="false", help="also start a child in the group")
+    opts = parser.parse_args()
+    print(f"scripted worker: mode {opts.mode}, port {opts.port}, pid {os.getpid()}", flush=True)
+    if opts.mode == "crash":
+        print("scripted worker: crashing at start as asked", file=sys.stderr, flush=True)
+        return 3
+    if opts.mode == "ignore-term":
+        signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+    if opts.mode == "slow-start":
+        time.sleep(opts.delay)
+    if opts.child == "true":
+        # A grandchild in the same process group: hive's stop must not leave it behind.
+        os.spawnv(
+            os.P_NOWAIT, sys.executable, [sys.executable, "-c", "import time; time.sleep(600)"]
+        )
+    began = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _send(self, code: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                sick = opts.mode == "never-healthy" or (
+                    opts.mode == "sicken" and time.monotonic() - began > opts.delay
+                )
+                self._send(503 if sick else 200, {"status": "sick" if sick else "ok"})
+            elif self.path == "/env":
+                self._send(200, dict(os.environ))
+            elif self.path == "/v1/models":
+                self._send(200, {"data": [{"id": opts.model}]})
+            else:
+                self._send(404, {"error": "not found"})
+
+    server = ThreadingHTTPServer((opts.host, opts.port), Handler)
+    server.daemon_threads = True
+    if opts.mode == "exit-after":
+        threading.Timer(opts.delay, lambda: os._exit(4)).start()
+    if opts.mode != "ignore-term":
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"scripted worker: listening on {opts.host}:{opts.port}", flush=True)
+    server.serve_forever(poll_interval=0.1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
