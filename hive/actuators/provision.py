@@ -99,8 +99,8 @@ def _copy_hashing(
     return digest.hexdigest()
 
 
-def write_metadata(directory: Path, metadata: ModelMetadata) -> None:
-    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode())
+def write_metadata(directory: Path, metadata: ModelMetadata, *, durable: bool = True) -> None:
+    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode(), durable=durable)
 
 
 def begin_metadata(

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
 #: Ends of a run that hive asked for: not failures, no back-off.
 _ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown"}
+#: last_accessed of a model is written at most this often.
+_TOUCH_EVERY = timedelta(minutes=1)
 #: How long after SIGKILL a process may take to be gone before hive says so.
 _KILL_WAIT = 5.0
 
@@ -509,23 +511,21 @@ class WorkerSupervisor:
         if not restart_wanted(spec.restartPolicy, exit):
             track.halted_generation = self._store.generation(key)
             return
-        if exit.failed:
-            track.failures_in_a_row += 1
-            delay = self._delay(track.failures_in_a_row)
-        else:
-            delay = 0.0
+        # Every unasked end counts toward the back-off, a clean exit 0 under Always too (as
+        # kubelet does): a worker that keeps exiting must not be restarted in a tight loop.
+        track.failures_in_a_row += 1
+        delay = self._delay(track.failures_in_a_row)
         track.next_start = now + delay
         track.next_start_at = self._clock.now() + timedelta(seconds=delay)
-        if delay:
-            self._narrate(
-                key,
-                "worker_restart_scheduled",
-                f"⏳ Back-off {delay:g}s restarting failed worker {name} "
-                f"({track.failures_in_a_row} failure(s) in a row; restartPolicy "
-                f"{spec.restartPolicy})",
-                delay_seconds=delay,
-                restarts=track.restarts,
-            )
+        self._narrate(
+            key,
+            "worker_restart_scheduled",
+            f"⏳ Back-off {delay:g}s restarting failed worker {name} "
+            f"({track.failures_in_a_row} failure(s) in a row; restartPolicy "
+            f"{spec.restartPolicy})",
+            delay_seconds=delay,
+            restarts=track.restarts,
+        )
 
     def _wake_unschedulable(self) -> None:
         """Resources were freed: workers waiting for them are looked at again now."""
@@ -802,9 +802,14 @@ class WorkerSupervisor:
         observed = self._models.observe(name)
         if observed is None or observed.metadata is None:
             return
-        meta = observed.metadata.model_copy(update={"last_accessed": self._clock.now()})
+        now = self._clock.now()
+        last = observed.metadata.last_accessed
+        if last is not None and now - last < _TOUCH_EVERY:
+            return  # a hundred workers of one model write it once
+        meta = observed.metadata.model_copy(update={"last_accessed": now})
         try:
-            write_metadata(self._models.directory(name), meta)
+            # Not fsynced: losing the last minute of last_accessed to a power cut is fine.
+            write_metadata(self._models.directory(name), meta, durable=False)
         except OSError as exc:
             log.warning("cannot record last_accessed of %s: %s", name, exc)
 
