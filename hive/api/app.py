@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from hive import __version__
 from hive.actuators.provision import delete_model
 from hive.actuators.workers import log_path, tail_lines
+from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
     object_view,
@@ -32,6 +34,7 @@ from hive.narration.sse import stream_file_lines, stream_subscription
 from hive.runtime.manager import Manager
 
 MANAGER = web.AppKey("manager", Manager)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
 MAX_BODY = 1024 * 1024
 
 
@@ -215,6 +218,11 @@ async def list_runtimes(request: web.Request) -> web.Response:
     return _json({"items": [runtime_view(e) for e in entries], "errors": errors})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = render(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     after = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
@@ -239,6 +247,7 @@ def create_app(manager: Manager) -> web.Application:
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
     )
     app[MANAGER] = manager
+    app[REGISTRY] = registry_for(manager)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await manager.start()
@@ -262,4 +271,5 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_post("/v1/workers/{name}/restart", restart_worker)
     app.router.add_get("/v1/runtimes", list_runtimes)
     app.router.add_get("/v1/events", events)
+    app.router.add_get("/metrics", metrics)
     return app

@@ -121,9 +121,10 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     setup: Callable[..., tuple[Hive, Path]],
 ) -> None:
     hive, _ = setup(
+        env={"HIVE_METRICS_INTERVAL": "0.3"},
         workers=worker_yaml(
             "chat", "tiny", runtime="llama-cpp", args={"ctx_size": 256, "threads": 1}
-        )
+        ),
     )
     w = hive.wait_worker("chat", "Running", timeout=60)
     facts = w["observed"]
@@ -149,12 +150,17 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     assert model is not None
     assert model["observed"]["metadata"]["last_accessed"] is not None
     # Performance scraped from llama.cpp's /metrics reaches the worker's status.
-    metrics = poll(
-        lambda: (hive.worker("chat") or {}).get("observed", {}).get("metrics"),
-        timeout=30,
-        what="scraped metrics",
-    )
-    assert "tokens_generated" in metrics
+    def scraped() -> dict[str, Any] | None:
+        metrics = (hive.worker("chat") or {}).get("observed", {}).get("metrics") or {}
+        return metrics if (metrics.get("tokens_generated") or 0) >= 8 else None
+
+    poll(scraped, timeout=30, what="the completion's tokens in the scraped metrics")
+    # ... and hive's own Prometheus endpoint.
+    with urllib.request.urlopen(hive.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'hive_worker_up{device="CPU-0",model="tiny",worker="chat"} 1.0' in text
+    assert 'hive_worker_tokens_generated_total{worker="chat"}' in text
+    assert 'hive_objects{kind="Worker",phase="Running"} 1.0' in text
 
 
 # -- environment and placement ---------------------------------------------------------------

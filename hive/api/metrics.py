@@ -1,0 +1,96 @@
+"""`GET /metrics`: Prometheus text for the objects hive manages, read from the manager at
+scrape time (a collector, no counters kept on the side), including the performance it
+scraped from each worker's own `/metrics`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hive.model.status import WorkerPhase
+from hive.runtime.manager import Manager
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HiveCollector(Collector):
+    def __init__(self, manager: Manager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        manager = self._manager
+        phases = GaugeMetricFamily(
+            "hive_objects", "Objects by kind and phase.", labels=["kind", "phase"]
+        )
+        counts = Counter((k.kind.value, s.phase) for k, s in manager.reconciler.statuses.items())
+        for (kind, phase), n in sorted(counts.items()):
+            phases.add_metric([kind, phase], n)
+        yield phases
+        yield GaugeMetricFamily(
+            "hive_queue_depth", "Keys waiting to be reconciled.", value=len(manager.queue)
+        )
+        yield CounterMetricFamily(
+            "hive_events", "Events narrated since hive started.", value=manager.bus.last_id
+        )
+        up = GaugeMetricFamily(
+            "hive_worker_up",
+            "1 when the worker is Running (its health check answers).",
+            labels=["worker", "model", "device"],
+        )
+        restarts = CounterMetricFamily(
+            "hive_worker_restarts", "Restarts of the worker.", labels=["worker"]
+        )
+        scraped: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "tokens_generated": CounterMetricFamily(
+                "hive_worker_tokens_generated",
+                "Tokens generated (worker's own metrics).",
+                labels=["worker"],
+            ),
+            "prompt_tokens": CounterMetricFamily(
+                "hive_worker_prompt_tokens",
+                "Prompt tokens processed (worker's own metrics).",
+                labels=["worker"],
+            ),
+            "avg_tokens_per_sec": GaugeMetricFamily(
+                "hive_worker_tokens_per_second",
+                "Generation throughput (worker's own metrics).",
+                labels=["worker"],
+            ),
+            "busy_slots": GaugeMetricFamily(
+                "hive_worker_busy_slots",
+                "Requests being processed (worker's own metrics).",
+                labels=["worker"],
+            ),
+        }
+        supervisor = manager.workers
+        for name, instance in sorted(supervisor.instances.items()):
+            state = instance.state
+            status = manager.reconciler.statuses.get(instance.key)
+            running = status is not None and status.phase == WorkerPhase.RUNNING
+            up.add_metric([name, state.model, state.device], 1.0 if running else 0.0)
+            metrics = instance.metrics
+            if metrics is None:
+                continue
+            for field, family in scraped.items():
+                value = getattr(metrics, field)
+                if value is not None:
+                    family.add_metric([name], float(value))
+        for name, track in sorted(supervisor.tracks.items()):
+            restarts.add_metric([name], track.restarts)
+        yield up
+        yield restarts
+        yield from scraped.values()
+
+
+def registry_for(manager: Manager) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HiveCollector(manager))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
