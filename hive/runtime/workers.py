@@ -107,8 +107,10 @@ class Track:
     last_exit: ExitInfo | None = None
     #: The generation that a `Never`/`OnFailure` policy gave up on; a new one starts again.
     halted_generation: int | None = None
-    last_problem: str | None = None
     restarted_at: datetime | None = None
+    #: The next start is a restart (after a crash or an asked-for restart), not a first
+    #: start (a new record, a replaced spec, `state: running` again).
+    restart_next: bool = False
 
 
 class WorkerSupervisor:
@@ -473,6 +475,7 @@ class WorkerSupervisor:
         exit = instance.exit.model_copy(update={"reason": reason, "message": instance.stop_message})
         track = self.tracks.setdefault(name, Track())
         track.last_exit = exit
+        track.restart_next = reason not in {"Removed", "Stopped", "Replaced", "Shutdown"}
         now = self._clock.monotonic()
         if reason in _ASKED:
             self._narrate(
@@ -704,7 +707,7 @@ class WorkerSupervisor:
             },
         )
         log_file = proc.log_path(self.home, name)
-        restarting = track.last_exit is not None
+        restarting = track.restart_next
         self._narrate(
             key,
             "worker_spawn_start",
@@ -744,6 +747,7 @@ class WorkerSupervisor:
             return delay
         if restarting:
             track.restarts += 1
+            track.restart_next = False
         state = WorkerState(
             name=name,
             worker_id=worker_id,

@@ -431,7 +431,8 @@ def test_explicit_restart_and_spec_change(setup: Callable[..., tuple[Hive, Path]
         timeout=15,
         what="a new process after the spec change",
     )
-    hive.wait_worker("r", "Running")
+    w = hive.wait_worker("r", "Running")
+    assert w["observed"]["restarts"] == 0  # a new spec is a new start, not a restart
     code, body = hive.post("/v1/workers/nobody/restart")
     assert code == 404
 
