@@ -1,0 +1,214 @@
+"""The worker supervisor in-process, on a fake clock, with real processes: CrashLoopBackOff
+doubles and is capped, a long healthy run resets it, restart policies, and adopted
+workers wait for every source to sync."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from hive.core.clock import FakeClock
+from hive.core.parse import parse_text
+from hive.core.store import Store
+from hive.model.ids import Kind, ObjectKey, SourceName
+from hive.model.status import ConditionType, ObjectStatus
+from hive.narration.bus import Bus
+from hive.observers.catalog import ModelCatalog
+from hive.observers.gpus import NoGpuProbe
+from hive.observers.runtimes import RuntimeCatalog
+from hive.runtime.reconciler import Reconciler
+from hive.runtime.workers import WorkerSupervisor
+from hive.settings import Settings
+from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
+
+SOURCE = SourceName("test")
+KEY = ObjectKey.of(Kind.WORKER, "w")
+
+
+class Rig:
+    """A store, a model catalog with the tiny model Available, and a supervisor whose
+    wake-ups are recorded instead of queued (the test drives reconcile by hand)."""
+
+    def __init__(self, tmp_path: Path, tiny_model: Path, clock: FakeClock) -> None:
+        self.home = tmp_path / "home"
+        install_scripted_runtime(self.home, grace=1.0)
+        self.tiny_model = tiny_model
+        self.clock = clock
+        self.store = Store(clock=clock)
+        self.store.register(SOURCE, kind="test", location="test.yaml")
+        self.bus = Bus(clock=clock)
+        self.catalog = ModelCatalog(self.home)
+        self.reconciler = Reconciler(
+            store=self.store, catalog=self.catalog, bus=self.bus, clock=clock, action_timeout=60
+        )
+        self.woken: list[tuple[ObjectKey, float]] = []
+        self.supervisor = self.make_supervisor()
+
+    def make_supervisor(self) -> WorkerSupervisor:
+        return WorkerSupervisor(
+            settings=Settings(home=self.home, console=False, worker_ports="31700-31709"),
+            store=self.store,
+            models=self.catalog,
+            runtimes=RuntimeCatalog(self.home),
+            gpus=NoGpuProbe(),
+            bus=self.bus,
+            clock=self.clock,
+            set_status=self.reconciler.set_status,
+            statuses=self.reconciler.statuses,
+            enqueue=lambda key, delay: self.woken.append((key, delay)),
+        )
+
+    def declare(self, *workers: str) -> None:
+        text = model_yaml("tiny", f"file://{self.tiny_model}") + "---\n" + "---\n".join(workers)
+        parsed = parse_text(text, file="test.yaml", source=SOURCE)
+        assert not parsed.problems, parsed.problems
+        self.store.replace(SOURCE, parsed.records)
+        self.store.mark_synced(SOURCE)
+
+    def status(self) -> ObjectStatus:
+        return self.reconciler.statuses[KEY]
+
+    def reason(self) -> str:
+        ready = self.status().condition(ConditionType.READY)
+        assert ready is not None
+        return ready.reason
+
+    async def exited(self) -> None:
+        instance = self.supervisor.instances["w"]
+        await apoll(lambda: instance.exit is not None, within=10, what="the worker to exit")
+
+    async def healthy(self) -> None:
+        instance = self.supervisor.instances["w"]
+        await apoll(lambda: instance.ready_at is not None, within=10, what="a healthy answer")
+
+    def actions(self) -> list[str]:
+        events, _ = self.bus.read(0, limit=10_000)
+        return [e.action for e in events if e.object == KEY]
+
+
+RigFactory = Callable[[], AbstractAsyncContextManager[Rig]]
+
+
+@pytest.fixture
+def rig(tmp_path: Path, tiny_model: Path) -> RigFactory:
+    @asynccontextmanager
+    async def make() -> AsyncIterator[Rig]:
+        r = Rig(tmp_path, tiny_model, FakeClock())
+        r.declare(worker_yaml("w", "tiny", args={"mode": "crash"}))
+        await r.reconciler.reconcile(ObjectKey.of(Kind.MODEL, "tiny"))
+        await r.supervisor.start()
+        try:
+            yield r
+        finally:
+            await r.supervisor.stop(stop_workers=True)
+
+    return make
+
+
+async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
+    async with rig() as r:
+        delays = []
+        for _ in range(7):
+            assert await r.supervisor.reconcile(KEY) is None  # spawned
+            assert r.status().phase == "Starting"
+            await r.exited()
+            delay = await r.supervisor.reconcile(KEY)
+            assert delay is not None
+            delays.append(delay)
+            assert r.status().phase == "Dead"
+            assert r.reason() == "CrashLoopBackOff"
+            r.clock.advance(delay - 1)
+            assert await r.supervisor.reconcile(KEY) == pytest.approx(1)  # still waiting
+            assert "w" not in r.supervisor.instances
+            r.clock.advance(1)
+        assert delays == [10, 20, 40, 80, 160, 300, 300]
+        assert r.supervisor.tracks["w"].restarts == 6
+        last = r.supervisor.tracks["w"].last_exit
+        assert last is not None
+        assert last.code == 3
+
+
+async def test_ten_healthy_minutes_reset_the_back_off(rig: RigFactory) -> None:
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))  # serves until killed
+        for expected in (10, 20):
+            await r.supervisor.reconcile(KEY)
+            instance = r.supervisor.instances["w"]
+            await r.healthy()
+            instance.process.send_signal(signal.SIGKILL)
+            await r.exited()
+            assert await r.supervisor.reconcile(KEY) == expected
+            r.clock.advance(expected)
+        # This time it runs healthy for 10 minutes before dying: the streak starts over.
+        await r.supervisor.reconcile(KEY)
+        instance = r.supervisor.instances["w"]
+        await r.healthy()
+        r.clock.advance(600)
+        instance.process.send_signal(signal.SIGKILL)
+        await r.exited()
+        assert await r.supervisor.reconcile(KEY) == 10
+
+
+async def test_never_leaves_it_dead_until_the_record_changes(rig: RigFactory) -> None:
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny", args={"mode": "crash"}, restart_policy="Never"))
+        await r.supervisor.reconcile(KEY)
+        await r.exited()
+        assert await r.supervisor.reconcile(KEY) is None
+        assert r.status().phase == "Dead"
+        assert r.reason() == "Failed"
+        r.clock.advance(3600)
+        assert await r.supervisor.reconcile(KEY) is None
+        assert "w" not in r.supervisor.instances  # still not restarted
+        r.declare(worker_yaml("w", "tiny", restart_policy="Never"))  # a new generation
+        await r.supervisor.reconcile(KEY)
+        assert "w" in r.supervisor.instances
+
+
+async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None:
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny", restart_policy="OnFailure"))
+        await r.supervisor.reconcile(KEY)
+        instance = r.supervisor.instances["w"]
+        await r.healthy()
+        instance.process.send_signal(signal.SIGTERM)  # the scripted worker exits 0
+        await r.exited()
+        assert await r.supervisor.reconcile(KEY) is None
+        assert r.status().phase == "Dead"
+        assert r.reason() == "Completed"
+        last = r.supervisor.tracks["w"].last_exit
+        assert last is not None
+        assert last.code == 0
+
+
+async def test_an_adopted_worker_without_a_record_waits_for_every_source(
+    rig: RigFactory,
+) -> None:
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))
+        await r.supervisor.reconcile(KEY)
+        pid = r.supervisor.instances["w"].state.pid
+        await r.supervisor.stop(stop_workers=False)  # hive goes; the worker stays
+        # A new hive: its only source has not synced yet, and nothing declares w.
+        store = Store(clock=r.clock)
+        store.register(SourceName("later"), kind="directory", location="/nowhere")
+        r.store = store
+        r.supervisor = r.make_supervisor()
+        await r.supervisor.start()
+        assert r.supervisor.instances["w"].state.pid == pid
+        assert "worker_adopted" in r.actions()
+        assert await r.supervisor.reconcile(KEY) is None
+        assert "w" in r.supervisor.instances  # kept: the sources have not all synced
+        assert r.reason() == "WaitingForSources"
+        store.replace(SourceName("later"), [])  # w is not declared ...
+        store.mark_synced(SourceName("later"))  # ... and now every source has synced
+        grace = await r.supervisor.reconcile(KEY)
+        assert grace == 1.0
+        assert r.status().phase == "Stopping"
+        await r.exited()
+        assert await r.supervisor.reconcile(KEY) is None
+        assert "w" not in r.supervisor.instances
