@@ -48,9 +48,7 @@ def no_orphans() -> Iterator[None]:
     yield
     left = worker_processes(since=began)
     for proc in left:
-        with contextlib.suppress(psutil.Error):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
+        with contextlib.suppress(psutil.Error, OSError):
             proc.kill()
     assert not left, f"worker processes left behind: {[p.pid for p in left]}"
 

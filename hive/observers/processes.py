@@ -3,6 +3,8 @@ what does it use. A process is hive's only with the same pid, start time and mar
 
 from __future__ import annotations
 
+import os
+
 import psutil
 
 from hive.model.workers import WorkerState
@@ -44,3 +46,19 @@ def usage(proc: psutil.Process) -> tuple[float | None, int | None]:
             return proc.cpu_percent(interval=None), proc.memory_info().rss // (1024 * 1024)
     except psutil.Error:
         return None, None
+
+
+def group_leftovers(*, pgid: int, worker_id: str) -> list[psutil.Process]:
+    """Processes still in a worker's process group that carry its HIVE_WORKER_ID (children
+    inherit it): what is left of a worker after its main process ended. Matching the marker
+    too means a reused process group id never points hive at a stranger."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            if proc.environ().get("HIVE_WORKER_ID") == worker_id:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found

@@ -50,7 +50,7 @@ from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import GpuProbe
 from hive.observers.health import probe, scrape
-from hive.observers.processes import find_worker, is_same
+from hive.observers.processes import find_worker, group_leftovers, is_same
 from hive.observers.runtimes import RuntimeCatalog
 from hive.settings import Settings
 
@@ -461,7 +461,11 @@ class WorkerSupervisor:
         self._unwatch(instance)
         if instance.monitor is not None:
             instance.monitor.cancel()
-        proc.signal_group(instance.state.pid, signal.SIGKILL)  # leftovers of its group
+        for leftover in group_leftovers(
+            pgid=instance.state.pid, worker_id=instance.state.worker_id
+        ):
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()  # what its children left running in its group
         self.instances.pop(name, None)
         proc.remove_state(self.home, name)
         assert instance.exit is not None

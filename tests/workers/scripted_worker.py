@@ -34,10 +34,10 @@ def main() -> int:
     if opts.mode == "slow-start":
         time.sleep(opts.delay)
     if opts.child == "true":
-        # A grandchild in the same process group: hive's stop must not leave it behind.
-        os.spawnv(
-            os.P_NOWAIT, sys.executable, [sys.executable, "-c", "import time; time.sleep(600)"]
-        )
+        # A child in its process group that ignores SIGTERM: when this process exits on
+        # SIGTERM, hive must still leave nothing of the group behind.
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-c", code])
     began = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
