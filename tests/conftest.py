@@ -34,7 +34,9 @@ def worker_processes(*, since: float = 0.0) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.create_time() >= since and "HIVE_WORKER_ID" in proc.environ():
+            if proc.create_time() < since or proc.status() == psutil.STATUS_ZOMBIE:
+                continue  # a zombie has ended; its parent has just not reaped it yet
+            if "HIVE_WORKER_ID" in proc.environ():
                 found.append(proc)
         except psutil.Error:
             continue
