@@ -29,14 +29,21 @@ T = TypeVar("T")
 SCRIPTED_WORKER = ROOT / "tests" / "workers" / "scripted_worker.py"
 
 
+#: Every process this test run starts inherits this marker, so the orphan check looks at
+#: this run's processes only (never at another run's, or a `make run` on the same machine).
+TEST_RUN = os.environ.setdefault("HIVE_TEST_RUN", f"{os.getpid()}-{time.time_ns()}")
+
+
 def worker_processes(*, since: float = 0.0) -> list[psutil.Process]:
-    """Processes carrying hive's worker marker (HIVE_WORKER_ID), started after `since`."""
+    """This run's processes carrying hive's worker marker (HIVE_WORKER_ID), started after
+    `since`."""
     found = []
     for proc in psutil.process_iter():
         try:
             if proc.create_time() < since or proc.status() == psutil.STATUS_ZOMBIE:
                 continue  # a zombie has ended; its parent has just not reaped it yet
-            if "HIVE_WORKER_ID" in proc.environ():
+            env = proc.environ()
+            if "HIVE_WORKER_ID" in env and env.get("HIVE_TEST_RUN") == TEST_RUN:
                 found.append(proc)
         except psutil.Error:
             continue

@@ -12,6 +12,9 @@ import socket
 import subprocess
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from hive.actuators.files import write_atomic
 from hive.errors import TransientError
@@ -136,9 +139,16 @@ def read_states(home: Path) -> tuple[list[WorkerState], list[tuple[Path, str]]]:
     for path in paths:
         try:
             states.append(WorkerState.model_validate_json(path.read_bytes()))
+        except ValidationError as exc:
+            bad.append((path, "; ".join(_error_text(e) for e in exc.errors()[:5])))
         except (OSError, ValueError) as exc:
-            bad.append((path, str(exc).splitlines()[0]))
+            bad.append((path, str(exc)))
     return states, bad
+
+
+def _error_text(error: Any) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ())) or "(record)"
+    return f"{where}: {error.get('msg', 'invalid')}"
 
 
 def rotate_log(path: Path, *, max_bytes: int, backups: int) -> bool:

@@ -10,7 +10,7 @@ import json
 from hive.core.backoff import backoff_delay
 from hive.errors import PermanentError
 from hive.model.manifests import WorkerSpec
-from hive.model.runtimes import ArgValue, RuntimeEntry, arg_problem
+from hive.model.runtimes import ArgValue, RuntimeEntry, arg_problem, render_value
 from hive.model.workers import ExitInfo
 
 
@@ -33,12 +33,6 @@ def resolve_args(entry: RuntimeEntry, given: dict[str, ArgValue]) -> dict[str, A
     return {key: given.get(key, spec.default) for key, spec in entry.args.items()}
 
 
-def _text(value: ArgValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def render(template: str, values: dict[str, str]) -> str:
     return template.format_map(values)
 
@@ -47,7 +41,7 @@ def render_command(
     entry: RuntimeEntry, *, args: dict[str, ArgValue], builtins: dict[str, str]
 ) -> tuple[list[str], dict[str, str]]:
     """argv and the entry's env, with every placeholder filled in."""
-    values = {**builtins, **{k: _text(v) for k, v in args.items()}}
+    values = {**builtins, **{k: render_value(v) for k, v in args.items()}}
     argv = [render(part, values) for part in entry.argv]
     env = {key: render(value, values) for key, value in entry.env.items()}
     return argv, env

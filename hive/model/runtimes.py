@@ -6,6 +6,7 @@ record's declared args. Commands never come from a manifest or a request.
 
 from __future__ import annotations
 
+import math
 import string
 from pathlib import Path
 from typing import Literal, Self
@@ -54,6 +55,13 @@ class ArgSpec(BaseModel):
         return self
 
 
+def render_value(value: ArgValue) -> str:
+    """An arg as it appears on a command line: booleans as `true`/`false`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def arg_problem(spec: ArgSpec, value: ArgValue) -> str | None:
     """Why `value` does not fit `spec`, or None."""
     expected: dict[str, tuple[type, ...]] = {
@@ -67,11 +75,13 @@ def arg_problem(spec: ArgSpec, value: ArgValue) -> str | None:
     if not isinstance(value, expected[spec.type]):
         return f"is {type(value).__name__}; expected {spec.type}"
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            return "is not a finite number"
         if spec.min is not None and value < spec.min:
             return f"is below the minimum {spec.min:g}"
         if spec.max is not None and value > spec.max:
             return f"is above the maximum {spec.max:g}"
-    if spec.choices is not None and str(value) not in spec.choices:
+    if spec.choices is not None and render_value(value) not in spec.choices:
         return f"is not one of {', '.join(spec.choices)}"
     return None
 
@@ -123,5 +133,12 @@ class RuntimeEntry(BaseModel):
 
 
 def placeholders(text: str) -> list[str]:
-    """The `{names}` in a template; ValueError for a malformed one."""
-    return [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    """The `{names}` in a template, those nested in a format spec (`{port:{width}}`) too;
+    ValueError for a malformed one."""
+    found = []
+    for _, field, spec, _ in string.Formatter().parse(text):
+        if field is not None:
+            found.append(field)
+        if spec:
+            found.extend(placeholders(spec))
+    return found

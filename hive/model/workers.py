@@ -75,7 +75,9 @@ class WorkerMetrics(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     scraped_at: datetime
-    requests_handled: float | None = None
+    #: llama_decode() calls (llama.cpp counts no requests; rbee's requests_handled has no
+    #: source there, so it is not reported rather than faked).
+    decode_calls: float | None = None
     prompt_tokens: float | None = None
     tokens_generated: float | None = None
     avg_tokens_per_sec: float | None = None

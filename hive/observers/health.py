@@ -18,7 +18,7 @@ _LLAMACPP = {
     "llamacpp:predicted_tokens_seconds": "avg_tokens_per_sec",
     "llamacpp:requests_processing": "busy_slots",
     "llamacpp:requests_deferred": "deferred_requests",
-    "llamacpp:n_decode_total": "requests_handled",
+    "llamacpp:n_decode_total": "decode_calls",
 }
 
 
@@ -41,8 +41,8 @@ async def probe(session: aiohttp.ClientSession, url: str, *, limit: float) -> st
 
 
 def parse_metrics(text: str, *, now: datetime) -> WorkerMetrics:
-    """The samples hive knows in a Prometheus text page; unknown ones are ignored and a
-    malformed page gives empty metrics, never an exception."""
+    """The samples hive knows in a Prometheus text page; unknown ones are ignored, and a
+    malformed page gives what was read before the bad line, never an exception."""
     values: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):

@@ -153,16 +153,17 @@ def read_entry(path: Path, *, reserved: set[str]) -> RuntimeEntry:
 
 
 class RuntimeCatalog:
-    """Entries by id; the directory is read again only when a metadata.json changed."""
+    """Entries by id; the directory is read again only when a metadata.json changed
+    (path, mtime, size or inode: a file replaced by rename with preserved times counts)."""
 
     def __init__(self, home: Path) -> None:
         self.root = home / "workers"
         self._builtins = {e.id: e for e in built_in_entries()}
-        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._stamp: tuple[tuple[str, int, int, int], ...] | None = None
         self._entries: dict[str, RuntimeEntry] = dict(self._builtins)
         self.errors: list[EntryError] = []
 
-    def _current_stamp(self) -> tuple[tuple[str, int, int], ...]:
+    def _current_stamp(self) -> tuple[tuple[str, int, int, int], ...]:
         stamps = []
         try:
             children = sorted(os.scandir(self.root), key=lambda e: e.name)
@@ -174,7 +175,7 @@ class RuntimeCatalog:
                 st = meta.stat()
             except OSError:
                 continue
-            stamps.append((str(meta), st.st_mtime_ns, st.st_size))
+            stamps.append((str(meta), st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(stamps)
 
     def refresh(self) -> bool:
@@ -185,7 +186,7 @@ class RuntimeCatalog:
         self._stamp = stamp
         entries = dict(self._builtins)
         errors = []
-        for path_text, _, _ in stamp:
+        for path_text, *_ in stamp:
             path = Path(path_text)
             try:
                 entry = read_entry(path, reserved=set(self._builtins))
