@@ -115,7 +115,7 @@ async def get_model(request: web.Request) -> web.Response:
     return _json(object_view(manager, key, observed))
 
 
-def _int_param(raw: str | None, what: str) -> int | None:
+def _int_param(raw: str | None, what: str, *, kind: str = "an event id") -> int | None:
     if raw is None or raw == "":
         return None
     try:
@@ -123,7 +123,7 @@ def _int_param(raw: str | None, what: str) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValidationFailed(f"{what} must be an event id (an integer >= 0), got {raw!r}")
+        raise ValidationFailed(f"{what} must be {kind} (an integer >= 0), got {raw!r}")
     return value
 
 
@@ -179,7 +179,7 @@ async def worker_logs(request: web.Request) -> web.StreamResponse:
     """The worker's log: the last `tail` lines (default 100) as text, or with `follow=1`
     those and every new line as SSE (`data: {"line": ...}`)."""
     manager, name = _worker_name(request)
-    tail = _int_param(request.query.get("tail"), "tail")
+    tail = _int_param(request.query.get("tail"), "tail", kind="a number of lines")
     tail = min(100 if tail is None else tail, MAX_TAIL)
     path = log_path(manager.settings.home, name)
     lines = await asyncio.to_thread(tail_lines, path, tail)
@@ -200,7 +200,9 @@ async def restart_worker(request: web.Request) -> web.Response:
     try:
         instance = manager.workers.request_restart(name)
     except LookupError:
-        raise Conflict(f"worker {name!r} has no running process to restart") from None
+        raise Conflict(
+            f"worker {name!r} has no running process to restart (it is stopped or stopping)"
+        ) from None
     return _json(
         {
             "restarting": name,

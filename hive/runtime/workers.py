@@ -846,6 +846,7 @@ class WorkerSupervisor:
             if error is None:
                 if starting:
                     instance.ready_at = now
+                    instance.health_error = None  # the refusals while it was loading
                     self._narrate(
                         instance.key,
                         "worker_spawn_complete",
@@ -895,8 +896,8 @@ class WorkerSupervisor:
     def request_restart(self, name: str) -> Instance:
         """An explicit restart (like `kubectl rollout restart`): stop, then start at once."""
         instance = self.instances.get(name)
-        if instance is None:
-            raise LookupError(name)
+        if instance is None or instance.stop_reason is not None:
+            raise LookupError(name)  # no process, or one being stopped: nothing to restart
         instance.restart_requested = True
         track = self.tracks.setdefault(name, Track())
         track.restarted_at = self._clock.now()

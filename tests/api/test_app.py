@@ -1,5 +1,6 @@
-"""The HTTP API on a real loopback server: errors as JSON, status, and SSE semantics
-(ids, Last-Event-ID resume, object filter, keep-alive comments, gap markers)."""
+"""The HTTP API on a real loopback server: errors as JSON, status, SSE semantics (ids,
+Last-Event-ID resume, object filter, keep-alive comments, gap markers), the worker routes
+without a process, and /metrics. Workers with processes: tests/e2e/test_workers.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hive.api.app import create_app
 from hive.model.ids import ObjectKey
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import apoll
+from tests.conftest import apoll, worker_yaml
 
 Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
 
@@ -104,6 +105,12 @@ async def test_status_reports_sources_and_counts(serve: Serve) -> None:
         assert source["last_sync_time"] is not None
         assert source["errors"] == []
         assert body["objects"] == {"Model": {}, "Worker": {}}
+        assert body["workers"] == {
+            "workers_running": 0,
+            "workers_starting": 0,
+            "workers_stopping": 0,
+            "workers_total": 0,
+        }
 
 
 async def test_events_have_ids_and_resume_after_last_event_id(serve: Serve) -> None:
@@ -183,3 +190,73 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
         assert (manager.catalog.root / "m" / "model.gguf").exists()
         async with http.get(url + "/v1/models/m") as r:  # reads need no token
             assert r.status == 200
+
+
+async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> None:
+    # A declared Worker whose Model does not exist stays Pending: no process is started.
+    async with serve(token="s3cret") as (manager, url), aiohttp.ClientSession() as http:
+        desired = manager.settings.desired[0]
+        (desired / "w.yaml").write_text(worker_yaml("w", "no-such-model", runtime="llama-cpp"))
+        key = ObjectKey.parse("Worker/w")
+        await apoll(
+            lambda: (
+                (s := manager.reconciler.statuses.get(key)) is not None and s.phase == "Pending"
+            ),
+            what="Worker/w to be Pending",
+        )
+        async with http.get(url + "/v1/workers") as r:
+            assert r.status == 200
+            (item,) = (await r.json())["items"]
+        assert item["name"] == "w"
+        assert item["spec"]["model"] == "no-such-model"
+        assert item["observed"]["status"] == "starting"  # rbee's word for Pending
+        assert "pid" not in item["observed"]
+        assert "ModelNotReady" in item["status"]["message"]
+        async with http.get(url + "/v1/workers/w") as r:
+            assert r.status == 200
+            assert (await r.json())["observed"]["log_tail"] == []  # nothing ran yet
+        async with http.get(url + "/v1/workers/w/logs") as r:
+            assert r.status == 200
+            assert await r.text() == ""
+        auth = {"Authorization": "Bearer s3cret"}
+        async with http.post(url + "/v1/workers/w/restart") as r:
+            assert r.status == 401  # the token is checked first
+        async with http.post(url + "/v1/workers/w/restart", headers=auth) as r:
+            assert r.status == 409
+            assert "no running process" in (await r.json())["error"]["message"]
+        async with http.post(url + "/v1/workers/ghost/restart", headers=auth) as r:
+            assert r.status == 404
+        async with http.get(url + "/v1/workers/ghost/logs") as r:
+            assert r.status == 404
+            assert "neither declared nor running" in (await r.json())["error"]["message"]
+        async with http.get(url + "/v1/workers/w/logs?tail=-1") as r:
+            assert r.status == 422
+
+
+async def test_runtimes_lists_the_built_ins_and_the_broken_entries(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        broken = manager.settings.home / "workers" / "broken"
+        broken.mkdir(parents=True)
+        (broken / "metadata.json").write_text('{"id": "broken", "argv": ["{nope}"]}')
+        async with http.get(url + "/v1/runtimes") as r:
+            assert r.status == 200
+            body = await r.json()
+        assert [e["id"] for e in body["items"]][:2] == ["llama-cpp", "llama-server"]
+        assert all(e["origin"] == "built-in" for e in body["items"])
+        (error,) = body["errors"]
+        assert error["path"] == str(broken / "metadata.json")
+        assert "{nope}" in error["message"]
+
+
+async def test_metrics_are_prometheus_text(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        manager.bus.emit("test_step", "one more event")
+        emitted = manager.bus.last_id
+        async with http.get(url + "/metrics") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await r.text()
+        assert "# TYPE hive_objects gauge" in text
+        assert "hive_queue_depth " in text
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+        assert float(samples["hive_events_total"]) >= emitted

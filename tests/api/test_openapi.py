@@ -1,12 +1,19 @@
 """specs/openapi.yaml against the app: the same routes, and real responses (status, a
-model, errors, SSE frames) that validate against its component schemas."""
+model, errors, SSE frames; a real `hive serve` running a worker for the worker routes)
+that validate against the schemas the spec documents for them."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import random
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,11 +21,24 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
+from pydantic import BaseModel
 
 from hive.api.app import create_app
+from hive.model.manifests import ModelSpec, WorkerSpec
+from hive.model.observed import ModelMetadata, PartialDownload
+from hive.model.runtimes import ArgSpec, RuntimeEntry
+from hive.model.status import Condition, ObjectStatus
+from hive.model.workers import ExitInfo, WorkerMetrics
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import ROOT, apoll, model_yaml
+from tests.conftest import (
+    ROOT,
+    Hive,
+    apoll,
+    install_scripted_runtime,
+    model_yaml,
+    worker_yaml,
+)
 
 SPEC_PATH = ROOT / "specs" / "openapi.yaml"
 T = TypeVar("T")
@@ -95,6 +115,37 @@ def assert_valid(spec: dict[str, Any], component: str, instance: Any) -> None:
     )
 
 
+def documented(spec: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
+    """The response the spec documents for `method path` (a path template) and `status`."""
+    operation = spec["paths"][path][method]
+    assert str(status) in operation["responses"], f"{method.upper()} {path}: {status} undocumented"
+    response: dict[str, Any] = operation["responses"][str(status)]
+    return response
+
+
+def assert_answer(
+    spec: dict[str, Any],
+    method: str,
+    path: str,
+    *,
+    status: int,
+    content_type: str,
+    body: Any = None,
+) -> None:
+    """A real answer is documented for its route and status, with its media type, and (for
+    JSON) `body` validates against the schema documented there."""
+    content = documented(spec, method, path, status)["content"]
+    media_type = content_type.split(";")[0].strip()
+    assert media_type in content, f"{method.upper()} {path} {status}: {media_type} undocumented"
+    if media_type == "application/json":
+        jsonschema = _jsonschema()
+        schema = {"allOf": [content[media_type]["schema"]], "components": spec["components"]}
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(body))
+        assert not errors, f"{method.upper()} {path} {status}: " + "; ".join(
+            f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]
+        )
+
+
 def test_component_schemas_are_valid_json_schema(spec: dict[str, Any]) -> None:
     jsonschema = _jsonschema()
     for name, schema in spec["components"]["schemas"].items():
@@ -110,6 +161,70 @@ def test_the_schemas_reject_what_hive_never_sends(spec: dict[str, Any]) -> None:
     assert not validator(spec, "ObjectStatus").is_valid(bad_phase)
     assert not validator(spec, "Health").is_valid({"status": "ok", "version": "1", "x": 1})
     assert not validator(spec, "Error").is_valid({"error": {"message": "no code"}})
+    assert not validator(spec, "WorkerStatus").is_valid({**bad_phase, "phase": "Available"})
+    facts = {
+        "status": "running",
+        "restarts": 0,
+        "last_exit": None,
+        "last_exit_text": None,
+        "next_restart_time": None,
+        "restarted_at": None,
+    }
+    assert validator(spec, "WorkerObserved").is_valid(facts)
+    assert not validator(spec, "WorkerObserved").is_valid({**facts, "pid": 42})  # pid alone
+    assert not validator(spec, "WorkerObserved").is_valid({**facts, "status": "Running"})
+
+
+#: Records the API serves as `model_dump(mode="json")`, and their schemas in the spec.
+DUMPED_WHOLE: list[tuple[type[BaseModel], str]] = [
+    (ModelSpec, "ModelSpec"),
+    (ModelMetadata, "ModelMetadata"),
+    (PartialDownload, "PartialDownload"),
+    (Condition, "Condition"),
+    (WorkerSpec, "WorkerSpec"),
+    (ExitInfo, "ExitInfo"),
+    (WorkerMetrics, "WorkerMetrics"),
+    (RuntimeEntry, "RuntimeEntry"),
+    (ArgSpec, "ArgSpec"),
+]
+
+
+@pytest.mark.parametrize(("record", "component"), DUMPED_WHOLE, ids=lambda v: str(v))
+def test_schemas_name_every_field_of_the_records_served(
+    spec: dict[str, Any], record: type[BaseModel], component: str
+) -> None:
+    # A field added to a record must appear in the spec (additionalProperties: false would
+    # reject it only where a test happens to produce it).
+    schema = spec["components"]["schemas"][component]
+    assert set(schema["properties"]) == set(record.model_fields), component
+    assert set(schema["required"]) == set(record.model_fields), component
+
+
+def test_status_schemas_name_every_field_of_object_status(spec: dict[str, Any]) -> None:
+    for component in ("ObjectStatus", "WorkerStatus"):
+        properties = spec["components"]["schemas"][component]["properties"]
+        assert set(properties) == set(ObjectStatus.model_fields), component
+
+
+def test_records_a_test_worker_cannot_produce_validate(spec: dict[str, Any]) -> None:
+    # The scripted worker has no metrics endpoint and exits by code: these shapes only
+    # come from real inference workers and signals.
+    now = datetime.now(UTC)
+    metrics = WorkerMetrics(
+        scraped_at=now,
+        decode_calls=60,
+        prompt_tokens=12,
+        tokens_generated=48,
+        avg_tokens_per_sec=512.5,
+        busy_slots=0,
+        deferred_requests=0,
+    )
+    assert_valid(spec, "WorkerMetrics", metrics.model_dump(mode="json"))
+    assert_valid(spec, "WorkerMetrics", WorkerMetrics(scraped_at=now).model_dump(mode="json"))
+    killed = ExitInfo(at=now, signal=9, reason="Unhealthy", message="3 health checks failed")
+    assert_valid(spec, "ExitInfo", killed.model_dump(mode="json"))
+    choice = ArgSpec(type="str", default="a", choices=("a", "b"), description="one of two")
+    assert_valid(spec, "ArgSpec", choice.model_dump(mode="json"))
 
 
 @asynccontextmanager
@@ -231,3 +346,182 @@ async def test_sse_frames_validate_against_the_spec(
             assert event["id"] == frame_id
             assert_valid(spec, "Event", event)
             assert_valid(spec, "SseData", event)
+
+
+# -- worker routes, on a real `hive serve` running a worker ------------------------------------
+TOKEN = "s3cret"
+#: The defaults' behaviours with a faster clock (as tests/e2e/test_workers.py runs them).
+FAST = {"HIVE_HEALTH_START_INTERVAL": "0.05", "HIVE_HEALTH_INTERVAL": "0.2"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(hive: Hive, method: str, path: str, *, token: str | None = None) -> Answer:
+    """One request to hive; an error status is an answer, not an exception."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(hive.url + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return Answer(r.status, r.headers["Content-Type"], r.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, exc.headers["Content-Type"], exc.read())
+
+
+def first_sse_data(hive: Hive, path: str) -> tuple[str, dict[str, Any]]:
+    """The Content-Type of an SSE answer and the JSON of its first `data:` line."""
+    with urllib.request.urlopen(hive.url + path, timeout=10) as r:
+        for raw in r:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("data: "):
+                return r.headers["Content-Type"], dict(json.loads(line[6:]))
+    raise AssertionError(f"{path}: the stream ended without a data line")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def worker_ports() -> range:
+    """Ten free ports for the workers: below the ephemeral range (32768-), far from
+    9000-9999 (`make run` uses those)."""
+    for _ in range(50):
+        first = random.randrange(21000, 32000, 10)
+        if all(_bindable(p) for p in range(first, first + 10)):
+            return range(first, first + 10)
+    raise AssertionError("no free port range")
+
+
+@pytest.fixture
+def worker_hive(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> Hive:
+    """A real hive with a token, the Model `tiny`, the Worker `w` (the scripted test runtime)
+    and the Worker `idle` (`state: stopped`); returns once `w` is Running. Stopping the hive
+    (hive_factory) stops `w`'s process (--stop-workers-on-exit)."""
+    home = tmp_path / "home"
+    install_scripted_runtime(home)
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "model.yaml").write_text(model_yaml("tiny", f"file://{tiny_model}"))
+    (desired / "workers.yaml").write_text(
+        worker_yaml("w", "tiny") + "---\n" + worker_yaml("idle", "tiny", state="stopped")
+    )
+    hive = hive_factory(
+        desired=[desired],
+        home=home,
+        env={**FAST, "HIVE_TOKEN": TOKEN},
+        extra_args=[
+            "--worker-ports",
+            f"{worker_ports.start}-{worker_ports.stop - 1}",
+            "--gpu-probe",
+            "none",
+        ],
+    )
+    hive.wait_worker("w", "Running")
+    hive.wait_worker("idle", "Dead")
+    return hive
+
+
+def test_worker_responses_validate_against_the_spec(
+    spec: dict[str, Any], worker_hive: Hive
+) -> None:
+    _jsonschema()
+    hive = worker_hive
+
+    def check(method: str, path: str, template: str, status: int, **kw: Any) -> Answer:
+        answer = call(hive, method, path, **kw)
+        assert answer.status == status, (path, answer.body)
+        body = answer.json() if answer.content_type.startswith("application/json") else None
+        assert_answer(
+            spec,
+            method.lower(),
+            template,
+            status=status,
+            content_type=answer.content_type,
+            body=body,
+        )
+        return answer
+
+    workers = check("GET", "/v1/workers", "/v1/workers", 200).json()
+    by_name = {w["name"]: w for w in workers["items"]}
+    assert list(by_name) == ["idle", "w"]
+    assert by_name["w"]["observed"]["status"] == "running"
+    assert by_name["w"]["observed"]["runtime"] == "scripted"
+    assert "pid" not in by_name["idle"]["observed"]  # no process: no process facts
+    assert "log_tail" not in by_name["w"]["observed"]
+    pid = by_name["w"]["observed"]["pid"]
+
+    w = check("GET", "/v1/workers/w", "/v1/workers/{name}", 200).json()
+    assert any("listening on" in line for line in w["observed"]["log_tail"])
+    check("GET", "/v1/workers/idle", "/v1/workers/{name}", 200)
+
+    logs = check("GET", "/v1/workers/w/logs?tail=2", "/v1/workers/{name}/logs", 200)
+    assert len(logs.body.decode().splitlines()) == 2
+    content_type, frame = first_sse_data(hive, "/v1/workers/w/logs?tail=1&follow=1")
+    assert_answer(spec, "get", "/v1/workers/{name}/logs", status=200, content_type=content_type)
+    assert_valid(spec, "LogLine", frame)
+    assert "listening on" in frame["line"]
+
+    runtimes = check("GET", "/v1/runtimes", "/v1/runtimes", 200).json()
+    assert {"llama-cpp", "llama-server", "scripted"} <= {r["id"] for r in runtimes["items"]}
+    assert runtimes["errors"] == []
+
+    status = check("GET", "/v1/status", "/v1/status", 200).json()
+    assert status["workers"]["workers_running"] == 1
+    assert status["workers"]["workers_total"] == 1
+    assert status["objects"]["Worker"] == {"Running": 1, "Dead": 1}
+
+    metrics = check("GET", "/metrics", "/metrics", 200).body.decode()
+    assert 'hive_worker_up{device="CPU-0",model="tiny",worker="w"} 1.0' in metrics
+
+    restart = "/v1/workers/{name}/restart"
+    check("POST", "/v1/workers/w/restart", restart, 401)
+    accepted = check("POST", "/v1/workers/w/restart", restart, 202, token=TOKEN).json()
+    assert accepted == {"restarting": "w", "pid": pid, "events": "/v1/events?object=Worker/w"}
+    again = hive.wait_worker("w", "Running", restarts=1)
+    assert again["observed"]["pid"] != pid
+    assert again["observed"]["last_exit"]["reason"] == "RestartRequested"
+    w = check("GET", "/v1/workers/w", "/v1/workers/{name}", 200).json()
+    assert w["observed"]["restarted_at"] is not None
+    conflict = check("POST", "/v1/workers/idle/restart", restart, 409, token=TOKEN).json()
+    assert "no running process" in conflict["error"]["message"]
+
+
+def test_worker_error_responses_validate_against_the_spec(
+    spec: dict[str, Any], worker_hive: Hive
+) -> None:
+    _jsonschema()
+    for method, path, template, status in [
+        ("GET", "/v1/workers/nope", "/v1/workers/{name}", 404),
+        ("GET", "/v1/workers/Bad_Name", "/v1/workers/{name}", 422),
+        ("GET", "/v1/workers/nope/logs", "/v1/workers/{name}/logs", 404),
+        ("GET", "/v1/workers/w/logs?tail=x", "/v1/workers/{name}/logs", 422),
+        ("GET", "/v1/workers/w/logs?tail=-1", "/v1/workers/{name}/logs", 422),
+        ("POST", "/v1/workers/nope/restart", "/v1/workers/{name}/restart", 404),
+        ("POST", "/v1/workers/a..b/restart", "/v1/workers/{name}/restart", 422),
+    ]:
+        answer = call(worker_hive, method, path, token=TOKEN)
+        assert answer.status == status, (method, path, answer.body)
+        assert_answer(
+            spec,
+            method.lower(),
+            template,
+            status=status,
+            content_type=answer.content_type,
+            body=answer.json(),
+        )
