@@ -149,6 +149,7 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     model = hive.model("tiny")
     assert model is not None
     assert model["observed"]["metadata"]["last_accessed"] is not None
+
     # Performance scraped from llama.cpp's /metrics reaches the worker's status.
     def scraped() -> dict[str, Any] | None:
         metrics = (hive.worker("chat") or {}).get("observed", {}).get("metrics") or {}
