@@ -22,22 +22,103 @@ _LLAMACPP = {
 }
 
 
-async def probe(session: aiohttp.ClientSession, url: str, *, limit: float) -> str | None:
-    """None when `url` answers 2xx within `limit` seconds; otherwise what went wrong."""
-    try:
-        async with session.get(
-            url, timeout=aiohttp.ClientTimeout(total=limit), allow_redirects=False
-        ) as response:
-            await response.read()
-            if 200 <= response.status < 300:
-                return None
-            return f"{url} answered {response.status}"
-    except TimeoutError:
-        return f"{url} did not answer within {limit:g}s"
-    except (aiohttp.ClientError, OSError) as exc:
-        return f"{url}: {type(exc).__name__}: {exc}" if str(exc) else f"{url}: {exc!r}"
-    except asyncio.CancelledError:
-        raise
+#: A health answer's body is read (to keep the connection usable) up to this size.
+_MAX_BODY = 1 << 20
+
+
+class HealthProbe:
+    """`GET path` on one worker, over one kept-alive HTTP/1.1 connection (asyncio streams).
+
+    hive sends 20 of these a second with 100 workers, and needs only the status code: this
+    costs a third of an aiohttp request's CPU (docs/benchmarks.md, B7), which is what keeps
+    an idle hive under 1 % of a core. Any surprise closes the connection; the next check
+    opens a new one.
+    """
+
+    def __init__(self, *, host: str, port: int, path: str) -> None:
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}{path}"
+        self._request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hive-health\r\n"
+            "Accept: */*\r\n\r\n"
+        ).encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def check(self, *, limit: float) -> str | None:
+        """None when the worker answers 2xx within `limit` seconds; else what went wrong."""
+        try:
+            async with asyncio.timeout(limit):
+                return await self._exchange()
+        except TimeoutError:
+            self.close()
+            return f"{self.url} did not answer within {limit:g}s"
+        except (OSError, EOFError, ValueError, IndexError) as exc:
+            self.close()
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+            return f"{self.url}: {text}"
+
+    async def _exchange(self) -> str | None:
+        reused = self._writer is not None
+        try:
+            status = await self._send()
+        except (OSError, EOFError):
+            if not reused:
+                raise
+            status = b""
+        if not status and reused:
+            # The worker closed the idle kept-alive connection: one fresh try.
+            self.close()
+            status = await self._send()
+        if not status:
+            raise ConnectionResetError("connection closed without an answer")
+        version, code_text, *_ = status.split(None, 2)
+        code = int(code_text)
+        length, chunked, keep = 0, False, version == b"HTTP/1.1"
+        assert self._reader is not None
+        while (line := await self._reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = value == b"chunked"
+            elif name == b"connection" and value == b"close":
+                keep = False
+        if chunked:
+            await self._skip_chunks()
+        elif 0 < length <= _MAX_BODY:
+            await self._reader.readexactly(length)
+        elif length:
+            keep = False
+        if not keep:
+            self.close()
+        return None if 200 <= code < 300 else f"{self.url} answered {code}"
+
+    async def _send(self) -> bytes:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        self._writer.write(self._request)
+        await self._writer.drain()
+        return await self._reader.readline()
+
+    async def _skip_chunks(self) -> None:
+        assert self._reader is not None
+        total = 0
+        while True:
+            size = int((await self._reader.readline()).split(b";")[0], 16)
+            total += size
+            if total > _MAX_BODY:
+                raise ValueError("health answer too large")
+            await self._reader.readexactly(size + 2)  # the chunk and its CRLF
+            if size == 0:
+                return
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 def parse_metrics(text: str, *, now: datetime) -> WorkerMetrics:

@@ -49,7 +49,7 @@ from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import GpuProbe
-from hive.observers.health import probe, scrape
+from hive.observers.health import HealthProbe, scrape
 from hive.observers.processes import find_worker, group_leftovers, is_same
 from hive.observers.runtimes import RuntimeCatalog
 from hive.settings import Settings
@@ -826,8 +826,20 @@ class WorkerSupervisor:
         """Poll `/health` (fast while starting, then every few seconds), scrape metrics,
         rotate the log; wake the key on every change worth a status update."""
         state = instance.state
-        base = f"http://{_connect_host(state.host)}:{state.port}"
-        health_url = base + (entry.health_path if entry else "/health")
+        host = _connect_host(state.host)
+        health = HealthProbe(
+            host=host, port=state.port, path=entry.health_path if entry else "/health"
+        )
+        try:
+            await self._watch_health(instance, entry, health)
+        finally:
+            health.close()
+
+    async def _watch_health(
+        self, instance: Instance, entry: RuntimeEntry | None, health: HealthProbe
+    ) -> None:
+        state = instance.state
+        base = f"http://{health.host}:{health.port}"
         metrics_url = base + entry.metrics_path if entry and entry.metrics_path else None
         settings = self.settings
         next_scrape = 0.0
@@ -835,7 +847,7 @@ class WorkerSupervisor:
         session = self._session
         while instance.exit is None and instance.stop_reason is None:
             starting = instance.ready_at is None
-            error = await probe(session, health_url, limit=settings.health_timeout)
+            error = await health.check(limit=settings.health_timeout)
             if instance.exit is not None or instance.stop_reason is not None:
                 return
             if self._check_exit(instance):
@@ -889,8 +901,7 @@ class WorkerSupervisor:
                 if instance.ready_at is None
                 else settings.health_interval
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(instance.ended.wait(), interval)
+            await asyncio.sleep(interval)  # an exit cancels this task (see _ended)
 
     # -- requests ------------------------------------------------------------------------
     def request_restart(self, name: str) -> Instance:

@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hive.model.workers import WorkerMetrics
-from hive.observers.health import parse_metrics, probe, scrape
+from hive.observers.health import HealthProbe, parse_metrics, scrape
 from tests.conftest import ROOT, free_port, poll
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -51,9 +51,12 @@ llamacpp:kv_cache_usage_ratio 0.5
 
 # -- a loopback server --------------------------------------------------------------------
 class Loopback:
-    def __init__(self, server: TestServer, release: asyncio.Event) -> None:
+    def __init__(self, server: TestServer, release: asyncio.Event, peers: set[object]) -> None:
         self.server = server
         self.release = release
+        #: The client (address, port) of every connection the server saw.
+        self.peers = peers
+        self.transports: list[asyncio.BaseTransport] = []
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
@@ -62,9 +65,23 @@ class Loopback:
 @pytest.fixture
 async def loopback() -> AsyncIterator[Loopback]:
     release = asyncio.Event()
+    peers: set[object] = set()
+    transports: list[asyncio.BaseTransport] = []
 
-    async def ok(_: web.Request) -> web.Response:
+    async def ok(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        transports.append(request.transport)
         return web.json_response({"status": "ok"})
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"status":')
+        await response.write(b' "ok"}')
+        await response.write_eof()
+        return response
 
     async def no_content(_: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -88,6 +105,7 @@ async def loopback() -> AsyncIterator[Loopback]:
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/empty", no_content)
+    app.router.add_get("/chunked", chunked)
     app.router.add_get("/sick", sick)
     app.router.add_get("/moved", moved)
     app.router.add_get("/hang", hang)
@@ -96,7 +114,9 @@ async def loopback() -> AsyncIterator[Loopback]:
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield Loopback(server, release)
+        loopback = Loopback(server, release, peers)
+        loopback.transports = transports
+        yield loopback
     finally:
         release.set()
         await server.close()
@@ -108,38 +128,67 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-# -- probe ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["/ok", "/empty"])
-async def test_a_2xx_answer_is_healthy(
-    loopback: Loopback, session: aiohttp.ClientSession, path: str
-) -> None:
-    assert await probe(session, loopback.url(path), limit=5) is None
+# -- HealthProbe -----------------------------------------------------------------------------
+def health_probe(loopback: Loopback, path: str) -> HealthProbe:
+    url = loopback.server.make_url(path)
+    assert url.host is not None and url.port is not None
+    return HealthProbe(host=url.host, port=url.port, path=path)
+
+
+@pytest.mark.parametrize("path", ["/ok", "/empty", "/chunked"])
+async def test_a_2xx_answer_is_healthy(loopback: Loopback, path: str) -> None:
+    probe = health_probe(loopback, path)
+    try:
+        assert await probe.check(limit=5) is None
+        assert await probe.check(limit=5) is None  # and again, on the same connection
+    finally:
+        probe.close()
 
 
 @pytest.mark.parametrize(("path", "status"), [("/sick", 503), ("/nowhere", 404), ("/moved", 302)])
-async def test_another_answer_says_its_status(
-    loopback: Loopback, session: aiohttp.ClientSession, path: str, status: int
-) -> None:
-    url = loopback.url(path)
-    assert await probe(session, url, limit=5) == f"{url} answered {status}"
+async def test_another_answer_says_its_status(loopback: Loopback, path: str, status: int) -> None:
+    probe = health_probe(loopback, path)
+    try:
+        assert await probe.check(limit=5) == f"{loopback.url(path)} answered {status}"
+    finally:
+        probe.close()
 
 
-async def test_a_closed_port_says_it_cannot_connect(session: aiohttp.ClientSession) -> None:
-    url = f"http://127.0.0.1:{free_port()}/health"
-    problem = await probe(session, url, limit=5)
+async def test_the_connection_is_kept_alive(loopback: Loopback) -> None:
+    probe = health_probe(loopback, "/ok")
+    try:
+        for _ in range(5):
+            assert await probe.check(limit=5) is None
+    finally:
+        probe.close()
+    assert len(loopback.peers) == 1  # five checks, one connection
+
+
+async def test_a_connection_the_worker_closed_is_opened_again(loopback: Loopback) -> None:
+    probe = health_probe(loopback, "/ok")
+    try:
+        assert await probe.check(limit=5) is None
+        for transport in loopback.transports:
+            transport.close()  # the worker drops the idle kept-alive connection
+        assert await probe.check(limit=5) is None
+    finally:
+        probe.close()
+    assert len(loopback.peers) == 2
+
+
+async def test_a_closed_port_says_it_cannot_connect() -> None:
+    port = free_port()
+    probe = HealthProbe(host="127.0.0.1", port=port, path="/health")
+    problem = await probe.check(limit=5)
     assert problem is not None
-    assert problem.startswith(f"{url}: ClientConnectorError: Cannot connect to host 127.0.0.1")
+    assert problem.startswith(f"http://127.0.0.1:{port}/health: ConnectionRefusedError")
 
 
-async def test_a_worker_that_hangs_times_out_within_the_limit(
-    loopback: Loopback, session: aiohttp.ClientSession
-) -> None:
-    url = loopback.url("/hang")
-    began = time.monotonic()
-    problem = await probe(session, url, limit=0.3)
-    elapsed = time.monotonic() - began
-    assert problem == f"{url} did not answer within 0.3s"
-    assert 0.25 <= elapsed < 2.0
+async def test_a_worker_that_hangs_times_out_at_the_limit(loopback: Loopback) -> None:
+    probe = health_probe(loopback, "/hang")
+    # A limit that did not work would hang here, and wait_for fail the test.
+    problem = await asyncio.wait_for(probe.check(limit=0.3), 30)
+    assert problem == f"{loopback.url('/hang')} did not answer within 0.3s"
 
 
 # -- scrape ------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def main() -> int:
     began = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as llama.cpp's server
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 
