@@ -144,6 +144,7 @@ class WorkerSupervisor:
         self.instance_id = ""
         self._session: aiohttp.ClientSession | None = None
         self._ports = settings.worker_port_range
+        self._ram: tuple[float, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -647,12 +648,13 @@ class WorkerSupervisor:
             head_count=meta.head_count,
             head_count_kv=meta.head_count_kv,
         )
-        gpus = await asyncio.to_thread(self.gpus.gpus)
+        # NVML may be slow on a sick GPU: off the loop; a CPU placement needs no GPU at all.
+        gpus = await asyncio.to_thread(self.gpus.gpus) if spec.device != "CPU-0" else []
         placement = check_fit(
             estimate=estimate,
             device=spec.device,
             gpus=gpus,
-            ram_available_bytes=psutil.virtual_memory().available,
+            ram_available_bytes=self._ram_available(),
         )
         if not placement.fits:
             self._pending(key, "Unschedulable", f"{placement.reason}: {placement.message}")
@@ -804,6 +806,13 @@ class WorkerSupervisor:
             message=f"PID {popen.pid} on port {port}; waiting for its health check",
         )
         return None
+
+    def _ram_available(self) -> int:
+        """Available RAM, read at most once a second (a burst of spawns reads it once)."""
+        now = self._clock.monotonic()
+        if self._ram is None or now - self._ram[0] >= 1.0:
+            self._ram = (now, psutil.virtual_memory().available)
+        return self._ram[1]
 
     def _touch_model(self, name: str) -> None:
         """The model's `last_accessed` in metadata.json: a worker now uses it."""
