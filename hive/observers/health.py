@@ -53,7 +53,7 @@ class HealthProbe:
         except TimeoutError:
             self.close()
             return f"{self.url} did not answer within {limit:g}s"
-        except (OSError, EOFError, ValueError, IndexError) as exc:
+        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
             self.close()
             text = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
             return f"{self.url}: {text}"
@@ -61,22 +61,23 @@ class HealthProbe:
     async def _exchange(self) -> str | None:
         reused = self._writer is not None
         try:
-            status = await self._send()
+            head = await self._send()
         except (OSError, EOFError):
             if not reused:
                 raise
-            status = b""
-        if not status and reused:
+            head = b""
+        if not head and reused:
             # The worker closed the idle kept-alive connection: one fresh try.
             self.close()
-            status = await self._send()
-        if not status:
+            head = await self._send()
+        if not head:
             raise ConnectionResetError("connection closed without an answer")
+        status, *headers = head.split(b"\r\n")
         version, code_text, *_ = status.split(None, 2)
         code = int(code_text)
         length, chunked, keep = 0, False, version == b"HTTP/1.1"
         assert self._reader is not None
-        while (line := await self._reader.readline()) not in (b"\r\n", b"\n", b""):
+        for line in headers:
             name, _, value = line.partition(b":")
             name, value = name.strip().lower(), value.strip().lower()
             if name == b"content-length":
@@ -101,7 +102,13 @@ class HealthProbe:
         assert self._reader is not None
         self._writer.write(self._request)
         await self._writer.drain()
-        return await self._reader.readline()
+        try:
+            # The status line and the headers, in one read (a 64 KiB head at most).
+            return await self._reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            return b""
 
     async def _skip_chunks(self) -> None:
         assert self._reader is not None

@@ -910,7 +910,11 @@ class WorkerSupervisor:
                 if instance.ready_at is None
                 else settings.health_interval
             )
-            await asyncio.sleep(interval)  # an exit cancels this task (see _ended)
+            # On a shared grid: every worker is probed at the same instants, so one turn of
+            # the event loop serves many answers (B7: idle CPU with 100 workers). An exit
+            # cancels this task (see _ended).
+            clock = asyncio.get_running_loop().time()
+            await asyncio.sleep(interval - clock % interval)
 
     # -- requests ------------------------------------------------------------------------
     def request_restart(self, name: str) -> Instance:
