@@ -157,13 +157,16 @@ def hive_serve(
     resync_interval: float | None = None,
     ready_timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[tuple[subprocess.Popen[Any], str]]:
-    """The real `hive serve` on a free port; yields (process, base URL) once /health answers."""
+    """The real `hive serve` on a free port; yields (process, base URL) once /health answers.
+    `args`: more flags for `hive serve`."""
     port = free_port()
     argv = [PYTHON, "-m", "hive", "serve", "--desired", str(desired), "--home", str(home)]
     argv += ["--port", str(port)]
     if resync_interval is not None:
         argv += ["--resync-interval", str(resync_interval)]
+    argv += args
     url = f"http://127.0.0.1:{port}"
     with child(argv, log_file=log_file, env=env) as proc:
         deadline = time.monotonic() + ready_timeout

@@ -1,6 +1,6 @@
-"""`python -m benchmarks [--quick] [--only B1|B2|B3|B4] [--json PATH]`: run the benchmarks and
-print one table (hive, its peer, and the ratio peer/hive). Benchmarks, not tests: timings
-never fail the run."""
+"""`python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5] [--json PATH]`: run the benchmarks
+and print one table (hive, its peer, and the ratio peer/hive); B5 also measures B6 and B7.
+Benchmarks, not tests: timings never fail the run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import Row, b1_reaction, b2_gguf_header, b3_download, b4_scale, log
+from benchmarks import Row, b1_reaction, b2_gguf_header, b3_download, b4_scale, b5_workers, log
 
 
 def _num(value: float | None) -> str:
@@ -70,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer trials, a shorter idle window")
     p.add_argument(
-        "--only", choices=["B1", "B2", "B3", "B4"], action="append", help="run only these"
+        "--only",
+        choices=["B1", "B2", "B3", "B4", "B5"],
+        action="append",
+        help="run only these (B5: workers, with B6 and B7)",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the rows as JSON")
     args = p.parse_args(argv)
-    chosen = set(args.only or ["B1", "B2", "B3", "B4"])
+    chosen = set(args.only or ["B1", "B2", "B3", "B4", "B5"])
     started = time.monotonic()
     rows: list[Row] = []
     if "B1" in chosen:
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += b3_download.run(quick=args.quick)
     if "B4" in chosen:
         rows += b4_scale.run(quick=args.quick)
+    if "B5" in chosen:
+        rows += b5_workers.run(quick=args.quick)
     elapsed = time.monotonic() - started
     info = machine()
     log(f"done in {elapsed:.0f} s")

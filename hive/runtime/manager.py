@@ -200,6 +200,10 @@ class Manager:
                 self.queue.done(key)
             if result is not None and result.requeue_after is not None:
                 self.queue.add_after(key, result.requeue_after)
+            # A reconcile that never awaited (a spawn, a SIGTERM) and a queue with keys
+            # waiting would otherwise run a whole burst without letting health checks, the
+            # API or the event stream in.
+            await asyncio.sleep(0)
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}
