@@ -52,6 +52,10 @@ def group_leftovers(*, pgid: int, worker_id: str) -> list[psutil.Process]:
     """Processes still in a worker's process group that carry its HIVE_WORKER_ID (children
     inherit it): what is left of a worker after its main process ended. Matching the marker
     too means a reused process group id never points hive at a stranger."""
+    try:
+        os.killpg(pgid, 0)  # is anyone left in the group? (the usual answer: no)
+    except (ProcessLookupError, PermissionError):
+        return []
     found = []
     for proc in psutil.process_iter():
         try:
