@@ -88,6 +88,8 @@ class Instance:
     stop_deadline: float = 0.0
     killed: bool = False
     restart_requested: bool = False
+    #: Seconds between SIGTERM and SIGKILL (the runtime entry's).
+    grace: float = 10.0
     metrics: WorkerMetrics | None = None
     monitor: asyncio.Task[None] | None = None
 
@@ -145,6 +147,8 @@ class WorkerSupervisor:
         self._session: aiohttp.ClientSession | None = None
         self._ports = settings.worker_port_range
         self._ram: tuple[float, int] | None = None
+        #: Ports of spawns in flight (port → worker name).
+        self._reserved: dict[int, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -210,12 +214,17 @@ class WorkerSupervisor:
                 )
                 continue
             now = self._clock.monotonic()
+            entry = self.runtimes.get(state.runtime)
+            timeout = self.settings.worker_start_timeout or (
+                entry.start_timeout_seconds if entry else 120.0
+            )
             instance = Instance(
                 state=state,
                 process=process,
                 adopted=True,
                 started=now,
-                start_deadline=now + (self.settings.worker_start_timeout or 120.0),
+                start_deadline=now + timeout,
+                grace=entry.grace_seconds if entry else 10.0,
             )
             self.instances[state.name] = instance
             self._watch(instance)
@@ -226,7 +235,6 @@ class WorkerSupervisor:
                 object=key,
                 data={"pid": state.pid, "port": state.port},
             )
-            entry = self.runtimes.get(state.runtime)
             instance.monitor = asyncio.create_task(
                 self._monitor(instance, entry), name=f"health {state.name}"
             )
@@ -391,8 +399,11 @@ class WorkerSupervisor:
     def _begin_stop(self, key: ObjectKey, instance: Instance, reason: str, message: str) -> float:
         instance.stop_reason, instance.stop_message = reason, message
         pid = instance.state.pid
-        entry = self.runtimes.get(instance.state.runtime)
-        grace = entry.grace_seconds if entry else 10.0
+        grace = instance.grace
+        # The signal first, the telling after: when many stop at once, the last SIGTERM
+        # goes out as early as it can.
+        signalled = is_same(instance.process) and proc.signal_group(pid, signal.SIGTERM)
+        instance.stop_deadline = self._clock.monotonic() + grace
         self._narrate(
             key,
             "worker_proc_del_start",
@@ -400,13 +411,11 @@ class WorkerSupervisor:
             pid=pid,
             reason=reason,
         )
+        if signalled:
+            self._narrate(key, "worker_proc_del_sigterm", "Sent SIGTERM", pid=pid, grace=grace)
         self._status(
             key, WorkerPhase.STOPPING, ready=False, progressing=True, reason=reason, message=message
         )
-        if is_same(instance.process):
-            proc.signal_group(pid, signal.SIGTERM)
-            self._narrate(key, "worker_proc_del_sigterm", "Sent SIGTERM", pid=pid, grace=grace)
-        instance.stop_deadline = self._clock.monotonic() + grace
         return grace
 
     def _continue_stop(self, key: ObjectKey, instance: Instance, now: float) -> float:
@@ -659,7 +668,7 @@ class WorkerSupervisor:
         if not placement.fits:
             self._pending(key, "Unschedulable", f"{placement.reason}: {placement.message}")
             return self.settings.placement_retry
-        taken = {i.state.port: n for n, i in self.instances.items()}
+        taken = {i.state.port: n for n, i in self.instances.items()} | self._reserved
         try:
             port = proc.allocate_port(
                 host=self.settings.worker_host,
@@ -671,9 +680,13 @@ class WorkerSupervisor:
         except proc.PortUnavailable as exc:
             self._pending(key, exc.reason, exc.message)
             return self.settings.placement_retry
-        return self._spawn(key, spec, entry, args, meta.path, meta.sha256, port, track)
+        self._reserved[port] = name  # until the instance holds it: no two spawns race
+        try:
+            return await self._spawn(key, spec, entry, args, meta.path, meta.sha256, port, track)
+        finally:
+            self._reserved.pop(port, None)
 
-    def _spawn(
+    async def _spawn(
         self,
         key: ObjectKey,
         spec: WorkerSpec,
@@ -725,15 +738,56 @@ class WorkerSupervisor:
             port=port,
         )
         now = self._clock.now()
-        try:
+        restarts = track.restarts + (1 if restarting else 0)
+
+        def launch() -> tuple[subprocess.Popen[bytes], psutil.Process, WorkerState]:
+            """In a thread: fork/exec waits for the child to exec, which a busy machine
+            delays; meanwhile the loop goes on, and other spawns with it."""
             popen = proc.spawn(
                 argv=argv,
                 env=env,
                 log_path=log_file,
                 banner=f"{proc.stamp(now)} starting {worker_id}: {' '.join(argv)}",
             )
-            process = psutil.Process(popen.pid)
-            create_time = process.create_time()
+            try:
+                process = psutil.Process(popen.pid)
+                state = WorkerState(
+                    name=name,
+                    worker_id=worker_id,
+                    instance=self.instance_id,
+                    pid=popen.pid,
+                    create_time=process.create_time(),
+                    host=host,
+                    port=port,
+                    argv=tuple(argv),
+                    runtime=entry.id,
+                    worker_type=_worker_type(entry, spec.device),
+                    model=spec.model,
+                    model_path=model_path,
+                    model_sha256=model_sha256,
+                    device=spec.device,
+                    spec_hash=spec_hash(spec, model_sha256=model_sha256),
+                    started_at=now,
+                    restarts=restarts,
+                    log_path=log_file,
+                )
+                proc.write_state(self.home, state)  # before anything can lose track of it
+            except BaseException:
+                popen.kill()
+                popen.wait()
+                raise
+            return popen, process, state
+
+        launching = asyncio.ensure_future(asyncio.to_thread(launch))
+        try:
+            popen, process, state = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            # hive is stopping: the process exists (or will in a moment); know it, so that
+            # --stop-workers-on-exit stops it and otherwise the next hive adopts it.
+            with contextlib.suppress(Exception):
+                popen, process, state = await launching
+                self._started(key, spec, entry, popen, process, state, track, restarting)
+            raise
         except (HiveError, psutil.Error) as exc:
             message = getattr(exc, "message", str(exc))
             self._narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
@@ -751,30 +805,24 @@ class WorkerSupervisor:
                 degraded=("SpawnFailed", message),
             )
             return delay
+        self._started(key, spec, entry, popen, process, state, track, restarting)
+        return None
+
+    def _started(
+        self,
+        key: ObjectKey,
+        spec: WorkerSpec,
+        entry: RuntimeEntry,
+        popen: subprocess.Popen[bytes],
+        process: psutil.Process,
+        state: WorkerState,
+        track: Track,
+        restarting: bool,
+    ) -> None:
+        """A spawned process becomes an instance: watched, health-checked, in status."""
         if restarting:
             track.restarts += 1
             track.restart_next = False
-        state = WorkerState(
-            name=name,
-            worker_id=worker_id,
-            instance=self.instance_id,
-            pid=popen.pid,
-            create_time=create_time,
-            host=host,
-            port=port,
-            argv=tuple(argv),
-            runtime=entry.id,
-            worker_type=_worker_type(entry, spec.device),
-            model=spec.model,
-            model_path=model_path,
-            model_sha256=model_sha256,
-            device=spec.device,
-            spec_hash=spec_hash(spec, model_sha256=model_sha256),
-            started_at=now,
-            restarts=track.restarts,
-            log_path=log_file,
-        )
-        proc.write_state(self.home, state)
         mono = self._clock.monotonic()
         timeout = self.settings.worker_start_timeout or entry.start_timeout_seconds
         instance = Instance(
@@ -783,18 +831,19 @@ class WorkerSupervisor:
             popen=popen,
             started=mono,
             start_deadline=mono + timeout,
+            grace=entry.grace_seconds,
         )
-        self.instances[name] = instance
+        self.instances[key.name] = instance
         self._watch(instance)
         self._narrate(
             key,
             "worker_spawn_health_check",
             "Waiting for worker to start...",
             pid=popen.pid,
-            url=f"http://{host}:{port}{entry.health_path}",
+            url=f"http://{state.host}:{state.port}{entry.health_path}",
         )
         instance.monitor = asyncio.create_task(
-            self._monitor(instance, entry), name=f"health {name}"
+            self._monitor(instance, entry), name=f"health {key.name}"
         )
         self._touch_model(spec.model)
         self._status(
@@ -803,9 +852,8 @@ class WorkerSupervisor:
             ready=False,
             progressing=True,
             reason="Starting",
-            message=f"PID {popen.pid} on port {port}; waiting for its health check",
+            message=f"PID {popen.pid} on port {state.port}; waiting for its health check",
         )
-        return None
 
     def _ram_available(self) -> int:
         """Available RAM, read at most once a second (a burst of spawns reads it once)."""
