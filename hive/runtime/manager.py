@@ -95,6 +95,8 @@ class Manager:
                     data={"source": record.origin.source, "generation": self.store.generation(key)},
                 )
             self.reconciler.cancel_if_stale(key)
+            if key.kind is Kind.WORKER and key not in self.queue.processing:
+                self.workers.tend_now(key)
             self.queue.add(key)
         for key in result.touched:
             self.queue.add(key)

@@ -315,6 +315,21 @@ class WorkerSupervisor:
             return None
         return await self._maybe_start(key, spec)
 
+    def tend_now(self, key: ObjectKey) -> None:
+        """The synchronous part of a reconcile, run at once when a source changed a Worker
+        record whose process lives: a removed record's SIGTERM goes out in the same turn as
+        the change (100 removed records: 100 signals in one loop turn, B6), not when the
+        queue reaches the key. Reads the store like any reconcile; the queued reconcile
+        that follows carries on from there."""
+        instance = self.instances.get(key.name)
+        if instance is None or instance.stop_reason is not None or self._check_exit(instance):
+            return
+        record = self._store.desired(key)
+        spec = (
+            record.manifest.spec if record and isinstance(record.manifest, WorkerManifest) else None
+        )
+        self._tend(key, instance, spec)
+
     def _tend(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> float | None:
         """A live process: stop it if it is not wanted as it is, else report its health."""
         now = self._clock.monotonic()
