@@ -78,8 +78,14 @@ def worker_env(*, base: dict[str, str], extra: dict[str, str]) -> dict[str, str]
 def spawn(
     *, argv: list[str], env: dict[str, str], log_path: Path, banner: str
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session (its own process group), stdout and stderr appended
-    to `log_path`. The process does not depend on hive: it outlives hive's exit."""
+    """Start `argv` in its own process group, stdout and stderr appended to `log_path`.
+    The process does not depend on hive: it outlives hive's exit.
+
+    A process group, not a new session: Linux schedules each session as one group
+    (autogroup), so 100 workers in 100 sessions would weigh 100 times everything else on
+    the machine, hive included, and starve the loop that starts and stops them (B5, B6).
+    In hive's session, but in a group of its own, a worker still gets no Ctrl-C or
+    terminal signal meant for hive's foreground group."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"--- hive: {banner} ---\n".encode())
@@ -91,7 +97,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
+                process_group=0,
                 close_fds=True,
             )
         except OSError as exc:

@@ -213,13 +213,16 @@ def test_a_spawned_worker_logs_after_the_banner_without_hives_token(
     )
 
 
-def test_a_spawned_worker_leads_its_own_session(spawned: Spawn, tmp_path: Path) -> None:
+def test_a_spawned_worker_leads_its_own_process_group_in_our_session(
+    spawned: Spawn, tmp_path: Path
+) -> None:
     proc = spawned("import time; print('up', flush=True); time.sleep(60)")
     log = tmp_path / "logs" / "w.log"
     log_line(proc, log, "up")
-    assert os.getpgid(proc.pid) == proc.pid
-    assert os.getsid(proc.pid) == proc.pid
-    assert os.getpgid(proc.pid) != os.getpgid(0)
+    assert os.getpgid(proc.pid) == proc.pid  # one killpg reaches it and its children
+    assert os.getpgid(proc.pid) != os.getpgid(0)  # no signal for hive's group reaches it
+    # hive's session, so the scheduler does not weigh each worker as a session (autogroup)
+    assert os.getsid(proc.pid) == os.getsid(0)
 
 
 def test_a_missing_executable_is_spawn_failed_with_the_reason(tmp_path: Path) -> None:
