@@ -81,6 +81,10 @@ class Manager:
     # -- wiring --------------------------------------------------------------------------
     def on_change(self, result: ReplaceResult) -> None:
         """A source replaced its set: enqueue what changed, narrate conflicts."""
+        # Live workers the change stops get their SIGTERM before anything else happens.
+        stops = self.workers.signal_now(
+            [k for k in result.changed if k.kind is Kind.WORKER and k not in self.queue.processing]
+        )
         for key in sorted(result.changed):
             record = self.store.desired(key)
             if record is None:
@@ -95,9 +99,8 @@ class Manager:
                     data={"source": record.origin.source, "generation": self.store.generation(key)},
                 )
             self.reconciler.cancel_if_stale(key)
-            if key.kind is Kind.WORKER and key not in self.queue.processing:
-                self.workers.tend_now(key)
             self.queue.add(key)
+        self.workers.begin_stops(stops)
         for key in result.touched:
             self.queue.add(key)
         for note in result.new_conflicts:

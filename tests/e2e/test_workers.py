@@ -134,7 +134,7 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     url = facts["url"]
     request = urllib.request.Request(
         url + "/v1/completions",
-        data=json.dumps({"prompt": "hello", "max_tokens": 8}).encode(),
+        data=json.dumps({"prompt": "hello", "max_tokens": 8, "ignore_eos": True}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as r:

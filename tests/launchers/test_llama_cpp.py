@@ -137,14 +137,16 @@ def test_serves_the_model_with_llama_cpp_endpoints_then_stops_on_sigterm(
     line = f"{PROG}: serving tiny on {worker.url} (ctx 256, 1 threads)\n"
     poll(lambda: worker.stdout() == line, timeout=5, what=f"{line!r} (got {worker.stdout()!r})")
 
-    completion = worker.post("/v1/completions", {"prompt": "hello", "max_tokens": 8})
+    completion = worker.post(
+        "/v1/completions", {"prompt": "hello", "max_tokens": 8, "ignore_eos": True}
+    )
     assert completion["model"] == "tiny"
     assert isinstance(completion["choices"][0]["text"], str)
     assert completion["usage"]["completion_tokens"] > 0
 
     chat = worker.post(
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4},
+        {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "ignore_eos": True},
     )
     assert chat["choices"][0]["message"]["role"] == "assistant"
 
@@ -298,7 +300,9 @@ def test_an_unreachable_queen_does_not_stop_serving(launch: Launch) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     worker = launch("--queen-url", closed, env={"HIVE_HEARTBEAT_INTERVAL": "0.2"})
     worker.wait_healthy()
-    completion = worker.post("/v1/completions", {"prompt": "hello", "max_tokens": 4})
+    completion = worker.post(
+        "/v1/completions", {"prompt": "hello", "max_tokens": 4, "ignore_eos": True}
+    )
     assert completion["choices"][0]["text"] is not None
     assert worker.stop() == 0
     assert worker.stderr().count("warning: heartbeat") == 1

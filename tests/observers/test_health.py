@@ -268,7 +268,9 @@ class Llama:
     def complete(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         request = urllib.request.Request(
             self.url + "/v1/completions",
-            data=json.dumps({"prompt": prompt, "max_tokens": max_tokens}).encode(),
+            data=json.dumps(
+                {"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
+            ).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as r:
