@@ -4,6 +4,8 @@ Prometheus text (llama.cpp's `/metrics`) read into `WorkerMetrics`."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from datetime import datetime
 
 import aiohttp
@@ -96,10 +98,30 @@ class HealthProbe:
             self.close()
         return None if 200 <= code < 300 else f"{self.url} answered {code}"
 
+    async def _connect(self) -> None:
+        """A plain non-blocking connect to an IP literal (the usual case): a worker that is
+        not listening yet, probed 4 times a second while it starts, costs a third of
+        what asyncio's create_connection spends on a refusal."""
+        try:
+            family = (
+                socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
+            )
+        except ValueError:  # a host name: let asyncio resolve it
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            return
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._reader, self._writer = await asyncio.open_connection(sock=sock)
+
     async def _send(self) -> bytes:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
+            await self._connect()
+        assert self._reader is not None and self._writer is not None
         self._writer.write(self._request)
         await self._writer.drain()
         try:
