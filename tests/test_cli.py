@@ -28,7 +28,7 @@ def hive(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_validate_examples() -> None:
     ok = hive("validate", "examples/desired-state")
     assert ok.returncode == 0, ok.stderr
-    assert "1 record(s) valid" in ok.stdout
+    assert "2 record(s) valid" in ok.stdout  # the tiny model and its llama-cpp worker
 
     bad = hive("validate", "examples/invalid")
     assert bad.returncode == 2

@@ -630,3 +630,32 @@ def test_llama_cpp_worker_heartbeats_to_the_queen(
     assert beat["model"] == "tiny"
     assert beat["port"] == w["observed"]["port"]
     assert beats[0]["status"] == "starting"
+
+
+def test_the_examples_converge_to_a_model_and_a_worker_that_answers(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], ports: range
+) -> None:
+    """What `make run` shows: examples/desired-state/ as shipped (only the worker's port
+    moved off 9000, which a `make run` on this machine may hold)."""
+    desired = tmp_path / "desired-state"
+    desired.mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny-llama.gguf").write_bytes(tiny_model.read_bytes())
+    examples = ROOT / "examples" / "desired-state"
+    for manifest in examples.glob("*.yaml"):
+        text = manifest.read_text().replace("port: 9000", f"port: {ports.start}")
+        (desired / manifest.name).write_text(text)
+    assert f"port: {ports.start}" in (desired / "workers.yaml").read_text()
+    hive = hive_factory(desired=[desired], home=tmp_path / "home", env=FAST)
+    hive.wait_phase("tiny-llama", "Available")
+    w = hive.wait_worker("tiny-llama-cpu", "Running", timeout=60)
+    assert w["observed"]["port"] == ports.start
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ports.start}/v1/completions",
+        data=json.dumps({"prompt": "Hello", "max_tokens": 4, "ignore_eos": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        body = json.load(r)
+    assert body["model"] == "tiny-llama"
+    assert body["usage"]["completion_tokens"] == 4
