@@ -77,6 +77,13 @@ class Settings(BaseModel):
     #: GPU discovery: auto (NVML), none, or fake:/path/gpus.json (tests, demos).
     gpu_probe: str = "auto"
 
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Absolute: workers get paths under it (their model file, their log) and may not
+        share hive's working directory."""
+        return value.absolute()
+
     @field_validator("worker_ports")
     @classmethod
     def _ports(cls, value: str) -> str:

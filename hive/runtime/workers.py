@@ -963,8 +963,10 @@ class WorkerSupervisor:
                     instance.health_error = None  # the refusals while it was loading
                     self._narrate(
                         instance.key,
-                        "worker_spawn_complete",
-                        f"✅ Worker spawned (PID: {state.pid}, port: {state.port})",
+                        "worker_ready" if instance.adopted else "worker_spawn_complete",
+                        f"✅ Adopted worker answers (PID: {state.pid}, port: {state.port})"
+                        if instance.adopted
+                        else f"✅ Worker spawned (PID: {state.pid}, port: {state.port})",
                         pid=state.pid,
                         port=state.port,
                         seconds=round(now - instance.started, 3),
