@@ -9,6 +9,7 @@ import importlib.util
 import inspect
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -221,6 +222,29 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp~")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def bindable(port: int) -> bool:
+    """Bindable as a server binds (SO_REUSEADDR: a TIME_WAIT left by closed connections
+    does not count as taken)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def worker_ports() -> range:
+    """Ten free ports for a test's workers: below the ephemeral range (32768-), far from
+    9000-9999 (`make run` uses those)."""
+    for _ in range(50):
+        first = random.randrange(20000, 32000, 10)
+        if all(bindable(p) for p in range(first, first + 10)):
+            return range(first, first + 10)
+    raise AssertionError("no free port range")
 
 
 def free_port() -> int:

@@ -174,13 +174,17 @@ def rotate_log(path: Path, *, max_bytes: int, backups: int) -> bool:
     return True
 
 
-def tail_lines(path: Path, count: int, *, max_bytes: int = 1 << 20) -> list[str]:
-    """The last `count` lines of a file (reading at most `max_bytes` from its end)."""
+def tail_lines(
+    path: Path, count: int, *, max_bytes: int = 1 << 20, end: int | None = None
+) -> list[str]:
+    """The last `count` lines of a file, or of its first `end` bytes (reading at most
+    `max_bytes` back from there)."""
     if count <= 0:
         return []
     try:
         with open(path, "rb") as fh:
-            end = fh.seek(0, os.SEEK_END)
+            size = fh.seek(0, os.SEEK_END)
+            end = size if end is None else min(end, size)
             block, data = 8192, b""
             position = end
             while position > 0 and data.count(b"\n") <= count and end - position < max_bytes:

@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -182,16 +183,27 @@ async def worker_logs(request: web.Request) -> web.StreamResponse:
     tail = _int_param(request.query.get("tail"), "tail", kind="a number of lines")
     tail = min(100 if tail is None else tail, MAX_TAIL)
     path = log_path(manager.settings.home, name)
-    lines = await asyncio.to_thread(tail_lines, path, tail)
     if request.query.get("follow", "") in {"1", "true", "yes"}:
+        # The tail up to a size taken first, and every byte after it: no line lost or
+        # sent twice, whatever the worker writes meanwhile.
+        size = await asyncio.to_thread(_size_of, path)
         return await stream_file_lines(
             request,
             path=path,
-            initial=lines,
+            start=size,
+            initial=await asyncio.to_thread(tail_lines, path, tail, end=size),
             stopped=lambda: manager.bus.closed,
             keepalive=manager.settings.sse_keepalive,
         )
+    lines = await asyncio.to_thread(tail_lines, path, tail)
     return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 async def restart_worker(request: web.Request) -> web.Response:

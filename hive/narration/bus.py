@@ -84,6 +84,12 @@ class Bus:
         self._changed = asyncio.Event()
         return event
 
+    def narrate(
+        self, key: str, action: str, message: str, *, level: Level = Level.INFO, **data: object
+    ) -> Event:
+        """An event about one object, its data as keywords."""
+        return self.emit(action, message, object=key, level=level, data=dict(data))
+
     def read(self, after: int, *, limit: int) -> tuple[list[Event], Gap | None]:
         """Up to `limit` events with id > after; a Gap when some are no longer in the ring."""
         if after > self._last_id:  # a cursor from an earlier run of hive: start over

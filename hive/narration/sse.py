@@ -62,12 +62,12 @@ async def stream_subscription(
     return response
 
 
-def _read_from(path: Path, position: int | None, limit: int = 1 << 20) -> tuple[int, bytes]:
-    """The file's size, and (unless `position` is None) up to `limit` bytes from there."""
+def _read_from(path: Path, position: int, limit: int = 1 << 20) -> tuple[int, bytes]:
+    """The file's size, and up to `limit` bytes from `position`."""
     try:
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)
-            if position is None or size <= position:
+            if size <= position:
                 return size, b""
             fh.seek(position)
             return size, fh.read(min(size - position, limit))
@@ -79,16 +79,17 @@ async def stream_file_lines(
     request: web.Request,
     *,
     path: Path,
+    start: int,
     initial: list[str],
     stopped: Callable[[], bool],
     interval: float = 0.25,
     keepalive: float = 15.0,
 ) -> web.StreamResponse:
-    """`tail -f` as SSE: the `initial` lines, then each new line of `path` as
-    `data: {"line": ...}`. A file that shrank was rotated (copytruncate): read from 0."""
+    """`tail -f` as SSE: the `initial` lines, then each line of `path` after byte `start`
+    as `data: {"line": ...}`. A file that shrank was rotated (copytruncate): read from 0."""
     response = await open_sse(request)
     await response.write(b"".join(sse_frame({"line": line}) for line in initial))
-    position, _ = await asyncio.to_thread(_read_from, path, None)
+    position = start
     pending = b""
     quiet = 0.0
     try:

@@ -192,17 +192,6 @@ class Reconciler:
         self.statuses[key] = status
         return status
 
-    def _narrate(
-        self,
-        key: ObjectKey,
-        action: str,
-        message: str,
-        *,
-        level: Level = Level.INFO,
-        **data: object,
-    ) -> None:
-        self._bus.emit(action, message, object=key, level=level, data=dict(data))
-
     # -- cancellation --------------------------------------------------------------------
     def cancel_if_stale(self, key: ObjectKey) -> bool:
         """Stop an action whose record went away or changed; True if one was stopped."""
@@ -272,13 +261,13 @@ class Reconciler:
         except WaitingForSlot as waiting:
             previous = self.statuses.get(key)
             if previous is None or previous.message != waiting.message:
-                self._narrate(key, "model_download_queued", waiting.message)
+                self._bus.narrate(key, "model_download_queued", waiting.message)
             self.set_status(
                 key, model_working(ModelPhase.PENDING, "WaitingForSlot", waiting.message)
             )
             return Result(requeue_after=SLOT_POLL)
         except Cancelled:
-            self._narrate(
+            self._bus.narrate(
                 key,
                 f"model_{self._verb(action)}_cancelled",
                 "Stopped: the record changed or was removed",
@@ -311,7 +300,7 @@ class Reconciler:
         if previous is None or previous.phase != status.phase:
             if self.on_model_available is not None:
                 self.on_model_available(key.name)
-            self._narrate(
+            self._bus.narrate(
                 key,
                 "model_available",
                 f"✅ Model {key.name} is available ({message})",
@@ -342,7 +331,7 @@ class Reconciler:
             # Retrying cannot help: wait until the record changes.
             self._permanent.add(key)
             self.set_status(key, model_failed(reason, f"{message} ({_PERMANENT_HINT})"))
-            self._narrate(
+            self._bus.narrate(
                 key,
                 f"model_{self._verb(action)}_failed",
                 f"❌ {message} ({_PERMANENT_HINT})",
@@ -353,7 +342,7 @@ class Reconciler:
             return Result()
         delay = self._backoff.failure(key)
         self.set_status(key, model_failed(reason, message))
-        self._narrate(
+        self._bus.narrate(
             key,
             f"model_{self._verb(action)}_failed",
             f"❌ {message} (attempt {self._backoff.failures(key)}; next in {delay:.0f}s)",
@@ -374,17 +363,17 @@ class Reconciler:
                     self.set_status(
                         key, model_working(ModelPhase.DELETING, "Deleting", "state: absent")
                     )
-                    self._narrate(key, "model_delete_start", f"🗑️ Deleting model {key.name}")
+                    self._bus.narrate(key, "model_delete_start", f"🗑️ Deleting model {key.name}")
                     await self._bounded(
                         asyncio.to_thread(delete_model, key.name, catalog=self._catalog), running
                     )
-                    self._narrate(key, "model_delete_complete", "✅ Model deleted successfully")
+                    self._bus.narrate(key, "model_delete_complete", "✅ Model deleted successfully")
                 case CleanupPartial():
                     await self._bounded(
                         asyncio.to_thread(cleanup_partial, key.name, catalog=self._catalog),
                         running,
                     )
-                    self._narrate(
+                    self._bus.narrate(
                         key, "model_partial_removed", f"Removed leftovers ({action.reason})"
                     )
         finally:
@@ -421,7 +410,7 @@ class Reconciler:
         if not action.source.startswith("file:"):
             self._slot_or_wait()  # before any narration: a queued download has not started
         self.set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
-        self._narrate(
+        self._bus.narrate(
             key,
             "model_download_start",
             f"📥 Downloading {key.name} from {action.source} ({action.reason})",
@@ -469,14 +458,14 @@ class Reconciler:
             else f"SHA-256 {meta.sha256} recorded (nothing to check it against: no "
             "spec.sha256, no hub checksum)"
         )
-        self._narrate(
+        self._bus.narrate(
             key,
             "model_download_verified",
             checked,
             sha256=meta.sha256,
             verified=meta.verified,
         )
-        self._narrate(
+        self._bus.narrate(
             key,
             "model_download_complete",
             f"✅ Download complete ({outcome.method}, {meta.size / _MB:.1f} MB)",
@@ -515,7 +504,7 @@ class Reconciler:
             )
 
             def narrate(action_name: str, message: str, **data: Any) -> None:
-                self._narrate(key, action_name, message, **data)
+                self._bus.narrate(key, action_name, message, **data)
 
             directory = self._catalog.directory(key.name)
             try:
@@ -559,7 +548,7 @@ class Reconciler:
         speed = moved / elapsed if elapsed > 0 else 0.0
         eta = (p.total - p.done) / speed if speed > 0 else 0.0
         pct = f"{100 * p.done // p.total}%" if p.total else "size unknown"
-        self._narrate(
+        self._bus.narrate(
             key,
             "model_download_progress",
             f"Downloaded {_mb(p.done, p.total)} MB / "

@@ -445,8 +445,8 @@ class WorkerSupervisor:
         }.get(reason)
         if why is not None:
             level = Level.INFO if reason == "Replaced" else Level.WARNING
-            self._narrate(key, why[0], why[1], level=level)
-        self._narrate(
+            self._bus.narrate(key, why[0], why[1], level=level)
+        self._bus.narrate(
             key,
             "worker_proc_del_start",
             f"🗑️ Killing worker PID {pid} ({message})",
@@ -454,7 +454,7 @@ class WorkerSupervisor:
             reason=reason,
         )
         if signalled:
-            self._narrate(key, "worker_proc_del_sigterm", "Sent SIGTERM", pid=pid, grace=grace)
+            self._bus.narrate(key, "worker_proc_del_sigterm", "Sent SIGTERM", pid=pid, grace=grace)
         self._status(
             key, WorkerPhase.STOPPING, ready=False, progressing=True, reason=reason, message=message
         )
@@ -468,7 +468,7 @@ class WorkerSupervisor:
             instance.killed = True
             if is_same(instance.process):
                 proc.signal_group(pid, signal.SIGKILL)
-            self._narrate(
+            self._bus.narrate(
                 key,
                 "worker_proc_del_sigkill",
                 f"Worker PID {pid} ignored SIGTERM for its grace period: sent SIGKILL",
@@ -477,7 +477,7 @@ class WorkerSupervisor:
             )
             instance.stop_deadline = now + _KILL_WAIT
             return _KILL_WAIT
-        self._narrate(
+        self._bus.narrate(
             key,
             "worker_proc_del_stuck",
             f"Worker PID {pid} is still there {_KILL_WAIT:g}s after SIGKILL (uninterruptible?)",
@@ -537,7 +537,7 @@ class WorkerSupervisor:
         track.restart_next = reason not in {"Removed", "Stopped", "Replaced", "Shutdown"}
         now = self._clock.monotonic()
         if reason in _ASKED:
-            self._narrate(
+            self._bus.narrate(
                 key,
                 "worker_proc_del_ok",
                 "✅ Worker killed successfully",
@@ -553,7 +553,7 @@ class WorkerSupervisor:
             return
         self._wake_unschedulable()
         tail = proc.tail_lines(instance.state.log_path, 1)
-        self._narrate(
+        self._bus.narrate(
             key,
             "worker_exited",
             f"💥 Worker {name} (PID {instance.state.pid}) ended: {exit.describe()}"
@@ -579,7 +579,7 @@ class WorkerSupervisor:
         delay = self._delay(track.failures_in_a_row)
         track.next_start = now + delay
         track.next_start_at = self._clock.now() + timedelta(seconds=delay)
-        self._narrate(
+        self._bus.narrate(
             key,
             "worker_restart_scheduled",
             f"⏳ Back-off {delay:g}s restarting failed worker {name} "
@@ -612,7 +612,7 @@ class WorkerSupervisor:
             degraded=(reason, message),
         )
         if narrate and (previous is None or previous.message != status.message):
-            self._narrate(
+            self._bus.narrate(
                 key,
                 f"worker_{_snake(reason)}",
                 f"⏸️ Worker {key.name}: {message}",
@@ -772,7 +772,7 @@ class WorkerSupervisor:
         )
         log_file = proc.log_path(self.home, name)
         restarting = track.restart_next
-        self._narrate(
+        self._bus.narrate(
             key,
             "worker_spawn_start",
             f"🚀 Spawning worker {name}: {entry.id} serving {spec.model} on {spec.device}, "
@@ -835,7 +835,7 @@ class WorkerSupervisor:
             raise
         except (HiveError, psutil.Error) as exc:
             message = getattr(exc, "message", str(exc))
-            self._narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
+            self._bus.narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
             track.last_exit = ExitInfo(at=now, reason="SpawnFailed", message=message)
             track.failures_in_a_row += 1
             delay = self._delay(track.failures_in_a_row)
@@ -880,7 +880,7 @@ class WorkerSupervisor:
         )
         self.instances[key.name] = instance
         self._watch(instance)
-        self._narrate(
+        self._bus.narrate(
             key,
             "worker_spawn_health_check",
             "Waiting for worker to start...",
@@ -961,7 +961,7 @@ class WorkerSupervisor:
                 if starting:
                     instance.ready_at = now
                     instance.health_error = None  # the refusals while it was loading
-                    self._narrate(
+                    self._bus.narrate(
                         instance.key,
                         "worker_ready" if instance.adopted else "worker_spawn_complete",
                         f"✅ Adopted worker answers (PID: {state.pid}, port: {state.port})"
@@ -1020,7 +1020,7 @@ class WorkerSupervisor:
         instance.restart_requested = True
         track = self.tracks.setdefault(name, Track())
         track.restarted_at = self._clock.now()
-        self._narrate(
+        self._bus.narrate(
             instance.key,
             "worker_restart_requested",
             f"🔁 Restart of worker {name} requested (PID {instance.state.pid})",
@@ -1060,17 +1060,6 @@ class WorkerSupervisor:
         return crashloop_delay(
             failures_in_a_row, base=self.settings.crashloop_base, cap=self.settings.crashloop_cap
         )
-
-    def _narrate(
-        self,
-        key: ObjectKey,
-        action: str,
-        message: str,
-        *,
-        level: Level = Level.INFO,
-        **data: object,
-    ) -> None:
-        self._bus.emit(action, message, object=key, level=level, data=dict(data))
 
 
 def _log_big(path: Path, limit: int) -> bool:

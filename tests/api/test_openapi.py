@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -383,27 +381,6 @@ def first_sse_data(hive: Hive, path: str) -> tuple[str, dict[str, Any]]:
             if line.startswith("data: "):
                 return r.headers["Content-Type"], dict(json.loads(line[6:]))
     raise AssertionError(f"{path}: the stream ended without a data line")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture
-def worker_ports() -> range:
-    """Ten free ports for the workers: below the ephemeral range (32768-), far from
-    9000-9999 (`make run` uses those)."""
-    for _ in range(50):
-        first = random.randrange(21000, 32000, 10)
-        if all(_bindable(p) for p in range(first, first + 10)):
-            return range(first, first + 10)
-    raise AssertionError("no free port range")
 
 
 @pytest.fixture

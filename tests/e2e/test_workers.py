@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 from tests.conftest import (
     ROOT,
     Hive,
+    bindable,
     install_scripted_runtime,
     model_yaml,
     poll,
@@ -40,27 +40,9 @@ FAST = {
 }
 
 
-def _free(port: int) -> bool:
-    """Bindable as a server binds (SO_REUSEADDR: a TIME_WAIT left by closed connections
-    does not count as taken)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
-def ports() -> range:
-    """A small range of free ports for this test's workers (not 9000-9999: `make run`)."""
-    for _ in range(50):
-        first = random.randrange(20000, 40000, 10)
-        candidate = range(first, first + 10)
-        if all(_free(p) for p in candidate):
-            return candidate
-    raise AssertionError("no free port range")
+def ports(worker_ports: range) -> range:
+    return worker_ports
 
 
 @pytest.fixture
@@ -301,7 +283,7 @@ def test_removing_the_record_stops_the_whole_group_and_frees_the_port(
     assert len(group) == 2  # the worker and the grandchild it started
     (desired / "workers.yaml").unlink()
     poll(lambda: all(gone(p) for p in group), timeout=3.0, what="the process group to be gone")
-    poll(lambda: _free(port), timeout=1.0, what=f"port {port} to be free")
+    poll(lambda: bindable(port), timeout=1.0, what=f"port {port} to be free")
     hive.wait_event("worker_proc_del_ok", obj="Worker/s")
     assert hive.actions("Worker/s")[-3:] == [
         "worker_proc_del_start",
