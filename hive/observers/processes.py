@@ -4,6 +4,7 @@ what does it use. A process is hive's only with the same pid, start time and mar
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 
@@ -40,10 +41,14 @@ def is_same(proc: psutil.Process) -> bool:
 
 
 def usage(proc: psutil.Process) -> tuple[float | None, int | None]:
-    """CPU percent since the previous call, and resident memory in MB."""
+    """CPU percent over the process's life, as `ps` shows it (so every reader sees the
+    same number, whoever asked before), and resident memory in MB."""
     try:
         with proc.oneshot():
-            return proc.cpu_percent(interval=None), proc.memory_info().rss // (1024 * 1024)
+            times = proc.cpu_times()
+            alive = max(time.time() - proc.create_time(), 1e-3)
+            cpu = round(100.0 * (times.user + times.system) / alive, 1)
+            return cpu, proc.memory_info().rss // (1024 * 1024)
     except psutil.Error:
         return None, None
 
