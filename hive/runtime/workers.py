@@ -44,7 +44,7 @@ from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
 from hive.model.observed import ArtifactStatus
 from hive.model.runtimes import RuntimeEntry
-from hive.model.status import ObjectStatus, StatusUpdate, WorkerPhase
+from hive.model.status import ConditionType, ObjectStatus, StatusUpdate, WorkerPhase
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
@@ -536,6 +536,7 @@ class WorkerSupervisor:
         track.last_exit = exit
         track.restart_next = reason not in {"Removed", "Stopped", "Replaced", "Shutdown"}
         now = self._clock.monotonic()
+        self._wake_unschedulable()  # what it held (memory, a port) is free again
         if reason in _ASKED:
             self._bus.narrate(
                 key,
@@ -549,9 +550,7 @@ class WorkerSupervisor:
                 track.failures_in_a_row = 0
             track.next_start = 0.0
             track.next_start_at = None
-            self._wake_unschedulable()
             return
-        self._wake_unschedulable()
         tail = proc.tail_lines(instance.state.log_path, 1)
         self._bus.narrate(
             key,
@@ -575,10 +574,7 @@ class WorkerSupervisor:
             return
         # Every unasked end counts toward the back-off, a clean exit 0 under Always too (as
         # kubelet does): a worker that keeps exiting must not be restarted in a tight loop.
-        track.failures_in_a_row += 1
-        delay = self._delay(track.failures_in_a_row)
-        track.next_start = now + delay
-        track.next_start_at = self._clock.now() + timedelta(seconds=delay)
+        delay = self._back_off(track)
         self._bus.narrate(
             key,
             "worker_restart_scheduled",
@@ -592,7 +588,8 @@ class WorkerSupervisor:
     def _wake_unschedulable(self) -> None:
         """Resources were freed: workers waiting for them are looked at again now."""
         for key, status in self._statuses.items():
-            if key.kind is Kind.WORKER and status.message.startswith("Unschedulable"):
+            ready = status.condition(ConditionType.READY)
+            if key.kind is Kind.WORKER and ready is not None and ready.reason == "Unschedulable":
                 self._enqueue(key, 0)
 
     # -- start ---------------------------------------------------------------------------
@@ -837,10 +834,7 @@ class WorkerSupervisor:
             message = getattr(exc, "message", str(exc))
             self._bus.narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
             track.last_exit = ExitInfo(at=now, reason="SpawnFailed", message=message)
-            track.failures_in_a_row += 1
-            delay = self._delay(track.failures_in_a_row)
-            track.next_start = self._clock.monotonic() + delay
-            track.next_start_at = now + timedelta(seconds=delay)
+            delay = self._back_off(track)
             self._status(
                 key,
                 WorkerPhase.DEAD,
@@ -1055,6 +1049,14 @@ class WorkerSupervisor:
                 degraded=degraded,
             ),
         )
+
+    def _back_off(self, track: Track) -> float:
+        """One more failure in the streak: when the next start may come, and the delay."""
+        track.failures_in_a_row += 1
+        delay = self._delay(track.failures_in_a_row)
+        track.next_start = self._clock.monotonic() + delay
+        track.next_start_at = self._clock.now() + timedelta(seconds=delay)
+        return delay
 
     def _delay(self, failures_in_a_row: int) -> float:
         return crashloop_delay(
