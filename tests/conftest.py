@@ -247,6 +247,17 @@ def worker_ports() -> range:
     raise AssertionError("no free port range")
 
 
+def answers_health(proc: subprocess.Popen[bytes], url: str, *, log: Path, what: str) -> bool:
+    """True once `url`/health answers 200; fails at once, with `log`, if `proc` exited."""
+    if proc.poll() is not None:
+        raise AssertionError(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -324,15 +335,7 @@ class Hive:
 
     def _healthy(self) -> bool:
         assert self._proc is not None
-        if self._proc.poll() is not None:
-            raise AssertionError(
-                f"hive exited with {self._proc.returncode}:\n{self.log.read_text()}"
-            )
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers_health(self._proc, self.url, log=self.log, what="hive")
 
     def _read_events(self) -> None:
         try:

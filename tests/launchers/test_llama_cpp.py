@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from hive.launchers.llama_cpp import heartbeat_for, parse_options
-from tests.conftest import ROOT, apoll, free_port, poll
+from tests.conftest import ROOT, answers_health, apoll, free_port, poll
 
 PROG = "hive-llama-cpp"
 
@@ -42,13 +42,7 @@ class Launched:
         return self.err.read_text()
 
     def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"launcher exited with {self.proc.returncode}:\n{self.stderr()}")
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers_health(self.proc, self.url, log=self.err, what="launcher")
 
     def wait_healthy(self) -> Launched:
         poll(self.healthy, timeout=20, what=f"llama.cpp /health on {self.url}")

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from hive.model.workers import WorkerMetrics
 from hive.observers.health import HealthProbe, parse_metrics, scrape
-from tests.conftest import ROOT, free_port, poll
+from tests.conftest import ROOT, answers_health, free_port, poll
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 EMPTY = WorkerMetrics(scraped_at=NOW)
@@ -257,13 +257,7 @@ class Llama:
         self.err = err
 
     def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"llama.cpp exited {self.proc.returncode}: {self.err.read_text()}")
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers_health(self.proc, self.url, log=self.err, what="llama.cpp")
 
     def complete(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         request = urllib.request.Request(
