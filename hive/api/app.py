@@ -22,7 +22,6 @@ from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
     object_view,
-    runtime_view,
     status_view,
     worker_names,
     worker_view,
@@ -229,7 +228,7 @@ async def list_runtimes(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     entries = manager.runtimes.entries()
     errors = [{"path": str(e.path), "message": e.message} for e in manager.runtimes.errors]
-    return _json({"items": [runtime_view(e) for e in entries], "errors": errors})
+    return _json({"items": [e.model_dump(mode="json") for e in entries], "errors": errors})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,7 +9,6 @@ from typing import Any
 from hive.actuators.workers import log_path, tail_lines
 from hive.model.ids import Kind, ObjectKey
 from hive.model.observed import ArtifactStatus, ObservedModel
-from hive.model.runtimes import RuntimeEntry
 from hive.model.status import ModelPhase, WorkerPhase
 from hive.observers.processes import usage
 from hive.runtime.manager import Manager
@@ -207,7 +206,3 @@ def worker_names(manager: Manager) -> list[str]:
 def workers_vram(manager: Manager) -> dict[int, int]:
     pids = [i.state.pid for i in manager.workers.instances.values() if i.state.device != "CPU-0"]
     return manager.workers.gpus.process_vram_bytes(pids) if pids else {}
-
-
-def runtime_view(entry: RuntimeEntry) -> dict[str, Any]:
-    return entry.model_dump(mode="json")
