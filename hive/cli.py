@@ -117,7 +117,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from hive.core.plan import plan
-    from hive.observers.catalog import ModelCatalog
+    from hive.observers.catalog import ModelCatalog, boot_id
 
     records, problems = _read(args.paths)
     for problem in problems:
@@ -132,6 +132,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         prune_allowed=True,
         now=datetime.now(UTC),
         partial_ttl=settings.partial_ttl,
+        boot=boot_id(),
     )
     for action in actions:
         print(describe(action))

@@ -9,6 +9,13 @@ from pathlib import Path
 from hive.observers.catalog import is_partial_name
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` (`os.write` may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

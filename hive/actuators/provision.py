@@ -34,13 +34,14 @@ from hive.errors import (
 )
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts
-from hive.model.observed import ArtifactStatus, ModelMetadata
+from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata
 from hive.observers.catalog import (
     METADATA,
     MODEL_FILE,
     PARTIAL_SUFFIX,
     TRASH_PREFIX,
     ModelCatalog,
+    boot_id,
 )
 from hive.observers.gguf import read_gguf_facts
 
@@ -94,13 +95,17 @@ def _copy_hashing(
             out.write(chunk)
             done += len(chunk)
             progress(Progress(done=done, total=total))
-        out.flush()
-        os.fsync(out.fileno())
-    return digest.hexdigest()
+    return digest.hexdigest()  # fsynced after it is published (`sync_model`)
 
 
 def write_metadata(directory: Path, metadata: ModelMetadata, *, durable: bool = True) -> None:
     write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode(), durable=durable)
+
+
+def publish_metadata(directory: Path, metadata: ModelMetadata) -> None:
+    """Write the entry of a model whose bytes were just verified and renamed into place:
+    not fsynced yet (`sync_model` does that next, off the model's way to Available)."""
+    write_metadata(directory, metadata, durable=False)
 
 
 def begin_metadata(
@@ -146,12 +151,15 @@ def mark_stopped(directory: Path, why: str) -> None:
 def finish_metadata(
     base: ModelMetadata, *, sha: str, verified: bool, facts: GgufFacts
 ) -> ModelMetadata:
-    """The catalog entry of a model whose bytes are whole, hashed and parsed."""
+    """The catalog entry of a model whose bytes are whole, hashed and parsed (in the page
+    cache: `synced` once `sync_model` has put them on disk)."""
     return base.model_copy(
         update={
             "status": ArtifactStatus.AVAILABLE,
             "sha256": sha,
             "verified": verified,
+            "synced": False,
+            "boot_id": boot_id(),
             "architecture": facts.architecture,
             "quantization": facts.quantization,
             "file_type": facts.file_type,
@@ -219,16 +227,48 @@ def provision_file(
         except GgufError as exc:
             raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
         os.replace(partial, directory / MODEL_FILE)
-        fsync_dir(directory)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
         if isinstance(exc, PermanentError):
             mark_stopped(directory, exc.message)
         raise
     metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
-    write_metadata(directory, metadata)
+    publish_metadata(directory, metadata)
     remove_stale_model_files(directory, keep={MODEL_FILE})
     return ProvisionOutcome(metadata=metadata, method=method)
+
+
+def sync_model(
+    name: str, *, catalog: ModelCatalog, verify: bool, cancel: threading.Event
+) -> str | None:
+    """Put a published model's bytes on disk: fsync its files and directory, then record
+    `synced` durably. With `verify`, hash each file first; if one is not what was verified
+    (an earlier boot published it and crashed before the bytes reached the disk), delete
+    the model, so that it is provisioned again, and return why. None when synced."""
+    directory = catalog.directory(name)
+    metadata = ModelMetadata.model_validate_json((directory / METADATA).read_bytes())
+    files = metadata.files or [
+        ModelFile(name=metadata.path.name, size=metadata.size, sha256=metadata.sha256)
+    ]
+    for file in files:
+        path = directory / file.name
+        if verify:
+            sha = _sha256_of(path, cancel=cancel, progress=lambda _: None, total=file.size)
+            if sha != file.sha256:
+                delete_model(name, catalog=catalog)
+                return (
+                    f"{path} hashes to {sha}, not {file.sha256} as when it was published "
+                    "(its bytes never reached the disk before the machine restarted); the "
+                    "model was removed and is provisioned again"
+                )
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
+    write_metadata(directory, metadata.model_copy(update={"synced": True}))
+    return None
 
 
 def delete_model(name: str, *, catalog: ModelCatalog) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel
+from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, SyncModel
 from hive.model.manifests import ModelManifest, Record
 from hive.model.observed import ObservedModel
 
@@ -56,6 +56,18 @@ def _up_to_date(spec_sha: str | None, resolved: str, observed: ObservedModel) ->
     return None
 
 
+def _sync(name: str, observed: ObservedModel | None, boot: str | None) -> list[Action]:
+    """A published model whose bytes are not known to be on disk yet: sync it (verify it
+    first when an earlier boot of the machine published it)."""
+    m = observed.metadata if observed is not None else None
+    if m is None or m.synced or observed is None or not observed.complete:
+        return []
+    if m.needs_check(boot):
+        reason = "published by an earlier boot of the machine and never synced: hashing it again"
+        return [SyncModel(name=name, reason=reason, verify=True)]
+    return [SyncModel(name=name, reason="published; its bytes are not on disk yet")]
+
+
 def plan_model(
     name: str,
     *,
@@ -64,14 +76,18 @@ def plan_model(
     prune_allowed: bool,
     now: datetime,
     partial_ttl: float = DEFAULT_PARTIAL_TTL,
+    boot: str | None = None,
 ) -> list[Action]:
-    """What must happen for one Model so that disk matches its record."""
+    """What must happen for one Model so that disk matches its record. `boot` is this boot
+    of the machine (`catalog.boot_id()`): unsynced models of another boot are checked."""
     if record is None:
         # Removing a record keeps the files. Only leftovers of an interrupted provisioning
         # (a partial file, or a directory without model.gguf) go, and only once every source
         # has synced (the record may yet come back).
         leftover = observed is not None and (observed.partial or observed.file_size is None)
-        if not leftover or not prune_allowed:
+        if not leftover:
+            return _sync(name, observed, boot)
+        if not prune_allowed:
             return []
         assert observed is not None
         download = observed.download
@@ -97,7 +113,7 @@ def plan_model(
     resolved = resolve_source(spec.source, manifest_file=record.origin.file)
     why = "not in the catalog" if observed is None else _up_to_date(spec.sha256, resolved, observed)
     if why is None:
-        return []
+        return _sync(name, observed, boot)
     return [
         ProvisionModel(
             name=name, reason=why, source=spec.source, resolved_source=resolved, sha256=spec.sha256
@@ -112,6 +128,7 @@ def plan(
     prune_allowed: bool,
     now: datetime,
     partial_ttl: float = DEFAULT_PARTIAL_TTL,
+    boot: str | None = None,
 ) -> list[Action]:
     """Every action needed, over all Models, in name order (stable for `hive plan`)."""
     actions: list[Action] = []
@@ -124,6 +141,7 @@ def plan(
                 prune_allowed=prune_allowed,
                 now=now,
                 partial_ttl=partial_ttl,
+                boot=boot,
             )
         )
     return actions

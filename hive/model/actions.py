@@ -43,7 +43,16 @@ class CleanupPartial(_Action):
     type: Literal["CleanupPartial"] = "CleanupPartial"
 
 
-Action = ProvisionModel | DeleteModel | CleanupPartial
+class SyncModel(_Action):
+    """Make a published model durable: fsync its files, then record that. With `verify`,
+    hash them first: they were published by an earlier boot of the machine and never
+    synced, so they may not be what was verified (the model is not used until they are)."""
+
+    type: Literal["SyncModel"] = "SyncModel"
+    verify: bool = False
+
+
+Action = ProvisionModel | DeleteModel | CleanupPartial | SyncModel
 
 
 def describe(action: Action) -> str:
@@ -55,3 +64,6 @@ def describe(action: Action) -> str:
             return f"delete Model/{action.name} ({action.reason})"
         case CleanupPartial():
             return f"clean up Model/{action.name} ({action.reason})"
+        case SyncModel():
+            verb = "verify and sync" if action.verify else "sync"
+            return f"{verb} Model/{action.name} to disk ({action.reason})"

@@ -6,6 +6,7 @@ read again only when one of them changed.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from datetime import UTC, datetime
@@ -33,6 +34,18 @@ TRASH_PREFIX = ".deleting-"
 
 
 Stamp = tuple[int | None, ...]
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot of the machine (Linux's random boot id), None where there is none: bytes
+    written but not fsynced survive a restart of hive, not one of the machine."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _files_size(entries: dict[str, os.DirEntry[str]], metadata: ModelMetadata | None) -> int | None:

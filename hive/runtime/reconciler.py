@@ -27,6 +27,7 @@ from hive.actuators.provision import (
     delete_model,
     mark_stopped,
     provision_file,
+    sync_model,
 )
 from hive.core.backoff import Backoff
 from hive.core.clock import Clock
@@ -41,7 +42,14 @@ from hive.core.status import (
 )
 from hive.core.store import Store
 from hive.errors import ActionTimeout, HiveError, PermanentError, TransientError
-from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, describe
+from hive.model.actions import (
+    Action,
+    CleanupPartial,
+    DeleteModel,
+    ProvisionModel,
+    SyncModel,
+    describe,
+)
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, parse_rate
@@ -54,7 +62,7 @@ from hive.model.status import (
     StatusUpdate,
 )
 from hive.narration.bus import Bus
-from hive.observers.catalog import ModelCatalog
+from hive.observers.catalog import ModelCatalog, boot_id
 
 if TYPE_CHECKING:
     from hive.runtime.workers import WorkerSupervisor
@@ -250,6 +258,7 @@ class Reconciler:
             prune_allowed=self._store.all_synced,
             now=self._clock.now(),
             partial_ttl=self._partial_ttl,
+            boot=boot_id(),
         )
         if not actions:
             self._converged(key, record is not None, observed)
@@ -282,7 +291,13 @@ class Reconciler:
         self._backoff.success(key)
         self._failed_generation.pop(key, None)
         self._permanent.discard(key)
-        self._converged(key, record is not None, self._catalog.observe(key.name))
+        observed = self._catalog.observe(key.name)
+        if isinstance(action, SyncModel) and observed is None:
+            return Result(requeue_after=0.0)  # the check removed bad bytes: provision again
+        self._converged(key, record is not None, observed)
+        meta = observed.metadata if observed is not None else None
+        if isinstance(action, ProvisionModel) and meta is not None and not meta.synced:
+            return Result(requeue_after=0.0)  # published: now put it on disk
         return Result()
 
     def _converged(self, key: ObjectKey, wanted: bool, observed: ObservedModel | None) -> None:
@@ -312,9 +327,14 @@ class Reconciler:
 
     @staticmethod
     def _verb(action: Action | None) -> str:
-        if isinstance(action, ProvisionModel):
-            return "download"
-        return "delete" if isinstance(action, DeleteModel | CleanupPartial) else "reconcile"
+        match action:
+            case ProvisionModel():
+                return "download"
+            case DeleteModel() | CleanupPartial():
+                return "delete"
+            case SyncModel():
+                return "sync"
+        return "reconcile"
 
     def _failed(
         self, key: ObjectKey, action: Action | None, exc: Exception, generation: int
@@ -376,6 +396,8 @@ class Reconciler:
                     self._bus.narrate(
                         key, "model_partial_removed", f"Removed leftovers ({action.reason})"
                     )
+                case SyncModel():
+                    await self._sync(key, action, running)
         finally:
             self._running.pop(key, None)
 
@@ -471,6 +493,36 @@ class Reconciler:
             f"✅ Download complete ({outcome.method}, {meta.size / _MB:.1f} MB)",
             method=outcome.method,
             size=meta.size,
+        )
+
+    async def _sync(self, key: ObjectKey, action: SyncModel, running: _Running) -> None:
+        """fsync a published model (it stays Available meanwhile), or first hash it again
+        when an earlier boot published it (then it is Pending until the check is done)."""
+        if action.verify:
+            self.set_status(key, model_working(ModelPhase.PENDING, "Verifying", action.reason))
+            self._bus.narrate(key, "model_verify_start", f"🔍 Checking {key.name}: {action.reason}")
+        began = self._clock.monotonic()
+        bad = await self._bounded(
+            asyncio.to_thread(
+                sync_model,
+                key.name,
+                catalog=self._catalog,
+                verify=action.verify,
+                cancel=running.cancel,
+            ),
+            running,
+        )
+        if bad is not None:
+            self._bus.narrate(key, "model_verify_failed", f"❌ {bad}", level=Level.WARNING)
+            return
+        took = self._clock.monotonic() - began
+        self._bus.narrate(
+            key,
+            "model_synced",
+            f"💾 {key.name} is on disk ({'hashed again and ' if action.verify else ''}"
+            f"fsynced in {took:.1f}s)",
+            verified_again=action.verify,
+            seconds=round(took, 3),
         )
 
     def _slot_or_wait(self) -> Downloads:

@@ -47,7 +47,7 @@ from hive.model.runtimes import RuntimeEntry
 from hive.model.status import ConditionType, ObjectStatus, StatusUpdate, WorkerPhase
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
-from hive.observers.catalog import ModelCatalog
+from hive.observers.catalog import ModelCatalog, boot_id
 from hive.observers.gpus import GpuProbe
 from hive.observers.health import HealthProbe, scrape
 from hive.observers.processes import find_worker, group_leftovers, is_same
@@ -669,8 +669,11 @@ class WorkerSupervisor:
             return self.settings.placement_retry
         observed = self._models.observe(spec.model)
         meta = observed.metadata if observed else None
-        if meta is None or meta.status is not ArtifactStatus.AVAILABLE:
+        usable = meta is not None and meta.status is ArtifactStatus.AVAILABLE
+        if meta is None or not usable or meta.needs_check(boot_id()):
             state = meta.status.value if meta else "not on disk"
+            if usable:
+                state = "being hashed again (it was not synced when the machine restarted)"
             self._pending(
                 key,
                 "ModelNotReady",

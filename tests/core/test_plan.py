@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hive.core.plan import plan, plan_model, resolve_source
-from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel
+from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, SyncModel
 from hive.model.ids import SourceName
 from hive.model.manifests import Origin, Record
 from hive.model.observed import ArtifactStatus, ModelMetadata, ObservedModel
@@ -291,3 +291,65 @@ def test_resolve_relative_source_without_a_manifest_file_uses_the_working_direct
 def test_resolve_relative_manifest_path_gives_an_absolute_path() -> None:
     resolved = resolve_source("file:x.gguf", manifest_file=Path("desired/m.yaml"))
     assert resolved == os.path.join(os.getcwd(), "desired", "x.gguf")
+
+
+# -- syncing a published model -----------------------------------------------------------
+def unsynced(boot: str | None, **kwargs: Any) -> ObservedModel:
+    seen = observed(**kwargs)
+    assert seen.metadata is not None
+    meta = seen.metadata.model_copy(update={"synced": False, "boot_id": boot})
+    return seen.model_copy(update={"metadata": meta})
+
+
+@pytest.mark.parametrize("wanted", [True, False], ids=["record", "no-record"])
+def test_a_model_published_in_this_boot_is_synced_and_stays_usable(wanted: bool) -> None:
+    (action,) = plan_model(
+        "tiny",
+        record=record() if wanted else None,
+        observed=unsynced("boot-1"),
+        prune_allowed=True,
+        now=NOW,
+        boot="boot-1",
+    )
+    assert isinstance(action, SyncModel)
+    assert not action.verify
+    meta = unsynced("boot-1").metadata
+    assert meta is not None and not meta.needs_check("boot-1")
+
+
+@pytest.mark.parametrize("published_by", ["boot-0", None], ids=["other-boot", "unknown-boot"])
+def test_a_model_left_unsynced_by_another_boot_is_hashed_again(published_by: str | None) -> None:
+    (action,) = plan_model(
+        "tiny",
+        record=record(),
+        observed=unsynced(published_by),
+        prune_allowed=True,
+        now=NOW,
+        boot="boot-1",
+    )
+    assert isinstance(action, SyncModel)
+    assert action.verify
+    assert "earlier boot" in action.reason
+    meta = unsynced(published_by).metadata
+    assert meta is not None and meta.needs_check("boot-1")
+
+
+def test_an_unsynced_model_that_is_out_of_date_is_provisioned_not_synced() -> None:
+    (action,) = plan_model(
+        "tiny",
+        record=record(sha256=SHA_B),
+        observed=unsynced("boot-1"),
+        prune_allowed=True,
+        now=NOW,
+        boot="boot-1",
+    )
+    assert isinstance(action, ProvisionModel)
+
+
+def test_a_synced_model_needs_nothing() -> None:
+    assert (
+        plan_model(
+            "tiny", record=record(), observed=observed(), prune_allowed=True, now=NOW, boot="boot-1"
+        )
+        == []
+    )

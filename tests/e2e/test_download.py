@@ -461,6 +461,12 @@ def test_a_split_model_is_fetched_as_one_set(
     assert meta["tensor_count"] == 3 * 21  # summed over the parts
     directory = hive.home / "models" / "big"
     assert sorted(p.name for p in directory.glob("*.gguf")) == names
+    poll(
+        lambda: (m := hive.model("big")) is not None and m["observed"]["metadata"]["synced"],
+        timeout=30,
+        what="every part fsynced after publishing",
+    )
+    assert "model_synced" in hive.actions("Model/big")
 
     # A part lost on disk makes the model incomplete: it is fetched again.
     hive.stop()

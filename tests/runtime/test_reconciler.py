@@ -3,6 +3,7 @@ bound, cancellation, and a loop that survives failing actuators."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,6 +15,7 @@ import pytest
 from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey
 from hive.model.status import ObjectStatus
+from hive.observers.catalog import boot_id
 from hive.runtime.manager import Manager
 from hive.settings import Settings
 from tests.conftest import apoll, model_yaml, write_atomic
@@ -182,3 +184,82 @@ async def test_a_permanent_failure_waits_for_the_record_to_change(
 
         write_atomic(loop.desired / "m.yaml", model_yaml("m", f"file:{tiny_model}"))
         await until(lambda: loop.phase("m") == "Available", "a new generation to converge")
+
+
+# -- published first, synced right after ---------------------------------------------------
+def _metadata(loop: Loop, name: str) -> dict[str, Any]:
+    home = loop.manager.settings.home
+    return dict(json.loads((home / "models" / name / "metadata.json").read_text()))
+
+
+async def _provisioned(make_loop: MakeLoop, tmp_path: Path, tiny_model: Path) -> Path:
+    """`tiny` provisioned and synced by one run of the loop; the source's path."""
+    source = tmp_path / "src.gguf"
+    shutil.copyfile(tiny_model, source)
+    async with make_loop() as loop:
+        write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file:{source}"))
+        await until(lambda: "model_synced" in loop.actions("tiny"), "the sync")
+    return source
+
+
+def _unsync(home: Path, name: str, *, boot: str) -> dict[str, Any]:
+    """Rewrite a model's metadata.json as a crash of another boot would have left it."""
+    path = home / "models" / name / "metadata.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "synced": False, "boot_id": boot}))
+    return dict(meta)
+
+
+async def test_a_model_is_available_once_verified_and_synced_right_after(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    async with make_loop() as loop:
+        write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file:{tiny_model}"))
+        await until(lambda: "model_synced" in loop.actions("tiny"), "the sync")
+        actions = loop.actions("tiny")
+        assert actions.index("model_available") < actions.index("model_synced")
+        assert loop.phase("tiny") == "Available"
+        meta = _metadata(loop, "tiny")
+        assert meta["synced"] is True
+        assert meta["boot_id"] == boot_id()
+        (synced,) = [e for e in loop.events if e.action == "model_synced"]
+        assert synced.data["verified_again"] is False
+
+
+async def test_an_unsynced_model_of_an_earlier_boot_is_hashed_again_and_kept(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    await _provisioned(make_loop, tmp_path, tiny_model)
+    before = _unsync(tmp_path / "home", "tiny", boot="an-earlier-boot")
+    async with make_loop() as loop:
+        await until(lambda: loop.phase("tiny") == "Available", "the model, checked")
+        actions = loop.actions("tiny")
+        assert actions[:2] == ["model_verify_start", "model_synced"], actions
+        assert "model_download_start" not in actions
+        (synced,) = [e for e in loop.events if e.action == "model_synced"]
+        assert synced.data["verified_again"] is True
+        meta = _metadata(loop, "tiny")
+        assert meta["synced"] is True
+        assert meta["sha256"] == before["sha256"]
+
+
+async def test_an_unsynced_model_of_an_earlier_boot_with_lost_bytes_is_provisioned_again(
+    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+) -> None:
+    await _provisioned(make_loop, tmp_path, tiny_model)
+    home = tmp_path / "home"
+    before = _unsync(home, "tiny", boot="an-earlier-boot")
+    model = home / "models" / "tiny" / "model.gguf"
+    lost = tmp_path / "lost.gguf"
+    lost.write_bytes(
+        model.read_bytes()[: model.stat().st_size // 2].ljust(model.stat().st_size, b"\0")
+    )
+    lost.replace(model)  # the same size, zeros where the data never reached the disk
+    async with make_loop() as loop:
+        await until(lambda: "model_synced" in loop.actions("tiny"), "a new copy, synced")
+        actions = loop.actions("tiny")
+        assert actions.index("model_verify_failed") < actions.index("model_download_start")
+        assert loop.phase("tiny") == "Available"
+        meta = _metadata(loop, "tiny")
+        assert meta["sha256"] == before["sha256"]
+        assert meta["synced"] is True
