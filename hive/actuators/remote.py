@@ -131,9 +131,8 @@ def split_parts(path: str) -> list[str]:
 def _resolve_hf_blocking(source: str) -> list[RemoteFile]:
     # The file-metadata half of huggingface_hub only: its HfApi costs another 0.13 s to
     # import, and only a `:QUANT` source needs it.
-    from huggingface_hub import constants
+    from huggingface_hub import constants, get_token
     from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils._auth import get_token
 
     match = _HF_RE.match(source)
     if match is None:
