@@ -80,7 +80,7 @@ PROBLEM_CASES: list[tuple[str, str, int | None, str | None, str]] = [
         "apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: tiny: extra\nspec: {}\n",
         4,
         None,
-        "malformed YAML: mapping values are not allowed here",
+        "malformed YAML: mapping values are not allowed",
     ),
     (
         "tab-indented-yaml",
