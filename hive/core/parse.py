@@ -145,8 +145,8 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
         yield Problem(file=file, line=where, message=f"malformed YAML: {what}")
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         # A tag or value PyYAML cannot build (`2024-02-30`, `!!int abc`), or absurd nesting.
-        line = getattr(loader, "line", None)
-        where = line + 1 if isinstance(line, int) else None
+        at = getattr(loader, "line", None)  # PyYAML's own loader knows it; libyaml's not
+        where = at + 1 if isinstance(at, int) else None
         yield Problem(
             file=file, line=where, message=f"malformed YAML: {type(exc).__name__}: {str(exc)[:200]}"
         )
