@@ -117,12 +117,14 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
     loader: yaml.SafeLoader | None = None
+    document: int | None = None  # the line of the document being read
     try:
         loader = _Loader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
+            document = node.start_mark.line + 1
             lines: dict[FieldPath, int] = {}
             dups: list[str] = []
             _walk(node, (), lines, dups)
@@ -145,8 +147,7 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
         yield Problem(file=file, line=where, message=f"malformed YAML: {what}")
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         # A tag or value PyYAML cannot build (`2024-02-30`, `!!int abc`), or absurd nesting.
-        at = getattr(loader, "line", None)  # PyYAML's own loader knows it; libyaml's not
-        where = at + 1 if isinstance(at, int) else None
+        where = document
         yield Problem(
             file=file, line=where, message=f"malformed YAML: {type(exc).__name__}: {str(exc)[:200]}"
         )

@@ -818,3 +818,10 @@ def test_alias_bomb_is_answered_quickly() -> None:
             child.wait()
             pytest.fail("parsing a 700-byte manifest did not finish within 60 s")
         assert child.stdout.read().startswith("done False")
+
+
+def test_a_value_that_cannot_be_built_names_its_document_line() -> None:
+    text = "a: 1\n---\napiVersion: hive/v1\nkind: Model\nmetadata:\n  name: a\n  labels:\n"
+    problems = parse_text(text + "    day: 2024-02-30\n", file="f.yaml", source=SOURCE).problems
+    (bad,) = [p for p in problems if "out of range" in p.message]
+    assert bad.line == 3
