@@ -323,7 +323,7 @@ class _Sink:
         self._pending = 0
         self._loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="hive-download-sink", daemon=True)
         self._thread.start()
 
@@ -334,7 +334,7 @@ class _Sink:
                     try:
                         write_all(self._fd, chunk)
                         self._hasher.update(chunk)
-                    except OSError as exc:
+                    except Exception as exc:  # ENOSPC, mostly
                         self._error = exc  # raised to the receiver; the rest is dropped
                 with self._lock:
                     self._pending -= len(chunk)

@@ -68,15 +68,14 @@ class ModelMetadata(BaseModel):
     boot_id: str | None = None
     #: When a worker last used the model (set by the worker runtime; None until then).
     last_accessed: datetime | None = None
+    #: The parts of a split model (llama.cpp loads them from the first, `path`); empty for
+    #: a model in one file.
+    files: list[ModelFile] = []
 
     def needs_check(self, boot: str | None) -> bool:
         """Published by another boot of the machine and never synced: the bytes on disk may
         not be the ones that were verified, so nothing uses them until they are hashed again."""
         return not self.synced and (self.boot_id is None or self.boot_id != boot)
-
-    #: The parts of a split model (llama.cpp loads them from the first, `path`); empty for
-    #: a model in one file.
-    files: list[ModelFile] = []
 
 
 class PartialState(BaseModel):
