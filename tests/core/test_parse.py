@@ -825,3 +825,10 @@ def test_a_value_that_cannot_be_built_names_its_document_line() -> None:
     problems = parse_text(text + "    day: 2024-02-30\n", file="f.yaml", source=SOURCE).problems
     (bad,) = [p for p in problems if "out of range" in p.message]
     assert bad.line == 3
+
+
+@pytest.mark.parametrize("depth", [1_000, 20_000])
+def test_deep_block_nesting_is_a_problem_not_a_crash(depth: int) -> None:
+    text = "".join(" " * i + "a:\n" for i in range(depth)) + " " * depth + "b: 1\n"
+    problem = only_problem(parse_text(text, file="f.yaml", source=SOURCE))
+    assert problem.message.startswith("malformed YAML")
