@@ -102,6 +102,23 @@ def write_metadata(directory: Path, metadata: ModelMetadata, *, durable: bool = 
     write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode(), durable=durable)
 
 
+#: Read-modify-writes of a metadata.json (the sync's `synced`, a worker's `last_accessed`)
+#: come from the loop and from threads: one at a time, so that neither loses the other's.
+_METADATA_UPDATE = threading.Lock()
+
+
+def update_metadata(directory: Path, *, durable: bool, **changes: object) -> ModelMetadata | None:
+    """Change some fields of the metadata.json on disk as it is now; None if it is gone."""
+    with _METADATA_UPDATE:
+        try:
+            current = ModelMetadata.model_validate_json((directory / METADATA).read_bytes())
+        except FileNotFoundError:
+            return None
+        updated = current.model_copy(update=changes)
+        write_metadata(directory, updated, durable=durable)
+        return updated
+
+
 def publish_metadata(directory: Path, metadata: ModelMetadata) -> None:
     """Write the entry of a model whose bytes were just verified and renamed into place:
     not fsynced yet (`sync_model` does that next, off the model's way to Available)."""
@@ -267,7 +284,7 @@ def sync_model(
         finally:
             os.close(fd)
     fsync_dir(directory)
-    write_metadata(directory, metadata.model_copy(update={"synced": True}))
+    update_metadata(directory, durable=True, synced=True)
     return None
 
 

@@ -24,7 +24,7 @@ import psutil
 
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
-from hive.actuators.provision import write_metadata
+from hive.actuators.provision import update_metadata
 from hive.core.clock import Clock
 from hive.core.placement import check_fit, estimate_memory
 from hive.core.status import worker_update
@@ -913,11 +913,10 @@ class WorkerSupervisor:
         last = observed.metadata.last_accessed
         if last is not None and now - last < _TOUCH_EVERY:
             return  # a hundred workers of one model write it once
-        meta = observed.metadata.model_copy(update={"last_accessed": now})
         try:
             # Not fsynced: losing the last minute of last_accessed to a power cut is fine.
-            write_metadata(self._models.directory(name), meta, durable=False)
-        except OSError as exc:
+            update_metadata(self._models.directory(name), durable=False, last_accessed=now)
+        except (OSError, ValueError) as exc:
             log.warning("cannot record last_accessed of %s: %s", name, exc)
 
     # -- health --------------------------------------------------------------------------

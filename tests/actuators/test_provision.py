@@ -1,0 +1,56 @@
+"""The provisioning actuator's metadata updates: a sync never loses a concurrent change."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hive.actuators import provision
+from hive.actuators.provision import provision_file, sync_model, update_metadata
+from hive.model.actions import ProvisionModel
+from hive.model.observed import ModelMetadata
+from hive.observers.catalog import METADATA, ModelCatalog, boot_id
+
+WHEN = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+
+
+def _metadata(catalog: ModelCatalog, name: str) -> ModelMetadata:
+    return ModelMetadata.model_validate_json((catalog.directory(name) / METADATA).read_bytes())
+
+
+def test_a_published_model_is_unsynced_then_synced_without_losing_a_concurrent_update(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = ModelCatalog(tmp_path / "home")
+    action = ProvisionModel(
+        name="tiny", reason="test", source=f"file:{tiny_model}", resolved_source=str(tiny_model)
+    )
+    cancel = threading.Event()
+    provision_file(action, catalog=catalog, now=WHEN, cancel=cancel, progress=lambda _: None)
+    published = _metadata(catalog, "tiny")
+    assert (published.synced, published.boot_id) == (False, boot_id())
+
+    # A worker records last_accessed while the sync is fsyncing the model's file (the
+    # first fsync; `os` is one module, so the later ones are patched too).
+    real_fsync = provision.os.fsync
+    touched: list[int] = []
+
+    def fsync_with_a_touch(fd: int) -> None:
+        if not touched:
+            touched.append(fd)
+            update_metadata(catalog.directory("tiny"), durable=False, last_accessed=WHEN)
+        real_fsync(fd)
+
+    monkeypatch.setattr(provision.os, "fsync", fsync_with_a_touch)
+    assert sync_model("tiny", catalog=catalog, verify=True, cancel=cancel) is None
+    synced = _metadata(catalog, "tiny")
+    assert synced.synced is True
+    assert synced.last_accessed == WHEN
+    assert synced.sha256 == published.sha256
+
+
+def test_update_metadata_of_a_model_that_is_gone_is_none(tmp_path: Path) -> None:
+    assert update_metadata(tmp_path, durable=False, synced=True) is None
