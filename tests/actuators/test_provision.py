@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from hive.actuators import provision
 from hive.actuators.provision import provision_file, sync_model, update_metadata
 from hive.model.actions import ProvisionModel
 from hive.model.observed import ModelMetadata
@@ -35,7 +35,7 @@ def test_a_published_model_is_unsynced_then_synced_without_losing_a_concurrent_u
 
     # A worker records last_accessed while the sync is fsyncing the model's file (the
     # first fsync; `os` is one module, so the later ones are patched too).
-    real_fsync = provision.os.fsync
+    real_fsync = os.fsync
     touched: list[int] = []
 
     def fsync_with_a_touch(fd: int) -> None:
@@ -44,7 +44,7 @@ def test_a_published_model_is_unsynced_then_synced_without_losing_a_concurrent_u
             update_metadata(catalog.directory("tiny"), durable=False, last_accessed=WHEN)
         real_fsync(fd)
 
-    monkeypatch.setattr(provision.os, "fsync", fsync_with_a_touch)
+    monkeypatch.setattr(os, "fsync", fsync_with_a_touch)
     assert sync_model("tiny", catalog=catalog, verify=True, cancel=cancel) is None
     synced = _metadata(catalog, "tiny")
     assert synced.synced is True
