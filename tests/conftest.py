@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,6 +194,21 @@ def _load_example() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def tiny_model_elsewhere(tmp_path: Path, tiny_model: Path) -> Iterator[Path]:
+    """The tiny model on another filesystem than the test's home (a tmpfs), so that hive
+    copies it instead of hard-linking it."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to copy a model from")
+    path = shm / f"hive-test-{os.getpid()}-{tmp_path.name}.gguf"
+    shutil.copyfile(tiny_model, path)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

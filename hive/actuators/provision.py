@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hive.actuators.files import (
     clear_partials,
-    fsync_dir,
     remove_stale_model_files,
     write_atomic,
 )
@@ -250,7 +249,13 @@ def provision_file(
             mark_stopped(directory, exc.message)
         raise
     metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
-    publish_metadata(directory, metadata)
+    if method == "hardlink":
+        # No new bytes, only names: made durable at once, as cheaply as a sync would (the
+        # metadata's durable write fsyncs the directory), and no SyncModel follows.
+        metadata = metadata.model_copy(update={"synced": True})
+        write_metadata(directory, metadata)
+    else:
+        publish_metadata(directory, metadata)
     remove_stale_model_files(directory, keep={MODEL_FILE})
     return ProvisionOutcome(metadata=metadata, method=method)
 
@@ -283,7 +288,8 @@ def sync_model(
             os.fsync(fd)
         finally:
             os.close(fd)
-    fsync_dir(directory)
+    # The durable write ends with an fsync of the directory, which makes the files'
+    # renames durable too.
     update_metadata(directory, durable=True, synced=True)
     return None
 

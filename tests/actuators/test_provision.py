@@ -21,17 +21,30 @@ def _metadata(catalog: ModelCatalog, name: str) -> ModelMetadata:
     return ModelMetadata.model_validate_json((catalog.directory(name) / METADATA).read_bytes())
 
 
-def test_a_published_model_is_unsynced_then_synced_without_losing_a_concurrent_update(
-    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    catalog = ModelCatalog(tmp_path / "home")
+def _provision(catalog: ModelCatalog, source: Path) -> str:
     action = ProvisionModel(
-        name="tiny", reason="test", source=f"file:{tiny_model}", resolved_source=str(tiny_model)
+        name="tiny", reason="test", source=f"file:{source}", resolved_source=str(source)
     )
     cancel = threading.Event()
-    provision_file(action, catalog=catalog, now=WHEN, cancel=cancel, progress=lambda _: None)
+    out = provision_file(action, catalog=catalog, now=WHEN, cancel=cancel, progress=lambda _: None)
+    return out.method
+
+
+def test_a_hard_linked_model_is_synced_at_once(tmp_path: Path, tiny_model: Path) -> None:
+    catalog = ModelCatalog(tmp_path / "home")
+    assert _provision(catalog, tiny_model) == "hardlink"
+    meta = _metadata(catalog, "tiny")
+    assert (meta.synced, meta.boot_id) == (True, boot_id())
+
+
+def test_a_copied_model_is_unsynced_then_synced_without_losing_a_concurrent_update(
+    tmp_path: Path, tiny_model_elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = ModelCatalog(tmp_path / "home")
+    assert _provision(catalog, tiny_model_elsewhere) == "copy"
     published = _metadata(catalog, "tiny")
     assert (published.synced, published.boot_id) == (False, boot_id())
+    cancel = threading.Event()
 
     # A worker records last_accessed while the sync is fsyncing the model's file (the
     # first fsync; `os` is one module, so the later ones are patched too).

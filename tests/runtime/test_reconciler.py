@@ -193,12 +193,15 @@ def _metadata(loop: Loop, name: str) -> dict[str, Any]:
 
 
 async def _provisioned(make_loop: MakeLoop, tmp_path: Path, tiny_model: Path) -> Path:
-    """`tiny` provisioned and synced by one run of the loop; the source's path."""
+    """`tiny` provisioned (hard-linked: synced at once) by one run of the loop; the
+    source's path."""
     source = tmp_path / "src.gguf"
     shutil.copyfile(tiny_model, source)
     async with make_loop() as loop:
         write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file:{source}"))
-        await until(lambda: "model_synced" in loop.actions("tiny"), "the sync")
+        await until(lambda: loop.phase("tiny") == "Available", "the model")
+        assert _metadata(loop, "tiny")["synced"] is True
+        assert "model_synced" not in loop.actions("tiny")  # no new bytes: nothing to sync
     return source
 
 
@@ -210,11 +213,11 @@ def _unsync(home: Path, name: str, *, boot: str) -> dict[str, Any]:
     return dict(meta)
 
 
-async def test_a_model_is_available_once_verified_and_synced_right_after(
-    make_loop: MakeLoop, tmp_path: Path, tiny_model: Path
+async def test_a_copied_model_is_available_once_verified_and_synced_right_after(
+    make_loop: MakeLoop, tiny_model_elsewhere: Path
 ) -> None:
     async with make_loop() as loop:
-        write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file:{tiny_model}"))
+        write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file:{tiny_model_elsewhere}"))
         await until(lambda: "model_synced" in loop.actions("tiny"), "the sync")
         actions = loop.actions("tiny")
         assert actions.index("model_available") < actions.index("model_synced")
@@ -256,7 +259,13 @@ async def test_an_unsynced_model_of_an_earlier_boot_with_lost_bytes_is_provision
     )
     lost.replace(model)  # the same size, zeros where the data never reached the disk
     async with make_loop() as loop:
-        await until(lambda: "model_synced" in loop.actions("tiny"), "a new copy, synced")
+        await until(
+            lambda: (
+                "model_download_complete" in loop.actions("tiny")
+                and loop.phase("tiny") == "Available"
+            ),
+            "the model, provisioned again",
+        )
         actions = loop.actions("tiny")
         assert actions.index("model_verify_failed") < actions.index("model_download_start")
         assert loop.phase("tiny") == "Available"
