@@ -328,15 +328,20 @@ class WorkerSupervisor:
         records: 100 signals in a few ms, B6). Reads the store like any reconcile. The
         caller narrates them with `begin_stops` once it has told what changed; the queued
         reconcile carries on from there."""
-        stops = []
+        wanted = []
         for key in keys:
             instance = self.instances.get(key.name)
             if instance is None or instance.stop_reason is not None or self._check_exit(instance):
                 continue
             why = self._stop_wanted(key, instance, self._spec(key))
             if why is not None:
-                stops.append(PendingStop(key, instance, why, self._signal_term(instance)))
-        return stops
+                wanted.append((key, instance, why, is_same(instance.process)))
+        # Decided first, then every signal in one tight loop: the first worker to exit
+        # competes for the CPU with this loop, and would slow every decision after it.
+        return [
+            PendingStop(key, instance, why, self._signal_term(instance, alive=alive))
+            for key, instance, why, alive in wanted
+        ]
 
     def begin_stops(self, stops: list[PendingStop]) -> None:
         for stop in stops:
@@ -427,10 +432,13 @@ class WorkerSupervisor:
         return instance.start_deadline - instance.started
 
     # -- stop ----------------------------------------------------------------------------
-    def _signal_term(self, instance: Instance) -> bool:
-        """SIGTERM to the worker's group (if it is still that process); True if sent."""
+    def _signal_term(self, instance: Instance, *, alive: bool | None = None) -> bool:
+        """SIGTERM to the worker's group (if it is still that process, as `alive` says or
+        psutil finds); True if sent."""
         instance.stop_deadline = self._clock.monotonic() + instance.grace
-        return is_same(instance.process) and proc.signal_group(instance.state.pid, signal.SIGTERM)
+        if alive is None:
+            alive = is_same(instance.process)
+        return alive and proc.signal_group(instance.state.pid, signal.SIGTERM)
 
     def _begin_stop(
         self, key: ObjectKey, instance: Instance, reason: str, message: str, *, signalled: bool
