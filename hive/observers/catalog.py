@@ -40,11 +40,18 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 @functools.cache
 def boot_id() -> str | None:
-    """This boot of the machine (Linux's random boot id), None where there is none: bytes
-    written but not fsynced survive a restart of hive, not one of the machine."""
+    """This boot of the machine: bytes written but not fsynced survive a restart of hive,
+    not one of the machine. Linux's random boot id; elsewhere the boot time as psutil
+    reads it; None if neither can be read (then every unsynced model is hashed again)."""
     try:
         return BOOT_ID.read_text().strip() or None
     except OSError:
+        pass
+    try:
+        import psutil
+
+        return f"boot-time-{int(psutil.boot_time())}"
+    except Exception:  # psutil cannot tell on this platform
         return None
 
 
