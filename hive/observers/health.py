@@ -4,7 +4,9 @@ Prometheus text (llama.cpp's `/metrics`) read into `WorkerMetrics`."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
 from datetime import datetime
 
@@ -111,8 +113,17 @@ class HealthProbe:
             return
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        address = (self.host, self.port)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+            err = sock.connect_ex(address)
+            if err == errno.EINPROGRESS:
+                # Loopback answers within the call: a refusal is already in SO_ERROR, so
+                # a worker still loading costs no turn of the event loop (B5).
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0 and not _connected(sock):
+                    await asyncio.get_running_loop().sock_connect(sock, address)
+            if err:
+                raise OSError(err, os.strerror(err))
         except BaseException:
             sock.close()
             raise
@@ -148,6 +159,14 @@ class HealthProbe:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def parse_metrics(text: str, *, now: datetime) -> WorkerMetrics:

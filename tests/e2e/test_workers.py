@@ -641,3 +641,19 @@ def test_the_examples_converge_to_a_model_and_a_worker_that_answers(
         body = json.load(r)
     assert body["model"] == "tiny-llama"
     assert body["usage"]["completion_tokens"] == 4
+
+
+def test_a_worker_log_over_its_size_is_rotated(setup: Callable[..., tuple[Hive, Path]]) -> None:
+    hive, _ = setup(
+        env={"HIVE_WORKER_LOG_MAX_BYTES": "4096"}, workers=worker_yaml("chatty", "tiny")
+    )
+    hive.wait_worker("chatty", "Running")
+    log = hive.home / "logs" / "workers" / "chatty.log"
+    with log.open("ab") as fh:  # as a worker that talks a lot would
+        fh.write(b"x" * 10_000 + b"\n")
+    poll(
+        lambda: (log.parent / "chatty.log.1").exists() and log.stat().st_size < 4096,
+        timeout=15,
+        what="the log rotated by its size",
+    )
+    assert b"x" * 10_000 in (log.parent / "chatty.log.1").read_bytes()
