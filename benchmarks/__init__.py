@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -109,6 +111,20 @@ def write_plain(path: Path, text: str) -> None:
 
 
 # -- hive serve as a subprocess ----------------------------------------------------------
+def cpu_seconds(p: psutil.Process) -> float:
+    """User + system CPU of a process, all its threads."""
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def main_thread_cpu(p: psutil.Process) -> float:
+    """User + system CPU of a process's main thread (for hive: its event loop)."""
+    for t in p.threads():
+        if t.id == p.pid:
+            return t.user_time + t.system_time
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

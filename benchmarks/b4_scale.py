@@ -19,7 +19,18 @@ from typing import Any
 
 import psutil
 
-from benchmarks import PYTHON, Row, child, get_json, hive_serve, log, make_tiny_model, summary
+from benchmarks import (
+    PYTHON,
+    Row,
+    child,
+    cpu_seconds,
+    get_json,
+    hive_serve,
+    log,
+    main_thread_cpu,
+    make_tiny_model,
+    summary,
+)
 from hive.api.views import status_view
 from hive.core.plan import plan
 from hive.model.observed import ModelMetadata, ObservedModel
@@ -168,18 +179,6 @@ def _wait_ready(log_file: Path, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return t.user + t.system
-
-
-def _main_thread_cpu(p: psutil.Process) -> float:
-    for t in p.threads():
-        if t.id == p.pid:
-            return t.user_time + t.system_time
-    return 0.0
-
-
 def _switches(p: psutil.Process) -> int:
     """Context switches of every thread (psutil counts the main thread's only)."""
     total = 0
@@ -227,7 +226,9 @@ def _idle(
                 "hive_imports": psutil.Process(hmods.pid),
             }
             log(f"B4: idle window of {window:.0f} s over hive serve and 3 peers")
-            before = {k: (_cpu(p), _switches(p), _main_thread_cpu(p)) for k, p in procs.items()}
+            before = {
+                k: (cpu_seconds(p), _switches(p), main_thread_cpu(p)) for k, p in procs.items()
+            }
             t0 = time.monotonic()
             peak = dict.fromkeys(procs, 0)
             while (left := t0 + window - time.monotonic()) > 0:
@@ -237,7 +238,7 @@ def _idle(
             elapsed = time.monotonic() - t0
             out: dict[str, dict[str, float]] = {}
             for k, p in procs.items():
-                cpu, switches, main = _cpu(p), _switches(p), _main_thread_cpu(p)
+                cpu, switches, main = cpu_seconds(p), _switches(p), main_thread_cpu(p)
                 out[k] = {
                     "cpu_pct": 100.0 * (cpu - before[k][0]) / elapsed,
                     "main_cpu_pct": 100.0 * (main - before[k][2]) / elapsed,

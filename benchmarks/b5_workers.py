@@ -31,21 +31,22 @@ import psutil
 
 from benchmarks import (
     PYTHON,
-    REPO,
     Row,
     child,
+    cpu_seconds,
     free_port,
     get_json,
     hive_serve,
     log,
+    main_thread_cpu,
     make_tiny_model,
     model_manifest,
     write_atomic,
 )
+from tests.workers.scripted_runtime import install_scripted_runtime
 
 WORKERS = 100
 QUICK_WORKERS = 20
-SCRIPTED_WORKER = REPO / "tests" / "workers" / "scripted_worker.py"
 #: Every process of a run (hive, supervisord, each worker) carries MARK=<run token> in its
 #: environment, so that the sweep at the end finds whatever survived.
 MARK = "HIVE_BENCH_B5_RUN"
@@ -60,33 +61,6 @@ WORKERS_FILE = "workers.yaml"
 
 
 # -- inputs ------------------------------------------------------------------------------
-def install_scripted_runtime(home: Path) -> None:
-    """The test-only runtime entry, as tests/conftest.py's `install_scripted_runtime` writes
-    it (grace 2 s, start timeout 15 s)."""
-    entry = home / "workers" / "scripted"
-    entry.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "id": "scripted",
-        "name": "scripted test worker (no inference; tests only)",
-        "worker_type": "cpu",
-        "version": "0.0.0",
-        "argv": [
-            "{python}",
-            str(SCRIPTED_WORKER),
-            *("--host", "{host}", "--port", "{port}", "--model", "{model}"),
-            *("--mode", "{mode}", "--delay", "{delay}", "--child", "{child}"),
-        ],
-        "args": {
-            "mode": {"type": "str", "default": "serve"},
-            "delay": {"type": "float", "default": 0.0, "min": 0},
-            "child": {"type": "bool", "default": False},
-        },
-        "grace_seconds": 2.0,
-        "start_timeout_seconds": 15.0,
-    }
-    (entry / "metadata.json").write_text(json.dumps(metadata, indent=2))
-
-
 def worker_names(n: int) -> list[str]:
     return [f"w-{i:03d}" for i in range(1, n + 1)]
 
@@ -138,18 +112,6 @@ def wait_gone(procs: Sequence[psutil.Process], t0: float, *, timeout: float) -> 
             raise RuntimeError(f"B6: {len(left)} process(es) still running after {timeout:.0f}s")
         time.sleep(0.01)
     return time.monotonic() - t0
-
-
-def cpu_seconds(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return t.user + t.system
-
-
-def main_thread_cpu(p: psutil.Process) -> float:
-    for t in p.threads():
-        if t.id == p.pid:
-            return t.user_time + t.system_time
-    return 0.0
 
 
 def sweep(token: str) -> list[int]:

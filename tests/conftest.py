@@ -26,9 +26,12 @@ from typing import Any, TypeVar, overload
 import psutil
 import pytest
 
+from tests.workers.scripted_runtime import SCRIPTED_WORKER, install_scripted_runtime
+
+__all__ = ["SCRIPTED_WORKER", "install_scripted_runtime"]  # re-exported for the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-SCRIPTED_WORKER = ROOT / "tests" / "workers" / "scripted_worker.py"
 
 
 #: Every process this test run starts inherits this marker, so the orphan check looks at
@@ -62,46 +65,6 @@ def no_orphans() -> Iterator[None]:
         with contextlib.suppress(psutil.Error, OSError):
             proc.kill()
     assert not left, f"worker processes left behind: {[p.pid for p in left]}"
-
-
-def install_scripted_runtime(
-    home: Path, *, grace: float = 2.0, start_timeout: float = 15.0, runtime_id: str = "scripted"
-) -> Path:
-    """The test-only runtime entry in `<home>/workers/<id>/metadata.json` (the rbee layout)."""
-    entry = home / "workers" / runtime_id
-    entry.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "id": runtime_id,
-        "name": "scripted test worker (no inference; tests only)",
-        "worker_type": "cpu",
-        "version": "0.0.0",
-        "argv": [
-            "{python}",
-            str(SCRIPTED_WORKER),
-            "--host",
-            "{host}",
-            "--port",
-            "{port}",
-            "--model",
-            "{model}",
-            "--mode",
-            "{mode}",
-            "--delay",
-            "{delay}",
-            "--child",
-            "{child}",
-        ],
-        "args": {
-            "mode": {"type": "str", "default": "serve"},
-            "delay": {"type": "float", "default": 0.0, "min": 0},
-            "child": {"type": "bool", "default": False},
-        },
-        "grace_seconds": grace,
-        "start_timeout_seconds": start_timeout,
-    }
-    path = entry / "metadata.json"
-    path.write_text(json.dumps(metadata, indent=2))
-    return path
 
 
 def worker_yaml(
