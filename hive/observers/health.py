@@ -48,6 +48,8 @@ class HealthProbe:
         ).encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        #: The address family of an IP literal (the usual case), None for a host name.
+        self._family = _family(host)
 
     async def check(self, *, limit: float) -> str | None:
         """None when the worker answers 2xx within `limit` seconds; else what went wrong."""
@@ -104,14 +106,10 @@ class HealthProbe:
         """A plain non-blocking connect to an IP literal (the usual case): a worker that is
         not listening yet, probed 4 times a second while it starts, costs a third of
         what asyncio's create_connection spends on a refusal."""
-        try:
-            family = (
-                socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-            )
-        except ValueError:  # a host name: let asyncio resolve it
+        if self._family is None:  # a host name: let asyncio resolve it
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
             return
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
         sock.setblocking(False)
         address = (self.host, self.port)
         try:
@@ -159,6 +157,13 @@ class HealthProbe:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+def _family(host: str) -> socket.AddressFamily | None:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
 
 
 def _connected(sock: socket.socket) -> bool:
