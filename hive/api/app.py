@@ -39,8 +39,12 @@ MAX_BODY = 1024 * 1024
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
+    # Compact: json's C encoder. An indented dump runs its pure-Python encoder, 6x the CPU
+    # (a list of 100 workers: 4 ms against 0.6 ms). `hive get -o json` or jq pretty-print.
     return web.Response(
-        text=json.dumps(data, indent=2) + "\n", status=status, content_type="application/json"
+        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n",
+        status=status,
+        content_type="application/json",
     )
 
 

@@ -44,7 +44,7 @@ from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
 from hive.model.observed import ArtifactStatus
 from hive.model.runtimes import RuntimeEntry
-from hive.model.status import ConditionType, ObjectStatus, StatusUpdate, WorkerPhase
+from hive.model.status import ObjectStatus, StatusUpdate, WorkerPhase
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -159,6 +159,10 @@ class WorkerSupervisor:
         self._ram: tuple[float, int] | None = None
         #: Ports of spawns in flight (port → worker name).
         self._reserved: dict[int, str] = {}
+        #: Workers that did not fit (memory, VRAM, a port) when last looked at: an exit
+        #: wakes these, not every status (100 exits x 100 statuses was a fifth of hive's
+        #: CPU while stopping 100 workers, B6).
+        self._waiting: set[ObjectKey] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -594,11 +598,11 @@ class WorkerSupervisor:
         )
 
     def _wake_unschedulable(self) -> None:
-        """Resources were freed: workers waiting for them are looked at again now."""
-        for key, status in self._statuses.items():
-            ready = status.condition(ConditionType.READY)
-            if key.kind is Kind.WORKER and ready is not None and ready.reason == "Unschedulable":
-                self._enqueue(key, 0)
+        """Resources were freed: workers waiting for them are looked at again now (one
+        that still does not fit goes back to waiting)."""
+        for key in self._waiting:
+            self._enqueue(key, 0)
+        self._waiting.clear()
 
     # -- start ---------------------------------------------------------------------------
     def _hash(self, spec: WorkerSpec) -> str:
@@ -720,6 +724,7 @@ class WorkerSupervisor:
         )
         if not placement.fits:
             self._pending(key, "Unschedulable", f"{placement.reason}: {placement.message}")
+            self._waiting.add(key)
             return self.settings.placement_retry
         taken = {i.state.port: n for n, i in self.instances.items()} | self._reserved
         try:
@@ -732,6 +737,7 @@ class WorkerSupervisor:
             )
         except proc.PortUnavailable as exc:
             self._pending(key, exc.reason, exc.message)
+            self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
         try:

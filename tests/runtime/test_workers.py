@@ -185,6 +185,26 @@ async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None
         assert last.code == 0
 
 
+async def test_an_exit_wakes_the_workers_waiting_for_what_it_held(rig: RigFactory) -> None:
+    async with rig() as r:
+        other = ObjectKey.of(Kind.WORKER, "w2")
+        r.declare(worker_yaml("w", "tiny", port=31705), worker_yaml("w2", "tiny", port=31705))
+        await r.supervisor.reconcile(KEY)
+        assert "w" in r.supervisor.instances
+        assert await r.supervisor.reconcile(other) is not None  # its port is w's
+        ready = r.reconciler.statuses[other].condition(ConditionType.READY)
+        assert ready is not None
+        assert "used by worker w" in ready.message
+        r.woken.clear()
+        await r.supervisor.reconcile(KEY)  # w is healthy or starting: nothing to wake
+        assert (other, 0) not in r.woken
+        r.supervisor.instances["w"].process.send_signal(signal.SIGKILL)
+        await r.exited()
+        r.woken.clear()
+        await r.supervisor.reconcile(KEY)  # w's end frees the port
+        assert (other, 0) in r.woken
+
+
 async def test_an_adopted_worker_without_a_record_waits_for_every_source(
     rig: RigFactory,
 ) -> None:
