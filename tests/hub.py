@@ -883,6 +883,12 @@ class ThreadedHub(_HubCore):
         asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout)
         return self
 
+    @property
+    def thread_id(self) -> int:
+        """The native id of the hub's thread (to read its CPU time)."""
+        assert self._thread is not None and self._thread.native_id is not None
+        return self._thread.native_id
+
     def stop(self, timeout: float = 10.0) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:

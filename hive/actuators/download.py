@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import http.client
 import os
 import queue
 import shutil
@@ -34,12 +35,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from hive import __version__
 from hive.actuators.files import (
     clear_partials,
     remove_stale_model_files,
     write_all,
     write_atomic,
 )
+from hive.actuators.http_get import BadUrl, HttpGet
 from hive.actuators.provision import (
     Cancelled,
     Progress,
@@ -62,16 +65,19 @@ from hive.observers.catalog import (
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
-#: Bytes received but not yet written and hashed, at most, before the receiver waits.
-SINK_LIMIT = 32 * CHUNK
-#: The sink writes and hashes what has arrived in groups of up to this many bytes.
-SINK_GROUP = 4 * CHUNK
+#: The receiver reads into buffers of this size, which the sink writes and hashes whole.
+SINK_BUFFER = 4 * CHUNK
+#: Buffers per download: at most this many wait for the sink before the receiver does.
+SINK_BUFFERS = 8
+#: How often the event loop looks at a download's cancel flag while its thread receives.
+CANCEL_POLL = 0.1
 #: How often, at most, the stream reports progress (the narration limits itself further).
 PROGRESS_TICK = 0.05
 #: Room left free beyond the download itself (at most a tenth of the disk): a full disk
 #: harms everything else on the machine.
 FREE_SPACE_MARGIN = 256 * 1024 * 1024
 _MB = 1_000_000
+USER_AGENT = f"hive/{__version__}"
 
 
 class InsufficientSpace(TransientError):
@@ -93,25 +99,40 @@ class UpstreamChanged(TransientError):
 
 
 class Throttle:
-    """The hive-wide bandwidth limit and this download's own, both token buckets.
-    `set_rate` changes this download's limit while it runs."""
+    """The hive-wide bandwidth limit and this download's own, both token buckets, used from
+    the thread that receives. `set_rate` changes this download's limit while it runs."""
+
+    #: One lock for every bucket: the hive-wide one is shared by concurrent downloads.
+    _lock = threading.Lock()
 
     def __init__(self, *, shared: TokenBucket | None, rate: int | None) -> None:
         self._shared = shared
         self._own = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
-        self._loop = asyncio.get_running_loop()
 
     def set_rate(self, rate: int | None) -> None:
-        self._own.set_rate(rate, now=self._loop.time())
-        self._own.burst = max(64 * 1024, (rate or 0) // 4)
+        with self._lock:
+            self._own.set_rate(rate, now=time.monotonic())
+            self._own.burst = max(64 * 1024, (rate or 0) // 4)
 
-    async def take(self, n: int) -> None:
-        now = self._loop.time()
-        wait = self._own.take(n, now=now)
-        if self._shared is not None:
-            wait = max(wait, self._shared.take(n, now=now))
-        if wait > 0:
-            await asyncio.sleep(wait)
+    def piece(self, size: int) -> int:
+        """How many bytes to read at a time: all of `size` unlimited, else about a tenth
+        of a second's worth, so that the pace is even and a new rate applies soon."""
+        with self._lock:
+            rates = [b.rate for b in (self._own, self._shared) if b is not None and b.rate]
+        if not rates:
+            return size
+        return max(16 * 1024, min(size, int(min(rates) / 10)))
+
+    def wait(self, n: int, halt: threading.Event) -> None:
+        """Spend n bytes' worth of tokens, waiting as long as the limits say (or until
+        `halt` is set)."""
+        now = time.monotonic()
+        with self._lock:
+            delay = self._own.take(n, now=now)
+            if self._shared is not None:
+                delay = max(delay, self._shared.take(n, now=now))
+        if delay > 0:
+            halt.wait(delay)
 
 
 Narrate = Callable[..., None]
@@ -208,7 +229,6 @@ def _check_space(directory: Path, *, needed: int) -> None:
 async def _stream(
     attempt: _Attempt,
     *,
-    session: aiohttp.ClientSession,
     cancel: threading.Event,
     throttle: Throttle,
     progress: Callable[[Progress], None],
@@ -216,71 +236,64 @@ async def _stream(
 ) -> None:
     """GET the rest of the file into the partial; raises on any failure (partial kept)."""
     remote = attempt.remote
-    headers = dict(remote.headers)
+    headers = {"User-Agent": USER_AGENT, **remote.headers}
     if attempt.offset:
         headers["Range"] = f"bytes={attempt.offset}-"
         if remote.etag and remote.etag_checkable:
             headers["If-Range"] = f'"{remote.etag}"'
+    request = HttpGet(remote.url, headers, connect_timeout=30, read_timeout=60)
     try:
-        async with session.get(remote.url, headers=headers) as response:
-            status = response.status
-            if status in (401, 403):
-                raise Unauthorized(
-                    f"{remote.url}: access denied ({status}); for the hub, set "
-                    "HF_TOKEN to a token that can read this repository"
-                )
-            if status == 404:
-                raise RemoteNotFound(f"{remote.url}: not found (404)")
-            if status == 416 and _complete(attempt.offset, remote.size, response.headers):
-                return  # everything is already on disk
-            if status == 429 or status >= 500:
+        try:
+            await asyncio.to_thread(request.open)
+        except BadUrl as exc:
+            raise PermanentError(f"{remote.url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RetryableHttp(f"{remote.url}: {_describe(exc)}") from exc
+        status = request.status
+        if status in (401, 403):
+            raise Unauthorized(
+                f"{remote.url}: access denied ({status}); for the hub, set "
+                "HF_TOKEN to a token that can read this repository"
+            )
+        if status == 404:
+            raise RemoteNotFound(f"{remote.url}: not found (404)")
+        if status == 416 and _complete(attempt.offset, remote.size, request.headers):
+            return  # everything is already on disk
+        if status == 429 or status >= 500:
+            raise RetryableHttp(
+                f"{remote.url}: the server answered {status}",
+                retry_after=_retry_after(request.headers),
+            )
+        if status >= 400:
+            raise PermanentError(f"{remote.url}: the server answered {status}")
+        etag = request.headers.get("ETag")
+        if (
+            remote.etag_checkable
+            and etag is not None
+            and remote.etag is not None
+            and etag.removeprefix("W/").strip('"') != remote.etag
+        ):
+            raise UpstreamChanged(
+                f"{remote.url}: the file changed on the server (ETag "
+                f"{remote.etag} → {etag.strip(chr(34))})"
+            )
+        if attempt.offset and status == 200:
+            narrate(
+                "model_download_restarted",
+                "The server sent the whole file instead of the rest; starting over",
+                from_byte=attempt.offset,
+            )
+            await asyncio.to_thread(attempt.restart)
+        elif attempt.offset and status == 206:
+            start = (request.headers.get("Content-Range") or "").removeprefix("bytes ")
+            if not start.startswith(f"{attempt.offset}-"):
                 raise RetryableHttp(
-                    f"{remote.url}: the server answered {status}",
-                    retry_after=_retry_after(response.headers),
+                    f"{remote.url}: asked for byte {attempt.offset}, got range {start!r}"
                 )
-            if status >= 400:
-                raise PermanentError(f"{remote.url}: the server answered {status}")
-            etag = response.headers.get("ETag")
-            if (
-                remote.etag_checkable
-                and etag is not None
-                and remote.etag is not None
-                and etag.removeprefix("W/").strip('"') != remote.etag
-            ):
-                raise UpstreamChanged(
-                    f"{remote.url}: the file changed on the server (ETag "
-                    f"{remote.etag} → {etag.strip(chr(34))})"
-                )
-            if attempt.offset and status == 200:
-                narrate(
-                    "model_download_restarted",
-                    "The server sent the whole file instead of the rest; starting over",
-                    from_byte=attempt.offset,
-                )
-                await asyncio.to_thread(attempt.restart)
-            elif attempt.offset and status == 206:
-                start = response.headers.get("Content-Range", "").removeprefix("bytes ")
-                if not start.startswith(f"{attempt.offset}-"):
-                    raise RetryableHttp(
-                        f"{remote.url}: asked for byte {attempt.offset}, got range {start!r}"
-                    )
-            total = remote.size or (attempt.offset + (response.content_length or 0))
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if attempt.offset else os.O_TRUNC)
-            sink = _Sink(os.open(attempt.partial, flags, 0o644), attempt.hasher)
-            next_progress = 0.0
-            try:
-                async for chunk in response.content.iter_any():
-                    if cancel.is_set():
-                        raise Cancelled
-                    await throttle.take(len(chunk))
-                    await sink.put(chunk)
-                    attempt.offset += len(chunk)
-                    if (now := time.monotonic()) >= next_progress:
-                        next_progress = now + PROGRESS_TICK
-                        progress(Progress(done=attempt.offset, total=total))
-            finally:
-                await sink.close()
-            progress(Progress(done=attempt.offset, total=total))
+        total = remote.size or (attempt.offset + (request.content_length or 0))
+        await _receive(
+            request, attempt, total=total, cancel=cancel, throttle=throttle, progress=progress
+        )
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             free = shutil.disk_usage(attempt.partial.parent).free
@@ -289,108 +302,178 @@ async def _stream(
                 f"({os.strerror(exc.errno)}; {free / _MB:.0f} MB free); the partial download "
                 "is kept and resumes when space is freed"
             ) from None
-        if isinstance(exc, aiohttp.ClientError):
-            raise RetryableHttp(f"{remote.url}: {type(exc).__name__}: {exc}") from exc
         raise
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RetryableHttp(f"{remote.url}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        request.close()
     if remote.size is not None and attempt.offset < remote.size:
         raise RetryableHttp(
             f"{remote.url}: the connection ended at byte {attempt.offset} of {remote.size}"
         )
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _receive(
+    request: HttpGet,
+    attempt: _Attempt,
+    *,
+    total: int,
+    cancel: threading.Event,
+    throttle: Throttle,
+    progress: Callable[[Progress], None],
+) -> None:
+    """The body into the partial: a thread reads it into buffers that the sink's thread
+    writes and hashes, so receiving and hashing run side by side, neither in the event
+    loop. The loop waits, watching `cancel` (a blocked read is aborted at once) and
+    reporting progress; it returns once every byte received is written and hashed."""
+    loop = asyncio.get_running_loop()
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if attempt.offset else os.O_TRUNC)
+    sink = _Sink(os.open(attempt.partial, flags, 0o644), attempt.hasher)
+    halt = threading.Event()  # cancel seen, or this coroutine was cancelled
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def report(done: int) -> None:
+        progress(Progress(done=done, total=total))
+
+    def receive() -> None:
+        next_progress = 0.0
+        try:
+            while not halt.is_set():
+                buffer = sink.buffer()
+                piece = throttle.piece(len(buffer))
+                try:
+                    got = _fill(request, memoryview(buffer)[:piece])
+                except (OSError, http.client.HTTPException) as exc:
+                    sink.give_back(buffer)
+                    if halt.is_set():
+                        break
+                    raise RetryableHttp(f"{request.url}: {_describe(exc)}") from exc
+                if got:
+                    sink.submit(buffer, got)
+                    attempt.offset += got
+                    if (now := time.monotonic()) >= next_progress:
+                        next_progress = now + PROGRESS_TICK
+                        loop.call_soon_threadsafe(report, attempt.offset)
+                    throttle.wait(got, halt)
+                else:
+                    sink.give_back(buffer)
+                if got < piece:
+                    break  # the body ended (or the server closed the connection early)
+        finally:
+            sink.close()  # every byte received is written and hashed, or the error stands
+        if halt.is_set():
+            raise Cancelled
+
+    def run() -> None:
+        try:
+            receive()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, finished, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, finished, None)
+
+    thread = threading.Thread(target=run, name="hive-download-receive", daemon=True)
+    thread.start()
+    try:
+        while not finished.done():
+            await asyncio.wait([finished], timeout=CANCEL_POLL)
+            if cancel.is_set() and not halt.is_set():
+                halt.set()
+                request.abort()
+    except asyncio.CancelledError:
+        halt.set()
+        request.abort()
+        await asyncio.shield(asyncio.to_thread(thread.join))
+        raise
+    report(attempt.offset)
+    finished.result()
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+def _fill(request: HttpGet, view: memoryview) -> int:
+    """Read until `view` is full or the body ends; the bytes read."""
+    got = 0
+    size = len(view)
+    while got < size:
+        n = request.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 def _complete(offset: int, size: int | None, headers: Any) -> bool:
     """A 416 to `Range: bytes=offset-` means "nothing after that" when offset is the size
     (the server says the size as `Content-Range: bytes */N` when we do not know it)."""
     if size is None:
-        total = headers.get("Content-Range", "").rpartition("/")[2]
+        total = (headers.get("Content-Range") or "").rpartition("/")[2]
         size = int(total) if total.isdigit() else None
     return size is not None and offset >= size > 0
 
 
 class _Sink:
-    """A thread that writes a stream's chunks to the partial file and hashes them, in
-    order, while the event loop receives the next ones: the loop never blocks on the disk
-    or the hash, and at most `limit` bytes wait in memory (the receiver waits when more
-    do). Fed through a queue as aiohttp hands the chunks over, with no hand-over per batch
-    (measured in B3: a thread per 8 MB batch cost 10%); the thread writes and hashes what
-    has arrived in groups of up to SINK_GROUP bytes."""
+    """A thread that writes the buffers the receiver fills to the partial file and hashes
+    them, in order, and hands each buffer back for the next read: SINK_BUFFERS buffers of
+    SINK_BUFFER bytes at most in memory (the receiver waits when all are taken). The first
+    write error (ENOSPC, mostly) is raised to the receiver; the rest is dropped."""
 
-    def __init__(self, fd: int, hasher: Any, *, limit: int = SINK_LIMIT) -> None:
+    def __init__(self, fd: int, hasher: Any) -> None:
         self._fd = fd
         self._hasher = hasher
-        self._limit = limit
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._loop = asyncio.get_running_loop()
-        self._drained = asyncio.Event()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(SINK_BUFFERS):
+            self._free.put(bytearray(SINK_BUFFER))
+        self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="hive-download-sink", daemon=True)
         self._thread.start()
 
-    def _take(self) -> tuple[list[bytes], bool]:
-        """The next chunk (waiting for it) and whatever else has arrived, up to
-        SINK_GROUP bytes; True once the stream has ended."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                chunk = self._queue.get_nowait() if chunks else self._queue.get()
-            except queue.Empty:
-                return chunks, False
-            if chunk is None:
-                return chunks, True
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= SINK_GROUP:
-                return chunks, False
+    def buffer(self) -> bytearray:
+        """A buffer to read into (waits while the sink has them all)."""
+        buffer = self._free.get()
+        if self._error is not None:
+            self._free.put(buffer)
+            raise self._error
+        return buffer
+
+    def submit(self, buffer: bytearray, size: int) -> None:
+        self._full.put((buffer, size))
+
+    def give_back(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+    def close(self) -> None:
+        """Wait until every buffer submitted is written and hashed (the file is closed
+        then); raises the write's error, if one failed."""
+        self._full.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
     def _run(self) -> None:
         try:
-            done = False
-            while not done:
-                # What has arrived is written and hashed in one go: each call that releases
-                # the GIL costs a hand-back from the busy event loop.
-                chunks, done = self._take()
-                if not chunks:
-                    continue
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            while (item := self._full.get()) is not None:
+                buffer, size = item
                 if self._error is None:
                     try:
-                        write_all(self._fd, data)
-                        self._hasher.update(data)
-                    except Exception as exc:  # ENOSPC, mostly
-                        self._error = exc  # raised to the receiver; the rest is dropped
-                with self._lock:
-                    self._pending -= len(data)
-                    low = self._pending <= self._limit // 2
-                if low:
-                    self._loop.call_soon_threadsafe(self._drained.set)
+                        with memoryview(buffer) as view, view[:size] as data:
+                            write_all(self._fd, data)
+                            self._hasher.update(data)
+                    except Exception as exc:
+                        self._error = exc
+                self._free.put(buffer)
         finally:
             os.close(self._fd)
-
-    async def put(self, chunk: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            self._pending += len(chunk)
-        self._queue.put(chunk)
-        while True:
-            self._drained.clear()
-            with self._lock:
-                if self._pending <= self._limit:
-                    return
-            await self._drained.wait()
-
-    async def close(self) -> None:
-        """Wait until every chunk is written and hashed (the file is closed then); raises
-        the write's error, if one failed."""
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        if self._error is not None:
-            raise self._error
 
 
 def _wait(state: RetryCallState) -> float:
@@ -408,7 +491,6 @@ async def _fetch(
     name: str,
     expected: str | None,
     directory: Path,
-    session: aiohttp.ClientSession,
     now: datetime,
     cancel: threading.Event,
     throttle: Throttle,
@@ -461,7 +543,6 @@ async def _fetch(
                 try:
                     await _stream(
                         attempt,
-                        session=session,
                         cancel=cancel,
                         throttle=throttle,
                         progress=progress,
@@ -548,7 +629,6 @@ async def download_model(
                         name=name,
                         expected=action.sha256 or remote.sha256,
                         directory=directory,
-                        session=session,
                         now=now,
                         cancel=cancel,
                         throttle=throttle,

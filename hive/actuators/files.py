@@ -9,7 +9,7 @@ from pathlib import Path
 from hive.observers.catalog import is_partial_name
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write every byte of `data` (`os.write` may write fewer)."""
     view = memoryview(data)
     while view:
