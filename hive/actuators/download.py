@@ -333,6 +333,8 @@ async def _receive(
     sink = _Sink(os.open(attempt.partial, flags, 0o644), attempt.hasher)
     halt = threading.Event()  # cancel seen, or this coroutine was cancelled
     finished: asyncio.Future[None] = loop.create_future()
+    # Read even when this coroutine was cancelled before the thread settled it.
+    finished.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def report(done: int) -> None:
         progress(Progress(done=done, total=total))
