@@ -128,6 +128,26 @@ def model_manifest(name: str, source: str) -> str:
     )
 
 
+def warm_page_cache(directory: Path, size: int) -> None:
+    """Write `size` bytes to a scratch file and delete it at once (its dirty pages are
+    dropped, nothing reaches the disk), just before a client's transfer, so that the
+    client writes into memory the VM's host has backed. This VM reports free pages to
+    its host (virtio-balloon free page reporting, about 2 s after they are freed), and
+    the first touch of a page the host took back costs the guest about 2 CPU-s per GiB
+    of page cache: without this, a client that starts quickly after the previous one's
+    file was deleted (curl) reuses backed pages and one that starts later (hive serve,
+    which starts and resolves first) pays that cost. See docs/benchmarks.md, B3."""
+    scratch = directory / ".warm"
+    chunk = bytes(4 << 20)
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(0, size, len(chunk)):
+            os.write(fd, chunk)
+    finally:
+        os.close(fd)
+        scratch.unlink()
+
+
 # -- subprocesses ------------------------------------------------------------------------
 def run_child(argv: list[str], *, env: dict[str, str]) -> tuple[float, float, str]:
     """Run to completion: (wall seconds, CPU seconds user+sys from the child's rusage,
@@ -172,7 +192,9 @@ class Result:
     server_cpu: float = 0.0
 
 
-async def _hive_download(url: str, desired: Path, name: str, pid: int) -> Result:
+async def _hive_download(
+    url: str, desired: Path, name: str, pid: int, warm: Callable[[], None]
+) -> Result:
     """Drop the manifest; seconds from `model_download_start` to `model_download_complete`
     (the model is Available) and to `model_synced` (its bytes are fsynced) as read on
     /v1/events, and hive's CPU seconds from the write to `model_download_complete`."""
@@ -204,6 +226,7 @@ async def _hive_download(url: str, desired: Path, name: str, pid: int) -> Result
         try:
             await asyncio.wait_for(connected.wait(), 10)
             await asyncio.sleep(0.2)  # the subscription is registered before the write
+            await asyncio.to_thread(warm)
             cpu0 = sum(proc.cpu_times()[:2])
             loop0 = main_thread_cpu(proc)
             (desired / f"{name}.yaml").write_text(
@@ -223,7 +246,7 @@ async def _hive_download(url: str, desired: Path, name: str, pid: int) -> Result
     )
 
 
-def measure_hive(hub: ThreadedHub, root: Path, rnd: int, expected_sha: str) -> Result:
+def measure_hive(hub: ThreadedHub, root: Path, rnd: int, expected_sha: str, size: int) -> Result:
     work = root / f"hive-{rnd}"
     desired, home = work / "desired", work / "home"
     desired.mkdir(parents=True)
@@ -235,7 +258,8 @@ def measure_hive(hub: ThreadedHub, root: Path, rnd: int, expected_sha: str) -> R
         ):
             name = f"b3-{rnd}"
             try:
-                result = asyncio.run(_hive_download(url, desired, name, proc.pid))
+                warm = functools.partial(warm_page_cache, root, size)
+                result = asyncio.run(_hive_download(url, desired, name, proc.pid, warm))
             except TimeoutError:
                 state = get_json(f"{url}/v1/models/{name}")
                 raise RuntimeError(f"hive did not finish the download: {state}") from None
@@ -252,6 +276,7 @@ def measure_curl(hub: ThreadedHub, root: Path, size: int, *, fsync: bool = False
     out = root / "curl.out"
     try:
         argv = ["curl", "-sS", "-L", "-o", str(out), hub.resolve_url(HUB_REPO, HUB_FILE)]
+        warm_page_cache(root, size)
         t0 = time.perf_counter()
         wall, cpu, _ = run_child(argv, env=hf_env(hub))
         if fsync:
@@ -272,6 +297,7 @@ def measure_hf(hub: ThreadedHub, root: Path, size: int) -> Result:
     cache = root / "hf-cache"
     try:
         argv = [PYTHON, "-c", HF_PEER, HUB_REPO, HUB_FILE, hub.url, str(cache)]
+        warm_page_cache(root, size)
         _, _, stdout = run_child(argv, env=hf_env(hub, root / "hf-home"))
         got = json.loads(stdout.strip().splitlines()[-1])
         if Path(got["path"]).stat().st_size != size:
@@ -287,6 +313,7 @@ def measure_parts(hub: ThreadedHub, root: Path, size: int, parts: int) -> Result
     try:
         url = hub.cdn_url(HUB_REPO, HUB_FILE)
         argv = [PYTHON, "-c", PARTS_PEER, url, str(out), str(size), str(parts)]
+        warm_page_cache(root, size)
         _, _, stdout = run_child(argv, env=hf_env(hub))
         got = json.loads(stdout.strip().splitlines()[-1])
         if out.stat().st_size != size:
@@ -316,7 +343,7 @@ def run(*, quick: bool) -> list[Row]:
         big = make_big_model(tiny, root / "big.gguf", size)
         expected = hub.add_file(HUB_REPO, HUB_FILE, big).sha256  # hashes it once
         clients: dict[str, Callable[[int], Result]] = {
-            "hive": lambda rnd: measure_hive(hub, root, rnd, expected),
+            "hive": lambda rnd: measure_hive(hub, root, rnd, expected, size),
             "curl": lambda _: measure_curl(hub, root, size),
             "curl + fsync": lambda _: measure_curl(hub, root, size, fsync=True),
             "hf_hub_download": lambda _: measure_hf(hub, root, size),

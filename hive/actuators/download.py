@@ -351,7 +351,7 @@ async def _receive(
                     sink.give_back(buffer)
                     if halt.is_set():
                         break
-                    raise RetryableHttp(f"{request.url}: {_describe(exc)}") from exc
+                    raise RetryableHttp(f"{attempt.remote.url}: {_describe(exc)}") from exc
                 if got:
                     sink.submit(buffer, got)
                     attempt.offset += got
