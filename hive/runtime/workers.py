@@ -335,16 +335,18 @@ class WorkerSupervisor:
         wanted = []
         for key in keys:
             instance = self.instances.get(key.name)
+            # _check_exit has just found it alive: waitpid for a child of hive (whose pid
+            # cannot be reused before hive reaps it), psutil for an adopted worker.
             if instance is None or instance.stop_reason is not None or self._check_exit(instance):
                 continue
             why = self._stop_wanted(key, instance, self._spec(key))
             if why is not None:
-                wanted.append((key, instance, why, is_same(instance.process)))
+                wanted.append((key, instance, why))
         # Decided first, then every signal in one tight loop: the first worker to exit
         # competes for the CPU with this loop, and would slow every decision after it.
         return [
-            PendingStop(key, instance, why, self._signal_term(instance, alive=alive))
-            for key, instance, why, alive in wanted
+            PendingStop(key, instance, why, self._signal_term(instance, alive=True))
+            for key, instance, why in wanted
         ]
 
     def begin_stops(self, stops: list[PendingStop]) -> None:
