@@ -117,12 +117,18 @@ def cpu_seconds(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+def thread_cpu(p: psutil.Process, thread_id: int) -> float | None:
+    """User + system CPU of one thread of a process (by its native id); None if it has
+    no such thread."""
+    for t in p.threads():
+        if t.id == thread_id:
+            return float(t.user_time + t.system_time)
+    return None
+
+
 def main_thread_cpu(p: psutil.Process) -> float:
     """User + system CPU of a process's main thread (for hive: its event loop)."""
-    for t in p.threads():
-        if t.id == p.pid:
-            return t.user_time + t.system_time
-    return 0.0
+    return thread_cpu(p, p.pid) or 0.0
 
 
 def free_port() -> int:

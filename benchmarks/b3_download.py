@@ -42,6 +42,7 @@ from benchmarks import (
     main_thread_cpu,
     make_tiny_model,
     stop_process,
+    thread_cpu,
 )
 from tests.hub import ThreadedHub, hf_env
 
@@ -169,12 +170,12 @@ def run_child(argv: list[str], *, env: dict[str, str]) -> tuple[float, float, st
     return wall, cpu, stdout.decode()
 
 
-def thread_cpu(native_id: int) -> float:
-    """CPU seconds (user + system) of one thread of this process."""
-    for t in psutil.Process().threads():
-        if t.id == native_id:
-            return float(t.user_time + t.system_time)
-    raise RuntimeError(f"B3: no thread {native_id} in this process")
+def hub_cpu(hub: ThreadedHub) -> float:
+    """CPU seconds (user + system) of the hub's thread, in this process."""
+    cpu = thread_cpu(psutil.Process(), hub.thread_id)
+    if cpu is None:
+        raise RuntimeError(f"B3: no thread {hub.thread_id} (the hub's) in this process")
+    return cpu
 
 
 # -- the clients -------------------------------------------------------------------------
@@ -358,9 +359,9 @@ def run(*, quick: bool) -> list[Row]:
             # Rotate the order so that no client always runs first (or after hive).
             for name in order[rnd % len(order) :] + order[: rnd % len(order)]:
                 os.sync()  # the previous client's dirty pages are not this one's cost
-                server0 = thread_cpu(hub.thread_id)
+                server0 = hub_cpu(hub)
                 result = clients[name](rnd)
-                result = dataclasses.replace(result, server_cpu=thread_cpu(hub.thread_id) - server0)
+                result = dataclasses.replace(result, server_cpu=hub_cpu(hub) - server0)
                 samples.setdefault(name, []).append(result)
                 log(
                     f"B3 round {rnd + 1}: {name:16s} {result.seconds:6.2f} s "
