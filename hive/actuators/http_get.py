@@ -23,7 +23,7 @@ import socket
 import ssl
 import urllib.request
 from email.message import Message
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -42,10 +42,12 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+def _origin(parts: SplitResult, url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, the port defaulted by the scheme."""
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise BadUrl(f"{url} is not an http(s) URL")
+    return scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80)
 
 
 class HttpGet:
@@ -95,7 +97,7 @@ class HttpGet:
             target = urljoin(self.url, location)
             if urlsplit(target).scheme.lower() not in ("http", "https"):
                 raise BadUrl(f"{self.url} redirects to {target}, which is not http(s)")
-            if _origin(target) != _origin(self.url):
+            if _origin(urlsplit(target), target) != _origin(urlsplit(self.url), self.url):
                 # A token for the hub is not for its CDN (as aiohttp and requests do).
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             self.close()
@@ -104,10 +106,7 @@ class HttpGet:
 
     def _send(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise BadUrl(f"{url} is not an http(s) URL")
-        host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+        scheme, host, port = _origin(parts, url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         proxy = _proxy_for(scheme, host)
         conn: http.client.HTTPConnection
@@ -171,11 +170,9 @@ def _proxy_for(scheme: str, host: str) -> tuple[str, str, int, dict[str, str]] |
     if "://" not in url:
         url = f"http://{url}"
     parts = urlsplit(url)
-    p_scheme = parts.scheme.lower()
-    if p_scheme not in ("http", "https") or not parts.hostname:
-        raise BadUrl(f"the {scheme} proxy {url} is not an http(s) URL")
+    p_scheme, p_host, p_port = _origin(parts, f"the {scheme} proxy {url}")
     auth: dict[str, str] = {}
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         auth["Proxy-Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-    return p_scheme, parts.hostname, parts.port or (443 if p_scheme == "https" else 80), auth
+    return p_scheme, p_host, p_port, auth
