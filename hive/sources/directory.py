@@ -1,5 +1,5 @@
 """The watched-directory source: manifest files under a directory, followed with inotify
-(watchfiles). Each file's last good records stay in force while it is broken."""
+(`tree_watch`). Each file's last good records stay in force while it is broken."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from watchfiles import Change, awatch
-
 from hive.core.parse import ParseResult, Problem, is_manifest_file, merge_files, parse_file
 from hive.core.store import Store
 from hive.model.events import Level
@@ -18,12 +16,11 @@ from hive.model.ids import SourceName
 from hive.model.manifests import Record
 from hive.narration.bus import Bus
 from hive.sources.base import OnChange
+from hive.sources.tree_watch import TreeChanges, TreeWatch
 
 Stamp = tuple[int, int, int]
 #: How many problems of one file are narrated (all of them are in /v1/status).
 MAX_NARRATED_PROBLEMS = 20
-#: After a directory appears, the tree is read again this much later (see _late_resync).
-LATE_RESYNC_DELAY = 0.25
 
 
 def scan_manifest_files(root: Path) -> list[Path] | Problem:
@@ -75,7 +72,6 @@ class DirectorySource:
         store: Store,
         bus: Bus,
         on_change: OnChange,
-        step_ms: int = 20,
         missing_poll: float = 1.0,
     ) -> None:
         self.root = root
@@ -83,7 +79,6 @@ class DirectorySource:
         self._store = store
         self._bus = bus
         self._on_change = on_change
-        self._step_ms = step_ms
         self._missing_poll = missing_poll
         self._records: dict[Path, tuple[Record, ...]] = {}
         self._problems: dict[Path, tuple[Problem, ...]] = {}
@@ -92,7 +87,8 @@ class DirectorySource:
         self._duplicates: list[Problem] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._late: asyncio.Task[None] | None = None
+        self._watch_problem: str | None = None
+        self._tree: TreeWatch | None = None
         self._lock = asyncio.Lock()
         store.register(self.name, kind="directory", location=str(root))
 
@@ -105,11 +101,10 @@ class DirectorySource:
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in (self._task, self._late):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     # -- reading -------------------------------------------------------------------------
     def _display(self, path: Path) -> str:
@@ -210,87 +205,64 @@ class DirectorySource:
         self._on_change(result)
 
     # -- watching ------------------------------------------------------------------------
-    def _wanted(self, change: Change, path: str) -> bool:
-        p = Path(path)
-        try:
-            rel = p.relative_to(self.root)
-        except ValueError:
-            return False
-        if any(part.startswith(".") for part in rel.parts):
-            return False  # hidden files and directories (editors' temp files) never count
-        # Directories matter too: a new one may hold files that inotify did not see yet.
-        return p == self.root or is_manifest_file(p) or change == Change.deleted or p.is_dir()
-
     async def _watch(self, armed: asyncio.Event) -> None:
         while not self._stop.is_set():
             if not self.root.is_dir():
                 await self.resync()  # records the problem, keeps the records
                 armed.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self._missing_poll)
+                await self._pause()
                 continue
-            changes_of = awatch(
-                self.root,
-                watch_filter=self._wanted,
-                step=self._step_ms,
-                debounce=1600,
-                stop_event=self._stop,
-                recursive=True,
-                rust_timeout=int(self._missing_poll * 1000),
-                yield_on_timeout=True,
-            )
             try:
-                # The generator creates its inotify watch before its first await: start it,
-                # let it run that far, and only then read the tree.
-                pending = asyncio.ensure_future(anext(changes_of))
-                await asyncio.sleep(0)
+                # The watches exist before the tree is read, so no write falls between.
+                with TreeWatch(self.root) as watch:
+                    self._tree, self._watch_problem = watch, None
+                    await self.resync()
+                    armed.set()
+                    while not (changes := await watch.changes()).root_gone:
+                        await self._apply(changes)
+            except OSError as exc:
+                if not self.root.is_dir():
+                    continue  # the root vanished under the watcher: the loop records it
+                # Watching failed (the inotify watch or instance limit): the tree is read
+                # every `missing_poll` seconds until watching works again.
                 await self.resync()
                 armed.set()
-                while True:
-                    changes = await pending
-                    if not self.root.is_dir():
-                        break
-                    if changes:
-                        await self._apply(changes)
-                    pending = asyncio.ensure_future(anext(changes_of))
-            except StopAsyncIteration:
-                pass  # stop was asked for
-            except (FileNotFoundError, RuntimeError, OSError):
-                pass  # the root vanished under the watcher: the loop records it and waits
+                self._narrate_watch_problem(exc)
+                await self._pause()
             finally:
-                await changes_of.aclose()
+                self._tree = None
 
-    def _late_resync(self) -> None:
-        if self._late is not None and not self._late.done():
-            return
+    @property
+    def watched_directories(self) -> list[Path]:
+        """The directories inotify watches now (none while the root is missing)."""
+        return [] if self._tree is None else self._tree.directories
 
-        async def later() -> None:
-            await asyncio.sleep(LATE_RESYNC_DELAY)
-            await self.resync()
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self._missing_poll)
 
-        self._late = asyncio.create_task(later(), name=f"late resync {self.root}")
-
-    async def _apply(self, changes: set[tuple[Change, str]]) -> None:
-        paths = {Path(p) for _, p in changes}
-        known = set(self._records) | set(self._problems)
-        directory_changed = any(
-            p == self.root
-            or p.is_dir()
-            or (
-                c == Change.deleted
-                and not is_manifest_file(p)
-                and any(k.is_relative_to(p) for k in known)
-            )
-            for c, p in ((c, Path(p)) for c, p in changes)
+    def _narrate_watch_problem(self, exc: OSError) -> None:
+        message = (
+            f"{self.root}: cannot watch for changes: {exc.strerror or exc}; reading it "
+            f"every {self._missing_poll:g} s instead (raise fs.inotify.max_user_watches or "
+            "fs.inotify.max_user_instances)"
         )
-        if directory_changed or self._root_problem is not None:
+        if message != self._watch_problem:
+            self._bus.emit(
+                "source_error",
+                message,
+                level=Level.WARNING,
+                data={"source": self.name, "file": str(self.root)},
+            )
+        self._watch_problem = message
+
+    async def _apply(self, changes: TreeChanges) -> None:
+        if changes.rescan or self._root_problem is not None:
             # A directory came or went: read the whole tree (cheap: stamps skip the rest).
+            # Its watches were added before this read, so nothing written into it is lost.
             await self.resync()
-            # inotify watches a new directory only once it has seen it: a file written into
-            # it just before may have gone unseen. Look once more after a moment.
-            self._late_resync()
             return
         async with self._lock:
-            for path in sorted(paths):
+            for path in sorted(changes.paths):
                 await self._load(path)
             self._publish()

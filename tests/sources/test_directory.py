@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from inotify_simple import INotify
 
 from hive.core.clock import SystemClock
 from hive.core.store import ReplaceResult, SourceState, Store
@@ -82,6 +84,77 @@ async def test_subdirectories_are_watched(harness: Harness) -> None:
     sub.mkdir(parents=True)
     (sub / "m.yml").write_text(model_yaml("tiny", "file:a.gguf"))
     await harness.until(lambda: harness.store.desired(TINY) is not None, "a nested record")
+
+
+OTHER = ObjectKey.of(Kind.MODEL, "other")
+
+
+async def test_a_file_is_read_once_it_is_complete_not_half_written(harness: Harness) -> None:
+    text = model_yaml("tiny", "file:a.gguf")
+    with open(harness.root / "tiny.yaml", "w") as f:  # noqa: ASYNC230 (a writer, on purpose)
+        f.write(text[: len(text) // 2])
+        f.flush()
+        # Another file, written whole after the half: once its record is in, the watcher
+        # has handled every event queued before it, the half-write's included.
+        write_atomic(harness.root / "other.yaml", model_yaml("other", "file:o.gguf"))
+        await harness.until(lambda: harness.store.desired(OTHER) is not None, "other")
+        assert harness.store.desired(TINY) is None
+        f.write(text[len(text) // 2 :])
+    await harness.until(lambda: harness.source_of(TINY) == "file:a.gguf", "the whole file")
+    errors = [e for e in harness.bus.read(0, limit=100)[0] if e.action == "manifest_error"]
+    assert errors == []
+
+
+async def test_directories_moved_in_out_and_around_are_followed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
+    os.rename(prepared, harness.root / "team")
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the moved-in record")
+
+    os.rename(harness.root / "team", harness.root / "renamed")
+    # The moved directory is watched under its new name.
+    (harness.root / "renamed" / "o.yaml").write_text(model_yaml("other", "file:o.gguf"))
+    await harness.until(lambda: harness.store.desired(OTHER) is not None, "a file in it")
+    assert harness.store.desired(TINY) is not None
+
+    os.rename(harness.root / "renamed", tmp_path / "away")
+    await harness.until(
+        lambda: harness.store.desired(TINY) is None and harness.store.desired(OTHER) is None,
+        "the records of the directory moved away",
+    )
+    # No longer watched: a write in it does not count.
+    (tmp_path / "away" / "late.yaml").write_text(model_yaml("late", "file:l.gguf"))
+    assert [str(d) for d in harness.source.watched_directories] == [str(harness.root)]
+
+
+async def test_new_links_are_read_as_they_appear(harness: Harness, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
+    (elsewhere / "b.yaml").write_text(model_yaml("other", "file:o.gguf"))
+    os.link(elsewhere / "a.yaml", harness.root / "a.yaml")
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "a hard link")
+    (harness.root / "b.yaml").symlink_to(elsewhere / "b.yaml")
+    await harness.until(lambda: harness.store.desired(OTHER) is not None, "a symlink")
+
+
+async def test_a_configmap_style_symlink_swap_is_seen(harness: Harness) -> None:
+    """Kubernetes mounts a ConfigMap as `name -> ..data/name`, `..data -> ..<stamp>/`, and
+    updates it by swapping `..data` with a rename."""
+    root = harness.root
+    (root / "..v1").mkdir()
+    (root / "..v1" / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
+    (root / "..data").symlink_to("..v1")
+    (root / "m.yaml").symlink_to("..data/m.yaml")
+    await harness.until(lambda: harness.source_of(TINY) == "file:a.gguf", "the record")
+    (root / "..v2").mkdir()
+    (root / "..v2" / "m.yaml").write_text(model_yaml("tiny", "file:b.gguf"))
+    (root / "..data_tmp").symlink_to("..v2")
+    os.rename(root / "..data_tmp", root / "..data")
+    await harness.until(lambda: harness.source_of(TINY) == "file:b.gguf", "the swapped record")
 
 
 async def test_editor_temp_and_hidden_files_are_ignored(harness: Harness) -> None:
@@ -273,3 +346,42 @@ def test_unreadable_directory_is_an_error_not_an_empty_set() -> None:
         for p in sorted(base.rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
         base.rmdir()
+
+
+async def test_without_inotify_the_directory_is_read_every_poll_and_the_problem_told(
+    tmp_path: Path,
+) -> None:
+    """A real limit: every inotify instance this user may have is taken (128 by default)."""
+    held: list[INotify] = []
+    try:
+        while len(held) < 4096:
+            try:
+                held.append(INotify())
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                break
+        else:
+            pytest.skip("fs.inotify.max_user_instances is too high to reach in a test")
+        root = tmp_path / "desired"
+        root.mkdir()
+        h = Harness(root)
+        await h.source.start()
+        try:
+            (told,) = [e for e in h.bus.read(0, limit=100)[0] if e.action == "source_error"]
+            assert "cannot watch for changes" in told.message
+            assert "max_user_instances" in told.message
+            assert h.source.watched_directories == []
+            write_atomic(root / "m.yaml", model_yaml("tiny", "file:a.gguf"))
+            await h.until(lambda: h.store.desired(TINY) is not None, "the record, polled")
+            for instance in held:
+                instance.close()
+            held.clear()
+            await h.until(lambda: h.source.watched_directories == [root], "watching again")
+            (root / "m.yaml").unlink()
+            await h.until(lambda: h.store.desired(TINY) is None, "the removal")
+        finally:
+            await h.source.stop()
+    finally:
+        for instance in held:
+            instance.close()

@@ -1,0 +1,173 @@
+"""A directory tree followed with inotify, read on the event loop.
+
+The kernel's queue is read the moment it is readable (`loop.add_reader`): no thread, no
+polling step, nothing awake while nothing changes. `inotify_simple` makes the syscalls;
+this module keeps one watch per directory of the tree and turns the kernel's events into
+what the directory source needs to know: which files to read again, or that the whole
+tree must be read again.
+
+Files count when they are complete: on close after writing, on rename into place, on
+deletion, on a metadata change (chmod). A file still being written is not read half-way;
+a new link (hard or symbolic) is read when it appears, since no write will follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from hive.core.parse import is_manifest_file
+
+#: What a watch on each directory asks the kernel for.
+WATCH_MASK = (
+    F.CLOSE_WRITE
+    | F.MOVED_TO
+    | F.MOVED_FROM
+    | F.CREATE
+    | F.DELETE
+    | F.ATTRIB
+    | F.DELETE_SELF
+    | F.MOVE_SELF
+    | F.ONLYDIR
+)
+_FILE_CHANGED = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ATTRIB
+_SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT | F.IGNORED
+
+
+@dataclass(frozen=True)
+class TreeChanges:
+    #: Manifest files that may have changed (written, replaced, deleted): read each again.
+    paths: frozenset[Path] = frozenset()
+    #: A directory came, went or moved, a hidden link was swapped (a Kubernetes ConfigMap
+    #: update), or the kernel's queue overflowed: read the whole tree again.
+    rescan: bool = False
+    #: The watched root itself was deleted, moved away or unmounted.
+    root_gone: bool = False
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _is_link(path: Path) -> bool:
+    """A symbolic link, or a file with more than one name: it appeared whole."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISLNK(st.st_mode) or st.st_nlink > 1
+
+
+class TreeWatch:
+    """One inotify instance watching `root` and every directory under it that is not
+    hidden. Use as a context manager on the event loop; `changes()` waits for the next
+    batch."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._inotify: INotify | None = None
+        self._dirs: dict[int, Path] = {}
+        self._root_wd = -1
+        self._ready = asyncio.Event()
+
+    def __enter__(self) -> TreeWatch:
+        self._inotify = INotify(nonblocking=True)
+        try:
+            self._root_wd = self._inotify.add_watch(self.root, WATCH_MASK)
+            self._dirs = {self._root_wd: self.root}
+            self._watch_tree()
+            asyncio.get_running_loop().add_reader(self._inotify.fileno(), self._ready.set)
+        except BaseException:
+            self._inotify.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fileno())
+            self._inotify.close()
+            self._inotify = None
+
+    @property
+    def directories(self) -> list[Path]:
+        """The directories watched now."""
+        return sorted(self._dirs.values())
+
+    def _watch_tree(self) -> None:
+        """Watch every directory of the tree (hidden ones and symlinks to directories
+        skipped, as the reader skips them), and forget the watches of those that left it.
+        Adding a watch that exists returns its descriptor: a moved directory keeps its
+        watch under its new path."""
+        assert self._inotify is not None
+        seen = {self._root_wd}
+        for dirpath, dirnames, _ in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not _hidden(d)]
+            for d in dirnames:
+                path = Path(dirpath, d)
+                try:
+                    wd = self._inotify.add_watch(path, WATCH_MASK)
+                except (FileNotFoundError, NotADirectoryError, PermissionError):
+                    # Gone again already (the parent's event says so), or unreadable (the
+                    # tree's reader reports that).
+                    continue
+                self._dirs[wd] = path
+                seen.add(wd)
+        for wd in set(self._dirs) - seen:
+            del self._dirs[wd]
+            with contextlib.suppress(OSError):  # the kernel dropped it with the directory
+                self._inotify.rm_watch(wd)
+
+    async def changes(self) -> TreeChanges:
+        """The next batch: everything the kernel has queued once it has anything."""
+        assert self._inotify is not None
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch = self._read()
+            if batch.paths or batch.rescan or batch.root_gone:
+                return batch
+
+    def _read(self) -> TreeChanges:
+        assert self._inotify is not None
+        paths: set[Path] = set()
+        rescan = root_gone = False
+        for event in self._inotify.read(timeout=0):
+            mask = event.mask
+            if mask & F.Q_OVERFLOW:
+                rescan = True
+                continue
+            directory = self._dirs.get(event.wd)
+            if directory is None:
+                continue  # a watch already forgotten
+            if mask & _SELF_GONE:
+                if event.wd == self._root_wd:
+                    root_gone = True
+                elif mask & F.IGNORED:
+                    self._dirs.pop(event.wd, None)
+                continue  # a subdirectory's own end is also an event in its parent
+            if not event.name:
+                continue
+            path = directory / event.name
+            if mask & F.ISDIR:
+                rescan = rescan or not _hidden(event.name)
+            elif _hidden(event.name):
+                # A hidden symlink swapped in (`..data`, as Kubernetes updates a mounted
+                # ConfigMap) changes what the visible links point to.
+                rescan = rescan or (bool(mask & (F.MOVED_TO | F.CREATE)) and _is_link(path))
+            elif not is_manifest_file(path):
+                continue
+            elif mask & _FILE_CHANGED or (mask & F.CREATE and _is_link(path)):
+                paths.add(path)
+        if rescan and not root_gone:
+            self._watch_tree()
+        return TreeChanges(paths=frozenset(paths), rescan=rescan, root_gone=root_gone)
