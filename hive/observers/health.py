@@ -26,17 +26,20 @@ _LLAMACPP = {
 }
 
 
-#: A health answer's body is read (to keep the connection usable) up to this size.
+#: A health answer's body is read (so the worker's write completes) up to this size.
 _MAX_BODY = 1 << 20
 
 
 class HealthProbe:
-    """`GET path` on one worker, over one kept-alive HTTP/1.1 connection (asyncio streams).
+    """`GET path` on one worker, over a connection of its own that is closed after the
+    answer (`Connection: close`), as kubelet probes (asyncio streams, no HTTP library).
 
-    hive sends 20 of these a second with 100 workers, and needs only the status code: this
-    costs a third of an aiohttp request's CPU (docs/benchmarks.md, B7), which is what keeps
-    an idle hive under 1 % of a core. Any surprise closes the connection; the next check
-    opens a new one.
+    Not kept alive, because an idle connection from hive would hold one of the worker's
+    HTTP threads between probes (llama.cpp's server serves each connection from a small
+    pool), and would be torn down inside the worker's shutdown when it stops: with 100
+    stdlib workers that made the stop of all of them 15 % slower (B6, docs/benchmarks.md).
+    hive sends 20 of these a second with 100 workers and needs only the status code:
+    this costs a fraction of an aiohttp request's CPU (B7).
     """
 
     def __init__(self, *, host: str, port: int, path: str) -> None:
@@ -44,7 +47,7 @@ class HealthProbe:
         self.url = f"http://{host}:{port}{path}"
         self._request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hive-health\r\n"
-            "Accept: */*\r\n\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n"
         ).encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -57,31 +60,21 @@ class HealthProbe:
             async with asyncio.timeout(limit):
                 return await self._exchange()
         except TimeoutError:
-            self.close()
             return f"{self.url} did not answer within {limit:g}s"
         except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
-            self.close()
             text = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
             return f"{self.url}: {text}"
+        finally:
+            self.close()
 
     async def _exchange(self) -> str | None:
-        reused = self._writer is not None
-        try:
-            head = await self._send()
-        except (OSError, EOFError):
-            if not reused:
-                raise
-            head = b""
-        if not head and reused:
-            # The worker closed the idle kept-alive connection: one fresh try.
-            self.close()
-            head = await self._send()
+        head = await self._send()
         if not head:
             raise ConnectionResetError("connection closed without an answer")
         status, *headers = head.split(b"\r\n")
-        version, code_text, *_ = status.split(None, 2)
+        _, code_text, *_ = status.split(None, 2)
         code = int(code_text)
-        length, chunked, keep = 0, False, version == b"HTTP/1.1"
+        length, chunked = 0, False
         assert self._reader is not None
         for line in headers:
             name, _, value = line.partition(b":")
@@ -90,16 +83,10 @@ class HealthProbe:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = value == b"chunked"
-            elif name == b"connection" and value == b"close":
-                keep = False
         if chunked:
             await self._skip_chunks()
         elif 0 < length <= _MAX_BODY:
             await self._reader.readexactly(length)
-        elif length:
-            keep = False
-        if not keep:
-            self.close()
         return None if 200 <= code < 300 else f"{self.url} answered {code}"
 
     async def _connect(self) -> None:

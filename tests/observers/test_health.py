@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from hive.model.workers import WorkerMetrics
 from hive.observers.health import HealthProbe, parse_metrics, scrape
-from tests.conftest import ROOT, answers_health, free_port, poll
+from tests.conftest import ROOT, answers_health, apoll, free_port, poll
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 EMPTY = WorkerMetrics(scraped_at=NOW)
@@ -57,6 +57,8 @@ class Loopback:
         #: The client (address, port) of every connection the server saw.
         self.peers = peers
         self.transports: list[asyncio.BaseTransport] = []
+        #: The `Connection` header of each request to /ok.
+        self.asked: list[str] = []
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
@@ -67,11 +69,13 @@ async def loopback() -> AsyncIterator[Loopback]:
     release = asyncio.Event()
     peers: set[object] = set()
     transports: list[asyncio.BaseTransport] = []
+    asked: list[str] = []
 
     async def ok(request: web.Request) -> web.Response:
         assert request.transport is not None
         peers.add(request.transport.get_extra_info("peername"))
         transports.append(request.transport)
+        asked.append(request.headers.get("Connection", ""))
         return web.json_response({"status": "ok"})
 
     async def chunked(request: web.Request) -> web.StreamResponse:
@@ -116,6 +120,7 @@ async def loopback() -> AsyncIterator[Loopback]:
     try:
         loopback = Loopback(server, release, peers)
         loopback.transports = transports
+        loopback.asked = asked
         yield loopback
     finally:
         release.set()
@@ -140,7 +145,7 @@ async def test_a_2xx_answer_is_healthy(loopback: Loopback, path: str) -> None:
     probe = health_probe(loopback, path)
     try:
         assert await probe.check(limit=5) is None
-        assert await probe.check(limit=5) is None  # and again, on the same connection
+        assert await probe.check(limit=5) is None  # and again
     finally:
         probe.close()
 
@@ -154,26 +159,18 @@ async def test_another_answer_says_its_status(loopback: Loopback, path: str, sta
         probe.close()
 
 
-async def test_the_connection_is_kept_alive(loopback: Loopback) -> None:
+async def test_each_probe_has_a_connection_of_its_own_closed_after_the_answer(
+    loopback: Loopback,
+) -> None:
+    """As kubelet probes: an idle connection would hold one of the worker's HTTP threads."""
     probe = health_probe(loopback, "/ok")
-    try:
-        for _ in range(5):
-            assert await probe.check(limit=5) is None
-    finally:
-        probe.close()
-    assert len(loopback.peers) == 1  # five checks, one connection
-
-
-async def test_a_connection_the_worker_closed_is_opened_again(loopback: Loopback) -> None:
-    probe = health_probe(loopback, "/ok")
-    try:
+    for _ in range(3):
         assert await probe.check(limit=5) is None
-        for transport in loopback.transports:
-            transport.close()  # the worker drops the idle kept-alive connection
-        assert await probe.check(limit=5) is None
-    finally:
-        probe.close()
-    assert len(loopback.peers) == 2
+    assert len(loopback.peers) == 3
+    assert loopback.asked == ["close"] * 3
+    await apoll(
+        lambda: all(t.is_closing() for t in loopback.transports), what="every connection closed"
+    )
 
 
 async def test_a_closed_port_says_it_cannot_connect() -> None:
