@@ -9,6 +9,7 @@ import ipaddress
 import os
 import socket
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,20 +27,23 @@ _LLAMACPP = {
 }
 
 
-#: A health answer's body is read (so the worker's write completes) up to this size.
-_MAX_BODY = 1 << 20
+#: A health answer is read to its end (the worker closes after it) up to this size.
+_MAX_ANSWER = 1 << 20
+_READ = 64 * 1024
 
 
 class HealthProbe:
-    """`GET path` on one worker, over a connection of its own that is closed after the
-    answer (`Connection: close`), as kubelet probes (asyncio streams, no HTTP library).
+    """`GET path` on one worker, over a connection of its own that the worker closes after
+    the answer (`Connection: close`), as kubelet probes.
 
     Not kept alive, because an idle connection from hive would hold one of the worker's
     HTTP threads between probes (llama.cpp's server serves each connection from a small
     pool), and would be torn down inside the worker's shutdown when it stops: with 100
     stdlib workers that made the stop of all of them 15 % slower (B6, docs/benchmarks.md).
-    hive sends 20 of these a second with 100 workers and needs only the status code:
-    this costs a fraction of an aiohttp request's CPU (B7).
+
+    Plain non-blocking socket calls on the event loop, no streams and no HTTP library:
+    hive sends 20 of these a second with 100 workers and needs only the status code, so
+    each costs a few syscalls and, on loopback, usually no turn of the loop at all (B7).
     """
 
     def __init__(self, *, host: str, port: int, path: str) -> None:
@@ -49,8 +53,6 @@ class HealthProbe:
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hive-health\r\n"
             "Accept: */*\r\nConnection: close\r\n\r\n"
         ).encode()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
         #: The address family of an IP literal (the usual case), None for a host name.
         self._family = _family(host)
 
@@ -58,92 +60,71 @@ class HealthProbe:
         """None when the worker answers 2xx within `limit` seconds; else what went wrong."""
         try:
             async with asyncio.timeout(limit):
-                return await self._exchange()
+                answer = await self._exchange()
         except TimeoutError:
             return f"{self.url} did not answer within {limit:g}s"
-        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
+        except OSError as exc:
             text = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
             return f"{self.url}: {text}"
-        finally:
-            self.close()
-
-    async def _exchange(self) -> str | None:
-        head = await self._send()
-        if not head:
-            raise ConnectionResetError("connection closed without an answer")
-        status, *headers = head.split(b"\r\n")
-        _, code_text, *_ = status.split(None, 2)
-        code = int(code_text)
-        length, chunked = 0, False
-        assert self._reader is not None
-        for line in headers:
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value == b"chunked"
-        if chunked:
-            await self._skip_chunks()
-        elif 0 < length <= _MAX_BODY:
-            await self._reader.readexactly(length)
+        except ValueError as exc:
+            return f"{self.url}: {exc}"
+        status = answer.partition(b"\r\n")[0].split(None, 2)
+        if b"\r\n\r\n" not in answer or len(status) < 2 or not status[1].isdigit():
+            what = "no answer" if not answer else f"not an HTTP answer: {answer[:40]!r}"
+            return f"{self.url}: connection closed with {what}"
+        code = int(status[1])
         return None if 200 <= code < 300 else f"{self.url} answered {code}"
 
-    async def _connect(self) -> None:
-        """A plain non-blocking connect to an IP literal (the usual case): a worker that is
-        not listening yet, probed 4 times a second while it starts, costs a third of
-        what asyncio's create_connection spends on a refusal."""
-        if self._family is None:  # a host name: let asyncio resolve it
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-            return
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        address = (self.host, self.port)
+    async def _exchange(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        sock = await self._connect(loop)
         try:
-            err = sock.connect_ex(address)
-            if err == errno.EINPROGRESS:
-                # Loopback answers within the call: a refusal is already in SO_ERROR, so
-                # a worker still loading costs no turn of the event loop (B5).
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err == 0 and not _connected(sock):
-                    await asyncio.get_running_loop().sock_connect(sock, address)
-            if err:
-                raise OSError(err, os.strerror(err))
-        except BaseException:
+            await loop.sock_sendall(sock, self._request)
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await loop.sock_recv(sock, _READ):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > _MAX_ANSWER:
+                    raise ValueError(f"answer larger than {_MAX_ANSWER} bytes")
+            return b"".join(chunks)
+        finally:
             sock.close()
-            raise
-        self._reader, self._writer = await asyncio.open_connection(sock=sock)
 
-    async def _send(self) -> bytes:
-        if self._writer is None:
-            await self._connect()
-        assert self._reader is not None and self._writer is not None
-        self._writer.write(self._request)
-        await self._writer.drain()
-        try:
-            # The status line and the headers, in one read (a 64 KiB head at most).
-            return await self._reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise
-            return b""
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        """A non-blocking connect. To an IP literal (the usual case), a refusal is known
+        within the call on loopback: a worker that is not listening yet, probed 4 times a
+        second while it starts, costs no turn of the event loop (B5). A host name is
+        resolved and its addresses tried in order."""
+        if self._family is not None:
+            return await _connect(loop, self._family, (self.host, self.port))
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"cannot resolve {self.host}")
+        for family, _, _, _, address in infos:
+            try:
+                return await _connect(loop, family, address)
+            except OSError as exc:
+                error = exc
+        raise error
 
-    async def _skip_chunks(self) -> None:
-        assert self._reader is not None
-        total = 0
-        while True:
-            size = int((await self._reader.readline()).split(b";")[0], 16)
-            total += size
-            if total > _MAX_BODY:
-                raise ValueError("health answer too large")
-            await self._reader.readexactly(size + 2)  # the chunk and its CRLF
-            if size == 0:
-                return
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+async def _connect(
+    loop: asyncio.AbstractEventLoop, family: int, address: tuple[Any, ...]
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        err = sock.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0 and not _connected(sock):
+                await loop.sock_connect(sock, address)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _family(host: str) -> socket.AddressFamily | None:

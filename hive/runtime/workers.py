@@ -944,10 +944,7 @@ class WorkerSupervisor:
         health = HealthProbe(
             host=host, port=state.port, path=entry.health_path if entry else "/health"
         )
-        try:
-            await self._watch_health(instance, entry, health)
-        finally:
-            health.close()
+        await self._watch_health(instance, entry, health)
 
     async def _watch_health(
         self, instance: Instance, entry: RuntimeEntry | None, health: HealthProbe

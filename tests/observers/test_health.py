@@ -143,20 +143,14 @@ def health_probe(loopback: Loopback, path: str) -> HealthProbe:
 @pytest.mark.parametrize("path", ["/ok", "/empty", "/chunked"])
 async def test_a_2xx_answer_is_healthy(loopback: Loopback, path: str) -> None:
     probe = health_probe(loopback, path)
-    try:
-        assert await probe.check(limit=5) is None
-        assert await probe.check(limit=5) is None  # and again
-    finally:
-        probe.close()
+    assert await probe.check(limit=5) is None
+    assert await probe.check(limit=5) is None  # and again
 
 
 @pytest.mark.parametrize(("path", "status"), [("/sick", 503), ("/nowhere", 404), ("/moved", 302)])
 async def test_another_answer_says_its_status(loopback: Loopback, path: str, status: int) -> None:
     probe = health_probe(loopback, path)
-    try:
-        assert await probe.check(limit=5) == f"{loopback.url(path)} answered {status}"
-    finally:
-        probe.close()
+    assert await probe.check(limit=5) == f"{loopback.url(path)} answered {status}"
 
 
 async def test_each_probe_has_a_connection_of_its_own_closed_after_the_answer(
@@ -352,3 +346,42 @@ def test_decode_calls_are_not_reported_as_requests(llama: Llama) -> None:
     assert metrics.decode_calls is not None
     assert metrics.decode_calls >= 8
     assert "requests_handled" not in WorkerMetrics.model_fields
+
+
+async def test_a_host_name_is_resolved_and_its_addresses_tried(loopback: Loopback) -> None:
+    """`localhost` may resolve to ::1 first; the server listens on 127.0.0.1 only."""
+    url = loopback.server.make_url("/ok")
+    assert url.port is not None
+    probe = HealthProbe(host="localhost", port=url.port, path="/ok")
+    assert await probe.check(limit=5) is None
+
+
+_TOO_LARGE = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (b"", "connection closed with no answer"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "connection closed with not an HTTP answer: b'SSH-2.0"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed with not an HTTP answer"),
+        (_TOO_LARGE, "answer larger than 1048576 bytes"),
+    ],
+)
+async def test_what_is_not_an_http_answer_says_so(reply: bytes, says: str) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        problem = await HealthProbe(host="127.0.0.1", port=port, path="/health").check(limit=5)
+        assert problem is not None
+        assert problem.startswith(f"http://127.0.0.1:{port}/health: {says}"), problem
+    finally:
+        server.close()
+        await server.wait_closed()
