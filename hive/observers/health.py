@@ -36,14 +36,13 @@ class HealthProbe:
     """`GET path` on one worker, over a connection of its own that the worker closes after
     the answer (`Connection: close`), as kubelet probes.
 
-    Not kept alive, because an idle connection from hive would hold one of the worker's
-    HTTP threads between probes (llama.cpp's server serves each connection from a small
-    pool), and would be torn down inside the worker's shutdown when it stops: with 100
-    stdlib workers that made the stop of all of them 15 % slower (B6, docs/benchmarks.md).
+    Not kept alive: llama.cpp's server closes a connection idle for 5 s, the probe
+    interval, so it would seldom be reused; while open it holds one of the server's HTTP
+    threads; and a thread-per-connection server (the scripted test worker) has to tear it
+    down inside its shutdown (100 of them took 15 % longer to exit in a scratch script).
 
     Plain non-blocking socket calls on the event loop, no streams and no HTTP library:
-    hive sends 20 of these a second with 100 workers and needs only the status code, so
-    each costs a few syscalls and, on loopback, usually no turn of the loop at all (B7).
+    hive sends 20 of these a second with 100 workers and needs only the status code.
     """
 
     def __init__(self, *, host: str, port: int, path: str) -> None:
