@@ -299,7 +299,7 @@ def run(*, quick: bool) -> list[Row]:
         Row(b, f"idle CPU, {MODELS} models, {window:.0f} s, resync {resync_note}",
             h["cpu_pct"], "% of a core", "python -c time.sleep()", s["cpu_pct"], "< 1%"),
         Row(b, "idle CPU, main thread (event loop)", h["main_cpu_pct"], "% of a core"),
-        Row(b, "idle CPU, other threads (file watcher, executor)",
+        Row(b, "idle CPU, other threads (executor)",
             h["cpu_pct"] - h["main_cpu_pct"], "% of a core"),
         Row(b, "idle context switches, all threads", h["switches_per_s"], "/s",
             "python -c time.sleep()", s["switches_per_s"]),
