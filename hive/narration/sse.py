@@ -53,6 +53,12 @@ async def stream_subscription(
     try:
         while not subscription.closed:
             batch = await subscription.next_batch(wait=keepalive)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # The client went away: serialize nothing for it (after 100 workers stop,
+                # one batch is hundreds of events, on a loop that the exiting workers
+                # already starve).
+                break
             if not batch:
                 await response.write(b": keep-alive\n\n")
                 continue
