@@ -144,7 +144,11 @@ class Arrival:
 
 
 class EventStream:
-    """GET /v1/events, read in a thread of its own, every event kept with its arrival."""
+    """GET /v1/events, read in a thread of its own, every event kept with its arrival.
+
+    `pause` disconnects, so that hive serializes nothing for this client (B6: supervisord
+    has no client to feed while its workers exit either); `resume` reconnects with
+    `Last-Event-ID`, and hive replays what it narrated meanwhile from its buffer."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -154,10 +158,16 @@ class EventStream:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._last_id: str | None = None
         self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._wait_connected()
+
+    def _wait_connected(self) -> None:
         if not self._connected.wait(30):
             raise RuntimeError(f"B5: no answer from {self._url}/v1/events: {self._error!r}")
 
@@ -165,6 +175,16 @@ class EventStream:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
+
+    def pause(self) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._stop_reading(), self._loop).result(10)
+
+    def resume(self) -> None:
+        assert self._loop is not None
+        self._connected.clear()
+        asyncio.run_coroutine_threadsafe(self._start_reading(), self._loop).result(10)
+        self._wait_connected()
 
     def mark(self) -> int:
         with self._cond:
@@ -202,27 +222,42 @@ class EventStream:
         try:
             asyncio.run(self._main())
         except BaseException as exc:
-            self._error = exc
-            with self._cond:
-                self._cond.notify_all()
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._error = exc
+        with self._cond:
+            self._cond.notify_all()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
-            reader = asyncio.create_task(self._read(session))
-            stopper = asyncio.create_task(self._stop.wait())
-            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, stopper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if reader.done() and not reader.cancelled() and reader.exception() is not None:
-                raise reader.exception()  # type: ignore[misc]
+            self._session = session
+            await self._start_reading()
+            await self._stop.wait()
+            await self._stop_reading()
 
-    async def _read(self, session: aiohttp.ClientSession) -> None:
+    async def _start_reading(self) -> None:
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self._failed(task.exception())  # type: ignore[arg-type]
+
+        self._reader = asyncio.create_task(self._read())
+        self._reader.add_done_callback(done)
+
+    async def _stop_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read(self) -> None:
+        assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        async with session.get(f"{self._url}/v1/events", timeout=timeout) as response:
+        headers = {} if self._last_id is None else {"Last-Event-ID": self._last_id}
+        url = f"{self._url}/v1/events"
+        async with self._session.get(url, timeout=timeout, headers=headers) as response:
             response.raise_for_status()
             async for raw in response.content:
                 now = time.monotonic()
@@ -230,6 +265,7 @@ class EventStream:
                 if not raw.startswith(b"data: "):
                     continue
                 arrival = Arrival(now, json.loads(raw[6:]))
+                self._last_id = str(arrival.event["id"])
                 with self._cond:
                     self._events.append(arrival)
                     self._cond.notify_all()
@@ -413,10 +449,14 @@ def hive_stop(
     objects = {f"Worker/{n}" for n in names}
     procs = [psutil.Process(pid) for pid in start.pids]
     index = events.mark()
+    # No client is fed while the workers exit (supervisord has none either); what hive
+    # narrated meanwhile is read afterwards, replayed from its buffer.
+    events.pause()
     cpu0 = cpu_seconds(proc)
     t0 = time.monotonic()
     os.unlink(desired / WORKERS_FILE)
     gone = wait_gone(procs, t0, timeout=PHASE_TIMEOUT)
+    events.resume()
     events.first_of_each("worker_proc_del_ok", objects, since=index, timeout=PHASE_TIMEOUT)
     deadline = time.monotonic() + PHASE_TIMEOUT
     while get_json(f"{url}/v1/workers", timeout=30)["items"]:
