@@ -96,18 +96,18 @@ class HealthProbe:
         second while it starts, costs no turn of the event loop (B5). A host name is
         resolved and its addresses tried in order."""
         if self._family is not None:
-            return await _connect(loop, self._family, (self.host, self.port))
+            return await _connect_to(loop, self._family, (self.host, self.port))
         infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         error: OSError = OSError(f"cannot resolve {self.host}")
         for family, _, _, _, address in infos:
             try:
-                return await _connect(loop, family, address)
+                return await _connect_to(loop, family, address)
             except OSError as exc:
                 error = exc
         raise error
 
 
-async def _connect(
+async def _connect_to(
     loop: asyncio.AbstractEventLoop, family: int, address: tuple[Any, ...]
 ) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
