@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -17,11 +18,14 @@ from hive.narration.bus import Bus, Subscription
 from tests.conftest import apoll
 
 
+@dataclass
 class Stream:
-    def __init__(self, runner: web.AppRunner, url: str, bus: Bus, ended: asyncio.Event) -> None:
-        self.runner, self.url, self.bus, self.ended = runner, url, bus, ended
-        #: The server side of each client's connection.
-        self.transports: list[asyncio.BaseTransport] = []
+    url: str
+    bus: Bus
+    #: Set when the handler returns.
+    ended: asyncio.Event
+    #: The server side of each client's connection.
+    transports: list[asyncio.BaseTransport]
 
 
 @pytest.fixture
@@ -50,9 +54,7 @@ async def stream() -> AsyncIterator[Stream]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        stream = Stream(runner, f"http://127.0.0.1:{port}/v1/events", bus, ended)
-        stream.transports = transports
-        yield stream
+        yield Stream(f"http://127.0.0.1:{port}/v1/events", bus, ended, transports)
     finally:
         await runner.cleanup()
 
