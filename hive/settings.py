@@ -57,6 +57,9 @@ class Settings(BaseModel):
     worker_ports: str = Field(default="9000-9999", pattern=r"^\d{1,5}-\d{1,5}$")
     #: The Queen, passed to workers as {queen_url} and HIVE_QUEEN_URL (heartbeats).
     queen_url: str | None = None
+    #: Worker processes being spawned at the same time (each `fork`/`exec` waits, on a busy
+    #: machine, for the child to be scheduled); a spawn holds no reconcile worker meanwhile.
+    max_concurrent_spawns: int = Field(default=8, ge=1)
     #: Stop every worker when hive exits (default: leave them running, as kubelet does).
     stop_workers_on_exit: bool = False
     #: Seconds a worker may take to answer its health check; None: its runtime's (120 s).

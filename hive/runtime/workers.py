@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,9 @@ from hive.observers.runtimes import RuntimeCatalog
 from hive.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a spawn that failed unexpectedly (a bug, not a refusal) is tried again.
+UNEXPECTED_ERROR_RETRY = 5.0
 SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
 #: Ends of a run that hive asked for: not failures, no back-off.
 _ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown"}
@@ -159,6 +163,15 @@ class WorkerSupervisor:
         self._ram: tuple[float, int] | None = None
         #: Ports of spawns in flight (port → worker name).
         self._reserved: dict[int, str] = {}
+        #: Spawns in flight (worker name → task). `Popen` returns once the child has
+        #: exec'd, which a busy machine delays by up to a few hundred ms; a spawn runs as a
+        #: task of its own, not inside a reconcile, so that a burst of them holds none of
+        #: the `max_concurrent_actions` reconcile workers (B5: 100 spawns held all four
+        #: for 5 s, and every other key waited behind them).
+        self._launching: dict[str, asyncio.Task[None]] = {}
+        self._spawner = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_spawns, thread_name_prefix="hive-spawn"
+        )
         #: Workers that did not fit (memory, VRAM, a port) when last looked at: an exit
         #: wakes these, not every status (100 exits x 100 statuses was a fifth of hive's
         #: CPU while stopping 100 workers, B6).
@@ -175,6 +188,8 @@ class WorkerSupervisor:
 
     async def stop(self, *, stop_workers: bool) -> None:
         """Leave workers running (as kubelet does), or stop every one of them first."""
+        await self.spawns_done(cancel=True)  # every process started is known, to stop or leave
+        self._spawner.shutdown(wait=False)
         if stop_workers and self.instances:
             await self._stop_all()
         for instance in list(self.instances.values()):
@@ -186,6 +201,16 @@ class WorkerSupervisor:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def spawns_done(self, *, cancel: bool = False) -> None:
+        """Until every spawn in flight has ended (as an instance, or as a failure). With
+        `cancel`, at hive's exit: each still ends with its process known (see `_spawn`)."""
+        while self._launching:
+            tasks = list(self._launching.values())
+            if cancel:
+                for task in tasks:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _load_instance_id(self) -> str:
         """A random id per hive home, carried by every worker as HIVE_INSTANCE."""
@@ -303,6 +328,8 @@ class WorkerSupervisor:
     async def reconcile(self, key: ObjectKey) -> float | None:
         """One look at a Worker key; returns when to look again (None: on the next event)."""
         name = key.name
+        if name in self._launching:
+            return None  # the spawn wakes the key once it has ended
         spec = self._spec(key)
         instance = self.instances.get(name)
         if instance is not None and self._check_exit(instance):
@@ -742,10 +769,37 @@ class WorkerSupervisor:
             self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
+        self._launching[name] = asyncio.create_task(
+            self._launch(key, spec, entry, args, meta.path, meta.sha256, port, track),
+            name=f"spawn {name}",
+        )
+        return None
+
+    async def _launch(
+        self,
+        key: ObjectKey,
+        spec: WorkerSpec,
+        entry: RuntimeEntry,
+        args: dict[str, int | float | str | bool],
+        model_path: Path,
+        model_sha256: str | None,
+        port: int,
+        track: Track,
+    ) -> None:
+        """One spawn, as a task: then the key is looked at again (its record may have
+        changed meanwhile), after the back-off if the spawn failed."""
         try:
-            return await self._spawn(key, spec, entry, args, meta.path, meta.sha256, port, track)
+            delay = await self._spawn(key, spec, entry, args, model_path, model_sha256, port, track)
+        except Exception as exc:  # as the reconcile loop does: say so, and try again later
+            log.exception("spawn of %s failed", key)
+            self._bus.emit(
+                "reconcile_error", f"{type(exc).__name__}: {exc}", object=key, level=Level.ERROR
+            )
+            delay = UNEXPECTED_ERROR_RETRY
         finally:
             self._reserved.pop(port, None)
+            del self._launching[key.name]
+        self._enqueue(key, delay or 0.0)
 
     async def _spawn(
         self,
@@ -839,7 +893,8 @@ class WorkerSupervisor:
                 raise
             return popen, process, state
 
-        launching = asyncio.ensure_future(asyncio.to_thread(launch))
+        loop = asyncio.get_running_loop()
+        launching = loop.run_in_executor(self._spawner, launch)
         try:
             popen, process, state = await asyncio.shield(launching)
         except asyncio.CancelledError:

@@ -69,6 +69,12 @@ class Rig:
         self.store.replace(SOURCE, parsed.records)
         self.store.mark_synced(SOURCE)
 
+    async def reconcile(self, key: ObjectKey = KEY) -> float | None:
+        """One reconcile, and the spawn it started (a task of its own) to its end."""
+        delay = await self.supervisor.reconcile(key)
+        await self.supervisor.spawns_done()
+        return delay
+
     def status(self) -> ObjectStatus:
         return self.reconciler.statuses[KEY]
 
@@ -113,16 +119,16 @@ async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
     async with rig() as r:
         delays = []
         for _ in range(7):
-            assert await r.supervisor.reconcile(KEY) is None  # spawned
+            assert await r.reconcile() is None  # spawned
             assert r.status().phase == "Starting"
             await r.exited()
-            delay = await r.supervisor.reconcile(KEY)
+            delay = await r.reconcile()
             assert delay is not None
             delays.append(delay)
             assert r.status().phase == "Dead"
             assert r.reason() == "CrashLoopBackOff"
             r.clock.advance(delay - 1)
-            assert await r.supervisor.reconcile(KEY) == pytest.approx(1)  # still waiting
+            assert await r.reconcile() == pytest.approx(1)  # still waiting
             assert "w" not in r.supervisor.instances
             r.clock.advance(1)
         assert delays == [10, 20, 40, 80, 160, 300, 300]
@@ -136,48 +142,48 @@ async def test_ten_healthy_minutes_reset_the_back_off(rig: RigFactory) -> None:
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny"))  # serves until killed
         for expected in (10, 20):
-            await r.supervisor.reconcile(KEY)
+            await r.reconcile()
             instance = r.supervisor.instances["w"]
             await r.healthy()
             instance.process.send_signal(signal.SIGKILL)
             await r.exited()
-            assert await r.supervisor.reconcile(KEY) == expected
+            assert await r.reconcile() == expected
             r.clock.advance(expected)
         # This time it runs healthy for 10 minutes before dying: the streak starts over.
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         instance = r.supervisor.instances["w"]
         await r.healthy()
         r.clock.advance(600)
         instance.process.send_signal(signal.SIGKILL)
         await r.exited()
-        assert await r.supervisor.reconcile(KEY) == 10
+        assert await r.reconcile() == 10
 
 
 async def test_never_leaves_it_dead_until_the_record_changes(rig: RigFactory) -> None:
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny", args={"mode": "crash"}, restart_policy="Never"))
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         await r.exited()
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.reconcile() is None
         assert r.status().phase == "Dead"
         assert r.reason() == "Failed"
         r.clock.advance(3600)
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.reconcile() is None
         assert "w" not in r.supervisor.instances  # still not restarted
         r.declare(worker_yaml("w", "tiny", restart_policy="Never"))  # a new generation
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         assert "w" in r.supervisor.instances
 
 
 async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None:
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny", restart_policy="OnFailure"))
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         instance = r.supervisor.instances["w"]
         await r.healthy()
         instance.process.send_signal(signal.SIGTERM)  # the scripted worker exits 0
         await r.exited()
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.reconcile() is None
         assert r.status().phase == "Dead"
         assert r.reason() == "Completed"
         last = r.supervisor.tracks["w"].last_exit
@@ -189,19 +195,19 @@ async def test_an_exit_wakes_the_workers_waiting_for_what_it_held(rig: RigFactor
     async with rig() as r:
         other = ObjectKey.of(Kind.WORKER, "w2")
         r.declare(worker_yaml("w", "tiny", port=31705), worker_yaml("w2", "tiny", port=31705))
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         assert "w" in r.supervisor.instances
-        assert await r.supervisor.reconcile(other) is not None  # its port is w's
+        assert await r.reconcile(other) is not None  # its port is w's
         ready = r.reconciler.statuses[other].condition(ConditionType.READY)
         assert ready is not None
         assert "used by worker w" in ready.message
         r.woken.clear()
-        await r.supervisor.reconcile(KEY)  # w is healthy or starting: nothing to wake
+        await r.reconcile()  # w is healthy or starting: nothing to wake
         assert (other, 0) not in r.woken
         r.supervisor.instances["w"].process.send_signal(signal.SIGKILL)
         await r.exited()
         r.woken.clear()
-        await r.supervisor.reconcile(KEY)  # w's end frees the port
+        await r.reconcile()  # w's end frees the port
         assert (other, 0) in r.woken
 
 
@@ -210,7 +216,7 @@ async def test_an_adopted_worker_without_a_record_waits_for_every_source(
 ) -> None:
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny"))
-        await r.supervisor.reconcile(KEY)
+        await r.reconcile()
         pid = r.supervisor.instances["w"].state.pid
         await r.supervisor.stop(stop_workers=False)  # hive goes; the worker stays
         # A new hive: its only source has not synced yet, and nothing declares w.
@@ -221,14 +227,31 @@ async def test_an_adopted_worker_without_a_record_waits_for_every_source(
         await r.supervisor.start()
         assert r.supervisor.instances["w"].state.pid == pid
         assert "worker_adopted" in r.actions()
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.reconcile() is None
         assert "w" in r.supervisor.instances  # kept: the sources have not all synced
         assert r.reason() == "WaitingForSources"
         store.replace(SourceName("later"), [])  # w is not declared ...
         store.mark_synced(SourceName("later"))  # ... and now every source has synced
-        grace = await r.supervisor.reconcile(KEY)
+        grace = await r.reconcile()
         assert grace == 1.0
         assert r.status().phase == "Stopping"
         await r.exited()
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.reconcile() is None
         assert "w" not in r.supervisor.instances
+
+
+async def test_a_spawn_ends_outside_its_reconcile_and_wakes_the_key(rig: RigFactory) -> None:
+    """The reconcile starts the spawn and returns (a burst of spawns holds no reconcile
+    worker); a record removed while the spawn is in flight is seen when it wakes the key."""
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))
+        r.woken.clear()
+        assert await r.supervisor.reconcile(KEY) is None
+        assert "w" not in r.supervisor.instances  # the spawn has not run yet
+        assert await r.supervisor.reconcile(KEY) is None  # and is not started twice
+        r.declare()  # the record goes meanwhile
+        await r.supervisor.spawns_done()
+        assert r.woken == [(KEY, 0.0)]
+        assert r.actions().count("worker_spawn_start") == 1
+        assert await r.supervisor.reconcile(KEY) == 1.0  # stopping it: its grace
+        await r.exited()
