@@ -206,11 +206,15 @@ class WorkerSupervisor:
         """Until every spawn in flight has ended (as an instance, or as a failure). With
         `cancel`, at hive's exit: each still ends with its process known (see `_spawn`)."""
         while self._launching:
-            tasks = list(self._launching.values())
+            tasks = list(self._launching.items())
             if cancel:
-                for task in tasks:
+                for _, task in tasks:
                     task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(task for _, task in tasks), return_exceptions=True)
+            for name, task in tasks:
+                if self._launching.get(name) is task:  # cancelled before its first step
+                    del self._launching[name]
+                    self._reserved = {p: n for p, n in self._reserved.items() if n != name}
 
     def _load_instance_id(self) -> str:
         """A random id per hive home, carried by every worker as HIVE_INSTANCE."""

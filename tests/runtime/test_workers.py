@@ -4,6 +4,7 @@ workers wait for every source to sync."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -255,3 +256,22 @@ async def test_a_spawn_ends_outside_its_reconcile_and_wakes_the_key(rig: RigFact
         assert r.actions().count("worker_spawn_start") == 1
         assert await r.supervisor.reconcile(KEY) == 1.0  # stopping it: its grace
         await r.exited()
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before-its-first-step", "in-popen"])
+async def test_hive_stopping_during_a_spawn_knows_the_process(
+    rig: RigFactory, started: bool
+) -> None:
+    """A spawn in flight when hive stops ends first: not run at all, or run to the end,
+    its process known, so that --stop-workers-on-exit stops it (and nothing is left)."""
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))
+        assert await r.supervisor.reconcile(KEY) is None
+        if started:
+            await apoll(lambda: "worker_spawn_start" in r.actions(), within=5, what="the spawn")
+        async with asyncio.timeout(10):  # no task of its own: stop() runs before the spawn
+            await r.supervisor.stop(stop_workers=True)
+        spawned = r.actions().count("worker_spawn_health_check")
+        assert spawned == (1 if started else 0)
+        if started:
+            assert "worker_proc_del_ok" in r.actions()
