@@ -51,6 +51,24 @@ class TreeChanges:
     rescan: bool = False
     #: The watched root itself was deleted, moved away or unmounted.
     root_gone: bool = False
+    #: A manifest file was deleted or renamed away (see `REMOVAL_SETTLE`).
+    removed: bool = False
+
+    def __or__(self, later: TreeChanges) -> TreeChanges:
+        return TreeChanges(
+            paths=self.paths | later.paths,
+            rescan=self.rescan or later.rescan,
+            root_gone=self.root_gone or later.root_gone,
+            removed=self.removed or later.removed,
+        )
+
+
+#: Seconds a batch that removes a file waits for what usually follows at once: the file
+#: written again (`git checkout` unlinks, then creates; an editor renames the old file to
+#: its backup, then writes), or its whole directory going (`rm -rf` deletes the files
+#: first). Read at once, the file's records would go, and their workers be stopped, for
+#: the few ms in between. An added or rewritten file is read without waiting.
+REMOVAL_SETTLE = 0.05
 
 
 def _hidden(name: str) -> bool:
@@ -134,13 +152,16 @@ class TreeWatch:
             await self._ready.wait()
             self._ready.clear()
             batch = self._read()
+            if batch.removed and not batch.root_gone:
+                await asyncio.sleep(REMOVAL_SETTLE)
+                batch |= self._read()
             if batch.paths or batch.rescan or batch.root_gone:
                 return batch
 
     def _read(self) -> TreeChanges:
         assert self._inotify is not None
         paths: set[Path] = set()
-        rescan = root_gone = False
+        rescan = root_gone = removed = False
         for event in self._inotify.read(timeout=0):
             mask = event.mask
             if mask & F.Q_OVERFLOW:
@@ -168,6 +189,9 @@ class TreeWatch:
                 continue
             elif mask & _FILE_CHANGED or (mask & F.CREATE and _is_link(path)):
                 paths.add(path)
+                removed = removed or bool(mask & (F.DELETE | F.MOVED_FROM))
         if rescan and not root_gone:
             self._watch_tree()
-        return TreeChanges(paths=frozenset(paths), rescan=rescan, root_gone=root_gone)
+        return TreeChanges(
+            paths=frozenset(paths), rescan=rescan, root_gone=root_gone, removed=removed
+        )

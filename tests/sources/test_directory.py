@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -285,12 +287,36 @@ async def test_missing_directory_is_an_error_not_an_empty_set(tmp_path: Path) ->
         await h.source.stop()
 
 
+_REWRITE = """
+import os, sys, time
+path, text = sys.argv[1], sys.argv[2]
+os.unlink(path)
+time.sleep(0.005)  # the writer's own pace: git unlinks, then creates the file again
+with open(path, "w") as f:
+    f.write(text)
+"""
+
+
+async def test_a_file_unlinked_and_written_again_keeps_its_records(harness: Harness) -> None:
+    """`git checkout` replaces a file by unlinking it, then creating it: its records must
+    not go (and their workers be stopped) for the moment in between."""
+    path = harness.root / "tiny.yaml"
+    write_atomic(path, model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.source_of(TINY) == "file:a.gguf", "the record")
+    harness.changes.clear()
+    text = model_yaml("tiny", "file:b.gguf")
+    argv = [sys.executable, "-c", _REWRITE, str(path), text]
+    await asyncio.to_thread(subprocess.run, argv, check=True, timeout=30)  # the loop watches
+    await harness.until(lambda: harness.source_of(TINY) == "file:b.gguf", "the new record")
+    assert [sorted(c.changed) for c in harness.changes] == [[TINY]]  # one change, no removal
+    assert harness.store.generation(TINY) == 2
+
+
 async def test_directory_that_disappears_keeps_records(harness: Harness) -> None:
     write_atomic(harness.root / "m.yaml", model_yaml("tiny", "file:a.gguf"))
     await harness.until(lambda: harness.store.desired(TINY) is not None, "the record")
-    for f in harness.root.iterdir():
-        f.unlink()
-    harness.root.rmdir()
+    # As `rm -rf` does, the file first, then the directory, while the loop watches.
+    await asyncio.to_thread(shutil.rmtree, harness.root)
     await harness.until(lambda: harness.state.errors, "the directory error")
     assert "does not exist" in harness.state.errors[0].message
     # Deleting the files with the directory must not count as deleting the records.
