@@ -882,6 +882,19 @@ def run(*, quick: bool) -> list[Row]:
     return out
 
 
+def per_round(bench: str, ratios: Sequence[float], won: str, peer: str) -> list[Row]:
+    """Rows of the ratios peer/hive within each round (its two phases ran next to each
+    other: the least noisy comparison): rounds won, median, range."""
+    return [
+        Row(bench, f"{won} (of {len(ratios)})", sum(r >= 1.0 for r in ratios), "rounds",
+            f"{peer} in the same round"),
+        Row(bench, "per round, supervisord's time / hive's: median",
+            statistics.median(ratios), "x", how="computed"),
+        Row(bench, "per round, supervisord's time / hive's: lowest, highest", min(ratios),
+            "x", "highest", max(ratios), how="computed"),
+    ]  # fmt: skip
+
+
 def scale_rows(res: Results) -> list[Row]:
     """B5 with fewer workers: where the goal holds on this machine, and where it stops."""
     med = statistics.median
@@ -934,16 +947,10 @@ def rows(res: Results) -> list[Row]:
     # Round r's phases ran next to each other: the ratio within a round is the least noisy.
     pairs = zip(res.hive_start, res.sup_start["s1"], strict=True)
     paired = [p.all_ready / h.all_ready for h, p in pairs]
-    won = sum(r >= 1.0 for r in paired)
     out = [
         Row(b, metric, all_ready, "s", f"{s1}: start all -> all RUNNING",
             ss("s1", lambda s: s.all_ready), "peer/hive >= 1.0"),
-        Row(b, f"rounds in which hive was ready first (of {k})", won, "rounds",
-            f"{s1}: its all RUNNING in the same round"),
-        Row(b, "per round, supervisord's time / hive's: median", med(paired), "x",
-            how="computed"),
-        Row(b, "per round, supervisord's time / hive's: lowest, highest",
-            min(paired), "x", "highest", max(paired), how="computed"),
+        *per_round(b, paired, "rounds in which hive was ready first", f"{s1}: all RUNNING"),
         Row(b, metric, all_ready, "s", f"{s0}: start all -> all RUNNING",
             ss("s0", lambda s: s.all_ready)),
         Row(b, metric, all_ready, "s", f"{s0}: start all -> all answer /health",
@@ -986,16 +993,10 @@ def rows(res: Results) -> list[Row]:
     metric = f"remove the file -> all {n} processes gone, median of {k}"
     s1 = "supervisord startsecs=1 (default)"
     paired = [p.gone / h.gone for h, p in zip(res.hive_stop, res.sup_stop["s1"], strict=True)]
-    won = sum(r >= 1.0 for r in paired)
     out += [
         Row(b, metric, gone, "s", f"{s1}: stop all -> all gone",
             st("s1", lambda s: s.gone), "peer/hive >= 1.0"),
-        Row(b, f"rounds in which hive's workers were gone first (of {k})", won, "rounds",
-            f"{s1}: its stop in the same round"),
-        Row(b, "per round, supervisord's time / hive's: median", med(paired), "x",
-            how="computed"),
-        Row(b, "per round, supervisord's time / hive's: lowest, highest",
-            min(paired), "x", "highest", max(paired), how="computed"),
+        *per_round(b, paired, "rounds in which hive's workers were gone first", f"{s1}: stop"),
         Row(b, metric, gone, "s", "supervisord startsecs=0: stop all -> all gone",
             st("s0", lambda s: s.gone)),
         Row(b, metric, gone, "s", "bare: SIGTERM to each group -> all gone (the floor)",

@@ -129,6 +129,21 @@ class Track:
     restart_next: bool = False
 
 
+@dataclass(frozen=True)
+class SpawnPlan:
+    """What a reconcile decided to start: the record's spec, the runtime entry and its
+    resolved args, the model file, and the port reserved for it."""
+
+    key: ObjectKey
+    spec: WorkerSpec
+    entry: RuntimeEntry
+    args: dict[str, int | float | str | bool]
+    model_path: Path
+    model_sha256: str | None
+    port: int
+    track: Track
+
+
 class WorkerSupervisor:
     def __init__(
         self,
@@ -773,27 +788,16 @@ class WorkerSupervisor:
             self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
-        self._launching[name] = asyncio.create_task(
-            self._launch(key, spec, entry, args, meta.path, meta.sha256, port, track),
-            name=f"spawn {name}",
-        )
+        plan = SpawnPlan(key, spec, entry, args, meta.path, meta.sha256, port, track)
+        self._launching[name] = asyncio.create_task(self._launch(plan), name=f"spawn {name}")
         return None
 
-    async def _launch(
-        self,
-        key: ObjectKey,
-        spec: WorkerSpec,
-        entry: RuntimeEntry,
-        args: dict[str, int | float | str | bool],
-        model_path: Path,
-        model_sha256: str | None,
-        port: int,
-        track: Track,
-    ) -> None:
+    async def _launch(self, plan: SpawnPlan) -> None:
         """One spawn, as a task: then the key is looked at again (its record may have
         changed meanwhile), after the back-off if the spawn failed."""
+        key, port = plan.key, plan.port
         try:
-            delay = await self._spawn(key, spec, entry, args, model_path, model_sha256, port, track)
+            delay = await self._spawn(plan)
         except Exception as exc:  # as the reconcile loop does: say so, and try again later
             log.exception("spawn of %s failed", key)
             self._bus.emit(
@@ -805,17 +809,9 @@ class WorkerSupervisor:
             del self._launching[key.name]
         self._enqueue(key, delay or 0.0)
 
-    async def _spawn(
-        self,
-        key: ObjectKey,
-        spec: WorkerSpec,
-        entry: RuntimeEntry,
-        args: dict[str, int | float | str | bool],
-        model_path: Path,
-        model_sha256: str | None,
-        port: int,
-        track: Track,
-    ) -> float | None:
+    async def _spawn(self, plan: SpawnPlan) -> float | None:
+        key, spec, entry, port, track = plan.key, plan.spec, plan.entry, plan.port, plan.track
+        args, model_path, model_sha256 = plan.args, plan.model_path, plan.model_sha256
         name = key.name
         worker_id = f"{name}-{uuid.uuid4().hex[:8]}"
         host = self.settings.worker_host
