@@ -24,14 +24,12 @@ from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import Downloads, Reconciler, Result
-from hive.runtime.workers import WorkerSupervisor
+from hive.runtime.workers import UNEXPECTED_ERROR_RETRY, WorkerSupervisor
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
 
 log = logging.getLogger(__name__)
-#: Seconds before a key whose reconcile raised unexpectedly is tried again.
-UNEXPECTED_ERROR_RETRY = 5.0
 
 
 class Manager:

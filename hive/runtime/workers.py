@@ -57,7 +57,8 @@ from hive.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Seconds before a spawn that failed unexpectedly (a bug, not a refusal) is tried again.
+#: Seconds before a reconcile or a spawn that failed unexpectedly (a bug, not a refusal)
+#: is tried again.
 UNEXPECTED_ERROR_RETRY = 5.0
 SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
 #: Ends of a run that hive asked for: not failures, no back-off.
