@@ -300,7 +300,7 @@ def run(*, quick: bool) -> list[Row]:
             h["cpu_pct"], "% of a core", "python -c time.sleep()", s["cpu_pct"], "< 1%"),
         Row(b, "idle CPU, main thread (event loop)", h["main_cpu_pct"], "% of a core"),
         Row(b, "idle CPU, other threads (executor)",
-            h["cpu_pct"] - h["main_cpu_pct"], "% of a core"),
+            max(0.0, h["cpu_pct"] - h["main_cpu_pct"]), "% of a core"),
         Row(b, "idle context switches, all threads", h["switches_per_s"], "/s",
             "python -c time.sleep()", s["switches_per_s"]),
     ]  # fmt: skip
