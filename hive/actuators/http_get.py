@@ -95,9 +95,10 @@ class HttpGet:
             if response.status not in _REDIRECTS or not location:
                 return
             target = urljoin(self.url, location)
-            if urlsplit(target).scheme.lower() not in ("http", "https"):
+            parts = urlsplit(target)
+            if parts.scheme.lower() not in ("http", "https"):
                 raise BadUrl(f"{self.url} redirects to {target}, which is not http(s)")
-            if _origin(urlsplit(target), target) != _origin(urlsplit(self.url), self.url):
+            if _origin(parts, target) != _origin(urlsplit(self.url), self.url):
                 # A token for the hub is not for its CDN (as aiohttp and requests do).
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             self.close()
