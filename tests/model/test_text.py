@@ -1,0 +1,76 @@
+"""Echoed values are bounded and carry no secret."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hive.model.text import ECHO_LIMIT, clip, has_secret, redact_text, redact_url, show
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://alice:SECRET@host/m.gguf?token=Q",
+            "https://alice:***@host/m.gguf?token=***",
+        ),
+        ("https://TOKEN123@host/m.gguf", "https://***@host/m.gguf"),
+        (
+            "https://b.s3.amazonaws.com/m.gguf?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&v=2",
+            "https://b.s3.amazonaws.com/m.gguf?X-Amz-Signature=***&X-Amz-Credential=***&v=2",
+        ),
+        ("https://acct.blob.core.windows.net/c/m.gguf?sv=1&sig=XYZ", None),
+        ("https://host/m.gguf?api_key=K&download=1", "https://host/m.gguf?api_key=***&download=1"),
+        ("https://host/m.gguf?revision=main", "https://host/m.gguf?revision=main"),
+        ("https://host/m.gguf", "https://host/m.gguf"),
+        ("hf://org/repo/file.gguf@main", "hf://org/repo/file.gguf@main"),
+        ("file:../models/x.gguf", "file:../models/x.gguf"),
+    ],
+)
+def test_redact_url_hides_credentials_and_signed_values(url: str, shown: str | None) -> None:
+    redacted = redact_url(url)
+    if shown is not None:
+        assert redacted == shown
+    for secret in ("SECRET", "TOKEN123", "XYZ", "abc", "AK"):
+        assert secret not in redacted
+    assert has_secret(url) == (redacted != url)
+
+
+def test_redact_text_finds_urls_inside_messages() -> None:
+    message = "GET https://u:pw@example.test/a.gguf?sig=S failed: 403 (see http://x.test/ok)"
+    assert redact_text(message) == (
+        "GET https://u:***@example.test/a.gguf?sig=*** failed: 403 (see http://x.test/ok)"
+    )
+
+
+def test_clip_and_show_bound_what_they_echo() -> None:
+    assert clip("abc") == "abc"
+    assert len(clip("x" * 1000)) == ECHO_LIMIT
+    assert clip("x" * 1000).endswith("…")
+    assert show("v1") == "'v1'"
+    assert show(10**5000).startswith("<int")
+
+
+def test_show_of_an_alias_bomb_is_cheap_and_bounded() -> None:
+    # The shape PyYAML builds from nested anchors: each level nine references to the last.
+    value: list[object] = ["lol"] * 9
+    for _ in range(12):  # 9**13 items once expanded: never walked
+        value = [value] * 9
+    shown = show(value)
+    assert len(shown) <= ECHO_LIMIT
+    assert shown.startswith("[[[[")
+    assert shown.endswith("…")
+
+
+def test_show_of_a_recursive_value_terminates() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    assert len(show(loop)) <= ECHO_LIMIT
+
+
+@given(st.text())
+def test_clip_never_exceeds_the_limit(text: str) -> None:
+    assert len(clip(text)) <= ECHO_LIMIT
+    assert len(show(text)) <= ECHO_LIMIT
