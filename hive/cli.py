@@ -22,6 +22,7 @@ from hive.errors import HiveError
 from hive.model.actions import describe
 from hive.model.ids import SourceName
 from hive.model.manifests import ModelManifest
+from hive.model.text import redact_url
 from hive.settings import DEFAULT_URL, Settings
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
@@ -40,9 +41,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from hive.api.app import create_app
+    from hive.narration.console import RedactingFormatter
     from hive.runtime.manager import Manager
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     settings = Settings.from_env(
         home=args.home,
         desired=tuple(args.desired) if args.desired else None,
@@ -206,7 +210,7 @@ def _models_table(items: list[dict[str, Any]]) -> str:
                 _progress(observed.get("download")),
                 meta.get("architecture") or "-",
                 meta.get("quantization") or "-",
-                spec.get("source") or meta.get("source") or "-",
+                redact_url(spec.get("source") or meta.get("source") or "-"),
                 (status.get("message") or "")[:60],
             ]
         )

@@ -1,9 +1,11 @@
 """The downloader: a network source's bytes into `<home>/models/<name>/`, owned by hive
 so that it survives anything.
 
-Bytes stream into `model.gguf.partial`, described by a sidecar (`model.gguf.partial.json`:
-URL, ETag, size, commit). After any interruption the next attempt continues with `Range`
-from the bytes on disk if the ETag still matches, else starts over and says why. SHA-256
+Bytes stream into `model.gguf.partial`, described by a sidecar (`model.gguf.partial.json`,
+mode 0600: URL redacted, ETag, size, commit). After any interruption the next attempt
+continues with `Range` from the bytes on disk if the ETag still matches, else starts over
+and says why; it resolves the source again from the record in memory, so no file holds a
+source's credentials. SHA-256
 is computed while streaming (a resumed download hashes its prefix once). Free space is
 checked first; a full disk keeps the partial for later. Transient failures retry with
 exponential back-off and jitter (tenacity); permanent ones stop with a clear reason.
@@ -57,9 +59,11 @@ from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientEr
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts, parameter_count_label
 from hive.model.observed import ModelFile, PartialState
+from hive.model.text import redact_text, redact_url
 from hive.observers.catalog import (
     MODEL_FILE,
     PARTIAL_SUFFIX,
+    PRIVATE_FILE_MODE,
     SIDECAR_SUFFIX,
 )
 from hive.observers.gguf import read_gguf_facts
@@ -176,7 +180,8 @@ class _Attempt:
         size = self.partial.stat().st_size if self.partial.exists() else 0
         why: str | None = None
         if state is not None and size:
-            if state.url != self.remote.url:
+            # The sidecar holds the URL redacted (it is written to disk): compare so.
+            if state.url != redact_url(self.remote.url):
                 why = f"the partial file came from {state.url}; starting over"
             elif state.etag != self.remote.etag or state.size != self.remote.size:
                 why = (
@@ -193,7 +198,7 @@ class _Attempt:
         return state, why
 
     def save(self, state: PartialState) -> None:
-        write_atomic(self.sidecar, state.model_dump_json().encode())
+        write_atomic(self.sidecar, state.model_dump_json().encode(), mode=PRIVATE_FILE_MODE)
 
     def hash_prefix(self, cancel: threading.Event) -> int:
         """Hash the bytes already on disk, once; returns their count."""
@@ -236,6 +241,7 @@ async def _stream(
 ) -> None:
     """GET the rest of the file into the partial; raises on any failure (partial kept)."""
     remote = attempt.remote
+    shown = redact_url(remote.url)
     headers = {"User-Agent": USER_AGENT, **remote.headers}
     if attempt.offset:
         headers["Range"] = f"bytes={attempt.offset}-"
@@ -246,26 +252,26 @@ async def _stream(
         try:
             await asyncio.to_thread(request.open)
         except BadUrl as exc:
-            raise PermanentError(f"{remote.url}: {exc}") from None
+            raise PermanentError(f"{shown}: {redact_text(str(exc))}") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise RetryableHttp(f"{remote.url}: {_describe(exc)}") from exc
+            raise RetryableHttp(f"{shown}: {_describe(exc)}") from exc
         status = request.status
         if status in (401, 403):
             raise Unauthorized(
-                f"{remote.url}: access denied ({status}); for the hub, set "
+                f"{shown}: access denied ({status}); for the hub, set "
                 "HF_TOKEN to a token that can read this repository"
             )
         if status == 404:
-            raise RemoteNotFound(f"{remote.url}: not found (404)")
+            raise RemoteNotFound(f"{shown}: not found (404)")
         if status == 416 and _complete(attempt.offset, remote.size, request.headers):
             return  # everything is already on disk
         if status == 429 or status >= 500:
             raise RetryableHttp(
-                f"{remote.url}: the server answered {status}",
+                f"{shown}: the server answered {status}",
                 retry_after=_retry_after(request.headers),
             )
         if status >= 400:
-            raise PermanentError(f"{remote.url}: the server answered {status}")
+            raise PermanentError(f"{shown}: the server answered {status}")
         etag = request.headers.get("ETag")
         if (
             remote.etag_checkable
@@ -274,7 +280,7 @@ async def _stream(
             and etag.removeprefix("W/").strip('"') != remote.etag
         ):
             raise UpstreamChanged(
-                f"{remote.url}: the file changed on the server (ETag "
+                f"{shown}: the file changed on the server (ETag "
                 f"{remote.etag} → {etag.strip(chr(34))})"
             )
         if attempt.offset and status == 200:
@@ -288,7 +294,7 @@ async def _stream(
             start = (request.headers.get("Content-Range") or "").removeprefix("bytes ")
             if not start.startswith(f"{attempt.offset}-"):
                 raise RetryableHttp(
-                    f"{remote.url}: asked for byte {attempt.offset}, got range {start!r}"
+                    f"{shown}: asked for byte {attempt.offset}, got range {start!r}"
                 )
         total = remote.size or (attempt.offset + (request.content_length or 0))
         await _receive(
@@ -307,12 +313,14 @@ async def _stream(
         request.close()
     if remote.size is not None and attempt.offset < remote.size:
         raise RetryableHttp(
-            f"{remote.url}: the connection ended at byte {attempt.offset} of {remote.size}"
+            f"{shown}: the connection ended at byte {attempt.offset} of {remote.size}"
         )
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """An exception of the HTTP client as a message: its text may name a URL (redacted)."""
+    text = redact_text(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _receive(
@@ -351,7 +359,9 @@ async def _receive(
                     sink.give_back(buffer)
                     if halt.is_set():
                         break
-                    raise RetryableHttp(f"{attempt.remote.url}: {_describe(exc)}") from exc
+                    raise RetryableHttp(
+                        f"{redact_url(attempt.remote.url)}: {_describe(exc)}"
+                    ) from exc
                 if got:
                     sink.submit(buffer, got)
                     attempt.offset += got
@@ -507,7 +517,7 @@ async def _fetch(
     if why:
         narrate("model_download_restarted", why)
     state = state or PartialState(
-        url=remote.url,
+        url=redact_url(remote.url),
         etag=remote.etag,
         size=remote.size,
         commit=remote.commit,
@@ -600,7 +610,8 @@ async def download_model(
         remotes = await resolve_remote(action.source, session=session)
         if len(remotes) > 1 and action.sha256:
             raise PermanentError(
-                f"{action.source} is a split model of {len(remotes)} parts; spec.sha256 names "
+                f"{redact_url(action.source)} is a split model of {len(remotes)} parts; "
+                "spec.sha256 names "
                 "one file: remove it (each part is verified against the hub's checksum)"
             )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
@@ -613,7 +624,7 @@ async def download_model(
             path=directory / names[0],
             size=total,
             now=now,
-            url=remotes[0].url,
+            url=redact_url(remotes[0].url),
             revision=remotes[0].commit,
         )
         fetched: list[tuple[_Attempt, str]] = []
@@ -655,7 +666,9 @@ async def download_model(
             for bad, _ in fetched:
                 await asyncio.to_thread(bad.restart)
                 await asyncio.to_thread(bad.sidecar.unlink, missing_ok=True)
-            raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
+            raise GgufError(
+                f"{redact_url(action.source)} is not a usable GGUF file: {exc.message}"
+            ) from None
     for attempt, _ in fetched:
         await asyncio.to_thread(os.replace, attempt.partial, attempt.final)
         await asyncio.to_thread(attempt.sidecar.unlink, missing_ok=True)

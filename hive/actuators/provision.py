@@ -38,6 +38,7 @@ from hive.observers.catalog import (
     METADATA,
     MODEL_FILE,
     PARTIAL_SUFFIX,
+    PRIVATE_FILE_MODE,
     TRASH_PREFIX,
     ModelCatalog,
     boot_id,
@@ -98,7 +99,9 @@ def _copy_hashing(
 
 
 def write_metadata(directory: Path, metadata: ModelMetadata, *, durable: bool = True) -> None:
-    write_atomic(directory / METADATA, metadata.model_dump_json(indent=2).encode(), durable=durable)
+    """metadata.json, mode 0600 (its URLs are redacted, but see PRIVATE_FILE_MODE)."""
+    data = metadata.model_dump_json(indent=2).encode()
+    write_atomic(directory / METADATA, data, durable=durable, mode=PRIVATE_FILE_MODE)
 
 
 #: Read-modify-writes of a metadata.json (the sync's `synced`, a worker's `last_accessed`)

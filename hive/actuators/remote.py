@@ -1,8 +1,9 @@
 """Where a network source's bytes are: `hf://` resolved through huggingface_hub (endpoint
 from HF_ENDPOINT, token from HF_TOKEN or the token file), `http(s)://` through a HEAD.
 
-The answer is a `RemoteFile`: the URL to GET, its size, ETag, the SHA-256 the hub vouches
-for, and the commit a revision resolved to.
+The answer is a `RemoteFile`: the URL to GET (never with user info: that goes in its
+headers), its size, ETag, the SHA-256 the hub vouches for, and the commit a revision
+resolved to. Messages show a URL redacted (`hive.model.text.redact_url`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
+from hive.actuators.http_get import split_credentials
 from hive.errors import PermanentError, TransientError
+from hive.model.text import redact_text, redact_url
 
 _HF_RE = re.compile(
     r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<path>[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>.+))?$"
@@ -44,6 +47,7 @@ class AmbiguousSource(PermanentError):
 class RemoteFile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    #: What to GET, without user info; it may still carry a signed query: show it redacted.
     url: str
     filename: str
     size: int | None = None
@@ -113,7 +117,9 @@ def _hf_error(exc: Exception, source: str) -> Exception:
         return RemoteNotFound(f"{source}: not found on the hub ({type(exc).__name__})")
     if status is not None and status < 500 and status != 429:
         return PermanentError(f"{source}: the hub answered {status}")
-    return TransientError(f"{source}: cannot reach the hub: {type(exc).__name__}: {exc}")
+    return TransientError(
+        f"{source}: cannot reach the hub: {type(exc).__name__}: {redact_text(str(exc))}"
+    )
 
 
 def split_parts(path: str) -> list[str]:
@@ -123,7 +129,7 @@ def split_parts(path: str) -> list[str]:
         return [path]
     count = int(match.group(2))
     if count < 1 or count > 9999:
-        raise PermanentError(f"{path}: a split of {count} parts is not a GGUF split")
+        raise PermanentError(f"{redact_url(path)}: a split of {count} parts is not a GGUF split")
     stem = path[: match.start()]
     return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
@@ -183,33 +189,38 @@ def _resolve_hf_blocking(source: str) -> list[RemoteFile]:
 
 
 async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFile:
-    filename = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
+    # The user info of the URL travels as an Authorization header, on this HEAD and on
+    # every GET (and, as aiohttp and HttpGet do, not to another origin after a redirect).
+    url, auth = split_credentials(source)
+    shown = redact_url(source)
+    filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
     try:
-        async with session.head(source, allow_redirects=True) as response:
+        async with session.head(url, allow_redirects=True, headers=auth) as response:
             status = response.status
             headers: Any = response.headers
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TransientError(f"{source}: {type(exc).__name__}: {exc}") from exc
+        raise TransientError(f"{shown}: {type(exc).__name__}: {redact_text(str(exc))}") from exc
     if status == 401:
-        raise Unauthorized(f"{source}: access denied ({status})")
+        raise Unauthorized(f"{shown}: access denied ({status})")
     if status == 404:
-        raise RemoteNotFound(f"{source}: not found (404)")
+        raise RemoteNotFound(f"{shown}: not found (404)")
     if status in (403, 405):
         # No HEAD (405), or a URL signed for GET only (403, as presigned S3/GCS URLs are):
         # learn what we can from the GET itself, which decides.
-        return RemoteFile(url=source, filename=filename)
+        return RemoteFile(url=url, filename=filename, headers=auth)
     if status == 429 or status >= 500:
-        raise TransientError(f"{source}: the server answered {status}")
+        raise TransientError(f"{shown}: the server answered {status}")
     if status >= 400:
-        raise PermanentError(f"{source}: the server answered {status}")
+        raise PermanentError(f"{shown}: the server answered {status}")
     length = headers.get("Content-Length")
     etag = headers.get("ETag")
     return RemoteFile(
-        url=source,  # as written: each request follows redirects afresh
+        url=url,  # as written, less the user info: each request follows redirects afresh
         filename=filename,
         size=int(length) if length and length.isdigit() else None,
         etag=_unquote(etag),
         etag_checkable=etag is not None and not etag.startswith("W/"),
+        headers=auth,
     )
 
 
@@ -222,4 +233,4 @@ async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> list
         base, _, query = source.partition("?")
         urls = [p + (f"?{query}" if query else "") for p in split_parts(base)]
         return [await _resolve_http(url, session) for url in urls]
-    raise PermanentError(f"{source}: not a network source")
+    raise PermanentError(f"{redact_url(source)}: not a network source")

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, SyncModel
 from hive.model.manifests import ModelManifest, Record
 from hive.model.observed import ObservedModel
+from hive.model.text import redact_url
 
 #: Partial downloads of models no record wants are kept this long (seconds) for a resume.
 DEFAULT_PARTIAL_TTL = 24 * 3600.0
@@ -51,7 +52,9 @@ def _up_to_date(spec_sha: str | None, resolved: str, observed: ObservedModel) ->
         if m.sha256 != spec_sha:
             return f"sha256 differs (have {m.sha256}, want {spec_sha})"
         return None
-    if m.resolved_source != resolved:
+    # The catalog keeps a URL redacted (hive.model.text): a change of its credentials or
+    # signature alone names the same bytes, and downloads nothing again.
+    if m.resolved_source != redact_url(resolved):
         return f"source changed (was {m.resolved_source})"
     return None
 

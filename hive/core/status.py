@@ -13,6 +13,7 @@ from hive.model.status import (
     ObjectStatus,
     StatusUpdate,
 )
+from hive.model.text import redact_text
 
 
 def merge_status(
@@ -24,7 +25,8 @@ def merge_status(
     failures: int = 0,
     next_retry: datetime | None = None,
 ) -> ObjectStatus:
-    """The new status; a condition's time changes only when its status changes."""
+    """The new status; a condition's time changes only when its status changes. Messages
+    are redacted here, the one way into a status (an error may quote a source's URL)."""
     old = {c.type: c for c in previous.conditions} if previous else {}
     conditions = []
     for c in update.conditions:
@@ -35,7 +37,7 @@ def merge_status(
                 type=c.type,
                 status=c.status,
                 reason=c.reason,
-                message=c.message,
+                message=redact_text(c.message),
                 lastTransitionTime=now if moved or before is None else before.lastTransitionTime,
             )
         )
@@ -43,7 +45,7 @@ def merge_status(
         phase=update.phase,
         observedGeneration=generation,
         conditions=tuple(conditions),
-        message=update.message,
+        message=redact_text(update.message),
         failures=failures,
         nextRetryTime=next_retry,
     )

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hive.model.ids import Kind, ObjectKey
+from hive.model.text import redact_url
 
 
 class _Action(BaseModel):
@@ -56,10 +57,11 @@ Action = ProvisionModel | DeleteModel | CleanupPartial | SyncModel
 
 
 def describe(action: Action) -> str:
-    """One line for `hive plan` and for narration."""
+    """One line for `hive plan` and for narration (a source's URL redacted)."""
     match action:
         case ProvisionModel():
-            return f"provision Model/{action.name} from {action.source} ({action.reason})"
+            source = redact_url(action.source)
+            return f"provision Model/{action.name} from {source} ({action.reason})"
         case DeleteModel():
             return f"delete Model/{action.name} ({action.reason})"
         case CleanupPartial():

@@ -1,12 +1,24 @@
-"""Observed state: what the disk catalog holds, as hive read it (rbee-compatible)."""
+"""Observed state: what the disk catalog holds, as hive read it (rbee-compatible).
+
+These records are written to disk and served by the API: a URL or an error in them is
+redacted when it is set and again when it is written (`RedactedUrl`, `RedactedText`), so
+none can carry a source's credentials, however it was built (`model_copy` included)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+
+from hive.model.text import redact_text, redact_url
+
+#: A URL shown without its credentials or signed query values.
+RedactedUrl = Annotated[str, AfterValidator(redact_url), PlainSerializer(redact_url)]
+#: Free text (an error message) with every URL in it redacted.
+RedactedText = Annotated[str, AfterValidator(redact_text), PlainSerializer(redact_text)]
 
 
 class ArtifactStatus(StrEnum):
@@ -36,14 +48,14 @@ class ModelMetadata(BaseModel):
     size: int
     status: ArtifactStatus
     added_at: datetime
-    error: str | None = None
+    error: RedactedText | None = None
     sha256: str | None = None
-    source: str | None = None
+    source: RedactedUrl | None = None
     #: The source as resolved at provisioning time (an absolute file path, a URL).
-    resolved_source: str | None = None
+    resolved_source: RedactedUrl | None = None
     revision: str | None = None
     #: Where the bytes were fetched from (a network source's URL, pinned to the commit).
-    url: str | None = None
+    url: RedactedUrl | None = None
     format: str = "GGUF"
     architecture: str | None = None
     quantization: str | None = None
@@ -84,14 +96,14 @@ class PartialState(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    url: str
+    url: RedactedUrl
     etag: str | None
     size: int | None
     commit: str | None = None
     sha256: str | None = None
     started_at: datetime
     attempts: int = 0
-    last_error: str | None = None
+    last_error: RedactedText | None = None
 
 
 class PartialDownload(BaseModel):
@@ -103,8 +115,8 @@ class PartialDownload(BaseModel):
     total_bytes: int | None = None
     updated_at: datetime | None = None
     attempts: int = 0
-    last_error: str | None = None
-    url: str | None = None
+    last_error: RedactedText | None = None
+    url: RedactedUrl | None = None
 
 
 class ObservedModel(BaseModel):

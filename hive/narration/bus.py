@@ -1,5 +1,6 @@
 """The narration bus: every event hive emits, kept in a ring buffer that SSE streams,
-the console and metrics read from. Publishing never waits for a reader."""
+the console and metrics read from. Publishing never waits for a reader. Every URL in an
+event's message and data is redacted here, the one way into the ring."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from hive.core.clock import Clock
 from hive.model.events import Event, Level
+from hive.model.text import redact_text
 
 Listener = Callable[[Event], None]
 
@@ -28,6 +30,18 @@ class Gap:
             "re-read the objects you follow (GET /v1/models) to resync",
             "data": {"missed": self.missed, "after_id": self.after_id},
         }
+
+
+def _redacted(value: Any) -> Any:
+    """An event's data with every URL in its strings redacted (in nested lists and dicts
+    too: hive builds them, a few levels deep at most)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 class Bus:
@@ -70,8 +84,8 @@ class Bus:
             object=object,
             action=action,
             level=level,
-            message=message,
-            data=data or {},
+            message=redact_text(message),
+            data=_redacted(data) if data else {},
         )
         self._ring[self._last_id % self._capacity] = event
         for listener in self._listeners:

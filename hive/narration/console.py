@@ -1,11 +1,14 @@
-"""The console view of narration: one readable line per event on stderr."""
+"""The console view of narration: one readable line per event on stderr; and the format
+of hive's log lines there, with every URL redacted (tracebacks included)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TextIO
 
 from hive.model.events import Event
+from hive.model.text import redact_text
 
 
 class ConsolePrinter:
@@ -18,3 +21,11 @@ class ConsolePrinter:
         line = f"{when} {event.level.value.upper():<7}{obj} [{event.action}] {event.message}\n"
         self._stream.write(line)
         self._stream.flush()
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log line (and the traceback under it) with every URL in it redacted: an exception
+    from an HTTP client may quote a source's URL, credentials and all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))

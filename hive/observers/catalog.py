@@ -22,6 +22,10 @@ MODEL_FILE = "model.gguf"
 PARTIAL_SUFFIX = ".partial"
 #: Beside `X.partial`, `X.partial.json` says what the partial bytes are a prefix of.
 SIDECAR_SUFFIX = ".json"
+#: The mode of metadata.json and of sidecars: they name where a model came from, and a URL
+#: may hold a secret that redaction cannot recognise (a signature in a path segment), so
+#: only hive's own user reads them. The model's bytes keep their own mode.
+PRIVATE_FILE_MODE = 0o600
 
 
 def is_partial_name(name: str) -> bool:

@@ -61,6 +61,7 @@ from hive.model.status import (
     ObjectStatus,
     StatusUpdate,
 )
+from hive.model.text import redact_text, redact_url
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
 
@@ -345,7 +346,7 @@ class Reconciler:
             reason, message = "ObserveFailed", f"cannot read {key.name}'s directory: {exc}"
         else:
             log.exception("unexpected error while carrying out %s", describe(action))
-            reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
+            reason, message = "InternalError", f"{type(exc).__name__}: {redact_text(str(exc))}"
         self._failed_generation[key] = generation
         if isinstance(exc, PermanentError):
             # Retrying cannot help: wait until the record changes.
@@ -432,12 +433,13 @@ class Reconciler:
         if not action.source.startswith("file:"):
             self._slot_or_wait()  # before any narration: a queued download has not started
         self.set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
+        source = redact_url(action.source)
         self._bus.narrate(
             key,
             "model_download_start",
-            f"📥 Downloading {key.name} from {action.source} ({action.reason})",
-            source=action.source,
-            resolved_source=action.resolved_source,
+            f"📥 Downloading {key.name} from {source} ({action.reason})",
+            source=source,
+            resolved_source=redact_url(action.resolved_source),
         )
         loop = asyncio.get_running_loop()
         last = [0.0]
@@ -565,7 +567,7 @@ class Reconciler:
                 why = (
                     "stopped: the record changed or was removed; the partial download is kept"
                     if isinstance(exc, Cancelled | asyncio.CancelledError)
-                    else getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                    else getattr(exc, "message", f"{type(exc).__name__}: {redact_text(str(exc))}")
                 )
                 mark_stopped(directory, why)
                 raise
