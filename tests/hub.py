@@ -13,6 +13,9 @@ huggingface.co:
 - ``GET /api/models/{repo}[/revision/{rev}]`` (model_info, ``siblings``, ``sha``) and
   ``GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=&cursor=`` (list_repo_tree and
   list_repo_files, paginated with a ``Link: <...>; rel="next"`` header like the hub).
+- ``HEAD|GET /{path}`` of a file added with `add_plain_file`: a plain web server's answer
+  (``ETag``, ranges), guarded by HTTP Basic credentials and a ``token=`` query value when
+  asked to (401 / 403 otherwise), on HEAD and GET alike.
 - 404s carry the hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
   ``EntryNotFound``) and ``{"error": ...}`` so `huggingface_hub` raises its own exceptions.
 
@@ -31,6 +34,7 @@ method is plain sync and thread-safe, on both.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -149,7 +153,7 @@ class RequestRecord:
     #: The decoded path, without the query string.
     path: str
     query: str
-    #: "resolve", "cdn", "api" or "other".
+    #: "resolve", "cdn", "api", "plain" or "other".
     route: str
     #: The raw ``Range`` header, or None.
     range: str | None
@@ -167,6 +171,16 @@ class RequestRecord:
         """N of ``Range: bytes=N-[M]``."""
         m = _RANGE_RE.match(self.range or "")
         return int(m.group(1)) if m and m.group(1) else None
+
+
+@dataclass(frozen=True)
+class _PlainFile:
+    """A file `add_plain_file` serves, with what a request must carry to get it."""
+
+    file: HubFile
+    #: The ``Authorization`` header value required (``Basic ...``), or None.
+    authorization: str | None
+    token: str | None
 
 
 @dataclass
@@ -206,6 +220,7 @@ class _HubCore:
         self._branches: dict[str, dict[str, dict[str, HubFile]]] = {}
         self._commits: dict[str, dict[str, HubFile]] = {}
         self._blobs: dict[str, HubFile] = {}
+        self._plain: dict[str, _PlainFile] = {}
         self._token: str | None = None
         self._faults = _Faults()
         self._secret = secrets.token_bytes(16)
@@ -308,6 +323,34 @@ class _HubCore:
         if not keep_old_blob:
             self._drop_blob(old.sha256)
         return new
+
+    def add_plain_file(
+        self,
+        path: str,
+        data: bytes | str | Path,
+        *,
+        basic: tuple[str, str] | None = None,
+        token: str | None = None,
+    ) -> HubFile:
+        """Serve `data` at ``/{path}`` as a plain web server would (not a hub route: no
+        redirect, no hub headers). With `basic` = (user, password), HEAD and GET answer 401
+        unless ``Authorization: Basic`` carries exactly those; with `token`, 403 unless the
+        query has ``token=<token>``. The hub's own `require_token` does not apply."""
+        if isinstance(data, str):
+            data = data.encode()
+        content = (
+            _Content(data, data.stat().st_size)
+            if isinstance(data, Path)
+            else _Content(bytes(data), len(data))
+        )
+        f = _make_file(path.strip("/"), content, lfs=True)
+        authorization = None
+        if basic is not None:
+            pair = f"{basic[0]}:{basic[1]}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode()
+        with self._lock:
+            self._plain[f.path] = _PlainFile(file=f, authorization=authorization, token=token)
+        return f
 
     def remove_file(self, repo: str, path: str, revision: str = "main") -> None:
         with self._lock:
@@ -475,7 +518,9 @@ class _HubCore:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         segments = [unquote(s) for s in request.raw_path.split("?", 1)[0].split("/")[1:]]
-        route = _route_of(segments)
+        with self._lock:
+            plain = "/".join(segments) in self._plain
+        route = "plain" if plain else _route_of(segments)
         record = RequestRecord(
             method=request.method,
             path=request.path,
@@ -500,6 +545,8 @@ class _HubCore:
         route = record.route
         if request.method not in ("GET", "HEAD"):
             return _error(405, "Method not allowed")
+        if route == "plain":
+            return await self._serve_plain(request, record, "/".join(segments))
         denied = self._check_auth(request, route, segments)
         if denied is not None:
             return denied
@@ -542,6 +589,26 @@ class _HubCore:
             # What huggingface.co answers anonymous requests for a private repo.
             return _error(401, "Invalid username or password.", code="RepoNotFound")
         return _error(401, "Invalid credentials in Authorization header")
+
+    # ── /{path} of a plain file ──
+
+    async def _serve_plain(
+        self, request: web.Request, record: RequestRecord, path: str
+    ) -> web.StreamResponse:
+        with self._lock:
+            plain = self._plain[path]
+        given = request.headers.get("Authorization", "")
+        if plain.authorization is not None and not hmac.compare_digest(given, plain.authorization):
+            resp = _error(401, "Basic credentials required")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="test"'
+            return resp
+        if plain.token is not None and not hmac.compare_digest(
+            request.query.get("token", ""), plain.token
+        ):
+            return _error(403, "token missing or wrong")
+        f = plain.file
+        headers = {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes"}
+        return await self._serve_bytes(request, record, f, headers)
 
     # ── /{repo}/resolve/{revision}/{path} ──
 
