@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hive.actuators.http_get import split_credentials
 from hive.errors import PermanentError, TransientError
@@ -56,8 +56,8 @@ class RemoteFile(BaseModel):
     sha256: str | None = None
     #: The commit a hub revision resolved to.
     commit: str | None = None
-    #: Headers to send with every request for these bytes (authorization).
-    headers: dict[str, str] = {}
+    #: Headers to send with every request for these bytes (authorization: kept out of repr).
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
     #: The ETag names these exact bytes, so a GET may be checked against it (and resumed
     #: with If-Range). False for a hub file, whose CDN answers with an ETag of its own (the
     #: commit in the URL pins the bytes, and the SHA-256 checks them), and for weak ETags.

@@ -24,6 +24,8 @@ _SECRET_PARAM = re.compile(
 )
 #: A URL inside free text (an exception's message, a log line).
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+#: Characters that end a sentence or a bracket more often than they end a URL.
+_TRAILING = ".,;:!?)]}"
 
 
 def clip(text: str, limit: int = ECHO_LIMIT) -> str:
@@ -129,7 +131,15 @@ def redact_text(text: str) -> str:
     """Every URL inside `text` redacted (an exception's message, a log line)."""
     if "://" not in text:
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in text, redacted; punctuation that ends the sentence around it (`url:
+    reason`, `(url)`) is kept out of the URL, so a redacted value does not swallow it."""
+    url = match.group(0)
+    bare = url.rstrip(_TRAILING)
+    return redact_url(bare) + url[len(bare) :]
 
 
 def has_secret(url: str) -> bool:
