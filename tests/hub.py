@@ -430,7 +430,7 @@ class _HubCore:
         retry_after: float | None = None,
         routes: Iterable[str] = ("resolve", "cdn"),
     ) -> None:
-        """Answer the next `times` requests to `routes` ("resolve", "cdn", "api") with
+        """Answer the next `times` requests to `routes` ("resolve", "cdn", "api", "plain") with
         `status` (and ``Retry-After`` when given)."""
         with self._lock:
             self._faults.fail_status, self._faults.fail_times = status, times
@@ -546,8 +546,9 @@ class _HubCore:
         if request.method not in ("GET", "HEAD"):
             return _error(405, "Method not allowed")
         if route == "plain":
-            return await self._serve_plain(request, record, "/".join(segments))
-        denied = self._check_auth(request, route, segments)
+            denied = self._check_plain_auth(request, "/".join(segments))
+        else:
+            denied = self._check_auth(request, route, segments)
         if denied is not None:
             return denied
         failure = self._take_fail(route)
@@ -558,6 +559,11 @@ class _HubCore:
             if retry_after is not None:
                 resp.headers["Retry-After"] = f"{retry_after:g}"
             return resp
+        if route == "plain":
+            with self._lock:
+                f = self._plain["/".join(segments)].file
+            headers = {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes"}
+            return await self._serve_bytes(request, record, f, headers)
         if route == "cdn":
             return await self._cdn(request, record, segments[1] if len(segments) > 1 else "")
         if route == "resolve":
@@ -592,9 +598,7 @@ class _HubCore:
 
     # ── /{path} of a plain file ──
 
-    async def _serve_plain(
-        self, request: web.Request, record: RequestRecord, path: str
-    ) -> web.StreamResponse:
+    def _check_plain_auth(self, request: web.Request, path: str) -> web.Response | None:
         with self._lock:
             plain = self._plain[path]
         given = request.headers.get("Authorization", "")
@@ -602,13 +606,10 @@ class _HubCore:
             resp = _error(401, "Basic credentials required")
             resp.headers["WWW-Authenticate"] = 'Basic realm="test"'
             return resp
-        if plain.token is not None and not hmac.compare_digest(
-            request.query.get("token", ""), plain.token
-        ):
+        token = request.query.get("token", "")
+        if plain.token is not None and not hmac.compare_digest(token, plain.token):
             return _error(403, "token missing or wrong")
-        f = plain.file
-        headers = {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes"}
-        return await self._serve_bytes(request, record, f, headers)
+        return None
 
     # ── /{repo}/resolve/{revision}/{path} ──
 

@@ -4,6 +4,7 @@ redirects and the token, proxies from the environment, and an abort from another
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ssl
 import threading
@@ -98,6 +99,41 @@ async def test_redirects_keep_the_token_for_the_same_origin_only() -> None:
     ]
 
 
+async def test_user_info_goes_as_basic_auth_to_its_origin_only() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def cdn(request: web.Request) -> web.StreamResponse:
+        seen.append((request.path_qs, request.headers.get("Authorization")))
+        return web.Response(body=b"bytes of the file")
+
+    async with serve(cdn) as cdn_url:
+
+        async def site(request: web.Request) -> web.StreamResponse:
+            seen.append((request.path_qs, request.headers.get("Authorization")))
+            if request.path == "/m.gguf":
+                raise web.HTTPFound("/moved?token=T")
+            raise web.HTTPTemporaryRedirect(f"{cdn_url}/blob")  # another origin
+
+        async with serve(site) as url:
+            authority = url.removeprefix("http://")
+            status, body, final = await asyncio.to_thread(
+                get, f"http://alice:S3CR%40T@{authority}/m.gguf?token=T"
+            )
+    assert (status, body, final) == (200, b"bytes of the file", f"{cdn_url}/blob")
+    basic = "Basic " + base64.b64encode(b"alice:S3CR@T").decode()
+    assert seen == [("/m.gguf?token=T", basic), ("/moved?token=T", basic), ("/blob", None)]
+
+
+def test_split_credentials() -> None:
+    assert http_get.split_credentials("https://h/m.gguf?token=T") == (
+        "https://h/m.gguf?token=T",
+        {},
+    )
+    bare, auth = http_get.split_credentials("https://TOKEN@h:8443/m.gguf")
+    assert bare == "https://h:8443/m.gguf"
+    assert auth == {"Authorization": "Basic " + base64.b64encode(b"TOKEN:").decode()}
+
+
 async def test_a_redirect_loop_ends() -> None:
     async def loop(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/again")
@@ -124,7 +160,9 @@ async def fake_proxy() -> AsyncIterator[tuple[str, list[str]]]:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         request_line, *fields = head.split("\r\n")
         lines.append(request_line)
-        lines.extend(f for f in fields if f.lower().startswith("proxy-authorization"))
+        lines.extend(
+            f for f in fields if f.lower().startswith(("proxy-authorization", "authorization"))
+        )
         if request_line.startswith("CONNECT "):
             host, _, port = request_line.split()[1].rpartition(":")
             up_reader, up_writer = await asyncio.open_connection(host, int(port))
@@ -156,6 +194,17 @@ async def test_http_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert (status, body) == (200, b"via the proxy")
     assert lines[0] == "GET http://files.example:8080/m.gguf?a=b HTTP/1.1"
     assert lines[1] == "Proxy-Authorization: Basic dXNlcjpwQHNz"  # user:p@ss
+
+
+async def test_user_info_never_reaches_a_proxy_as_part_of_the_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with fake_proxy() as (proxy, lines):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        status, _, _ = await asyncio.to_thread(get, "http://bob:pw@files.example:8080/m.gguf")
+    assert status == 200
+    assert lines[0] == "GET http://files.example:8080/m.gguf HTTP/1.1"
+    assert "Authorization: Basic Ym9iOnB3" in lines  # bob:pw, for the server, as a header
 
 
 async def test_https_with_the_system_trust_store(tls: ssl.SSLContext) -> None:

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from hive.core.plan import plan, plan_model, resolve_source
-from hive.model.actions import Action, CleanupPartial, DeleteModel, ProvisionModel, SyncModel
+from hive.model.actions import (
+    Action,
+    CleanupPartial,
+    DeleteModel,
+    ProvisionModel,
+    SyncModel,
+    describe,
+)
 from hive.model.ids import SourceName
 from hive.model.manifests import Origin, Record
 from hive.model.observed import ArtifactStatus, ModelMetadata, ObservedModel
@@ -218,6 +225,23 @@ def test_equivalent_spelling_of_the_same_file_is_not_a_change() -> None:
     absolute = record(source="file:///srv/models/tiny.gguf")
     assert (
         plan_model("tiny", record=absolute, observed=observed(), prune_allowed=False, now=NOW) == []
+    )
+
+
+def test_a_url_with_credentials_matches_its_catalog_entry_which_keeps_it_redacted() -> None:
+    wanted = record(source="https://alice:S3CR3T@host.example/m.gguf?token=T0K")
+    entry = observed(resolved_source="https://alice:***@host.example/m.gguf?token=***")
+    assert plan_model("tiny", record=wanted, observed=entry, prune_allowed=False, now=NOW) == []
+    # New credentials name the same bytes; another path does not, and says so redacted.
+    rotated = record(source="https://alice:N3W@host.example/m.gguf?token=N3W")
+    assert plan_model("tiny", record=rotated, observed=entry, prune_allowed=False, now=NOW) == []
+    moved = record(source="https://alice:S3CR3T@host.example/v2.gguf?token=T0K")
+    (action,) = plan_model("tiny", record=moved, observed=entry, prune_allowed=False, now=NOW)
+    assert isinstance(action, ProvisionModel)
+    assert action.source == "https://alice:S3CR3T@host.example/v2.gguf?token=T0K"  # to use
+    assert describe(action) == (
+        "provision Model/tiny from https://alice:***@host.example/v2.gguf?token=*** (source "
+        "changed (was https://alice:***@host.example/m.gguf?token=***))"
     )
 
 

@@ -113,6 +113,14 @@ def test_a_condition_new_to_the_status_gets_the_current_time() -> None:
     assert times(second) == {READY: at(0), ConditionType.CONFLICT: at(5)}
 
 
+def test_messages_are_redacted_as_they_enter_a_status() -> None:
+    failed = model_failed("Unauthorized", "https://alice:S3CR3T@h.example/m?token=T0K: 401")
+    status = merge_status(None, failed, generation=1, now=at(0))
+    assert status.message == "https://alice:***@h.example/m?token=***: 401"
+    assert not [c for c in status.conditions if "S3CR3T" in c.message or "T0K" in c.message]
+    assert any("alice:***@" in c.message for c in status.conditions)
+
+
 def test_retry_fields_are_cleared_when_not_given() -> None:
     failing = merge_status(
         None, model_failed("Transient", "x"), generation=1, now=at(0), failures=3, next_retry=at(4)

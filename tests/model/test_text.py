@@ -45,6 +45,13 @@ def test_redact_text_finds_urls_inside_messages() -> None:
     )
 
 
+def test_redact_text_keeps_the_punctuation_after_a_url() -> None:
+    assert redact_text("https://u:pw@h.test/m?token=T: access denied (401).") == (
+        "https://u:***@h.test/m?token=***: access denied (401)."
+    )
+    assert redact_text("(from https://h.test/m?sig=S)") == "(from https://h.test/m?sig=***)"
+
+
 def test_clip_and_show_bound_what_they_echo() -> None:
     assert clip("abc") == "abc"
     assert len(clip("x" * 1000)) == ECHO_LIMIT

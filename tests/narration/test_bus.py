@@ -47,6 +47,25 @@ def test_ids_increase_by_one_and_events_carry_what_was_emitted() -> None:
     assert first.data == {}
 
 
+def test_urls_in_an_event_s_message_and_data_are_redacted() -> None:
+    bus, _ = make_bus()
+    event = bus.emit(
+        "model_download_start",
+        "from https://alice:S3CR3T@h.example/m.gguf?token=T0K",
+        data={
+            "source": "https://alice:S3CR3T@h.example/m.gguf",
+            "nested": {"urls": ["see https://h.example/?sig=S1G", 3]},
+            "size": 3,
+        },
+    )
+    assert event.message == "from https://alice:***@h.example/m.gguf?token=***"
+    assert event.data == {
+        "source": "https://alice:***@h.example/m.gguf",
+        "nested": {"urls": ["see https://h.example/?sig=***", 3]},
+        "size": 3,
+    }
+
+
 def test_empty_bus() -> None:
     bus, _ = make_bus(capacity=4)
     assert (bus.last_id, bus.first_id) == (0, 1)

@@ -3,13 +3,16 @@ a change on disk."""
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata
+from hive.actuators.provision import write_metadata
+from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
 from hive.observers import catalog
 from hive.observers.catalog import ModelCatalog
 
@@ -88,3 +91,53 @@ def test_boot_id_is_linux_s_or_else_the_boot_time(
         assert fallback is not None and fallback.startswith("boot-time-")
     finally:
         catalog.boot_id.cache_clear()
+
+
+SECRET_URL = "https://alice:S3CR3T@h.example/m.gguf?token=T0K"
+SHOWN_URL = "https://alice:***@h.example/m.gguf?token=***"
+
+
+def test_an_entry_written_by_an_older_hive_is_read_redacted(tmp_path: Path) -> None:
+    """metadata.json and a sidecar that hold a source's credentials (written before hive
+    redacted them) are shown without them."""
+    directory = install(tmp_path, "old", {"model.gguf": b"x" * 10})
+    raw = json.loads((directory / "metadata.json").read_text())
+    raw |= {"source": SECRET_URL, "resolved_source": SECRET_URL, "url": SECRET_URL}
+    raw["error"] = f"GET {SECRET_URL}: 500"
+    (directory / "metadata.json").write_text(json.dumps(raw))
+    state = {"url": SECRET_URL, "etag": None, "size": 10, "started_at": "2026-01-01T00:00:00Z"}
+    (directory / "model.gguf.partial").write_bytes(b"x")
+    (directory / "model.gguf.partial.json").write_text(
+        json.dumps(state | {"last_error": SECRET_URL})
+    )
+    observed = ModelCatalog(tmp_path).observe("old")
+    assert observed is not None and observed.metadata is not None
+    meta, download = observed.metadata, observed.download
+    assert (meta.source, meta.resolved_source, meta.url) == (SHOWN_URL,) * 3
+    assert meta.error == f"GET {SHOWN_URL}: 500"
+    assert download is not None
+    assert (download.url, download.last_error) == (SHOWN_URL, SHOWN_URL)
+    assert "S3CR3T" not in observed.model_dump_json()
+
+
+def test_what_hive_writes_holds_no_credentials_and_only_its_user_reads(tmp_path: Path) -> None:
+    meta = ModelMetadata(
+        id="m",
+        name="m",
+        path=tmp_path / "model.gguf",
+        size=1,
+        status=ArtifactStatus.DOWNLOADING,
+        added_at=datetime.now(UTC),
+        source=SECRET_URL,
+    )
+    # Even a copy that sets a field without validation is written redacted.
+    meta = meta.model_copy(update={"error": f"{SECRET_URL} failed", "url": SECRET_URL})
+    write_metadata(tmp_path, meta)
+    written = (tmp_path / "metadata.json").read_text()
+    assert "S3CR3T" not in written and "T0K" not in written
+    assert json.loads(written)["error"] == f"{SHOWN_URL} failed"
+    assert stat.S_IMODE((tmp_path / "metadata.json").stat().st_mode) == 0o600
+    state = PartialState(url=SECRET_URL, etag=None, size=1, started_at=datetime.now(UTC))
+    assert state.url == SHOWN_URL
+    copied = state.model_copy(update={"last_error": SECRET_URL, "url": SECRET_URL})
+    assert "S3CR3T" not in copied.model_dump_json()
