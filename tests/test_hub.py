@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import socket
@@ -282,6 +283,28 @@ async def test_plain_file_and_commit_revision(hub: Hub, session: aiohttp.ClientS
         assert r.headers["X-Repo-Commit"] == hub.commit(REPO)
         assert "X-Linked-Etag" not in r.headers
         assert await r.read() == README
+
+
+async def test_a_plain_file_behind_basic_credentials_and_a_token(
+    hub: Hub, session: aiohttp.ClientSession
+) -> None:
+    hub.add_plain_file("files/m.gguf", DATA, basic=("alice", "pw"), token="tok")
+    url = f"{hub.url}/files/m.gguf"
+    good = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"alice:no").decode()}
+    for method in ("HEAD", "GET"):
+        async with session.request(method, url + "?token=tok") as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"].startswith("Basic")
+        async with session.request(method, url + "?token=tok", headers=wrong) as r:
+            assert r.status == 401
+        async with session.request(method, url + "?token=bad", headers=good) as r:
+            assert r.status == 403
+    async with session.get(url + "?token=tok", headers={**good, "Range": "bytes=10-"}) as r:
+        assert r.status == 206
+        assert r.headers["ETag"] == f'"{sha256(DATA)}"'
+        assert await r.read() == DATA[10:]
+    assert {r.route for r in hub.requests} == {"plain"}
 
 
 @pytest.mark.parametrize(
