@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from hive import __version__
-from hive.errors import HiveError
+from hive.errors import ApiError, HiveError
 from hive.model.actions import describe
 from hive.model.ids import SourceName
 from hive.model.manifests import ModelManifest
@@ -156,10 +156,11 @@ def _fetch(url: str, path: str, *, method: str = "GET", token: str | None = None
             return json.load(response)
     except urllib.error.HTTPError as exc:
         try:
-            message = json.load(exc)["error"]["message"]
+            error = json.load(exc)["error"]
+            message = error["message"]
         except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise HiveError(f"{url}{path}: {exc.code} {message}") from None
+            error, message = {}, exc.reason
+        raise ApiError(f"{url}{path}: {exc.code} {message}", status=exc.code, error=error) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise HiveError(
@@ -246,9 +247,24 @@ def _status_table(data: dict[str, Any]) -> str:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("HIVE_TOKEN")
-    data = _fetch(args.url, f"/v1/models/{args.name}", method="DELETE", token=token)
+    path = f"/v1/models/{args.name}" + ("?force=true" if args.force else "")
+    try:
+        data = _fetch(args.url, path, method="DELETE", token=token)
+    except ApiError as exc:
+        users = exc.error.get("workers")
+        if exc.reason != "ModelInUse" or not isinstance(users, list):
+            raise
+        listed = ", ".join(str(u) for u in users)
+        return _fail(
+            f"model {args.name} is not deleted: worker(s) {listed} use it. Remove or stop "
+            f"them first, or run `hive delete model {args.name} --force` to delete it anyway "
+            "(hive stops them; they start again once the model is back)"
+        )
     removed = data.get("partial_bytes_removed") or 0
     extra = f" (with a partial download of {_size(removed)})" if removed else ""
+    stopped = data.get("workers") or []
+    if stopped:
+        extra += f"; worker(s) {', '.join(stopped)} are stopped until it is back"
     print(f"model {data['deleted']} deleted{extra}")
     return EXIT_OK
 
@@ -426,6 +442,11 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     delete.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even if workers use it (they are stopped until it is back)",
+    )
     delete.set_defaults(func=cmd_delete)
     return p
 

@@ -73,3 +73,14 @@ class GgufError(PermanentError):
 
 class ActionTimeout(TransientError):
     reason = "Timeout"
+
+
+class ApiError(HiveError):
+    """An error answer of a hive's HTTP API, as a client (the CLI) receives it: the HTTP
+    status, and the `error` object of the body (`code`, `message`, and any extra field)."""
+
+    def __init__(self, message: str, *, status: int, error: dict[str, object]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.reason = str(error.get("code") or "Error")

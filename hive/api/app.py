@@ -29,6 +29,7 @@ from hive.api.views import (
 )
 from hive.errors import Conflict, HiveError, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
+from hive.model.text import clip, show
 from hive.narration.bus import Subscription
 from hive.narration.sse import stream_file_lines, stream_subscription
 from hive.runtime.manager import Manager
@@ -131,10 +132,24 @@ def _int_param(raw: str | None, what: str, *, kind: str = "an event id") -> int 
     return value
 
 
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+def _bool_param(raw: str | None, what: str) -> bool:
+    if raw is None or raw.lower() in _FALSE:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    raise ValidationFailed(f"{what} must be true or false, got {show(raw)}")
+
+
 async def delete_model_files(request: web.Request) -> web.Response:
     """`hive delete model NAME`: remove a model's files (and any partial download) that no
-    record wants present. A declared model is changed through its record, not here."""
+    record wants present. A declared model is changed through its record, not here. A
+    model that Workers use is refused (409, naming them) unless `?force=true`: then they
+    are stopped, and told that the model was deleted by API request."""
     manager, name, key = _model_key(request)
+    force = _bool_param(request.query.get("force"), "force")
     record = manager.store.desired(key)
     if record is not None and getattr(record.manifest.spec, "state", None) == "present":
         raise Conflict(
@@ -144,13 +159,30 @@ async def delete_model_files(request: web.Request) -> web.Response:
     observed = manager.catalog.observe(name)
     if observed is None:
         raise NotFound(f"model {name!r} is not on disk")
+    users = manager.workers_of(name, running=True)
+    if users and not force:
+        listed = clip(", ".join(users))
+        return error_response(
+            409,
+            "ModelInUse",
+            f"model {name} is used by worker(s) {listed}: remove or stop workers {listed} "
+            "first, or DELETE with ?force=true (it stops them)",
+            workers=users,
+        )
     manager.bus.emit(
-        "model_delete_start", f"🗑️ Deleting model {name} (requested over the API)", object=key
+        "model_delete_start",
+        f"🗑️ Deleting model {name} (requested over the API"
+        + (f"; stopping worker(s) {clip(', '.join(users))})" if users else ")"),
+        object=key,
     )
-    await asyncio.to_thread(delete_model, name, catalog=manager.catalog)
+    manager.departures.deleting_by_api(name)
+    try:
+        await asyncio.to_thread(delete_model, name, catalog=manager.catalog)
+    finally:
+        manager.models_changed([name])  # its workers are stopped now, told why
     manager.bus.emit("model_delete_complete", "✅ Model deleted successfully", object=key)
     partial = observed.download.bytes_on_disk if observed.download else 0
-    return _json({"deleted": name, "partial_bytes_removed": partial})
+    return _json({"deleted": name, "partial_bytes_removed": partial, "workers": users})
 
 
 def _worker_name(request: web.Request) -> tuple[Manager, str]:

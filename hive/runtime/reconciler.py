@@ -166,6 +166,9 @@ class Reconciler:
         self.workers: WorkerSupervisor | None = None
         #: Called with a model's name when it becomes Available (its workers may start).
         self.on_model_available: Callable[[str], None] | None = None
+        #: Called with a model's name once `state: absent` has deleted its files (its
+        #: workers are stopped).
+        self.on_model_deleted: Callable[[str], None] | None = None
 
     def attach_downloads(self, downloads: Downloads | None) -> None:
         self._downloads = downloads
@@ -389,6 +392,8 @@ class Reconciler:
                         asyncio.to_thread(delete_model, key.name, catalog=self._catalog), running
                     )
                     self._bus.narrate(key, "model_delete_complete", "✅ Model deleted successfully")
+                    if self.on_model_deleted is not None:
+                        self.on_model_deleted(key.name)
                 case CleanupPartial():
                     await self._bounded(
                         asyncio.to_thread(cleanup_partial, key.name, catalog=self._catalog),

@@ -53,6 +53,7 @@ from hive.observers.gpus import GpuProbe
 from hive.observers.health import HealthProbe, scrape
 from hive.observers.processes import find_worker, group_leftovers, is_same
 from hive.observers.runtimes import RuntimeCatalog
+from hive.runtime.departures import ABSENT, Departures, on_disk
 from hive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ log = logging.getLogger(__name__)
 UNEXPECTED_ERROR_RETRY = 5.0
 SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
 #: Ends of a run that hive asked for: not failures, no back-off.
-_ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown"}
+_ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown", "ModelGone"}
+#: Ends after which the next start is a first start, not a restart.
+_FIRST_START_NEXT = {"Removed", "Stopped", "Replaced", "Shutdown", "ModelGone"}
 #: last_accessed of a model is written at most this often.
 _TOUCH_EVERY = timedelta(minutes=1)
 #: How long after SIGKILL a process may take to be gone before hive says so.
@@ -159,8 +162,10 @@ class WorkerSupervisor:
         set_status: SetStatus,
         statuses: dict[ObjectKey, ObjectStatus],
         enqueue: Callable[[ObjectKey, float], None],
+        departures: Departures,
     ) -> None:
         self.settings = settings
+        self._departures = departures
         self.home = settings.home
         self._store = store
         self._models = models
@@ -416,6 +421,9 @@ class WorkerSupervisor:
             return ("Removed", "no source declares it any more")
         if spec.state == "stopped":
             return ("Stopped", "state: stopped")
+        gone = self._model_gone(spec.model)
+        if gone is not None:
+            return ("ModelGone", f"model {spec.model} is gone: {gone}")
         if instance.state.spec_hash != self._hash(spec):
             return ("Replaced", "its record changed (model, runtime, device, port or args)")
         if instance.restart_requested:
@@ -432,6 +440,14 @@ class WorkerSupervisor:
                 f"no healthy answer within {self._start_timeout(instance):g}s of starting "
                 f"({instance.health_error})",
             )
+        return None
+
+    def _model_gone(self, model: str) -> str | None:
+        """Why a worker cannot go on serving `model` (its file is not on disk, or its record
+        says `state: absent`), or None. llama.cpp would keep serving the weights it has
+        mapped, but could not restart: the worker is stopped, and waits for the model."""
+        if self._departures.absent_by_record(model) or not on_disk(self._models.observe(model)):
+            return self._departures.why(model)
         return None
 
     def _tend(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> float | None:
@@ -503,6 +519,7 @@ class WorkerSupervisor:
             "Replaced": ("worker_replace", f"♻️ Replacing worker {key.name}: {message}"),
             "Unhealthy": ("worker_unhealthy", f"💔 Worker {key.name} is unhealthy: {message}"),
             "StartTimeout": ("worker_start_timeout", f"⏱️ Worker {key.name}: {message}"),
+            "ModelGone": ("worker_model_gone", f"⏏️ Stopping worker {key.name}: {message}"),
         }.get(reason)
         if why is not None:
             level = Level.INFO if reason == "Replaced" else Level.WARNING
@@ -595,7 +612,7 @@ class WorkerSupervisor:
         exit = instance.exit.model_copy(update={"reason": reason, "message": instance.stop_message})
         track = self.tracks.setdefault(name, Track())
         track.last_exit = exit
-        track.restart_next = reason not in {"Removed", "Stopped", "Replaced", "Shutdown"}
+        track.restart_next = reason not in _FIRST_START_NEXT
         now = self._clock.monotonic()
         self._wake_unschedulable()  # what it held (memory, a port) is free again
         if reason in _ASKED:
@@ -729,6 +746,16 @@ class WorkerSupervisor:
             )
             return self.settings.placement_retry
         observed = self._models.observe(spec.model)
+        gone = self._departures.gone(spec.model)
+        if gone is not None and (gone == ABSENT or not on_disk(observed)):
+            self._pending(
+                key,
+                "ModelGone",
+                f"model {spec.model} is gone: {gone}; the worker starts again once the model "
+                "is back",
+                narrate=False,
+            )
+            return None
         meta = observed.metadata if observed else None
         usable = meta is not None and meta.status is ArtifactStatus.AVAILABLE
         if meta is None or not usable or meta.needs_check(boot_id()):

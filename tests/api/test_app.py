@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from hive.api.app import create_app
 from hive.model.ids import ObjectKey
+from hive.model.status import ConditionType
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import apoll, worker_yaml
+from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
 
 Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
 
@@ -190,6 +191,78 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
         assert (manager.catalog.root / "m" / "model.gguf").exists()
         async with http.get(url + "/v1/models/m") as r:  # reads need no token
             assert r.status == 200
+
+
+async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
+    serve: Serve, tiny_model: Path, worker_ports: range
+) -> None:
+    """409 naming the workers; `?force=true` deletes, and the worker is stopped at once
+    (not at the resync, 10 minutes away), told why, and starts again when it is back."""
+    settings = {
+        "token": "s3cret",
+        "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
+        "gpu_probe": "none",
+        "health_start_interval": 0.05,
+        "resync_interval": 600,
+        "stop_workers_on_exit": True,
+    }
+    async with serve(**settings) as (manager, url), aiohttp.ClientSession() as http:
+        install_scripted_runtime(manager.settings.home)
+        desired = manager.settings.desired[0]
+        (desired / "m.yaml").write_text(model_yaml("m", f"file:{tiny_model}"))
+        (desired / "w.yaml").write_text(worker_yaml("w", "m"))
+        worker = ObjectKey.parse("Worker/w")
+
+        def phase_of(key: ObjectKey) -> str | None:
+            status = manager.reconciler.statuses.get(key)
+            return status.phase if status else None
+
+        await apoll(lambda: phase_of(worker) == "Running", what="Worker/w to run")
+        pid = manager.workers.instances["w"].state.pid
+        (desired / "m.yaml").unlink()  # no record wants the model: its files stay
+        await apoll(
+            lambda: manager.store.desired(ObjectKey.parse("Model/m")) is None,
+            what="the Model record to go",
+        )
+        auth = {"Authorization": "Bearer s3cret"}
+
+        async with http.delete(url + "/v1/models/m", headers=auth) as r:
+            assert r.status == 409
+            error = (await r.json())["error"]
+        assert error["code"] == "ModelInUse"
+        assert error["workers"] == ["w"]
+        assert "remove or stop workers w first, or DELETE with ?force=true" in error["message"]
+        assert (manager.catalog.root / "m" / "model.gguf").exists()
+        async with http.delete(url + "/v1/models/m?force=maybe", headers=auth) as r:
+            assert r.status == 422
+        assert manager.workers.instances["w"].state.pid == pid  # untouched
+        assert phase_of(worker) == "Running"
+
+        async with http.delete(url + "/v1/models/m?force=true", headers=auth) as r:
+            assert r.status == 200
+            body = await r.json()
+        assert body["deleted"] == "m"
+        assert body["workers"] == ["w"]
+        assert not (manager.catalog.root / "m").exists()
+        await apoll(lambda: "w" not in manager.workers.instances, what="the worker to stop")
+        status = manager.reconciler.statuses[worker]
+        assert status.phase == "Pending"
+        ready = status.condition(ConditionType.READY)
+        assert ready is not None
+        assert ready.reason == "ModelGone"
+        assert "model m is gone: deleted by API request" in ready.message
+        events, _ = manager.bus.read(0, limit=10_000)
+        (gone,) = [e for e in events if e.action == "model_gone"]
+        assert gone.object == "Model/m"
+        assert gone.message.startswith("Model m is gone: deleted by API request")
+        stopped = [e.message for e in events if e.object == worker and "gone" in e.message]
+        assert any("model m is gone: deleted by API request" in m for m in stopped), stopped
+        assert not any("record changed" in e.message for e in events if e.object == worker)
+
+        # The model is back: the worker starts again.
+        (desired / "m.yaml").write_text(model_yaml("m", f"file:{tiny_model}"))
+        await apoll(lambda: phase_of(worker) == "Running", what="Worker/w to run again")
+        assert manager.workers.instances["w"].state.pid != pid
 
 
 async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> None:

@@ -502,3 +502,34 @@ def test_worker_error_responses_validate_against_the_spec(
             content_type=answer.content_type,
             body=answer.json(),
         )
+
+
+def test_delete_responses_validate_against_the_spec(
+    spec: dict[str, Any], worker_hive: Hive, tmp_path: Path
+) -> None:
+    _jsonschema()
+    hive = worker_hive
+    (tmp_path / "desired" / "model.yaml").unlink()  # the model's files stay, unmanaged
+    hive.wait_event("manifest_removed", obj="Model/tiny")
+    template = "/v1/models/{name}"
+    for path, status in [
+        ("/v1/models/tiny", 409),  # `w` serves it (`idle`, stopped, does not count)
+        ("/v1/models/tiny?force=perhaps", 422),
+        ("/v1/models/nope?force=true", 404),
+        ("/v1/models/tiny?force=true", 200),
+    ]:
+        answer = call(hive, "DELETE", path, token=TOKEN)
+        assert answer.status == status, (path, answer.body)
+        assert_answer(
+            spec,
+            "delete",
+            template,
+            status=status,
+            content_type=answer.content_type,
+            body=answer.json(),
+        )
+        if status == 409:
+            assert answer.json()["error"]["workers"] == ["w"]
+        if status == 200:
+            assert answer.json()["workers"] == ["w"]
+    hive.wait_worker("w", "Pending")

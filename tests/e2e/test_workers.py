@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,6 +61,7 @@ def setup(
         extra_args: list[str] | None = None,
         stop_workers: bool = True,
         workers: str = "",
+        resync: float = 30.0,
     ) -> tuple[Hive, Path]:
         home = tmp_path / "home"
         install_scripted_runtime(home, grace=grace, start_timeout=start_timeout)
@@ -80,6 +82,7 @@ def setup(
                 *(extra_args or []),
             ],
             stop_workers=stop_workers,
+            resync=resync,
         )
         return hive, desired
 
@@ -440,6 +443,87 @@ def test_worker_waits_for_its_model_and_runtime(
     assert "args.ctx: runtime scripted does not declare it" in w["status"]["message"]
     (desired / "later-model.yaml").write_text(model_yaml("not-yet", f"file://{tiny_model}"))
     hive.wait_worker("later", "Running")
+
+
+# -- a model that goes under its workers ---------------------------------------------------
+#: Far beyond every deadline below: only the prompt path (inotify on <home>/models, the
+#: deletion's own hooks) can pass, not the periodic resync.
+LONG_RESYNC = 600.0
+
+
+def _stopped_for_the_model(hive: Hive, worker: str, pid: int, why: str) -> None:
+    """The worker's process is gone, within seconds, and every word said about it names
+    the model's going (never "its record changed")."""
+    poll(lambda: gone(pid), timeout=10, what=f"worker {worker} (PID {pid}) to be stopped")
+    stop = hive.wait_event("worker_model_gone", obj=f"Worker/{worker}")
+    assert f"model tiny is gone: {why}" in stop["message"]
+    model = hive.wait_event("model_gone", obj="Model/tiny")
+    assert model["message"].startswith(f"Model tiny is gone: {why}")
+    assert model["data"]["reason"] == why
+    kill = next(
+        e
+        for e in list(hive.events)
+        if e["action"] == "worker_proc_del_start" and e.get("object") == f"Worker/{worker}"
+    )
+    assert f"model tiny is gone: {why}" in kill["message"]
+    assert "worker_replace" not in hive.actions(f"Worker/{worker}")
+    assert not any("record changed" in e["message"] for e in list(hive.events))
+
+
+def test_a_model_removed_by_hand_stops_its_workers_at_once_and_they_come_back(
+    setup: Callable[..., tuple[Hive, Path]],
+) -> None:
+    hive, _ = setup(workers=worker_yaml("s", "tiny"), resync=LONG_RESYNC)
+    pid = hive.wait_worker("s", "Running")["observed"]["pid"]
+    shutil.rmtree(hive.home / "models" / "tiny")  # rm -rf, by hand
+    _stopped_for_the_model(hive, "s", pid, "removed from disk")
+    # The record still wants the model: it is provisioned again, and the worker restarts.
+    w = hive.wait_worker("s", "Running", timeout=20)
+    assert w["observed"]["pid"] != pid
+    assert hive.actions("Model/tiny").count("model_download_complete") == 2
+
+
+def test_state_absent_stops_the_workers_of_the_model(
+    setup: Callable[..., tuple[Hive, Path]], tiny_model: Path
+) -> None:
+    hive, desired = setup(workers=worker_yaml("s", "tiny"), resync=LONG_RESYNC)
+    pid = hive.wait_worker("s", "Running")["observed"]["pid"]
+    write_atomic(desired / "model.yaml", model_yaml("tiny", f"file://{tiny_model}", state="absent"))
+    _stopped_for_the_model(hive, "s", pid, "state is absent")
+    w = hive.wait_worker("s", "Pending")
+    assert w["status"]["message"].startswith("ModelGone: model tiny is gone: state is absent")
+    hive.wait_phase("tiny", "Absent")
+    assert not (hive.home / "models" / "tiny").exists()
+
+
+def test_hive_delete_refuses_a_model_in_use_and_force_stops_its_workers(
+    setup: Callable[..., tuple[Hive, Path]],
+) -> None:
+    hive, desired = setup(workers=worker_yaml("s", "tiny"), resync=LONG_RESYNC)
+    pid = hive.wait_worker("s", "Running")["observed"]["pid"]
+    (desired / "model.yaml").unlink()  # no record wants the model; its files stay
+    hive.wait_event("manifest_removed", obj="Model/tiny")
+    delete = [sys.executable, "-m", "hive", "delete", "model", "tiny", "--url", hive.url]
+
+    refused = subprocess.run(delete, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "hive: model tiny is not deleted: worker(s) s use it. Remove or stop them first, or "
+        "run `hive delete model tiny --force` to delete it anyway (hive stops them; they "
+        "start again once the model is back)"
+    ]
+    assert (hive.home / "models" / "tiny" / "model.gguf").exists()
+    assert not gone(pid)
+
+    forced = subprocess.run([*delete, "--force"], capture_output=True, text=True, cwd=ROOT)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout == "model tiny deleted; worker(s) s are stopped until it is back\n"
+    _stopped_for_the_model(hive, "s", pid, "deleted by API request")
+    w = hive.wait_worker("s", "Pending")
+    assert w["status"]["message"].startswith(
+        "ModelGone: model tiny is gone: deleted by API request"
+    )
 
 
 # -- adoption --------------------------------------------------------------------------------

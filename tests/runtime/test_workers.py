@@ -21,6 +21,7 @@ from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import NoGpuProbe
 from hive.observers.runtimes import RuntimeCatalog
+from hive.runtime.departures import Departures
 from hive.runtime.reconciler import Reconciler
 from hive.runtime.workers import WorkerSupervisor
 from hive.settings import Settings
@@ -47,6 +48,7 @@ class Rig:
             store=self.store, catalog=self.catalog, bus=self.bus, clock=clock, action_timeout=60
         )
         self.woken: list[tuple[ObjectKey, float]] = []
+        self.departures = Departures(store=self.store)
         self.supervisor = self.make_supervisor()
 
     def make_supervisor(self) -> WorkerSupervisor:
@@ -61,6 +63,7 @@ class Rig:
             set_status=self.reconciler.set_status,
             statuses=self.reconciler.statuses,
             enqueue=lambda key, delay: self.woken.append((key, delay)),
+            departures=self.departures,
         )
 
     def declare(self, *workers: str) -> None:

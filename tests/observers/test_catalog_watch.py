@@ -1,0 +1,59 @@
+"""The watch on `<home>/models`, on real inotify: a model directory that comes, goes or is
+renamed is named at once; a deletion's trash and the files inside a model are not; the
+models directory itself going is said."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from hive.observers.catalog_watch import CatalogChanges, CatalogWatch
+
+
+async def next_batch(watch: CatalogWatch) -> CatalogChanges:
+    return await asyncio.wait_for(watch.changes(), 5)
+
+
+async def test_model_directories_that_come_and_go_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    with CatalogWatch(root) as watch:
+        assert root.is_dir()  # made if missing
+        (root / "tiny").mkdir()
+        assert (await next_batch(watch)).names == {"tiny"}
+
+        # Files inside a model's directory wake nothing (a download writes there).
+        (root / "tiny" / "model.gguf").write_bytes(b"GGUF")
+        (root / "other").mkdir()
+        assert (await next_batch(watch)).names == {"other"}
+
+        shutil.rmtree(root / "tiny")  # rm -rf, by hand
+        assert (await next_batch(watch)).names == {"tiny"}
+
+        # hive's own deletion renames to a hidden trash name first: the model is named,
+        # the trash is not.
+        os.replace(root / "other", root / ".deleting-other-1234")
+        assert (await next_batch(watch)).names == {"other"}
+        shutil.rmtree(root / ".deleting-other-1234")
+        (root / "Not_A_Name").mkdir()
+        (root / "back").mkdir()
+        assert (await next_batch(watch)).names == {"back"}
+
+
+async def test_the_models_directory_itself_going_is_said(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    watch = CatalogWatch(root)
+    watch.arm()
+    try:
+        (root / "tiny").mkdir()
+        await next_batch(watch)
+        shutil.rmtree(root)
+        batch = await next_batch(watch)
+        assert batch.root_gone
+        watch.arm()  # watched again (and made again)
+        assert root.is_dir()
+        (root / "again").mkdir()
+        assert (await next_batch(watch)).names == {"again"}
+    finally:
+        watch.close()
