@@ -32,6 +32,8 @@ from hive.core.status import worker_update
 from hive.core.store import Store
 from hive.core.workers import (
     InvalidArgs,
+    adjust_args,
+    adjustments_condition,
     crashloop_delay,
     cuda_visible_devices,
     render_command,
@@ -45,7 +47,13 @@ from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
 from hive.model.observed import ArtifactStatus
 from hive.model.runtimes import RuntimeEntry
-from hive.model.status import ObjectStatus, StatusUpdate, WorkerPhase
+from hive.model.status import (
+    ConditionType,
+    ConditionUpdate,
+    ObjectStatus,
+    StatusUpdate,
+    WorkerPhase,
+)
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -128,6 +136,8 @@ class Track:
     #: The next start is a restart (after a crash or an asked-for restart), not a first
     #: start (a new record, a replaced spec, `state: running` again).
     restart_next: bool = False
+    #: The `ArgsAdjusted` condition (reason, message) of the last run; None: args as asked.
+    args_adjusted: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ class SpawnPlan:
     model_sha256: str | None
     port: int
     track: Track
+    #: The `ArgsAdjusted` condition of these args (see `core.workers.adjust_args`).
+    adjusted: tuple[str, str] | None = None
 
 
 class WorkerSupervisor:
@@ -263,6 +275,7 @@ class WorkerSupervisor:
             process, why = find_worker(state, instance=self.instance_id)
             track = self.tracks.setdefault(state.name, Track())
             track.restarts = state.restarts
+            track.args_adjusted = state.args_adjusted
             if process is None:
                 proc.remove_state(self.home, state.name)
                 self._bus.emit(
@@ -754,6 +767,13 @@ class WorkerSupervisor:
                 degraded=(exc.reason, exc.message),
             )
             return None
+        args, changes = adjust_args(
+            entry,
+            args,
+            given=spec.args,
+            device=spec.device,
+            context_length=meta.context_length,
+        )
         ctx = int(args.get("ctx_size", 0) or 0) or (meta.context_length or 4096)
         estimate = estimate_memory(
             model_bytes=meta.size,
@@ -789,7 +809,17 @@ class WorkerSupervisor:
             self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
-        plan = SpawnPlan(key, spec, entry, args, meta.path, meta.sha256, port, track)
+        plan = SpawnPlan(
+            key,
+            spec,
+            entry,
+            args,
+            meta.path,
+            meta.sha256,
+            port,
+            track,
+            adjusted=adjustments_condition(changes),
+        )
         self._launching[name] = asyncio.create_task(self._launch(plan), name=f"spawn {name}")
         return None
 
@@ -843,6 +873,15 @@ class WorkerSupervisor:
         )
         log_file = proc.log_path(self.home, name)
         restarting = track.restart_next
+        if plan.adjusted is not None and plan.adjusted != track.args_adjusted:
+            self._bus.narrate(
+                key,
+                "worker_args_adjusted",
+                f"⚠️ Worker {name} runs with other args than asked: {plan.adjusted[1]}",
+                level=Level.WARNING,
+                reason=plan.adjusted[0],
+            )
+        track.args_adjusted = plan.adjusted
         self._bus.narrate(
             key,
             "worker_spawn_start",
@@ -886,6 +925,7 @@ class WorkerSupervisor:
                     started_at=now,
                     restarts=restarts,
                     log_path=log_file,
+                    args_adjusted=plan.adjusted,
                 )
                 proc.write_state(self.home, state)  # before anything can lose track of it
             except BaseException:
@@ -1114,17 +1154,24 @@ class WorkerSupervisor:
         progressing: bool = False,
         degraded: tuple[str, str] | None = None,
     ) -> ObjectStatus:
-        return self._set_status(
-            key,
-            worker_update(
-                phase,
-                ready=ready,
-                reason=reason,
-                message=message,
-                progressing=progressing,
-                degraded=degraded,
-            ),
+        update = worker_update(
+            phase,
+            ready=ready,
+            reason=reason,
+            message=message,
+            progressing=progressing,
+            degraded=degraded,
         )
+        track = self.tracks.get(key.name)
+        if track is not None and track.args_adjusted is not None:
+            adjusted = ConditionUpdate(
+                type=ConditionType.ARGS_ADJUSTED,
+                status="True",
+                reason=track.args_adjusted[0],
+                message=track.args_adjusted[1],
+            )
+            update = update.model_copy(update={"conditions": (*update.conditions, adjusted)})
+        return self._set_status(key, update)
 
     def _back_off(self, track: Track) -> float:
         """One more failure in the streak: when the next start may come, and the delay."""

@@ -146,6 +146,34 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     assert 'hive_objects{kind="Worker",phase="Running"} 1.0' in text
 
 
+def test_args_hive_changes_are_said_and_a_cpu_worker_gets_no_gpu_offload(
+    setup: Callable[..., tuple[Hive, Path]],
+) -> None:
+    """ctx_size 512 on a model trained with 256, n_gpu_layers 20 on CPU-0: the worker runs
+    with 256 and 0, a warning says so, and its status carries ArgsAdjusted."""
+    hive, _ = setup(
+        workers=worker_yaml(
+            "chat",
+            "tiny",
+            runtime="llama-cpp",
+            args={"ctx_size": 512, "n_gpu_layers": 20, "threads": 1},
+        ),
+    )
+    w = hive.wait_worker("chat", "Running", timeout=60)
+    event = hive.wait_event("worker_args_adjusted", obj="Worker/chat")
+    assert event["level"] == "warning"
+    assert "ctx_size: asked 512, using 256" in event["message"]
+    assert "n_gpu_layers: asked 20, using 0 (CPU-0 is not a GPU" in event["message"]
+    adjusted = [c for c in w["status"]["conditions"] if c["type"] == "ArgsAdjusted"]
+    assert adjusted and adjusted[0]["status"] == "True"
+    assert adjusted[0]["reason"] == "SeveralArgs"
+    assert "asked 512, using 256" in adjusted[0]["message"]
+    banner = Path(w["observed"]["log_path"]).read_text().splitlines()[0]  # hive's argv line
+    assert "--ctx-size 256 " in banner and "--n-gpu-layers 0 " in banner
+    props = worker_get(w["observed"]["url"], "/props")
+    assert props["default_generation_settings"]["n_ctx"] == 256
+
+
 # -- environment and placement ---------------------------------------------------------------
 def test_worker_gets_markers_and_its_gpu_and_not_the_token(
     setup: Callable[..., tuple[Hive, Path]], tmp_path: Path
