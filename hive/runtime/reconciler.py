@@ -61,6 +61,7 @@ from hive.model.status import (
     ObjectStatus,
     StatusUpdate,
 )
+from hive.model.units import megabytes
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
 
@@ -310,7 +311,7 @@ class Reconciler:
             return
         meta = observed.metadata
         assert meta is not None
-        message = f"{meta.size / _MB:.1f} MB at {meta.path}"
+        message = f"{megabytes(meta.size)} at {meta.path}"
         status = self.set_status(key, model_available(message))
         if previous is None or previous.phase != status.phase:
             if self.on_model_available is not None:
@@ -490,7 +491,7 @@ class Reconciler:
         self._bus.narrate(
             key,
             "model_download_complete",
-            f"✅ Download complete ({outcome.method}, {meta.size / _MB:.1f} MB)",
+            f"✅ Download complete ({outcome.method}, {megabytes(meta.size)})",
             method=outcome.method,
             size=meta.size,
         )

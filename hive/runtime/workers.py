@@ -220,6 +220,8 @@ class WorkerSupervisor:
         self._spawner.shutdown(wait=False)
         if stop_workers and self.instances:
             await self._stop_all()
+        else:
+            self._say_left_running()
         for instance in list(self.instances.values()):
             self._unwatch(instance)
             if instance.monitor is not None:
@@ -561,6 +563,31 @@ class WorkerSupervisor:
         instance.stop_deadline = now + _KILL_WAIT
         return _KILL_WAIT
 
+    def _say_left_running(self) -> None:
+        """At hive's exit without --stop-workers-on-exit: which workers keep running, and
+        how to stop them (they have no owner until a hive starts on this home again)."""
+        left = [i for i in self.instances.values() if not self._check_exit(i)]
+        for instance in sorted(left, key=lambda i: i.state.name):
+            state = instance.state
+            self._bus.narrate(
+                instance.key,
+                "worker_left_running",
+                f"Leaving worker {state.name} running (PID {state.pid}, port {state.port}): "
+                f"the next hive on this home adopts it; `kill -TERM -- -{state.pid}` stops "
+                "it alone (its process group)",
+                pid=state.pid,
+                port=state.port,
+            )
+        if left:
+            self._bus.emit(
+                "workers_left_running",
+                f"{len(left)} worker(s) left running; stop them with `hive stop-workers "
+                f"--home {self.home}` (`make stop` for `make run`), or run hive with "
+                "--stop-workers-on-exit to stop them when it exits",
+                level=Level.WARNING,
+                data={"workers": sorted(i.state.name for i in left)},
+            )
+
     async def _stop_all(self) -> None:
         """At hive's exit with --stop-workers-on-exit: every group SIGTERM, then SIGKILL."""
         instances = [i for i in self.instances.values() if not self._check_exit(i)]
@@ -578,6 +605,14 @@ class WorkerSupervisor:
         for instance in instances:
             if not self._check_exit(instance):
                 proc.signal_group(instance.state.pid, signal.SIGKILL)
+                self._bus.narrate(
+                    instance.key,
+                    "worker_proc_del_sigkill",
+                    f"Worker PID {instance.state.pid} ignored SIGTERM for its grace period: "
+                    "sent SIGKILL",
+                    level=Level.WARNING,
+                    pid=instance.state.pid,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(instance.ended.wait(), _KILL_WAIT)
         for instance in instances:

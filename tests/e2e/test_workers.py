@@ -348,7 +348,7 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(
 
 # -- restarts --------------------------------------------------------------------------------
 def test_kill_9_restarts_with_backoff_visible(setup: Callable[..., tuple[Hive, Path]]) -> None:
-    hive, _ = setup(env={"HIVE_CRASHLOOP_BASE": "2"}, workers=worker_yaml("k", "tiny"))
+    hive, _ = setup(env={"HIVE_CRASHLOOP_BASE": "4"}, workers=worker_yaml("k", "tiny"))
     pid = hive.wait_worker("k", "Running")["observed"]["pid"]
     os.kill(pid, signal.SIGKILL)
     dead = hive.wait_worker("k", "Dead")
@@ -356,10 +356,23 @@ def test_kill_9_restarts_with_backoff_visible(setup: Callable[..., tuple[Hive, P
     assert dead["observed"]["next_restart_time"] is not None
     assert dead["observed"]["last_exit"]["signal"] == signal.SIGKILL
     assert "killed by SIGKILL" in dead["observed"]["last_exit_text"]
+    # `hive get workers` shows it as kubectl does: STATUS CrashLoopBackOff, the whole message.
+    table = subprocess.run(
+        [sys.executable, "-m", "hive", "get", "workers", "--url", hive.url],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    header, row = table.splitlines()
+    assert header.split()[:2] == ["NAME", "STATUS"]
+    assert row.split()[:2] == ["k", "CrashLoopBackOff"]
+    assert "back-off 4s restarting failed worker (killed by SIGKILL); next restart in " in row
+    assert row.endswith("s")  # not cut at 60 characters
     w = hive.wait_worker("k", "Running", restarts=1)
     assert w["observed"]["pid"] != pid
     event = hive.wait_event("worker_restart_scheduled", obj="Worker/k")
-    assert event["data"]["delay_seconds"] == 2
+    assert event["data"]["delay_seconds"] == 4
 
 
 def test_crash_loop_intervals_double(setup: Callable[..., tuple[Hive, Path]]) -> None:
@@ -552,7 +565,7 @@ def test_logs_tail_follow_and_cli(setup: Callable[..., tuple[Hive, Path]]) -> No
         cwd=ROOT,
         check=True,
     ).stdout
-    assert table.splitlines()[0].split()[:3] == ["NAME", "PHASE", "MODEL"]
+    assert table.splitlines()[0].split()[:3] == ["NAME", "STATUS", "MODEL"]
     assert table.splitlines()[1].split()[:3] == ["l", "Running", "tiny"]
     # follow: the lines so far, then a new one as the worker writes it
     log_path = Path(hive.home) / "logs" / "workers" / "l.log"
