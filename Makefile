@@ -46,7 +46,8 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/python -m hive.model.schema > specs/manifest.schema.json
 
-## clean: remove everything make and the tests made (stop workers first: `make stop`)
+## clean: stop the workers left in .hive-home, then remove everything make and the tests made
 clean:
+	if [ -x $(BIN)/hive ] && [ -d $(HOME_DIR) ]; then $(BIN)/hive stop-workers --home $(HOME_DIR); fi
 	rm -rf $(VENV) $(HOME_DIR) $(MODEL) .mypy_cache .ruff_cache .pytest_cache .hypothesis \
 		hive.egg-info
