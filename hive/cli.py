@@ -1,4 +1,5 @@
-"""The `hive` command: serve, validate, plan, get. Errors are one clear line."""
+"""The `hive` command: serve, validate, plan, stop-workers, get, logs, delete. Errors are one
+clear line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,13 @@ from pydantic import ValidationError
 
 from hive import __version__
 from hive.errors import ApiError, HiveError
-from hive.model.actions import describe
 from hive.model.ids import SourceName
-from hive.model.manifests import ModelManifest
 from hive.model.text import redact_url
+from hive.model.units import megabytes
 from hive.settings import DEFAULT_URL, Settings
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
+HOME_HELP = "state directory (default: $HIVE_HOME, else ~/.cache/hive; `make run` uses .hive-home)"
 
 
 def _fail(message: str, code: int = EXIT_ERRORS) -> int:
@@ -40,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from hive.actuators.home_lock import hold as hold_home
     from hive.api.app import create_app
     from hive.narration.console import RedactingFormatter
     from hive.runtime.manager import Manager
@@ -73,11 +74,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock = socket.create_server((settings.host, settings.port), family=family)
     except OSError as exc:
         return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    try:
+        lock = hold_home(settings.home)  # held (open) until this process ends
+    except HiveError as exc:
+        sock.close()
+        return _fail(exc.message)
     manager = Manager(settings)
     app = create_app(manager)
     print(
         f"hive {__version__} serving on http://{settings.host}:{settings.port} "
-        f"(home {settings.home})",
+        f"(pid {os.getpid()}, home {settings.home})",
         file=sys.stderr,
         flush=True,
     )
@@ -90,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=5,
         loop=asyncio.new_event_loop(),
     )
+    os.close(lock)
     return EXIT_OK
 
 
@@ -119,9 +126,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _home_note(home: Path) -> None:
+    """`plan` and `stop-workers` read a home: say so when it does not exist (a wrong
+    --home is the usual reason: `make run` serves .hive-home, not the default)."""
+    if not home.is_dir():
+        print(
+            f"hive: home {home} does not exist: nothing observed there (pass --home or set "
+            "HIVE_HOME to the home `hive serve` uses; `make run` uses .hive-home)",
+            file=sys.stderr,
+        )
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    from hive.core.plan import plan
-    from hive.observers.catalog import ModelCatalog, boot_id
+    from hive.cli_plan import plan_all
 
     records, problems = _read(args.paths)
     for problem in problems:
@@ -129,21 +146,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_ERRORS
     settings = Settings.from_env(home=args.home)
-    models = {r.name: r for r in records if isinstance(r.manifest, ModelManifest)}
-    actions = plan(
-        models,
-        ModelCatalog(settings.home).observe_all(),
-        prune_allowed=True,
-        now=datetime.now(UTC),
-        partial_ttl=settings.partial_ttl,
-        boot=boot_id(),
-    )
-    for action in actions:
-        print(describe(action))
-    if not actions:
+    _home_note(settings.home)
+    lines = plan_all(records, settings=settings)
+    for line in lines:
+        print(line)
+    if not lines:
         print(f"nothing to do: {settings.home} matches {len(records)} record(s)")
         return EXIT_OK
     return EXIT_CHANGES
+
+
+def cmd_stop_workers(args: argparse.Namespace) -> int:
+    """`hive stop-workers`: stop the workers a hive left running in its home."""
+    from hive.actuators.home_lock import holder
+    from hive.actuators.stop_workers import stop_left_running
+
+    home = Settings.from_env(home=args.home).home
+    _home_note(home)
+    pid = holder(home)
+    if pid is not None:
+        return _fail(
+            f"a hive (pid {pid or '?'}) is serving {home}: it would start its workers again; "
+            "stop it first (Ctrl-C, or SIGTERM), with --stop-workers-on-exit to take them "
+            "along"
+        )
+    stopped = stop_left_running(home, say=print)
+    print(f"{stopped} worker(s) stopped" if stopped else f"no worker left running in {home}")
+    return EXIT_OK
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -177,13 +206,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+    """In the narration's unit (`megabytes`): the table and the log agree."""
+    return "-" if n is None else megabytes(n)
 
 
 def _progress(download: dict[str, Any] | None) -> str:
@@ -212,7 +236,7 @@ def _models_table(items: list[dict[str, Any]]) -> str:
                 meta.get("architecture") or "-",
                 meta.get("quantization") or "-",
                 redact_url(spec.get("source") or meta.get("source") or "-"),
-                (status.get("message") or "")[:60],
+                status.get("message") or "",
             ]
         )
     return _table(rows)
@@ -220,7 +244,8 @@ def _models_table(items: list[dict[str, Any]]) -> str:
 
 def _status_table(data: dict[str, Any]) -> str:
     lines = [
-        f"hive {data['hive_id']}: {data['status']}, up {data['uptime_seconds']}s, "
+        f"hive id {data['hive_id']} (HIVE_HIVE_ID, else the machine's hostname): "
+        f"{data['status']}, up {data['uptime_seconds']}s, "
         f"home {data['home']}, synced: {'yes' if data['synced'] else 'no'}",
         "",
     ]
@@ -269,8 +294,17 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def worker_status(status: dict[str, Any]) -> str:
+    """STATUS as kubectl shows a pod's: what is wrong when something is (the Degraded
+    reason: CrashLoopBackOff, Unschedulable, …), else the phase."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return str(condition.get("reason") or status.get("phase", "-"))
+    return str(status.get("phase", "-"))
+
+
 def _workers_table(items: list[dict[str, Any]]) -> str:
-    rows = [["NAME", "PHASE", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]]
+    rows = [["NAME", "STATUS", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]]
     for w in items:
         observed = w.get("observed") or {}
         spec = w.get("spec") or {}
@@ -279,14 +313,14 @@ def _workers_table(items: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 w["name"],
-                status.get("phase", "-"),
+                worker_status(status),
                 observed.get("model") or spec.get("model") or "-",
                 observed.get("device") or spec.get("device") or "-",
                 str(observed.get("pid") or "-"),
                 str(observed.get("port") or "-"),
                 str(observed.get("restarts", 0)),
                 f"{uptime}s" if uptime is not None else "-",
-                (status.get("message") or "")[:60],
+                status.get("message") or "",
             ]
         )
     return _table(rows)
@@ -361,11 +395,19 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 # -- main --------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hive", description=__doc__)
+    p = argparse.ArgumentParser(prog="hive")
     p.add_argument("--version", action="version", version=f"hive {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the daemon")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Run the daemon: watch the --desired directories and keep the models "
+        "and workers under --home equal to them, narrating every step on stderr; the HTTP "
+        "API and the event stream on --host:--port. When hive exits, its workers keep "
+        "running (the next hive on this home adopts them; `hive stop-workers` stops them) "
+        "unless --stop-workers-on-exit.",
+    )
     serve.add_argument(
         "--desired",
         action="append",
@@ -373,7 +415,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a directory of manifests to watch (repeatable)",
     )
-    serve.add_argument("--home", type=Path, help="state directory (default ~/.cache/hive)")
+    serve.add_argument("--home", type=Path, help=HOME_HELP)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 7835)")
     serve.add_argument(
@@ -421,8 +463,20 @@ def parser() -> argparse.ArgumentParser:
         "plan", help="what hive would do against a home, offline (exit 0 none, 1 changes, 2 errors)"
     )
     plan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    plan.add_argument("--home", type=Path, help="state directory (default ~/.cache/hive)")
+    plan.add_argument("--home", type=Path, help=HOME_HELP)
     plan.set_defaults(func=cmd_plan)
+
+    stop = sub.add_parser(
+        "stop-workers",
+        help="stop the workers a hive left running in its home (`make stop`)",
+        description="Stop the workers a hive left running in --home when it exited without "
+        "--stop-workers-on-exit (or died): SIGTERM to each worker's process group, its "
+        "runtime's grace, then SIGKILL. Only processes that are provably those workers "
+        "(pid, start time and hive's markers, as adoption checks) are signalled. Refused "
+        "while a hive serves that home.",
+    )
+    stop.add_argument("--home", type=Path, help=HOME_HELP)
+    stop.set_defaults(func=cmd_stop_workers)
 
     get = sub.add_parser("get", help="show objects of a running hive")
     get.add_argument("what", choices=["models", "workers", "runtimes", "status"])
@@ -448,7 +502,19 @@ def parser() -> argparse.ArgumentParser:
         help="delete it even if workers use it (they are stopped until it is back)",
     )
     delete.set_defaults(func=cmd_delete)
+    for name, command in sub.choices.items():
+        if command.description is None:  # `hive NAME --help` says what NAME does
+            command.description = _help_of(sub, name)
+    p.description = (
+        f"hive: the per-machine daemon of an LLM serving fleet. Commands: "
+        f"{', '.join(sub.choices)} (`hive COMMAND --help` for each). Errors are one clear line."
+    )
     return p
+
+
+def _help_of(sub: Any, name: str) -> str:
+    text = next(a.help for a in sub._choices_actions if a.dest == name)
+    return str(text[0].upper() + text[1:] + ".")
 
 
 def main(argv: list[str] | None = None) -> int:

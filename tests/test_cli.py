@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import yaml
 
-from tests.conftest import ROOT, Hive, free_port, model_yaml
+from tests.conftest import (
+    ROOT,
+    Hive,
+    free_port,
+    install_scripted_runtime,
+    model_yaml,
+    poll,
+    worker_yaml,
+)
 
 
-def hive(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def hive(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hive", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         timeout=60,
         check=False,
     )
@@ -82,6 +95,11 @@ def test_get_against_a_running_hive(
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "PHASE", "SIZE"]
     assert row.split()[:2] == ["tiny", "Available"]
+    # One unit for sizes: the table's SIZE is what the narration said ("0.5 MB at …").
+    said = running.wait_event("model_available", obj="Model/tiny")["message"]
+    size = said.split("(", 1)[1].split(" at ")[0]
+    assert size == "0.5 MB"
+    assert f"  {size}  " in row
 
     as_json = json.loads(hive("get", "models", "-o", "json", "--url", running.url).stdout)
     assert as_json["items"][0]["observed"]["metadata"]["architecture"] == "llama"
@@ -91,6 +109,9 @@ def test_get_against_a_running_hive(
     status = hive("get", "status", "--url", running.url)
     assert status.returncode == 0
     assert "Models: 1 Available" in status.stdout
+    # "hive vm: running" said nothing of what `vm` is.
+    assert status.stdout.startswith("hive id ")
+    assert "(HIVE_HIVE_ID, else the machine's hostname): running" in status.stdout
 
 
 def test_get_without_a_hive_is_one_clear_line() -> None:
@@ -136,3 +157,143 @@ def test_settings_out_of_bounds_are_one_clear_line(tmp_path: Path) -> None:
     (line,) = result.stderr.splitlines()
     assert line.startswith("hive: invalid setting resync_interval:")
     assert not (tmp_path / "h").exists()
+
+
+def test_help_lists_every_command_and_each_says_what_it_does() -> None:
+    top = hive("--help").stdout
+    commands = ["serve", "validate", "plan", "stop-workers", "get", "logs", "delete"]
+    description = " ".join(top.split("\n\n")[1].split())
+    for name in commands:
+        assert name in description, name
+        page = hive(name, "--help").stdout
+        paragraph = page.split("\n\n")[1]
+        assert not paragraph.startswith(("options:", "positional arguments:")), name
+
+
+def _scripted_setup(tmp_path: Path, tiny_model: Path, port: int) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    install_scripted_runtime(home)
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "w.yaml").write_text(worker_yaml("w", "tiny", port=port))
+    return home, desired
+
+
+def test_plan_covers_workers_with_its_exit_codes(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> None:
+    """With workers.yaml declared and the worker stopped, `hive plan` says it would start
+    it (it said "nothing to do"); a running worker is nothing to do; a record gone is a
+    stop; a device that is not there is unschedulable."""
+    home, desired = _scripted_setup(tmp_path, tiny_model, worker_ports.start)
+    env = {"HIVE_GPU_PROBE": "none"}
+
+    first = hive("plan", str(desired), "--home", str(home), env=env)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert first.stdout.splitlines()[1] == (
+        "start Worker/w (scripted serving tiny on CPU-0, once Model/tiny is provisioned)"
+    )
+
+    running = hive_factory(desired=[desired], home=home, env=env, stop_workers=False)
+    pid = running.wait_worker("w", "Running")["observed"]["pid"]
+    nothing = hive("plan", str(desired), "--home", str(home), env=env)
+    assert nothing.returncode == 0, nothing.stdout
+    assert nothing.stdout.startswith("nothing to do")
+
+    running.kill()  # the worker keeps running, with no hive
+    (desired / "w.yaml").unlink()
+    stop = hive("plan", str(desired), "--home", str(home), env=env)
+    assert stop.returncode == 1
+    assert stop.stdout == f"stop Worker/w, PID {pid} (no record declares it)\n"
+    assert psutil.pid_exists(pid)  # plan is read-only
+
+    stopped = hive("stop-workers", "--home", str(home))
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopping worker w (PID {pid}, port {worker_ports.start})" in stopped.stdout
+    assert stopped.stdout.endswith("1 worker(s) stopped\n")
+    poll(lambda: not psutil.pid_exists(pid) or _zombie(pid), timeout=5, what="the worker gone")
+
+    (desired / "w.yaml").write_text(worker_yaml("w", "tiny", port=worker_ports.start))
+    start = hive("plan", str(desired), "--home", str(home), env=env)
+    assert start.returncode == 1
+    assert start.stdout == ("start Worker/w (scripted serving tiny on CPU-0: no process runs it)\n")
+
+    (desired / "w.yaml").write_text(worker_yaml("w", "tiny", device="GPU-7"))
+    blocked = hive("plan", str(desired), "--home", str(home), env=env)
+    assert blocked.returncode == 1
+    assert blocked.stdout.startswith(
+        "cannot start Worker/w: Unschedulable: NoSuchDevice: GPU-7 does not exist"
+    )
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_plan_says_when_its_home_does_not_exist_and_reads_hive_home(tmp_path: Path) -> None:
+    """`hive plan` defaulted to ~/.cache/hive while `make run` serves .hive-home: it reads
+    HIVE_HOME, and says when the home it reads is not there."""
+    missing = tmp_path / "nowhere"
+    result = hive("plan", "examples/desired-state", env={"HIVE_HOME": str(missing)})
+    assert result.returncode == 1
+    assert f"hive: home {missing} does not exist" in result.stderr
+    assert "`make run` uses .hive-home" in result.stderr
+
+
+def test_exit_says_which_workers_it_leaves_and_stop_workers_waits_for_no_hive(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> None:
+    home, desired = _scripted_setup(tmp_path, tiny_model, worker_ports.start)
+    running = hive_factory(desired=[desired], home=home, stop_workers=False)
+    pid = running.wait_worker("w", "Running")["observed"]["pid"]
+
+    # One hive per home: a second one, and stop-workers, are refused while it serves it.
+    refused = hive("stop-workers", "--home", str(home))
+    assert refused.returncode == 2
+    assert f"a hive (pid {running.pid}) is serving {home}" in refused.stderr
+    second = hive("serve", "--home", str(home), "--port", str(free_port()))
+    assert second.returncode == 2
+    assert f"another hive (pid {running.pid}) is serving home {home}" in second.stderr
+    assert psutil.pid_exists(pid)
+
+    running.stop()  # SIGTERM, as Ctrl-C: the worker stays, and hive says so
+    log = running.log.read_text()
+    assert (
+        f"Leaving worker w running (PID {pid}, port {worker_ports.start}): the next hive on "
+        f"this home adopts it; `kill -TERM -- -{pid}` stops it alone" in log
+    )
+    assert f"1 worker(s) left running; stop them with `hive stop-workers --home {home}`" in log
+    assert psutil.pid_exists(pid) and not _zombie(pid)
+
+    stopped = hive("stop-workers", "--home", str(home))
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped worker w (PID {pid}); port {worker_ports.start} is free" in stopped.stdout
+    assert _zombie(pid)
+    assert not (home / "state" / "workers" / "w.json").exists()
+    again = hive("stop-workers", "--home", str(home))
+    assert again.stdout == f"no worker left running in {home}\n"
+
+
+def test_stop_workers_on_exit_says_each_step(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> None:
+    """`make run` passes the flag (Ctrl-C left its worker on :9000 with no owner), and
+    `make stop` stops what a hive left running."""
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "hive serve --desired examples/desired-state --home" in run
+    assert "--stop-workers-on-exit" in run
+    assert "hive stop-workers --home $(HOME_DIR)" in makefile.split("\nstop:", 1)[1]
+    home, desired = _scripted_setup(tmp_path, tiny_model, worker_ports.start)
+    running = hive_factory(desired=[desired], home=home, stop_workers=True)
+    pid = running.wait_worker("w", "Running")["observed"]["pid"]
+    running.stop()
+    log = running.log.read_text()
+    assert f"Killing worker PID {pid} (hive is stopping)" in log
+    assert "Sent SIGTERM" in log and "Worker killed successfully" in log
+    assert "left running" not in log
+    assert _zombie(pid)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
 
 from hive.core.backoff import backoff_delay
 from hive.errors import PermanentError
 from hive.model.manifests import WorkerSpec
 from hive.model.runtimes import ArgValue, RuntimeEntry, arg_problem, render_value
+from hive.model.text import clip
 from hive.model.workers import ExitInfo
 
 
@@ -31,6 +35,91 @@ def resolve_args(entry: RuntimeEntry, given: dict[str, ArgValue]) -> dict[str, A
     if problems:
         raise InvalidArgs("; ".join(problems))
     return {key: given.get(key, spec.default) for key, spec in entry.args.items()}
+
+
+class ArgAdjustment(BaseModel):
+    """An arg hive runs with another value than the record (or the entry's default) asks,
+    and why: shown as a warning and as the worker's `ArgsAdjusted` condition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arg: str
+    #: CamelCase, for the condition: ContextAboveTrained, NoGpuToOffload.
+    reason: str
+    asked: ArgValue
+    used: ArgValue
+    #: False when `asked` is the entry's default (the record does not set the arg).
+    from_record: bool
+    why: str
+
+    def describe(self) -> str:
+        asked = clip(render_value(self.asked), 40)
+        asked = asked if self.from_record else f"{asked} (the runtime's default)"
+        return f"{self.arg}: asked {asked}, using {clip(render_value(self.used), 40)} ({self.why})"
+
+
+def adjust_args(
+    entry: RuntimeEntry,
+    args: dict[str, ArgValue],
+    *,
+    given: Mapping[str, ArgValue],
+    device: str,
+    context_length: int | None,
+) -> tuple[dict[str, ArgValue], tuple[ArgAdjustment, ...]]:
+    """The args a worker runs with (`args`, as `resolve_args` made them) after the rules
+    of its device and model, and every change to what was asked:
+
+    - a GPU offload arg (one whose entry sets `cpu_value`) takes that value on a CPU
+      device; said only when the record asked for another value (the entry's default is
+      the GPU's, not the user's wish);
+    - `ctx_size` above the model's trained context (`context_length` of its GGUF header)
+      is lowered to it, as llama.cpp would do silently."""
+    used = dict(args)
+    changes = []
+    on_cpu = not device.startswith("GPU-")
+    for key, spec in sorted(entry.args.items()):
+        if on_cpu and spec.cpu_value is not None and used.get(key) != spec.cpu_value:
+            if key in given:
+                changes.append(
+                    ArgAdjustment(
+                        arg=key,
+                        reason="NoGpuToOffload",
+                        asked=used[key],
+                        used=spec.cpu_value,
+                        from_record=True,
+                        why=f"{device} is not a GPU: nothing to offload to",
+                    )
+                )
+            used[key] = spec.cpu_value
+    ctx = used.get("ctx_size")
+    if (
+        context_length
+        and isinstance(ctx, int)
+        and not isinstance(ctx, bool)
+        and ctx > context_length
+    ):
+        changes.append(
+            ArgAdjustment(
+                arg="ctx_size",
+                reason="ContextAboveTrained",
+                asked=ctx,
+                used=context_length,
+                from_record="ctx_size" in given,
+                why=f"the model was trained with a context of {context_length} tokens",
+            )
+        )
+        used["ctx_size"] = context_length
+    return used, tuple(changes)
+
+
+def adjustments_condition(changes: tuple[ArgAdjustment, ...]) -> tuple[str, str] | None:
+    """The `ArgsAdjusted` condition's reason and message (`ctx_size: asked 512, using 256
+    (…); …`), or None when nothing was changed."""
+    if not changes:
+        return None
+    reasons = sorted({change.reason for change in changes})
+    reason = reasons[0] if len(reasons) == 1 else "SeveralArgs"
+    return reason, "; ".join(change.describe() for change in changes)
 
 
 def render(template: str, values: dict[str, str]) -> str:

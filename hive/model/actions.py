@@ -56,6 +56,61 @@ class SyncModel(_Action):
 Action = ProvisionModel | DeleteModel | CleanupPartial | SyncModel
 
 
+class _WorkerAction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    #: Why, in words a user reads in `hive plan`.
+    reason: str
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey.of(Kind.WORKER, self.name)
+
+
+class StartWorker(_WorkerAction):
+    """Spawn the worker: its record wants it running and no process runs it."""
+
+    type: Literal["StartWorker"] = "StartWorker"
+
+
+class StopWorker(_WorkerAction):
+    """SIGTERM, grace, SIGKILL of a running worker no record wants running."""
+
+    type: Literal["StopWorker"] = "StopWorker"
+    pid: int
+
+
+class ReplaceWorker(_WorkerAction):
+    """Stop the running process, then start one that matches the changed record."""
+
+    type: Literal["ReplaceWorker"] = "ReplaceWorker"
+    pid: int
+
+
+class UnschedulableWorker(_WorkerAction):
+    """The record wants it running, but it cannot start here now: the reason says why
+    (its condition reason first: Unschedulable, UnknownRuntime, InvalidArgs, …)."""
+
+    type: Literal["UnschedulableWorker"] = "UnschedulableWorker"
+
+
+WorkerAction = StartWorker | StopWorker | ReplaceWorker | UnschedulableWorker
+
+
+def describe_worker(action: WorkerAction) -> str:
+    """One line for `hive plan`."""
+    match action:
+        case StartWorker():
+            return f"start Worker/{action.name} ({action.reason})"
+        case StopWorker():
+            return f"stop Worker/{action.name}, PID {action.pid} ({action.reason})"
+        case ReplaceWorker():
+            return f"replace Worker/{action.name}, PID {action.pid} ({action.reason})"
+        case UnschedulableWorker():
+            return f"cannot start Worker/{action.name}: {action.reason}"
+
+
 def describe(action: Action) -> str:
     """One line for `hive plan` and for narration (a source's URL redacted)."""
     match action:

@@ -46,12 +46,17 @@ class ArgSpec(BaseModel):
     max: float | None = None
     choices: tuple[str, ...] | None = None
     description: str = ""
+    #: The value on a CPU device, whatever the record asks: set for an arg that offloads
+    #: work to a GPU (`n_gpu_layers`: 0), so a CPU worker is never given a GPU offload.
+    cpu_value: ArgValue | None = None
 
     @model_validator(mode="after")
     def _default_fits(self) -> Self:
         problem = arg_problem(self, self.default)
         if problem:
             raise ValueError(f"default {self.default!r} {problem}")
+        if self.cpu_value is not None and (problem := arg_problem(self, self.cpu_value)):
+            raise ValueError(f"cpu_value {self.cpu_value!r} {problem}")
         return self
 
 

@@ -34,6 +34,8 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     CONFLICT = "Conflict"
+    #: A worker runs with other args than its record asks (a clamp); True while it does.
+    ARGS_ADJUSTED = "ArgsAdjusted"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

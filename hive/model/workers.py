@@ -36,6 +36,8 @@ class WorkerState(BaseModel):
     started_at: datetime
     restarts: int = 0
     log_path: Path
+    #: The `ArgsAdjusted` condition (reason, message) of this run; None: args as asked.
+    args_adjusted: tuple[str, str] | None = None
 
 
 class ExitInfo(BaseModel):

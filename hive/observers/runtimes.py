@@ -26,7 +26,8 @@ _PORTABLE_ARGS = {
         default=999,
         min=0,
         max=999,
-        description="Layers offloaded to the GPU (999: all); ignored on CPU-0.",
+        description="Layers offloaded to the GPU (999: all); 0 on CPU-0.",
+        cpu_value=0,
     ),
     "parallel": ArgSpec(
         type="int", default=1, min=1, max=256, description="Parallel sequences (server slots)."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterable
 
 import aiohttp
@@ -237,11 +238,13 @@ class Manager:
             )
         )
         await asyncio.to_thread(purge_trash, self.catalog)
+        hive_id = self.settings.hive_id
+        what = "this machine's hostname" if hive_id == socket.gethostname() else "HIVE_HIVE_ID"
         self.bus.emit(
             "hive_start",
-            f"hive {self.settings.hive_id} starting: home {self.settings.home}, "
+            f"hive starting: hive id {hive_id} ({what}), home {self.settings.home}, "
             f"{len(self.sources)} source(s)",
-            data={"home": str(self.settings.home)},
+            data={"home": str(self.settings.home), "hive_id": hive_id},
         )
         self._check_runtimes()
         if self.workers.gpus.error:

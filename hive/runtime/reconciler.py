@@ -62,6 +62,7 @@ from hive.model.status import (
     StatusUpdate,
 )
 from hive.model.text import redact_text, redact_url
+from hive.model.units import megabytes
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
 
@@ -314,7 +315,7 @@ class Reconciler:
             return
         meta = observed.metadata
         assert meta is not None
-        message = f"{meta.size / _MB:.1f} MB at {meta.path}"
+        message = f"{megabytes(meta.size)} at {meta.path}"
         status = self.set_status(key, model_available(message))
         if previous is None or previous.phase != status.phase:
             if self.on_model_available is not None:
@@ -497,7 +498,7 @@ class Reconciler:
         self._bus.narrate(
             key,
             "model_download_complete",
-            f"✅ Download complete ({outcome.method}, {meta.size / _MB:.1f} MB)",
+            f"✅ Download complete ({outcome.method}, {megabytes(meta.size)})",
             method=outcome.method,
             size=meta.size,
         )

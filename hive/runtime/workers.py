@@ -32,6 +32,8 @@ from hive.core.status import worker_update
 from hive.core.store import Store
 from hive.core.workers import (
     InvalidArgs,
+    adjust_args,
+    adjustments_condition,
     crashloop_delay,
     cuda_visible_devices,
     render_command,
@@ -45,7 +47,13 @@ from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
 from hive.model.observed import ArtifactStatus
 from hive.model.runtimes import RuntimeEntry
-from hive.model.status import ObjectStatus, StatusUpdate, WorkerPhase
+from hive.model.status import (
+    ConditionType,
+    ConditionUpdate,
+    ObjectStatus,
+    StatusUpdate,
+    WorkerPhase,
+)
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -131,6 +139,8 @@ class Track:
     #: The next start is a restart (after a crash or an asked-for restart), not a first
     #: start (a new record, a replaced spec, `state: running` again).
     restart_next: bool = False
+    #: The `ArgsAdjusted` condition (reason, message) of the last run; None: args as asked.
+    args_adjusted: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,8 @@ class SpawnPlan:
     model_sha256: str | None
     port: int
     track: Track
+    #: The `ArgsAdjusted` condition of these args (see `core.workers.adjust_args`).
+    adjusted: tuple[str, str] | None = None
 
 
 class WorkerSupervisor:
@@ -213,6 +225,8 @@ class WorkerSupervisor:
         self._spawner.shutdown(wait=False)
         if stop_workers and self.instances:
             await self._stop_all()
+        else:
+            self._say_left_running()
         for instance in list(self.instances.values()):
             self._unwatch(instance)
             if instance.monitor is not None:
@@ -268,6 +282,7 @@ class WorkerSupervisor:
             process, why = find_worker(state, instance=self.instance_id)
             track = self.tracks.setdefault(state.name, Track())
             track.restarts = state.restarts
+            track.args_adjusted = state.args_adjusted
             if process is None:
                 proc.remove_state(self.home, state.name)
                 self._bus.emit(
@@ -565,6 +580,31 @@ class WorkerSupervisor:
         instance.stop_deadline = now + _KILL_WAIT
         return _KILL_WAIT
 
+    def _say_left_running(self) -> None:
+        """At hive's exit without --stop-workers-on-exit: which workers keep running, and
+        how to stop them (they have no owner until a hive starts on this home again)."""
+        left = [i for i in self.instances.values() if not self._check_exit(i)]
+        for instance in sorted(left, key=lambda i: i.state.name):
+            state = instance.state
+            self._bus.narrate(
+                instance.key,
+                "worker_left_running",
+                f"Leaving worker {state.name} running (PID {state.pid}, port {state.port}): "
+                f"the next hive on this home adopts it; `kill -TERM -- -{state.pid}` stops "
+                "it alone (its process group)",
+                pid=state.pid,
+                port=state.port,
+            )
+        if left:
+            self._bus.emit(
+                "workers_left_running",
+                f"{len(left)} worker(s) left running; stop them with `hive stop-workers "
+                f"--home {self.home}` (`make stop` for `make run`), or run hive with "
+                "--stop-workers-on-exit to stop them when it exits",
+                level=Level.WARNING,
+                data={"workers": sorted(i.state.name for i in left)},
+            )
+
     async def _stop_all(self) -> None:
         """At hive's exit with --stop-workers-on-exit: every group SIGTERM, then SIGKILL."""
         instances = [i for i in self.instances.values() if not self._check_exit(i)]
@@ -582,6 +622,14 @@ class WorkerSupervisor:
         for instance in instances:
             if not self._check_exit(instance):
                 proc.signal_group(instance.state.pid, signal.SIGKILL)
+                self._bus.narrate(
+                    instance.key,
+                    "worker_proc_del_sigkill",
+                    f"Worker PID {instance.state.pid} ignored SIGTERM for its grace period: "
+                    "sent SIGKILL",
+                    level=Level.WARNING,
+                    pid=instance.state.pid,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(instance.ended.wait(), _KILL_WAIT)
         for instance in instances:
@@ -781,6 +829,13 @@ class WorkerSupervisor:
                 degraded=(exc.reason, exc.message),
             )
             return None
+        args, changes = adjust_args(
+            entry,
+            args,
+            given=spec.args,
+            device=spec.device,
+            context_length=meta.context_length,
+        )
         ctx = int(args.get("ctx_size", 0) or 0) or (meta.context_length or 4096)
         estimate = estimate_memory(
             model_bytes=meta.size,
@@ -816,7 +871,17 @@ class WorkerSupervisor:
             self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
-        plan = SpawnPlan(key, spec, entry, args, meta.path, meta.sha256, port, track)
+        plan = SpawnPlan(
+            key,
+            spec,
+            entry,
+            args,
+            meta.path,
+            meta.sha256,
+            port,
+            track,
+            adjusted=adjustments_condition(changes),
+        )
         self._launching[name] = asyncio.create_task(self._launch(plan), name=f"spawn {name}")
         return None
 
@@ -870,6 +935,15 @@ class WorkerSupervisor:
         )
         log_file = proc.log_path(self.home, name)
         restarting = track.restart_next
+        if plan.adjusted is not None and plan.adjusted != track.args_adjusted:
+            self._bus.narrate(
+                key,
+                "worker_args_adjusted",
+                f"⚠️ Worker {name} runs with other args than asked: {plan.adjusted[1]}",
+                level=Level.WARNING,
+                reason=plan.adjusted[0],
+            )
+        track.args_adjusted = plan.adjusted
         self._bus.narrate(
             key,
             "worker_spawn_start",
@@ -913,6 +987,7 @@ class WorkerSupervisor:
                     started_at=now,
                     restarts=restarts,
                     log_path=log_file,
+                    args_adjusted=plan.adjusted,
                 )
                 proc.write_state(self.home, state)  # before anything can lose track of it
             except BaseException:
@@ -1141,17 +1216,24 @@ class WorkerSupervisor:
         progressing: bool = False,
         degraded: tuple[str, str] | None = None,
     ) -> ObjectStatus:
-        return self._set_status(
-            key,
-            worker_update(
-                phase,
-                ready=ready,
-                reason=reason,
-                message=message,
-                progressing=progressing,
-                degraded=degraded,
-            ),
+        update = worker_update(
+            phase,
+            ready=ready,
+            reason=reason,
+            message=message,
+            progressing=progressing,
+            degraded=degraded,
         )
+        track = self.tracks.get(key.name)
+        if track is not None and track.args_adjusted is not None:
+            adjusted = ConditionUpdate(
+                type=ConditionType.ARGS_ADJUSTED,
+                status="True",
+                reason=track.args_adjusted[0],
+                message=track.args_adjusted[1],
+            )
+            update = update.model_copy(update={"conditions": (*update.conditions, adjusted)})
+        return self._set_status(key, update)
 
     def _back_off(self, track: Track) -> float:
         """One more failure in the streak: when the next start may come, and the delay."""

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from hive.core.workers import (
     InvalidArgs,
+    adjust_args,
+    adjustments_condition,
     crashloop_delay,
     cuda_visible_devices,
     render_command,
@@ -144,6 +146,97 @@ def test_an_arg_value_is_passed_verbatim_never_expanded_again(value: str) -> Non
     )
     argv, _ = render_command(entry, args={"text": value}, builtins={"binary": "/bin/echo"})
     assert argv == ["/bin/echo", value]
+
+
+# -- args adjusted to the device and the model ---------------------------------------------------
+LLAMA = RuntimeEntry(
+    id="llama",
+    argv=("srv", "--ctx-size", "{ctx_size}", "--n-gpu-layers", "{n_gpu_layers}"),
+    args={
+        "ctx_size": ArgSpec(type="int", default=0, min=0),
+        "n_gpu_layers": ArgSpec(type="int", default=999, min=0, max=999, cpu_value=0),
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "device", "trained", "used", "condition"),
+    [
+        # Nothing asked beyond what the model and device allow: nothing said.
+        ({}, "GPU-0", 256, {"ctx_size": 0, "n_gpu_layers": 999}, None),
+        ({"ctx_size": 256}, "GPU-0", 256, {"ctx_size": 256, "n_gpu_layers": 999}, None),
+        ({"ctx_size": 512}, "GPU-0", None, {"ctx_size": 512, "n_gpu_layers": 999}, None),
+        # A CPU worker never gets a GPU offload; the entry's default is not the user's wish.
+        ({}, "CPU-0", 256, {"ctx_size": 0, "n_gpu_layers": 0}, None),
+        ({"n_gpu_layers": 0}, "CPU-0", 256, {"ctx_size": 0, "n_gpu_layers": 0}, None),
+        (
+            {"n_gpu_layers": 20},
+            "CPU-0",
+            256,
+            {"ctx_size": 0, "n_gpu_layers": 0},
+            (
+                "NoGpuToOffload",
+                "n_gpu_layers: asked 20, using 0 (CPU-0 is not a GPU: nothing to offload to)",
+            ),
+        ),
+        # A context above the trained one is lowered to it, and said.
+        (
+            {"ctx_size": 512},
+            "CPU-0",
+            256,
+            {"ctx_size": 256, "n_gpu_layers": 0},
+            (
+                "ContextAboveTrained",
+                "ctx_size: asked 512, using 256 (the model was trained with a context of "
+                "256 tokens)",
+            ),
+        ),
+        (
+            {"ctx_size": 512, "n_gpu_layers": 10},
+            "CPU-0",
+            256,
+            {"ctx_size": 256, "n_gpu_layers": 0},
+            (
+                "SeveralArgs",
+                "n_gpu_layers: asked 10, using 0 (CPU-0 is not a GPU: nothing to offload to); "
+                "ctx_size: asked 512, using 256 (the model was trained with a context of "
+                "256 tokens)",
+            ),
+        ),
+    ],
+)
+def test_args_adjusted_to_the_device_and_the_model(
+    given: dict[str, ArgValue],
+    device: str,
+    trained: int | None,
+    used: dict[str, ArgValue],
+    condition: tuple[str, str] | None,
+) -> None:
+    args = resolve_args(LLAMA, given)
+    result, changes = adjust_args(LLAMA, args, given=given, device=device, context_length=trained)
+    assert result == used
+    assert adjustments_condition(changes) == condition
+    argv, _ = render_command(LLAMA, args=result, builtins={})
+    assert argv[2] == str(used["ctx_size"]) and argv[4] == str(used["n_gpu_layers"])
+
+
+def test_an_entry_default_above_the_trained_context_is_said_as_the_default() -> None:
+    entry = LLAMA.model_copy(
+        update={"args": {**LLAMA.args, "ctx_size": ArgSpec(type="int", default=4096)}}
+    )
+    _, changes = adjust_args(
+        entry, resolve_args(entry, {}), given={}, device="GPU-0", context_length=2048
+    )
+    assert adjustments_condition(changes) == (
+        "ContextAboveTrained",
+        "ctx_size: asked 4096 (the runtime's default), using 2048 (the model was trained "
+        "with a context of 2048 tokens)",
+    )
+
+
+def test_a_cpu_value_outside_the_bounds_is_refused() -> None:
+    with pytest.raises(ValueError, match="cpu_value 5 is above the maximum 1"):
+        ArgSpec(type="int", default=0, max=1, cpu_value=5)
 
 
 # -- cuda_visible_devices -----------------------------------------------------------------------

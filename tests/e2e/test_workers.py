@@ -149,6 +149,34 @@ def test_llama_cpp_worker_answers_a_completion_with_its_args(
     assert 'hive_objects{kind="Worker",phase="Running"} 1.0' in text
 
 
+def test_args_hive_changes_are_said_and_a_cpu_worker_gets_no_gpu_offload(
+    setup: Callable[..., tuple[Hive, Path]],
+) -> None:
+    """ctx_size 512 on a model trained with 256, n_gpu_layers 20 on CPU-0: the worker runs
+    with 256 and 0, a warning says so, and its status carries ArgsAdjusted."""
+    hive, _ = setup(
+        workers=worker_yaml(
+            "chat",
+            "tiny",
+            runtime="llama-cpp",
+            args={"ctx_size": 512, "n_gpu_layers": 20, "threads": 1},
+        ),
+    )
+    w = hive.wait_worker("chat", "Running", timeout=60)
+    event = hive.wait_event("worker_args_adjusted", obj="Worker/chat")
+    assert event["level"] == "warning"
+    assert "ctx_size: asked 512, using 256" in event["message"]
+    assert "n_gpu_layers: asked 20, using 0 (CPU-0 is not a GPU" in event["message"]
+    adjusted = [c for c in w["status"]["conditions"] if c["type"] == "ArgsAdjusted"]
+    assert adjusted and adjusted[0]["status"] == "True"
+    assert adjusted[0]["reason"] == "SeveralArgs"
+    assert "asked 512, using 256" in adjusted[0]["message"]
+    banner = Path(w["observed"]["log_path"]).read_text().splitlines()[0]  # hive's argv line
+    assert "--ctx-size 256 " in banner and "--n-gpu-layers 0 " in banner
+    props = worker_get(w["observed"]["url"], "/props")
+    assert props["default_generation_settings"]["n_ctx"] == 256
+
+
 # -- environment and placement ---------------------------------------------------------------
 def test_worker_gets_markers_and_its_gpu_and_not_the_token(
     setup: Callable[..., tuple[Hive, Path]], tmp_path: Path
@@ -323,7 +351,7 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(
 
 # -- restarts --------------------------------------------------------------------------------
 def test_kill_9_restarts_with_backoff_visible(setup: Callable[..., tuple[Hive, Path]]) -> None:
-    hive, _ = setup(env={"HIVE_CRASHLOOP_BASE": "2"}, workers=worker_yaml("k", "tiny"))
+    hive, _ = setup(env={"HIVE_CRASHLOOP_BASE": "4"}, workers=worker_yaml("k", "tiny"))
     pid = hive.wait_worker("k", "Running")["observed"]["pid"]
     os.kill(pid, signal.SIGKILL)
     dead = hive.wait_worker("k", "Dead")
@@ -331,10 +359,23 @@ def test_kill_9_restarts_with_backoff_visible(setup: Callable[..., tuple[Hive, P
     assert dead["observed"]["next_restart_time"] is not None
     assert dead["observed"]["last_exit"]["signal"] == signal.SIGKILL
     assert "killed by SIGKILL" in dead["observed"]["last_exit_text"]
+    # `hive get workers` shows it as kubectl does: STATUS CrashLoopBackOff, the whole message.
+    table = subprocess.run(
+        [sys.executable, "-m", "hive", "get", "workers", "--url", hive.url],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    header, row = table.splitlines()
+    assert header.split()[:2] == ["NAME", "STATUS"]
+    assert row.split()[:2] == ["k", "CrashLoopBackOff"]
+    assert "back-off 4s restarting failed worker (killed by SIGKILL); next restart in " in row
+    assert row.endswith("s")  # not cut at 60 characters
     w = hive.wait_worker("k", "Running", restarts=1)
     assert w["observed"]["pid"] != pid
     event = hive.wait_event("worker_restart_scheduled", obj="Worker/k")
-    assert event["data"]["delay_seconds"] == 2
+    assert event["data"]["delay_seconds"] == 4
 
 
 def test_crash_loop_intervals_double(setup: Callable[..., tuple[Hive, Path]]) -> None:
@@ -608,7 +649,7 @@ def test_logs_tail_follow_and_cli(setup: Callable[..., tuple[Hive, Path]]) -> No
         cwd=ROOT,
         check=True,
     ).stdout
-    assert table.splitlines()[0].split()[:3] == ["NAME", "PHASE", "MODEL"]
+    assert table.splitlines()[0].split()[:3] == ["NAME", "STATUS", "MODEL"]
     assert table.splitlines()[1].split()[:3] == ["l", "Running", "tiny"]
     # follow: the lines so far, then a new one as the worker writes it
     log_path = Path(hive.home) / "logs" / "workers" / "l.log"
