@@ -26,6 +26,7 @@ import psutil
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
+from hive.actuators.space import RECORDS, no_space
 from hive.core.clock import Clock
 from hive.core.placement import check_fit, estimate_memory
 from hive.core.status import worker_update
@@ -39,7 +40,7 @@ from hive.core.workers import (
     restart_wanted,
     spec_hash,
 )
-from hive.errors import HiveError
+from hive.errors import HiveError, is_no_space
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
@@ -905,18 +906,27 @@ class WorkerSupervisor:
                 popen, process, state = await launching
                 self._started(key, spec, entry, popen, process, state, track, restarting)
             raise
-        except (HiveError, psutil.Error) as exc:
+        except (HiveError, psutil.Error, OSError) as exc:
+            reason = "SpawnFailed"
+            if isinstance(exc, OSError):
+                if not is_no_space(exc):
+                    raise
+                # A full disk under the home (the worker's log, its state record).
+                exc = no_space(exc, where=log_file.parent, needed=f"{RECORDS} needed")
+                reason = exc.reason
             message = getattr(exc, "message", str(exc))
-            self._bus.narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
-            track.last_exit = ExitInfo(at=now, reason="SpawnFailed", message=message)
+            self._bus.narrate(
+                key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR, reason=reason
+            )
+            track.last_exit = ExitInfo(at=now, reason=reason, message=message)
             delay = self._back_off(track)
             self._status(
                 key,
                 WorkerPhase.DEAD,
                 ready=False,
-                reason="SpawnFailed",
+                reason=reason,
                 message=message,
-                degraded=("SpawnFailed", message),
+                degraded=(reason, message),
             )
             return delay
         self._started(key, spec, entry, popen, process, state, track, restarting)
