@@ -26,7 +26,7 @@ import psutil
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
-from hive.actuators.space import RECORDS, no_space
+from hive.actuators.space import RECORDS, mb, no_space
 from hive.core.clock import Clock
 from hive.core.placement import check_fit, estimate_memory
 from hive.core.status import worker_update
@@ -94,6 +94,8 @@ class Instance:
     stop_deadline: float = 0.0
     killed: bool = False
     restart_requested: bool = False
+    #: Its log could not be rotated for want of space (said once, until it can be).
+    log_full: bool = False
     #: Seconds between SIGTERM and SIGKILL (the runtime entry's).
     grace: float = 10.0
     metrics: WorkerMetrics | None = None
@@ -979,6 +981,26 @@ class WorkerSupervisor:
             message=f"PID {popen.pid} on port {state.port}; waiting for its health check",
         )
 
+    def _log_not_rotated(self, instance: Instance, exc: OSError) -> None:
+        """A full disk refused the copy that rotates a worker's log: said once (a warning
+        with reason InsufficientSpace); the log stays as it is until space is freed."""
+        if instance.log_full:
+            return
+        instance.log_full = True
+        error = no_space(
+            exc,
+            where=instance.state.log_path.parent,
+            needed=f"a copy of the log ({mb(_size(instance.state.log_path))}) needed",
+            kept="the log is not rotated (it keeps growing) until space is freed",
+        )
+        self._bus.narrate(
+            instance.key,
+            "worker_log_not_rotated",
+            f"⚠️ {error.message}",
+            level=Level.WARNING,
+            reason=error.reason,
+        )
+
     def _ram_available(self) -> int:
         """Available RAM, read at most once a second (a burst of spawns reads it once)."""
         now = self._clock.monotonic()
@@ -1074,12 +1096,18 @@ class WorkerSupervisor:
             if now >= next_log_check:
                 next_log_check = now + settings.health_interval
                 if _log_big(state.log_path, settings.worker_log_max_bytes):
-                    await asyncio.to_thread(
-                        proc.rotate_log,
-                        state.log_path,
-                        max_bytes=settings.worker_log_max_bytes,
-                        backups=settings.worker_log_backups,
-                    )
+                    try:
+                        await asyncio.to_thread(
+                            proc.rotate_log,
+                            state.log_path,
+                            max_bytes=settings.worker_log_max_bytes,
+                            backups=settings.worker_log_backups,
+                        )
+                        instance.log_full = False
+                    except OSError as exc:
+                        if not is_no_space(exc):
+                            raise
+                        self._log_not_rotated(instance, exc)
             interval = (
                 settings.health_start_interval
                 if instance.ready_at is None
@@ -1155,6 +1183,13 @@ def _log_big(path: Path, limit: int) -> bool:
         return path.stat().st_size > limit
     except OSError:
         return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _connect_host(host: str) -> str:
