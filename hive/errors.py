@@ -6,6 +6,8 @@ answers and the reconciler maps them to conditions, each in one place.
 
 from __future__ import annotations
 
+import errno
+
 
 class HiveError(Exception):
     """Base of every error hive raises on purpose."""
@@ -53,6 +55,23 @@ class PermanentError(HiveError):
 
     reason = "Permanent"
     http_status = 500
+
+
+class InsufficientSpace(TransientError):
+    """The disk under hive's home is full (or a quota or file-size limit is reached):
+    retried with back-off, and whatever was written so far is kept for then."""
+
+    reason = "InsufficientSpace"
+
+
+#: The errnos of a write that found no room: a full filesystem, a spent quota, a file past
+#: its size limit (RLIMIT_FSIZE, or the filesystem's largest file).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether `exc` is a write that found no room (see NO_SPACE_ERRNOS)."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 class SourceNotFound(TransientError):

@@ -49,6 +49,9 @@ class Settings(BaseModel):
     download_rate_limit: str | None = None
     #: Seconds a partial download of a model no record wants is kept (for a resume).
     partial_ttl: float = Field(default=24 * 3600.0, ge=0)
+    #: Directories `file:` sources must resolve into (symbolic links followed); empty:
+    #: anywhere hive can read.
+    file_roots: tuple[Path, ...] = ()
 
     # -- workers ------------------------------------------------------------------------
     #: Address workers bind to (0.0.0.0 to serve other machines; the Queen talks to them).
@@ -87,6 +90,11 @@ class Settings(BaseModel):
         share hive's working directory."""
         return value.absolute()
 
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(p.absolute() for p in value)
+
     @field_validator("worker_ports")
     @classmethod
     def _ports(cls, value: str) -> str:
@@ -119,7 +127,7 @@ class Settings(BaseModel):
             raw = os.environ.get(f"HIVE_{name.upper()}")
             if raw is None:
                 continue
-            if name == "desired":
+            if name in ("desired", "file_roots"):
                 values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)
             elif field.annotation is bool:
                 values[name] = raw.lower() in {"1", "true", "yes", "on"}

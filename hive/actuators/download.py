@@ -14,12 +14,11 @@ exponential back-off and jitter (tenacity); permanent ones stop with a clear rea
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
 import hashlib
 import http.client
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +53,7 @@ from hive.actuators.provision import (
     publish_metadata,
 )
 from hive.actuators.remote import RemoteFile, RemoteNotFound, Unauthorized, resolve_remote
+from hive.actuators.space import ensure_space
 from hive.core.ratelimit import TokenBucket
 from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientError
 from hive.model.actions import ProvisionModel
@@ -77,15 +77,8 @@ SINK_BUFFERS = 8
 CANCEL_POLL = 0.1
 #: How often, at most, the stream reports progress (the narration limits itself further).
 PROGRESS_TICK = 0.05
-#: Room left free beyond the download itself (at most a tenth of the disk): a full disk
-#: harms everything else on the machine.
-FREE_SPACE_MARGIN = 256 * 1024 * 1024
 _MB = 1_000_000
 USER_AGENT = f"hive/{__version__}"
-
-
-class InsufficientSpace(TransientError):
-    reason = "InsufficientSpace"
 
 
 class RetryableHttp(TransientError):
@@ -221,14 +214,21 @@ class _Attempt:
 
 
 def _check_space(directory: Path, *, needed: int) -> None:
-    usage = shutil.disk_usage(directory)
-    margin = min(FREE_SPACE_MARGIN, usage.total // 10)
-    if usage.free < needed + margin:
-        raise InsufficientSpace(
-            f"not enough free space in {directory}: {needed / _MB:.1f} MB still to download "
-            f"+ {margin / _MB:.1f} MB margin, {usage.free / _MB:.1f} MB free; "
-            "the partial download is kept and resumes when space is freed"
-        )
+    ensure_space(
+        directory,
+        needed=needed,
+        doing="still to download",
+        kept="the partial download is kept and resumes when space is freed",
+    )
+
+
+def _on_disk(directory: Path, names: list[str]) -> int:
+    """Bytes of these files' partial downloads already in `directory`."""
+    total = 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            total += (directory / (name + PARTIAL_SUFFIX)).stat().st_size
+    return total
 
 
 async def _stream(
@@ -300,16 +300,9 @@ async def _stream(
         await _receive(
             request, attempt, total=total, cancel=cancel, throttle=throttle, progress=progress
         )
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            free = shutil.disk_usage(attempt.partial.parent).free
-            raise InsufficientSpace(
-                f"the disk filled up at byte {attempt.offset} of {remote.size} "
-                f"({os.strerror(exc.errno)}; {free / _MB:.0f} MB free); the partial download "
-                "is kept and resumes when space is freed"
-            ) from None
-        raise
     finally:
+        # A full disk (ENOSPC, EDQUOT, EFBIG) goes on as an OSError, which the reconciler
+        # maps to InsufficientSpace; the partial stays for the resume.
         request.close()
     if remote.size is not None and attempt.offset < remote.size:
         raise RetryableHttp(
@@ -562,7 +555,10 @@ async def _fetch(
                     )
                 except TransientError as exc:
                     state = state.model_copy(update={"last_error": exc.message})
-                    await asyncio.to_thread(attempt.save, state)
+                    # Only a note for `hive get models`: a full disk refusing it must not
+                    # hide the failure itself.
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(attempt.save, state)
                     raise
         sha = attempt.hasher.hexdigest()
         if expected is None or sha == expected:
@@ -617,6 +613,9 @@ async def download_model(
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         names = _part_names(len(remotes))
         total = sum(r.size or 0 for r in remotes)
+        if all(r.size is not None for r in remotes):  # before writing anything at all
+            on_disk = await asyncio.to_thread(_on_disk, directory, names)
+            await asyncio.to_thread(_check_space, directory, needed=max(total - on_disk, 0))
         base = await asyncio.to_thread(
             begin_metadata,
             action,

@@ -1,12 +1,14 @@
 """Provisioning actuator: brings a model's bytes into the catalog and deletes them.
 
-`file:` sources are hard-linked when on the same filesystem, else copied in a stream;
-either way hashed with SHA-256, verified, checked to be GGUF, and published with an
-atomic rename. Network sources arrive with the downloader. Runs in a thread.
+`file:` sources are hard-linked when on the same filesystem, else copied in a stream
+(free space checked first, the copy never more readable than the source); either way
+hashed with SHA-256, verified, checked to be GGUF, and published with an atomic rename.
+Network sources arrive with the downloader. Runs in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -14,7 +16,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hive.actuators.files import (
     clear_partials,
     remove_stale_model_files,
+    write_all,
     write_atomic,
 )
+from hive.actuators.space import ensure_space
 from hive.errors import (
     ChecksumMismatch,
     GgufError,
@@ -34,6 +38,7 @@ from hive.errors import (
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts
 from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata
+from hive.model.text import clip
 from hive.observers.catalog import (
     METADATA,
     MODEL_FILE,
@@ -82,19 +87,31 @@ def _sha256_of(path: Path, *, cancel: threading.Event, progress: ProgressFn, tot
     return digest.hexdigest()
 
 
+def copy_mode(source_mode: int) -> int:
+    """The mode of a copy: the source's read and owner-write bits, never more (no group or
+    other write, no execute), and always readable by its owner, hive, whose workers read it
+    (hive could read the source, so that lets no one new read the bytes)."""
+    return (stat.S_IMODE(source_mode) & 0o644) | 0o400
+
+
 def _copy_hashing(
-    src: Path, dst: Path, *, cancel: threading.Event, progress: ProgressFn, total: int
+    src: Path, dst: Path, *, mode: int, cancel: threading.Event, progress: ProgressFn, total: int
 ) -> str:
     digest = hashlib.sha256()
     done = 0
-    with src.open("rb") as inp, dst.open("xb") as out:
-        while chunk := inp.read(CHUNK):
-            if cancel.is_set():
-                raise Cancelled
-            digest.update(chunk)
-            out.write(chunk)
-            done += len(chunk)
-            progress(Progress(done=done, total=total))
+    with src.open("rb") as inp:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # exactly: the umask may only have taken bits away
+            while chunk := inp.read(CHUNK):
+                if cancel.is_set():
+                    raise Cancelled
+                digest.update(chunk)
+                write_all(fd, chunk)
+                done += len(chunk)
+                progress(Progress(done=done, total=total))
+        finally:
+            os.close(fd)
     return digest.hexdigest()  # fsynced after it is published (`sync_model`)
 
 
@@ -156,15 +173,34 @@ def begin_metadata(
 
 def mark_stopped(directory: Path, why: str) -> None:
     """After provisioning stopped short (failure, cancellation), the catalog entry says so:
-    `Failed` with the reason, never a `Downloading` that nothing is doing."""
+    `Failed` with the reason, never a `Downloading` that nothing is doing. Best effort: a
+    full disk refusing this note must not hide why provisioning stopped."""
     try:
         metadata = ModelMetadata.model_validate_json((directory / METADATA).read_bytes())
     except (OSError, ValidationError, ValueError):
         return
     if metadata.status == ArtifactStatus.DOWNLOADING:
-        write_metadata(
-            directory, metadata.model_copy(update={"status": ArtifactStatus.FAILED, "error": why})
-        )
+        with contextlib.suppress(OSError):
+            write_metadata(
+                directory,
+                metadata.model_copy(update={"status": ArtifactStatus.FAILED, "error": why}),
+            )
+
+
+def check_file_root(action: ProvisionModel, real: Path, roots: Sequence[Path]) -> None:
+    """Refuse a `file:` source that resolves (symbolic links followed) outside every one of
+    the `file_roots` setting's directories; no roots: anywhere is allowed."""
+    if not roots:
+        return
+    for root in roots:
+        if real.is_relative_to(os.path.realpath(root)):
+            return
+    shown = ", ".join(clip(str(r), 100) for r in roots)
+    raise PermanentError(
+        f"{clip(action.source)}: {clip(str(real))} is outside the directories file: sources "
+        f"may come from (file_roots: {clip(shown)}); move the file under one of them, or add "
+        "its directory to HIVE_FILE_ROOTS"
+    )
 
 
 def finish_metadata(
@@ -204,10 +240,15 @@ def provision_file(
     now: datetime,
     cancel: threading.Event,
     progress: ProgressFn,
+    roots: Sequence[Path] = (),
 ) -> ProvisionOutcome:
-    """Bring a `file:` source into `<home>/models/<name>/model.gguf`; blocking."""
+    """Bring a `file:` source into `<home>/models/<name>/model.gguf`; blocking. With `roots`
+    (the `file_roots` setting), only a source that resolves under one of them."""
     src = Path(action.resolved_source)
     try:
+        real = Path(os.path.realpath(src, strict=True))
+        check_file_root(action, real, roots)
+        src = real  # the file checked is the file read, whatever its links do meanwhile
         st = src.stat()
     except FileNotFoundError:
         raise SourceNotFound(
@@ -235,7 +276,20 @@ def provision_file(
             if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}:
                 raise
             method = "copy"
-            sha = _copy_hashing(src, partial, cancel=cancel, progress=progress, total=st.st_size)
+            ensure_space(
+                directory,
+                needed=st.st_size,
+                doing=f"to copy from {clip(str(src))}",
+                kept="nothing is copied until it fits; hive tries again when space is freed",
+            )
+            sha = _copy_hashing(
+                src,
+                partial,
+                mode=copy_mode(st.st_mode),
+                cancel=cancel,
+                progress=progress,
+                total=st.st_size,
+            )
         if action.sha256 is not None and sha != action.sha256:
             raise ChecksumMismatch(
                 f"sha256 of {src} is {sha}, but spec.sha256 is {action.sha256}; "

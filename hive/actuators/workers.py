@@ -169,7 +169,12 @@ def rotate_log(path: Path, *, max_bytes: int, backups: int) -> bool:
         older = path.with_name(f"{path.name}.{index}")
         with contextlib.suppress(FileNotFoundError):
             older.replace(path.with_name(f"{path.name}.{index + 1}"))
-    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    backup = path.with_name(f"{path.name}.1")
+    try:
+        shutil.copyfile(path, backup)
+    except OSError:
+        backup.unlink(missing_ok=True)  # half a copy holds space and no whole log
+        raise  # the log is left as it is
     os.truncate(path, 0)
     return True
 

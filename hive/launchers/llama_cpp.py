@@ -105,7 +105,7 @@ def model_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"model file {path} cannot be read: {exc.strerror}"
     if magic != b"GGUF":
-        return f"model file {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
+        return f"model file {path} is not a GGUF file (no GGUF magic)"
     return None
 
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from hive.errors import GgufError
 from hive.model.gguf import GgufFacts, parameter_count_label
+from hive.model.text import clip, show
 
 __all__ = ["read_gguf_facts"]
 
@@ -305,13 +306,14 @@ def read_gguf_facts(path: Path) -> GgufFacts:
     except _Bad as e:  # Every read is inside a handler that names its place; this is a backstop.
         raise _fail(path, e.detail) from None
     except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as e:
-        raise _fail(path, f"corrupt GGUF file ({type(e).__name__}: {e})") from e
+        raise _fail(path, f"corrupt GGUF file ({type(e).__name__}: {clip(str(e))})") from e
 
 
 def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
     size = len(buf)
     if size < 4 or buf[:4] != _MAGIC:
-        raise _fail(path, f"not a GGUF file (magic {buf[:4]!r})")
+        # Never the bytes themselves: the file may be anything readable (/etc/shadow).
+        raise _fail(path, "not a GGUF file (no GGUF magic)")
     if size < 8:
         raise _fail(path, f"truncated at byte {size} while reading the version")
     version = struct.unpack_from("<I", buf, 4)[0]
@@ -359,10 +361,10 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFacts:
                 if cur.pos > size:
                     raise _Bad(f"truncated at byte {size}")
         except _Bad as e:
-            where = f"key {index + 1} of {kv_count}" + (f" ({key!r})" if key else "")
+            where = f"key {index + 1} of {kv_count}" + (f" ({show(key)})" if key else "")
             raise _fail(path, f"{e.detail} while reading {where}") from None
         except UnicodeDecodeError:
-            what = f"value of key {key!r}" if key else "key name"
+            what = f"value of key {show(key)}" if key else "key name"
             raise _fail(
                 path, f"{what} is not valid UTF-8 (key {index + 1} of {kv_count})"
             ) from None

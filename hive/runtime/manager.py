@@ -58,6 +58,7 @@ class Manager:
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
             partial_ttl=settings.partial_ttl,
+            file_roots=settings.file_roots,
         )
         self.runtimes = RuntimeCatalog(settings.home)
         self.departures = Departures(store=self.store)

@@ -29,6 +29,7 @@ from hive.actuators.provision import (
     provision_file,
     sync_model,
 )
+from hive.actuators.space import provisioning_no_space
 from hive.core.backoff import Backoff
 from hive.core.clock import Clock
 from hive.core.plan import plan_model
@@ -41,7 +42,7 @@ from hive.core.status import (
     model_working,
 )
 from hive.core.store import Store
-from hive.errors import ActionTimeout, HiveError, PermanentError, TransientError
+from hive.errors import ActionTimeout, HiveError, PermanentError, TransientError, is_no_space
 from hive.model.actions import (
     Action,
     CleanupPartial,
@@ -149,8 +150,10 @@ class Reconciler:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         partial_ttl: float = 24 * 3600.0,
+        file_roots: tuple[Path, ...] = (),
     ) -> None:
         self._partial_ttl = partial_ttl
+        self._file_roots = file_roots
         self._store = store
         self._catalog = catalog
         self._bus = bus
@@ -344,6 +347,11 @@ class Reconciler:
     def _failed(
         self, key: ObjectKey, action: Action | None, exc: Exception, generation: int
     ) -> Result:
+        if is_no_space(exc):
+            # The one place a full disk under the home (ENOSPC, EDQUOT, EFBIG, from any
+            # write: the bytes, a sidecar, metadata.json) becomes InsufficientSpace.
+            assert isinstance(exc, OSError)
+            exc = self._no_space(key, action, exc)
         if isinstance(exc, HiveError):
             reason, message = exc.reason, exc.message
         elif action is None:
@@ -377,6 +385,15 @@ class Reconciler:
             retry_in_seconds=delay,
         )
         return Result(requeue_after=delay)
+
+    def _no_space(self, key: ObjectKey, action: Action | None, exc: OSError) -> HiveError:
+        try:
+            observed = self._catalog.observe(key.name)
+        except OSError:
+            observed = None
+        return provisioning_no_space(
+            exc, action=action, directory=self._catalog.directory(key.name), observed=observed
+        )
 
     async def _execute(self, key: ObjectKey, action: Action, running: _Running) -> None:
         self._running[key] = running
@@ -471,6 +488,7 @@ class Reconciler:
                     now=self._clock.now(),
                     cancel=running.cancel,
                     progress=progress,
+                    roots=self._file_roots,
                 ),
                 running,
             )

@@ -26,6 +26,7 @@ import psutil
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
+from hive.actuators.space import RECORDS, mb, no_space
 from hive.core.clock import Clock
 from hive.core.placement import check_fit, estimate_memory
 from hive.core.status import worker_update
@@ -41,7 +42,7 @@ from hive.core.workers import (
     restart_wanted,
     spec_hash,
 )
-from hive.errors import HiveError
+from hive.errors import HiveError, is_no_space
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
@@ -104,6 +105,8 @@ class Instance:
     stop_deadline: float = 0.0
     killed: bool = False
     restart_requested: bool = False
+    #: Its log could not be rotated for want of space (said once, until it can be).
+    log_full: bool = False
     #: Seconds between SIGTERM and SIGKILL (the runtime entry's).
     grace: float = 10.0
     metrics: WorkerMetrics | None = None
@@ -1007,18 +1010,27 @@ class WorkerSupervisor:
                 popen, process, state = await launching
                 self._started(key, spec, entry, popen, process, state, track, restarting)
             raise
-        except (HiveError, psutil.Error) as exc:
+        except (HiveError, psutil.Error, OSError) as exc:
+            reason = "SpawnFailed"
+            if isinstance(exc, OSError):
+                if not is_no_space(exc):
+                    raise
+                # A full disk under the home (the worker's log, its state record).
+                exc = no_space(exc, where=log_file.parent, needed=f"{RECORDS} needed")
+                reason = exc.reason
             message = getattr(exc, "message", str(exc))
-            self._bus.narrate(key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR)
-            track.last_exit = ExitInfo(at=now, reason="SpawnFailed", message=message)
+            self._bus.narrate(
+                key, "worker_spawn_failed", f"❌ {message}", level=Level.ERROR, reason=reason
+            )
+            track.last_exit = ExitInfo(at=now, reason=reason, message=message)
             delay = self._back_off(track)
             self._status(
                 key,
                 WorkerPhase.DEAD,
                 ready=False,
-                reason="SpawnFailed",
+                reason=reason,
                 message=message,
-                degraded=("SpawnFailed", message),
+                degraded=(reason, message),
             )
             return delay
         self._started(key, spec, entry, popen, process, state, track, restarting)
@@ -1069,6 +1081,26 @@ class WorkerSupervisor:
             progressing=True,
             reason="Starting",
             message=f"PID {popen.pid} on port {state.port}; waiting for its health check",
+        )
+
+    def _log_not_rotated(self, instance: Instance, exc: OSError) -> None:
+        """A full disk refused the copy that rotates a worker's log: said once (a warning
+        with reason InsufficientSpace); the log stays as it is until space is freed."""
+        if instance.log_full:
+            return
+        instance.log_full = True
+        error = no_space(
+            exc,
+            where=instance.state.log_path.parent,
+            needed=f"a copy of the log ({mb(_size(instance.state.log_path))}) needed",
+            kept="the log is not rotated (it keeps growing) until space is freed",
+        )
+        self._bus.narrate(
+            instance.key,
+            "worker_log_not_rotated",
+            f"⚠️ {error.message}",
+            level=Level.WARNING,
+            reason=error.reason,
         )
 
     def _ram_available(self) -> int:
@@ -1166,12 +1198,18 @@ class WorkerSupervisor:
             if now >= next_log_check:
                 next_log_check = now + settings.health_interval
                 if _log_big(state.log_path, settings.worker_log_max_bytes):
-                    await asyncio.to_thread(
-                        proc.rotate_log,
-                        state.log_path,
-                        max_bytes=settings.worker_log_max_bytes,
-                        backups=settings.worker_log_backups,
-                    )
+                    try:
+                        await asyncio.to_thread(
+                            proc.rotate_log,
+                            state.log_path,
+                            max_bytes=settings.worker_log_max_bytes,
+                            backups=settings.worker_log_backups,
+                        )
+                        instance.log_full = False
+                    except OSError as exc:
+                        if not is_no_space(exc):
+                            raise
+                        self._log_not_rotated(instance, exc)
             interval = (
                 settings.health_start_interval
                 if instance.ready_at is None
@@ -1254,6 +1292,13 @@ def _log_big(path: Path, limit: int) -> bool:
         return path.stat().st_size > limit
     except OSError:
         return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _connect_host(host: str) -> str:

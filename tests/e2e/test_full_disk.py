@@ -1,0 +1,333 @@
+"""End to end: `hive serve` with its home on a real small filesystem (a 20 MiB tmpfs) that
+fills up: mid-download, while writing its records, before a copy. A full disk is the
+condition InsufficientSpace (needed, free, where), one event per attempt, no traceback,
+the partial kept; once space is freed everything goes on."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import resource
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Hive, install_scripted_runtime, poll, worker_yaml, write_atomic
+from tests.hub import ThreadedHub, hf_env
+
+pytestmark = pytest.mark.e2e
+REPO = "hive-test/tiny-GGUF"
+MB = 1_000_000
+#: Short back-off: a full disk is retried, and the test waits for the retry after freeing.
+FAST_RETRY = {"HIVE_BACKOFF_BASE": "0.2", "HIVE_BACKOFF_CAP": "0.5"}
+
+
+@pytest.fixture
+def hub() -> Iterator[ThreadedHub]:
+    with ThreadedHub() as h:
+        yield h
+
+
+@pytest.fixture
+def desired(tmp_path: Path) -> Path:
+    d = tmp_path / "desired"
+    d.mkdir()
+    return d
+
+
+def mount_tmpfs(where: Path, size: str) -> None:
+    """Mount a tmpfs of `size` at `where`, or skip the test saying why it cannot."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the RLIMIT_FSIZE test still runs)")
+    where.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); RLIMIT_FSIZE runs")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 20 MiB filesystem."""
+    where = tmp_path / "small"
+    mount_tmpfs(where, "20m")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of `disk` with a file (removing it frees them again)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096):
+            block = bytes(size)
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
+    return filler
+
+
+def padded(tiny_model: Path, path: Path, size: int) -> Path:
+    """A real GGUF of `size` bytes: the tiny model followed by zeros."""
+    shutil.copy(tiny_model, path)
+    with path.open("ab") as fh:
+        fh.truncate(size)
+    return path
+
+
+def manifest(name: str, source: str) -> str:
+    return (
+        f"apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: {name}\nspec:\n  source: {source}\n"
+    )
+
+
+def degraded(model: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in model["status"]["conditions"] if c["type"] == "Degraded")
+
+
+def start(
+    hive_factory: Callable[..., Hive], hub: ThreadedHub, desired: Path, tmp_path: Path, **kw: Any
+) -> Hive:
+    env = {**hf_env(hub, tmp_path / "hf"), **FAST_RETRY, **kw.pop("env", {})}
+    return hive_factory(desired=[desired], env=env, **kw)
+
+
+def failed_for_space(hive: Hive, name: str) -> dict[str, Any]:
+    """Wait until Model/name is Failed with reason InsufficientSpace; its status."""
+
+    def check() -> dict[str, Any] | None:
+        m = hive.model(name)
+        if m is None or m["status"]["phase"] != "Failed":
+            return None
+        return m if degraded(m)["reason"] == "InsufficientSpace" else None
+
+    return poll(check, timeout=30, what=f"Model/{name} Failed with InsufficientSpace")
+
+
+def assert_one_failure_per_attempt(hive: Hive, name: str) -> None:
+    """Each attempt (from one model_download_start to the next) ends in exactly one
+    failure event, and nothing reports an internal error."""
+    events = [e for e in list(hive.events) if e.get("object") == f"Model/{name}"]
+    attempts: list[list[dict[str, Any]]] = []
+    for e in events:
+        if e["action"] == "model_download_start":
+            attempts.append([])
+        elif attempts:
+            attempts[-1].append(e)
+    assert attempts, events
+    for attempt in attempts[:-1]:  # the last one may still be under way
+        failures = [e for e in attempt if e["action"].endswith("_failed")]
+        assert len(failures) == 1, [(e["action"], e["message"]) for e in attempt]
+        assert failures[0]["data"]["reason"] == "InsufficientSpace", failures[0]
+    everything = " ".join(f"{e['action']} {e['message']}" for e in list(hive.events))
+    assert "InternalError" not in everything
+    assert "reconcile_error" not in everything
+
+
+def assert_no_traceback(hive: Hive) -> None:
+    hive.stop()
+    log = hive.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_disk_filling_up_mid_download_is_insufficient_space_and_resumes_once_freed(
+    hive_factory: Callable[..., Hive],
+    hub: ThreadedHub,
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+    small_disk: Path,
+) -> None:
+    size = 12 * MB
+    source = padded(tiny_model, tmp_path / "a.gguf", size)
+    hub.add_file(REPO, "a.gguf", source)
+    hub.add_file(REPO, "b.gguf", tiny_model)
+    hub.throttle(3 * MB)
+    hive = start(hive_factory, hub, desired, tmp_path, home=small_disk / "home")
+    write_atomic(desired / "a.yaml", manifest("a", f"hf://{REPO}/a.gguf"))
+    partial = hive.home / "models" / "a" / "model.gguf.partial"
+    poll(lambda: partial.exists() and partial.stat().st_size > MB, what="some bytes")
+    filler = fill(small_disk)
+
+    model = failed_for_space(hive, "a")
+    message = model["status"]["message"]
+    assert re.search(r"\d+\.\d MB still to download", message), message  # needed
+    assert re.search(r"\d+\.\d MB free", message), message  # free
+    assert str(hive.home / "models" / "a") in message  # where
+    assert f"filesystem {small_disk}" in message
+    assert "of None" not in message
+    assert "kept and resumes when space is freed" in message
+    kept = partial.stat().st_size
+    assert kept > MB  # the partial is kept for the resume
+
+    # A second model on the full disk is refused the same way, never as an internal error.
+    write_atomic(desired / "b.yaml", manifest("b", f"hf://{REPO}/b.gguf"))
+    second = failed_for_space(hive, "b")
+    assert re.search(r"\d+\.\d MB free", second["status"]["message"])
+    assert str(hive.home / "models" / "b") in second["status"]["message"]
+    assert_one_failure_per_attempt(hive, "a")
+    assert_one_failure_per_attempt(hive, "b")
+
+    filler.unlink()
+    hub.throttle(None)
+    done = hive.wait_phase("a", "Available", timeout=60)
+    assert done["observed"]["metadata"]["sha256"] == hub.file(REPO, "a.gguf").sha256
+    assert "model_download_resumed" in hive.actions("Model/a")
+    resumed = [r.range_start for r in hub.requests_to("cdn", "GET") if r.range_start]
+    assert resumed and resumed[-1] >= kept  # from the bytes kept, not from zero
+    hive.wait_phase("b", "Available", timeout=30)
+    assert_no_traceback(hive)
+
+
+def test_writing_metadata_on_a_full_disk_is_insufficient_space(
+    hive_factory: Callable[..., Hive],
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+    small_disk: Path,
+) -> None:
+    """A hard link needs no room for bytes, but its metadata.json does: with none left, the
+    write fails (ENOSPC), and that is InsufficientSpace too, until the space is freed."""
+    source = small_disk / "tiny.gguf"  # on the home's filesystem: hard-linked
+    shutil.copyfile(tiny_model, source)
+    hive = hive_factory(desired=[desired], home=small_disk / "home", env=FAST_RETRY)
+    filler = fill(small_disk)
+    write_atomic(desired / "m.yaml", manifest("m", f"file:{source}"))
+    model = failed_for_space(hive, "m")
+    message = model["status"]["message"]
+    assert "a few KB for hive's records needed" in message
+    assert re.search(r"\d+\.\d MB free", message)
+    assert f"filesystem {small_disk}" in message
+    assert_one_failure_per_attempt(hive, "m")
+
+    filler.unlink()
+    hive.wait_phase("m", "Available", timeout=30)
+    complete = hive.wait_event("model_download_complete", obj="Model/m")
+    assert complete["data"]["method"] == "hardlink"
+    assert_no_traceback(hive)
+
+
+def test_a_copy_that_does_not_fit_is_refused_before_copying(
+    hive_factory: Callable[..., Hive],
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+    small_disk: Path,
+) -> None:
+    source = padded(tiny_model, tmp_path / "big.gguf", 30 * MB)  # another filesystem
+    hive = hive_factory(desired=[desired], home=small_disk / "home", env=FAST_RETRY)
+    write_atomic(desired / "m.yaml", manifest("m", f"file:{source}"))
+    model = failed_for_space(hive, "m")
+    message = model["status"]["message"]
+    assert "30.0 MB to copy" in message, message
+    assert re.search(r"\d+\.\d MB free", message)
+    assert f"filesystem {small_disk}" in message
+    assert shutil.disk_usage(small_disk).used < MB  # nothing was copied
+    assert_one_failure_per_attempt(hive, "m")
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    done = hive.wait_phase("m", "Available", timeout=60)
+    assert done["observed"]["metadata"]["size"] == 30 * MB
+    assert hive.wait_event("model_download_complete", obj="Model/m")["data"]["method"] == "copy"
+    assert_no_traceback(hive)
+
+
+def test_a_file_size_limit_is_insufficient_space_with_where_and_resumes(
+    hive_factory: Callable[..., Hive],
+    hub: ThreadedHub,
+    desired: Path,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    """Where no tmpfs can be mounted: RLIMIT_FSIZE makes writes past it fail with EFBIG,
+    as a full disk fails them with ENOSPC; raising it frees the space."""
+    size = 30 * MB
+    hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
+    limit = 10 * MB
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    hive = start(hive_factory, hub, desired, tmp_path, preexec_fn=cap)
+    write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
+    model = failed_for_space(hive, "m")
+    message = model["status"]["message"]
+    assert "File too large" in message and "ulimit -f" in message, message
+    assert f"{(size - limit) / MB:.1f} MB still to download" in message
+    assert str(hive.home / "models" / "m") in message
+    assert re.search(r"\d+\.\d MB free", message)
+    partial = hive.home / "models" / "m" / "model.gguf.partial"
+    assert partial.stat().st_size == limit  # kept for the resume
+    assert_one_failure_per_attempt(hive, "m")
+
+    resource.prlimit(
+        hive.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    )
+    hive.wait_phase("m", "Available", timeout=60)
+    assert "model_download_resumed" in hive.actions("Model/m")
+    assert_no_traceback(hive)
+
+
+def test_a_worker_spawned_on_a_full_disk_is_insufficient_space_then_runs(
+    hive_factory: Callable[..., Hive],
+    desired: Path,
+    tiny_model: Path,
+    small_disk: Path,
+    worker_ports: range,
+) -> None:
+    """The worker's log and state record cannot be written: the spawn fails as
+    InsufficientSpace (not as an unexpected error with a traceback), and the worker starts
+    once space is freed."""
+    home = small_disk / "home"
+    install_scripted_runtime(home)
+    source = small_disk / "tiny.gguf"
+    shutil.copyfile(tiny_model, source)
+    write_atomic(desired / "m.yaml", manifest("tiny", f"file:{source}"))
+    hive = hive_factory(
+        desired=[desired],
+        home=home,
+        env={**FAST_RETRY, "HIVE_CRASHLOOP_BASE": "0.3", "HIVE_HEALTH_START_INTERVAL": "0.05"},
+        extra_args=[
+            "--worker-ports",
+            f"{worker_ports.start}-{worker_ports.stop - 1}",
+            "--gpu-probe",
+            "none",
+        ],
+    )
+    hive.wait_phase("tiny", "Available")
+    filler = fill(small_disk)
+    write_atomic(desired / "w.yaml", worker_yaml("w", "tiny"))
+
+    def spawn_failed() -> dict[str, Any] | None:
+        w = hive.worker("w")
+        conditions = {c["type"]: c for c in (w or {}).get("status", {}).get("conditions", [])}
+        reason = conditions.get("Degraded", {}).get("reason")
+        return w if reason == "InsufficientSpace" else None
+
+    worker = poll(spawn_failed, timeout=30, what="Worker/w to fail for want of space")
+    message = worker["status"]["message"]
+    assert str(home / "logs" / "workers") in message
+    assert f"filesystem {small_disk}" in message
+    assert re.search(r"\d+\.\d MB free", message)
+    assert "reconcile_error" not in hive.actions()
+
+    filler.unlink()
+    hive.wait_worker("w", "Running", timeout=30)
+    assert_no_traceback(hive)
