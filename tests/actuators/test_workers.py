@@ -184,12 +184,14 @@ def spawned(tmp_path: Path) -> Iterator[Spawn]:
 
 
 def log_line(proc: subprocess.Popen[bytes], log: Path, prefix: str) -> str:
-    """The first line of `log` that starts with `prefix`, once the live worker wrote it."""
+    """The first line of `log` that starts with `prefix`, once the live worker wrote it
+    whole (with its newline: an unbuffered print writes the text and the newline apart)."""
 
     def find() -> str | None:
         if proc.poll() is not None:
             raise AssertionError(f"worker exited with {proc.returncode}: {log.read_text()!r}")
-        return next((x for x in log.read_text().splitlines() if x.startswith(prefix)), None)
+        whole = log.read_text().split("\n")[:-1]
+        return next((x for x in whole if x.startswith(prefix)), None)
 
     return poll(find, what=f"a line {prefix!r} in {log}")
 
