@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from hive import __version__
 from hive.actuators.provision import delete_model
 from hive.actuators.workers import log_path, tail_lines
+from hive.api.badhttp import one_line_bad_http
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
@@ -286,6 +287,7 @@ def create_app(manager: Manager) -> web.Application:
         # Before the server waits for open handlers: SSE streams end now, not at a timeout.
         manager.bus.close()
 
+    app.cleanup_ctx.append(one_line_bad_http)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
     app.router.add_get("/health", health)
