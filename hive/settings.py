@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,14 @@ def default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hive"
 
 
+#: The shortest token hive takes (a bearer token anyone could guess protects nothing).
+TOKEN_MIN_LENGTH = 16
+_TOKEN = re.compile(rf"[!-~]{{{TOKEN_MIN_LENGTH},}}")
+
+
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused value (the token) is never printed back.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     home: Path = Field(default_factory=default_home)
     desired: tuple[Path, ...] = ()
@@ -94,6 +101,25 @@ class Settings(BaseModel):
     @classmethod
     def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
         return tuple(p.absolute() for p in value)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        """At least TOKEN_MIN_LENGTH visible ASCII characters (it travels in a header), no
+        whitespace; the message says what is wrong without repeating the token."""
+        if value is None or _TOKEN.fullmatch(value):
+            return value
+        if any(c.isspace() for c in value):
+            what = "contains whitespace"
+        elif len(value) < TOKEN_MIN_LENGTH:
+            what = f"is {len(value)} characters long"
+        else:
+            what = "contains a character that is not visible ASCII"
+        raise ValueError(
+            f"the token (--token or HIVE_TOKEN) {what}; it must be at least "
+            f"{TOKEN_MIN_LENGTH} visible ASCII characters with no whitespace: "
+            "generate one with `openssl rand -hex 32`"
+        )
 
     @field_validator("worker_ports")
     @classmethod

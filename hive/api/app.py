@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from hive import __version__
 from hive.actuators.provision import delete_model
 from hive.actuators.workers import log_path, tail_lines
+from hive.api.badhttp import one_line_bad_http
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
@@ -84,11 +85,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(
+        response = error_response(
             exc.status,
             exc.reason.replace(" ", ""),
-            f"{request.method} {request.path}: {exc.reason}",
+            f"{request.method} {clip(request.path)}: {exc.reason}",
         )
+        if "Allow" in exc.headers:  # a 405 names the methods the route serves (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -120,16 +124,22 @@ async def get_model(request: web.Request) -> web.Response:
     return _json(object_view(manager, key, observed))
 
 
+#: The largest integer a query parameter or header takes (an int64, as the spec says).
+MAX_INT = 2**63 - 1
+
+
 def _int_param(raw: str | None, what: str, *, kind: str = "an event id") -> int | None:
-    if raw is None or raw == "":
+    """`raw` as an integer from 0 to MAX_INT; None when absent. Only ASCII digits: `int()`
+    would also take `+1`, `1_0` and other scripts' digits. Empty is refused (the spec says
+    integer; an EventSource sends no `Last-Event-ID` rather than an empty one)."""
+    if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValidationFailed(f"{what} must be {kind} (an integer >= 0), got {raw!r}")
-    return value
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_INT))
+    if not digits or int(raw) > MAX_INT:
+        raise ValidationFailed(
+            f"{what} must be {kind} (an integer from 0 to {MAX_INT}), got {show(raw)}"
+        )
+    return int(raw)
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
@@ -274,9 +284,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
-    after = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
-    if after is None:
-        after = _int_param(request.query.get("since"), "since")
+    # Both are checked, whichever wins: a bad `since` is refused with or without the header.
+    resume = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
+    since = _int_param(request.query.get("since"), "since")
+    after = since if resume is None else resume
     object_filter = request.query.get("object")
     if object_filter is not None:
         try:
@@ -307,6 +318,7 @@ def create_app(manager: Manager) -> web.Application:
         # Before the server waits for open handlers: SSE streams end now, not at a timeout.
         manager.bus.close()
 
+    app.cleanup_ctx.append(one_line_bad_http)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
     app.router.add_get("/health", health)

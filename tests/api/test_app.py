@@ -23,6 +23,7 @@ from hive.settings import Settings
 from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
 
 Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
+TOKEN = "s3cret-s3cret-s3cret"
 
 
 @pytest.fixture
@@ -92,7 +93,73 @@ async def test_health_and_json_errors(serve: Serve) -> None:
             assert r.status == 422
         async with http.get(url + "/v1/events?since=-5") as r:
             assert r.status == 422
-            assert ">= 0" in (await r.json())["error"]["message"]
+            assert "an integer from 0 to" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/health", {"GET", "HEAD"}),
+        ("POST", "/v1/models/m", {"GET", "HEAD", "DELETE"}),
+        ("DELETE", "/v1/workers/w/restart", {"POST"}),
+        ("TRACE", "/v1/events", {"GET", "HEAD"}),
+        ("OPTIONS", "/metrics", {"GET", "HEAD"}),
+    ],
+)
+async def test_a_405_names_the_methods_the_route_serves(
+    serve: Serve, method: str, path: str, allow: set[str]
+) -> None:
+    # RFC 9110 15.5.6: a 405 must carry Allow; the JSON error body is kept.
+    async with (
+        serve(token=TOKEN) as (_, url),
+        aiohttp.ClientSession() as http,
+        http.request(method, url + path) as r,
+    ):
+        assert r.status == 405
+        assert set(r.headers["Allow"].split(",")) == allow
+        assert (await r.json())["error"]["code"] == "MethodNotAllowed"
+
+
+@pytest.mark.parametrize(
+    ("query", "last_event_id", "bad"),
+    [
+        ("since=-1", "0", "since"),  # the header wins, but a bad since is still refused
+        ("since=abc", "3", "since"),
+        ("since=0", "-1", "Last-Event-ID"),
+        ("since=0", "x", "Last-Event-ID"),
+        ("", "", "Last-Event-ID"),  # empty is not an integer (absent is)
+        ("since=", None, "since"),
+        ("", "+1", "Last-Event-ID"),  # int() would take these three
+        ("", "1_0", "Last-Event-ID"),
+        ("", "\u0661", "Last-Event-ID"),
+        ("", "9223372036854775808", "Last-Event-ID"),  # past int64
+        ("", "9" * 5000, "Last-Event-ID"),  # past int()'s digit limit: still one short line
+        ("since=9223372036854775808", None, "since"),
+    ],
+)
+async def test_since_and_last_event_id_are_both_checked(
+    serve: Serve, query: str, last_event_id: str | None, bad: str
+) -> None:
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    async with (
+        serve() as (_, url),
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/v1/events?{query}", headers=headers) as r,
+    ):
+        assert r.status == 422
+        message = (await r.json())["error"]["message"]
+    assert message.startswith(bad)
+    assert len(message) < 400
+
+
+async def test_the_largest_event_id_is_a_cursor_from_an_earlier_run(serve: Serve) -> None:
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        manager.bus.emit("test_step", "kept", object="Model/a")
+        headers = {"Last-Event-ID": str(2**63 - 1)}
+        async with http.get(url + "/v1/events?object=Model/a", headers=headers) as r:
+            assert r.status == 200
+            frames = data(await read_frames(r, count=1))
+        assert frames[0]["message"] == "kept"  # started over, as a cursor from an earlier run
 
 
 async def test_status_reports_sources_and_counts(serve: Serve) -> None:
@@ -165,7 +232,7 @@ async def test_a_slow_client_gets_a_gap_marker_not_a_stalled_loop(serve: Serve) 
 async def test_delete_refuses_a_declared_model_and_needs_the_token(
     serve: Serve, tiny_model: Path
 ) -> None:
-    async with serve(token="s3cret") as (manager, url), aiohttp.ClientSession() as http:
+    async with serve(token=TOKEN) as (manager, url), aiohttp.ClientSession() as http:
         desired = manager.settings.desired[0]
         (desired / "m.yaml").write_text(
             "apiVersion: hive/v1\nkind: Model\nmetadata: {name: m}\n"
@@ -182,7 +249,7 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
         async with http.delete(url + "/v1/models/m") as r:
             assert r.status == 401
             assert "Bearer" in (await r.json())["error"]["message"]
-        auth = {"Authorization": "Bearer s3cret"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         async with http.delete(url + "/v1/models/m", headers=auth) as r:
             assert r.status == 409
             assert "state: absent" in (await r.json())["error"]["message"]
@@ -267,7 +334,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
 
 async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> None:
     # A declared Worker whose Model does not exist stays Pending: no process is started.
-    async with serve(token="s3cret") as (manager, url), aiohttp.ClientSession() as http:
+    async with serve(token=TOKEN) as (manager, url), aiohttp.ClientSession() as http:
         desired = manager.settings.desired[0]
         (desired / "w.yaml").write_text(worker_yaml("w", "no-such-model", runtime="llama-cpp"))
         key = ObjectKey.parse("Worker/w")
@@ -291,7 +358,7 @@ async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> Non
         async with http.get(url + "/v1/workers/w/logs") as r:
             assert r.status == 200
             assert await r.text() == ""
-        auth = {"Authorization": "Bearer s3cret"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         async with http.post(url + "/v1/workers/w/restart") as r:
             assert r.status == 401  # the token is checked first
         async with http.post(url + "/v1/workers/w/restart", headers=auth) as r:

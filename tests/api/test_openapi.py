@@ -50,8 +50,8 @@ def spec() -> dict[str, Any]:
     return loaded
 
 
-def test_spec_is_openapi_3_1(spec: dict[str, Any]) -> None:
-    assert str(spec["openapi"]).startswith("3.1.")
+def test_spec_is_openapi_3_2(spec: dict[str, Any]) -> None:
+    assert str(spec["openapi"]).startswith("3.2.")
     assert spec["info"]["title"]
     assert spec["info"]["version"]
     assert spec["paths"]
@@ -91,6 +91,20 @@ def test_every_ref_points_at_a_component(spec: dict[str, Any]) -> None:
     for ref in refs(spec):
         assert ref.startswith(prefix), ref
         assert ref.removeprefix(prefix) in schemas, f"{ref} is not defined"
+
+
+@pytest.mark.parametrize(
+    ("path", "data"), [("/v1/events", "SseData"), ("/v1/workers/{name}/logs", "LogLine")]
+)
+def test_event_streams_declare_each_event(spec: dict[str, Any], path: str, data: str) -> None:
+    # OpenAPI 3.2: `itemSchema` is one SSE event as a client parses it (`data`, `id`, ...),
+    # whose `data` is JSON; a `schema` of `type: string` said nothing a client could check.
+    media = spec["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    assert "schema" not in media
+    item = spec["components"]["schemas"][media["itemSchema"]["$ref"].rsplit("/", 1)[1]]
+    assert item["required"] == ["data"]
+    assert item["properties"]["data"]["contentMediaType"] == "application/json"
+    assert item["properties"]["data"]["contentSchema"] == {"$ref": f"#/components/schemas/{data}"}
 
 
 # -- real responses against the component schemas -------------------------------------------
@@ -347,7 +361,7 @@ async def test_sse_frames_validate_against_the_spec(
 
 
 # -- worker routes, on a real `hive serve` running a worker ------------------------------------
-TOKEN = "s3cret"
+TOKEN = "s3cret-s3cret-s3cret"
 #: The defaults' behaviours with a faster clock (as tests/e2e/test_workers.py runs them).
 FAST = {"HIVE_HEALTH_START_INTERVAL": "0.05", "HIVE_HEALTH_INTERVAL": "0.2"}
 

@@ -194,7 +194,7 @@ def test_worker_gets_markers_and_its_gpu_and_not_the_token(
     )
     hive, _ = setup(
         workers=worker_yaml("g1", "tiny", device="GPU-1"),
-        env={"HIVE_TOKEN": "sekrit"},
+        env={"HIVE_TOKEN": "sekrit-sekrit-sekrit"},
         extra_args=["--gpu-probe", f"fake:{gpus}"],
     )
     w = hive.wait_worker("g1", "Running")
