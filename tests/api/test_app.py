@@ -266,7 +266,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
     """409 naming the workers; `?force=true` deletes, and the worker is stopped at once
     (not at the resync, 10 minutes away), told why, and starts again when it is back."""
     settings = {
-        "token": "s3cret",
+        "token": TOKEN,
         "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
         "gpu_probe": "none",
         "health_start_interval": 0.05,
@@ -291,7 +291,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
             lambda: manager.store.desired(ObjectKey.parse("Model/m")) is None,
             what="the Model record to go",
         )
-        auth = {"Authorization": "Bearer s3cret"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
 
         async with http.delete(url + "/v1/models/m", headers=auth) as r:
             assert r.status == 409
