@@ -70,7 +70,13 @@ class Manager:
         self.reconciler.on_model_available = self._model_available
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
-            DirectorySource(path, store=self.store, bus=self.bus, on_change=self.on_change)
+            DirectorySource(
+                path,
+                store=self.store,
+                bus=self.bus,
+                on_change=self.on_change,
+                allow_empty=settings.allow_empty,
+            )
             for path in settings.desired
         ]
         self._tasks: list[asyncio.Task[None]] = []
