@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         home=args.home,
         desired=tuple(args.desired) if args.desired else None,
+        allow_empty=args.allow_empty or None,
         host=args.host,
         port=args.port,
         resync_interval=args.resync_interval,
@@ -414,6 +415,12 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="a directory of manifests to watch (repeatable)",
+    )
+    serve.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="let a watched directory that held records go empty (deleting them all); "
+        "default: refused unless it holds a .hive-allow-empty file (HIVE_ALLOW_EMPTY)",
     )
     serve.add_argument("--home", type=Path, help=HOME_HELP)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")

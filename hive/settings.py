@@ -31,6 +31,10 @@ class Settings(BaseModel):
 
     home: Path = Field(default_factory=default_home)
     desired: tuple[Path, ...] = ()
+    #: Let a watched directory that held records go to none (otherwise refused, unless the
+    #: directory holds a `.hive-allow-empty` file): an empty directory is more often a
+    #: failed mount than a wish to stop everything.
+    allow_empty: bool = False
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     hive_id: str = Field(default_factory=socket.gethostname)

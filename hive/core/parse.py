@@ -5,6 +5,8 @@ Pure: takes text and the path it came from; reading files is the sources' job.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hive.model.ids import Kind, SourceName
 from hive.model.manifests import API_VERSION, MANIFEST_TYPES, Origin, Record
+from hive.model.text import clip, redact_text, show
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 #: Larger files are refused: a manifest set is kilobytes, a 50 MB file is a mistake.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: The most values (scalars, lists, mappings) one document may hold once its aliases are
+#: expanded, each use of an anchor counted whole. A manifest holds a few dozen; an alias
+#: bomb (`&a [x, x]`, `&b [*a, *a]`, … nested) holds billions in a few hundred bytes.
+MAX_EXPANDED_VALUES = 100_000
+#: The most characters of one part of a field path (a key as written in the file).
+_FIELD_PART_LIMIT = 80
 
 FieldPath = tuple[str | int, ...]
 
@@ -44,6 +53,9 @@ class ParseResult(BaseModel):
 
     records: tuple[Record, ...] = ()
     problems: tuple[Problem, ...] = ()
+    #: The file could not be read at all (no permission, an I/O error, not a regular
+    #: file): what it holds is unknown, so a source reads it again until it can.
+    unreadable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -61,9 +73,16 @@ def is_manifest_file(path: Path) -> bool:
 
 
 def format_field(path: FieldPath) -> str:
+    """`spec.args.ctx_size`, `items[2]`: each key bounded, and quoted when it holds a
+    character that is not printable (a newline would break the line of a message)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if part.isprintable() else repr(part)
+        text = clip(text, _FIELD_PART_LIMIT)
+        out += f".{text}" if out else text
     return out
 
 
@@ -97,8 +116,12 @@ def _walk(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dups: l
         if isinstance(current, yaml.MappingNode):
             keys: set[str] = set()
             for key_node, value_node in current.value:
+                # A key that is a list or a mapping (`? [a, b]`) is named by its shape:
+                # the node's own str() is its whole tree.
                 key = (
-                    str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                    str(key_node.value)
+                    if isinstance(key_node, yaml.ScalarNode)
+                    else f"<{key_node.id}>"
                 )
                 if key in keys:
                     dups.append(f"{format_field((*where, key))}@{key_node.start_mark.line + 1}")
@@ -107,6 +130,76 @@ def _walk(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dups: l
                 stack.append((value_node, (*where, key)))
         elif isinstance(current, yaml.SequenceNode):
             stack.extend((item, (*where, i)) for i, item in enumerate(current.value))
+
+
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            yield key_node
+            yield value_node
+    elif isinstance(node, yaml.SequenceNode):
+        yield from node.value
+
+
+def _expansion_problem(root: yaml.Node, *, file: str, limit: int) -> Problem | None:
+    """Why the document `root` may not be built: an alias used inside its own anchor (a
+    value without end), or more than `limit` values once every alias is expanded.
+
+    An alias is the very node of its anchor in the composed graph, so the expanded size is
+    a sum over a graph, each node's computed once: iterative, linear in the text, and
+    stopped as soon as the count passes `limit`. Nothing is built before this says yes."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Each frame: the node, its children still to count, the count so far.
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node], list[int]]] = [(root, _children(root), [1])]
+    on_path.add(id(root))
+    message: str | None = None
+    while stack:
+        node, todo, count = stack[-1]
+        child = next(todo, None)
+        if child is None:
+            stack.pop()
+            on_path.discard(id(node))
+            sizes[id(node)] = count[0]
+            if stack:
+                stack[-1][2][0] += count[0]
+                if stack[-1][2][0] > limit:
+                    break
+            continue
+        if id(child) in on_path:
+            message = (
+                "an alias is used inside its own anchor (a value without end); "
+                "write the value out instead"
+            )
+            break
+        known = sizes.get(id(child))
+        if known is not None:
+            count[0] += known
+            if count[0] > limit:
+                break
+            continue
+        on_path.add(id(child))
+        stack.append((child, _children(child), [1]))
+    else:
+        return None
+    if message is None:
+        distinct = len(sizes) + len(stack)
+        message = (
+            f"aliases expand to more than {limit:,} values; write the values out or use "
+            "fewer anchors"
+            if distinct <= limit
+            else f"holds more than {limit:,} values; a manifest needs a few dozen"
+        )
+    # Name the top-level field being counted when the limit was passed (or the cycle met).
+    line, field = root.start_mark.line + 1, None
+    if len(stack) > 1 and isinstance(root, yaml.MappingNode):
+        for key_node, value_node in root.value:
+            if stack[1][0] is value_node or stack[1][0] is key_node:
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode):
+                    field = format_field((str(key_node.value),))
+                break
+    return Problem(file=file, line=line, field=field, message=message)
 
 
 #: libyaml's parser when PyYAML has it (12x faster on a 100-document file: B5), else
@@ -125,6 +218,10 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
             if node is None:
                 continue
             document = node.start_mark.line + 1
+            too_big = _expansion_problem(node, file=file, limit=MAX_EXPANDED_VALUES)
+            if too_big is not None:
+                yield too_big
+                continue
             lines: dict[FieldPath, int] = {}
             dups: list[str] = []
             _walk(node, (), lines, dups)
@@ -144,16 +241,23 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc)
-        yield Problem(file=file, line=where, message=f"malformed YAML: {what}")
+        yield Problem(file=file, line=where, message=f"malformed YAML: {clip(str(what))}")
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         # A tag or value PyYAML cannot build (`2024-02-30`, `!!int abc`), or absurd nesting.
         where = document
         yield Problem(
-            file=file, line=where, message=f"malformed YAML: {type(exc).__name__}: {str(exc)[:200]}"
+            file=file,
+            line=where,
+            message=f"malformed YAML: {type(exc).__name__}: {_message_text(exc)}",
         )
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _message_text(value: object) -> str:
+    """A message (not a value: no quotes added) as a problem may repeat it: bounded, redacted."""
+    return clip(redact_text(str(value)))
 
 
 def _pydantic_message(err: Any) -> str:
@@ -164,16 +268,16 @@ def _pydantic_message(err: Any) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"got {err.get('input')!r}; allowed: {ctx.get('expected', '')}"
+        return f"got {show(err.get('input'))}; allowed: {ctx.get('expected', '')}"
     if kind == "string_pattern_mismatch":
-        return f"{err.get('input')!r} does not match {ctx.get('pattern')}"
+        return f"{show(err.get('input'))} does not match {ctx.get('pattern')}"
     if kind == "string_too_long":
         return f"is longer than {ctx.get('max_length')} characters"
     if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
+        return _message_text(ctx.get("error", err["msg"]))
     if kind in {"model_type", "dict_type"}:
         return f"must be a mapping, got {type(err.get('input')).__name__}"
-    return str(err["msg"])
+    return _message_text(err["msg"])
 
 
 _UNION_MEMBERS = {"int", "float", "str", "bool"}
@@ -208,14 +312,14 @@ def _validate(doc: _Located, *, file: str, source: SourceName) -> Record | list[
     if version != API_VERSION:
         if version is None:
             return problem(("apiVersion",), f"required field is missing (use {API_VERSION})")
-        return problem(("apiVersion",), f"{version!r} is not supported (use {API_VERSION})")
+        return problem(("apiVersion",), f"{show(version)} is not supported (use {API_VERSION})")
     kind = data.get("kind")
     manifest_type = MANIFEST_TYPES.get(kind) if isinstance(kind, str) else None
     if manifest_type is None:
         allowed = ", ".join(k.value for k in Kind)
         if kind is None:
             return problem(("kind",), f"required field is missing (use {allowed})")
-        return problem(("kind",), f"{kind!r} is not supported (use {allowed})")
+        return problem(("kind",), f"{show(kind)} is not supported (use {allowed})")
     try:
         manifest = manifest_type.model_validate(data)
     except ValidationError as exc:
@@ -292,14 +396,28 @@ def parse_bytes(raw: bytes, *, file: str, source: SourceName) -> ParseResult:
 
 
 def parse_file(path: Path, *, source: SourceName, display: str | None = None) -> ParseResult:
-    """Read and parse one manifest file. I/O is confined to the one read."""
+    """Read and parse one manifest file. I/O is confined to the one read.
+
+    Only a regular file is read: a FIFO named `m.yaml` would block the read until some
+    writer came, and a device would never end."""
     file = display or str(path)
     try:
-        with path.open("rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return _unreadable(
+                    file,
+                    "is not a regular file (a FIFO, a socket or a device); manifests are "
+                    "regular files",
+                )
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        return ParseResult(problems=(Problem(file=file, message=f"cannot read: {exc.strerror}"),))
+        return _unreadable(file, f"cannot read: {exc.strerror or exc}")
     return parse_bytes(raw, file=file, source=source)
+
+
+def _unreadable(file: str, message: str) -> ParseResult:
+    return ParseResult(problems=(Problem(file=file, message=message),), unreadable=True)
 
 
 def merge_files(per_file: Mapping[str, tuple[Record, ...]]) -> tuple[list[Record], list[Problem]]:

@@ -26,7 +26,7 @@ OVERHEAD_BASE_BYTES = 64 * MB
 OVERHEAD_FRACTION = 0.05
 _KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, f16
 
-_DEVICE_RE = re.compile(r"^GPU-(0|[1-9][0-9]*)$")
+_DEVICE_RE = re.compile(r"GPU-(0|[1-9][0-9]*)")
 CPU_DEVICE = "CPU-0"
 
 
@@ -112,7 +112,7 @@ def check_fit(
             available_bytes=available,
         )
 
-    match = _DEVICE_RE.match(device)
+    match = _DEVICE_RE.fullmatch(device)
     gpu = None
     if match is not None:
         index = int(match.group(1))

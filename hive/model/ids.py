@@ -9,10 +9,14 @@ from typing import Any, NewType
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from hive.model.text import show
+
 #: A DNS-label style name: lower case letters, digits, '-' and '.', at most 63 characters.
+#: (JSON Schema's form, anchored; checked with `fullmatch`: `$` alone would let a final
+#: newline through, and `abc\n` would name a directory `models/abc\n/`.)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 63
-_NAME_RE = re.compile(NAME_PATTERN)
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 #: The name of a source of desired state: a watched directory, `api`, `queen`, ...
 SourceName = NewType("SourceName", str)
@@ -31,9 +35,9 @@ def name_problem(name: str) -> str | None:
         return f"is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed"
     if ".." in name:
         return "must not contain '..'"
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         return (
-            f"{name!r} is not a valid name (use lower case letters, digits, '-' and '.', "
+            f"{show(name)} is not a valid name (use lower case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit)"
         )
     return None
@@ -67,8 +71,10 @@ class ObjectKey(str):
         """Parse `Kind/name`; raises ValueError with a readable message."""
         kind, sep, name = text.partition("/")
         if not sep or kind not in {k.value for k in Kind}:
-            raise ValueError(f"{text!r} is not an object key (use Model/<name> or Worker/<name>)")
+            raise ValueError(
+                f"{show(text)} is not an object key (use Model/<name> or Worker/<name>)"
+            )
         problem = name_problem(name)
         if problem:
-            raise ValueError(f"{text!r}: name {problem}")
+            raise ValueError(f"{show(text)}: name {problem}")
         return cls.of(Kind(kind), name)

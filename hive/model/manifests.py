@@ -14,16 +14,21 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from hive.model.ids import NAME_MAX_LENGTH, NAME_PATTERN, Kind, ObjectKey, SourceName, name_problem
+from hive.model.text import show
 
 API_VERSION = "hive/v1"
 SUPPORTED_SCHEMES = ("hf://", "https://", "http://", "file:")
 _SCHEME_HINT = "use hf://, https://, http:// or file:"
+# Every pattern here is checked with `fullmatch`: `$` alone lets a final newline through.
 _HF_RE = re.compile(
-    r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
-    r"(?:(?P<path>/[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>[\w./-]+))?$"
+    r"hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+    r"(?:(?P<path>/[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>[\w./-]+))?"
 )
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_DEVICE_RE = re.compile(r"^(CPU-0|GPU-(0|[1-9][0-9]{0,2}))$")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_DEVICE_RE = re.compile(r"CPU-0|GPU-(0|[1-9][0-9]{0,2})")
+#: A control character (a newline, a tab, an escape): refused in sources and labels, which
+#: are printed in tables and log lines (and a URL's would be dropped by `urlsplit`).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_name(value: str) -> str:
@@ -34,27 +39,32 @@ def _check_name(value: str) -> str:
 
 
 def _check_source(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise ValueError(
+            f"{show(value)} holds a control character (a newline, a tab, …); write the "
+            "source on one line"
+        )
     scheme = value.split(":", 1)[0] if ":" in value else ""
     if not value.startswith(SUPPORTED_SCHEMES):
         if scheme and f"{scheme.lower()}:" in {s.rstrip("/") for s in SUPPORTED_SCHEMES}:
-            raise ValueError(f"write the scheme {scheme!r} in lower case ({_SCHEME_HINT})")
+            raise ValueError(f"write the scheme {show(scheme)} in lower case ({_SCHEME_HINT})")
         if scheme:
-            raise ValueError(f"scheme {scheme!r} is not supported ({_SCHEME_HINT})")
-        raise ValueError(f"{value!r} has no scheme ({_SCHEME_HINT})")
-    if value.startswith("hf://") and not _HF_RE.match(value):
+            raise ValueError(f"scheme {show(scheme)} is not supported ({_SCHEME_HINT})")
+        raise ValueError(f"{show(value)} has no scheme ({_SCHEME_HINT})")
+    if value.startswith("hf://") and not _HF_RE.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a Hugging Face source "
+            f"{show(value)} is not a Hugging Face source "
             "(use hf://org/repo/path/file.gguf[@revision] or hf://org/repo:QUANT[@revision])"
         )
     if value.startswith(("https://", "http://")):
         parts = urlsplit(value)
         if not parts.hostname:
-            raise ValueError(f"{value!r} has no host")
+            raise ValueError(f"{show(value)} has no host")
     if value.startswith("file:"):
         rest = value.removeprefix("file:")
         if rest.startswith("//") and len(rest) > 2 and not rest.startswith("///"):
             raise ValueError(
-                f"{value!r} names a host; file: sources are local "
+                f"{show(value)} names a host; file: sources are local "
                 "(use file:relative/path.gguf or file:///absolute/path.gguf)"
             )
         if not rest.removeprefix("//"):
@@ -65,14 +75,14 @@ def _check_source(value: str) -> str:
 
 
 def _check_sha256(value: str) -> str:
-    if not _SHA256_RE.match(value):
+    if not _SHA256_RE.fullmatch(value):
         raise ValueError("must be 64 lower-case hex digits (the SHA-256 of the GGUF file)")
     return value
 
 
 def _check_device(value: str) -> str:
-    if not _DEVICE_RE.match(value):
-        raise ValueError(f"{value!r} is not a device (use CPU-0 or GPU-<n>, for example GPU-0)")
+    if not _DEVICE_RE.fullmatch(value):
+        raise ValueError(f"{show(value)} is not a device (use CPU-0 or GPU-<n>, for example GPU-0)")
     return value
 
 
@@ -81,7 +91,20 @@ Name = Annotated[
     AfterValidator(_check_name),
     Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}),
 ]
-LabelValue = Annotated[str, Field(max_length=63)]
+
+
+def _check_label_text(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise ValueError(
+            f"{show(value)} holds a control character (a newline, a tab, …); labels are "
+            "printed in tables and log lines: write them on one line, without control "
+            "characters"
+        )
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_check_label_text)]
+LabelValue = Annotated[str, Field(max_length=63), AfterValidator(_check_label_text)]
 _Strict = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
@@ -89,10 +112,10 @@ class ObjectMeta(BaseModel):
     model_config = _Strict
 
     name: Name = Field(description="Unique per kind on this hive; DNS-label style, <= 63 chars.")
-    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
 
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*/\s*s\s*$", re.IGNORECASE)
+_RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*/\s*s\s*", re.IGNORECASE)
 _RATE_UNITS = {
     "b": 1,
     "kb": 10**3,
@@ -106,12 +129,12 @@ _RATE_UNITS = {
 
 def parse_rate(text: str) -> int:
     """`20MB/s`, `500KiB/s`, `1GB/s` → bytes per second; ValueError with a hint otherwise."""
-    match = _RATE_RE.match(text)
+    match = _RATE_RE.fullmatch(text)
     if not match:
-        raise ValueError(f"{text!r} is not a rate (use for example 20MB/s, 500KiB/s, 1GB/s)")
+        raise ValueError(f"{show(text)} is not a rate (use for example 20MB/s, 500KiB/s, 1GB/s)")
     value = float(match.group(1)) * _RATE_UNITS[(match.group(2) or "B").lower()]
     if value < 1000:
-        raise ValueError(f"{text!r} is below 1 KB/s, which would stall the download")
+        raise ValueError(f"{show(text)} is below 1 KB/s, which would stall the download")
     return int(value)
 
 
@@ -154,7 +177,7 @@ class ModelSpec(BaseModel):
 class LabelSelector(BaseModel):
     model_config = _Strict
 
-    matchLabels: dict[str, LabelValue] = Field(default_factory=dict)
+    matchLabels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.matchLabels.items())

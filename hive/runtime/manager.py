@@ -80,7 +80,13 @@ class Manager:
         self.reconciler.on_model_deleted = lambda name: self.models_changed([name])
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
-            DirectorySource(path, store=self.store, bus=self.bus, on_change=self.on_change)
+            DirectorySource(
+                path,
+                store=self.store,
+                bus=self.bus,
+                on_change=self.on_change,
+                allow_empty=settings.allow_empty,
+            )
             for path in settings.desired
         ]
         self._tasks: list[asyncio.Task[None]] = []

@@ -38,6 +38,9 @@ WATCH_MASK = (
     | F.MOVE_SELF
     | F.ONLYDIR
 )
+#: A file in the root that allows the directory to go from some records to none (a hidden
+#: file: never a manifest). Its coming or going has the tree read again.
+ALLOW_EMPTY_MARKER = ".hive-allow-empty"
 _FILE_CHANGED = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ATTRIB
 _SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT | F.IGNORED
 
@@ -181,6 +184,8 @@ class TreeWatch:
             path = directory / event.name
             if mask & F.ISDIR:
                 rescan = rescan or not _hidden(event.name)
+            elif event.name == ALLOW_EMPTY_MARKER and event.wd == self._root_wd:
+                rescan = rescan or bool(mask & (_FILE_CHANGED | F.CREATE))
             elif _hidden(event.name):
                 # A hidden symlink swapped in (`..data`, as Kubernetes updates a mounted
                 # ConfigMap) changes what the visible links point to.

@@ -7,9 +7,11 @@ user cannot locate is a problem the user cannot fix.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from hive.core.parse import (
     parse_file,
     parse_text,
 )
-from hive.model.ids import SourceName
+from hive.model.ids import NAME_PATTERN, SourceName, name_problem
 from hive.model.manifests import ModelManifest, WorkerManifest
 
 SOURCE = SourceName("dir")
@@ -832,3 +834,196 @@ def test_deep_block_nesting_is_a_problem_not_a_crash(depth: int) -> None:
     text = "".join(" " * i + "a:\n" for i in range(depth)) + " " * depth + "b: 1\n"
     problem = only_problem(parse_text(text, file="f.yaml", source=SOURCE))
     assert problem.message.startswith("malformed YAML")
+
+
+# -- issue 13: alias bombs anywhere, every echo bounded ----------------------------------------
+
+
+def _issue_bomb(levels: int) -> str:
+    """The issue's repro: `apiVersion` is an alias that expands through `levels` anchor
+    levels of 9 items each (9**(levels+1) strings once expanded)."""
+    lines = ["x:", '  a: &a ["lol"' + ',"lol"' * 8 + "]"]
+    prev = "a"
+    for c in "bcdefghi"[:levels]:
+        lines.append(f"  {c}: &{c} [{','.join(['*' + prev] * 9)}]")
+        prev = c
+    lines += [
+        f"apiVersion: *{prev}",
+        "kind: Model",
+        "metadata: {name: b}",
+        'spec: {source: "file:/x.gguf"}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_in_api_version_is_refused_before_it_is_built() -> None:
+    """8 levels (441 bytes) once took 4.9 GB: run in a child with 1 GiB of address space,
+    so that building the value fails (MemoryError) instead of swapping the machine."""
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from hive.core.parse import parse_text
+        result = parse_text(sys.stdin.read(), file="bomb.yaml", source="dir")
+        for problem in result.problems:
+            print(problem)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        input=_issue_bomb(8),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == (
+        "bomb.yaml:1: x: aliases expand to more than 100,000 values; write the values out "
+        "or use fewer anchors\n"
+    )
+
+
+def test_alias_bomb_of_six_levels_gives_one_short_problem() -> None:
+    # Once: one 35 MB problem (and a 35 MB log line, SSE event and /v1/status).
+    problem = only_problem(parse_text(_issue_bomb(6), file="bomb.yaml", source=SOURCE))
+    assert (problem.line, problem.field) == (1, "x")
+    assert "aliases expand to more than 100,000 values" in problem.message
+    assert len(str(problem)) < 300
+
+
+def test_alias_bomb_counts_every_use_of_an_anchor_wherever_it_is() -> None:
+    # No single anchor is large; their uses together are.
+    anchors = "a: &a [" + ", ".join(["x"] * 999) + "]\n"
+    uses = "b: [" + ", ".join(["*a"] * 101) + "]\n"
+    problem = only_problem(parse_text(anchors + uses, file="f.yaml", source=SOURCE))
+    assert (problem.line, problem.field) == (2, "b")
+    assert "aliases expand to more than 100,000 values" in problem.message
+
+
+def test_aliases_that_expand_to_little_are_fine() -> None:
+    text = worker_text("  hiveSelector: {matchLabels: *l}\n").replace(
+        "  name: chat\n", "  name: chat\n  labels: &l {team: search}\n"
+    )
+    result = parse(text)
+    assert result.ok, [str(p) for p in result.problems]
+    (record,) = result.records
+    assert record.manifest.spec.hiveSelector.matchLabels == {"team": "search"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("apiVersion: &a [*a]\nkind: Model\n", 1, "apiVersion"),
+        ("apiVersion: hive/v1\nkind: Model\nmetadata:\n  labels: &l {x: *l}\n", 3, "metadata"),
+        ("&a [*a]\n", 1, None),
+    ],
+    ids=["in-apiVersion", "in-labels", "the-document"],
+)
+def test_recursive_alias_is_refused(text: str, line: int, field: str | None) -> None:
+    problem = only_problem(parse_text(text, file="f.yaml", source=SOURCE))
+    assert (problem.line, problem.field) == (line, field)
+    assert "an alias is used inside its own anchor" in problem.message
+
+
+def test_more_values_than_the_limit_without_aliases_is_refused() -> None:
+    text = "a: [" + ",".join(["1"] * 100_001) + "]\n"
+    problem = only_problem(parse_text(text, file="f.yaml", source=SOURCE))
+    assert problem.message == "holds more than 100,000 values; a manifest needs a few dozen"
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("apiVersion", "apiVersion: {long}\nkind: Model\n"),
+        ("kind", "apiVersion: hive/v1\nkind: {long}\n"),
+        ("spec.source", model_text(source="{long}:x")),
+        ("spec.source", model_text(source="hf://{long}")),
+        ("spec.source", model_text(source="https://alice:SECRET@/{long}")),
+        ("spec.download.rateLimit", model_text(extra="  download: {rateLimit: {long}}\n")),
+        ("spec.state", model_text(extra="  state: {long}\n")),
+        ("spec.device", worker_text("  device: {long}\n")),
+    ],
+)
+def test_an_echoed_value_is_bounded_and_redacted(field: str, text: str) -> None:
+    problem = only_problem(parse(text.replace("{long}", "x" * 20_000)))
+    assert problem.field == field
+    assert len(problem.message) < 400, problem.message[:1000]
+    assert "SECRET" not in str(problem)
+
+
+def test_a_source_with_credentials_is_shown_redacted() -> None:
+    problem = only_problem(parse(model_text(source="https://alice:hunter2@/m.gguf?token=Q")))
+    assert "hunter2" not in problem.message and "token=Q" not in problem.message
+    assert "alice:***@" in problem.message
+
+
+def test_a_long_or_unprintable_key_is_shown_bounded_in_the_field() -> None:
+    problem = only_problem(parse(model_text(extra=f"  ? {'k' * 5000}\n  : 1\n")))
+    assert problem.field is not None and len(problem.field) < 100
+    problem = only_problem(parse(model_text(extra='  "a\\nb": 1\n')))
+    assert problem.field == "spec.'a\\nb'"
+
+
+# -- issue 13: a name, device, checksum or label with a final newline ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        (
+            "metadata.name",
+            'apiVersion: hive/v1\nkind: Model\nmetadata: {name: "abc\\n"}\n'
+            "spec: {source: file:x}\n",
+        ),
+        ("spec.sha256", model_text(extra=f'  sha256: "{"a" * 64}\\n"\n')),
+        ("spec.device", worker_text('  device: "GPU-0\\n"\n')),
+        ("spec.model", worker_text().replace("model: tiny", 'model: "tiny\\n"')),
+        ("spec.source", model_text(source='"hf://org/repo:Q4_K_M\\n"')),
+        ("spec.source", model_text(source='"https://example.com/m.gguf\\n"')),
+        (
+            "metadata.labels.team",
+            model_text().replace("  name: tiny\n", '  name: tiny\n  labels: {team: "search\\n"}\n'),
+        ),
+        (
+            "metadata.labels.a\\nb",
+            model_text().replace("  name: tiny\n", '  name: tiny\n  labels: {"a\\nb": x}\n'),
+        ),
+    ],
+    ids=[
+        "name",
+        "sha256",
+        "device",
+        "worker-model",
+        "hf-source",
+        "https-source",
+        "label-value",
+        "label-key",
+    ],
+)
+def test_a_final_newline_is_refused(field: str, text: str) -> None:
+    problem = only_problem(parse(text))
+    assert problem.field is not None
+    assert problem.field.replace("'", "") == field
+
+
+_CONTROL = st.characters(categories=["Cc"])
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.text(max_size=70),
+        st.from_regex(NAME_PATTERN),  # may end in "\n": `$` matches before it
+        st.tuples(st.from_regex(NAME_PATTERN, fullmatch=True), _CONTROL).map("".join),
+    )
+)
+def test_an_accepted_name_fullmatches_the_pattern_and_holds_no_control_character(
+    name: str,
+) -> None:
+    if name_problem(name) is None:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)
+        assert not any(unicodedata.category(c) == "Cc" for c in name)
+        assert len(name) <= 63

@@ -103,6 +103,22 @@ def test_object_key_parse_refuses(text: str, message: str) -> None:
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text", ["x" * 20_000, "Model/" + "x" * 20_000, "Model/a\n" + "x" * 20_000]
+)
+def test_object_key_problem_echoes_the_text_bounded(text: str) -> None:
+    """`GET /v1/events?object=...` repeats the text in its 422: at most 200 characters."""
+    with pytest.raises(ValueError, match=r".*") as info:
+        ObjectKey.parse(text)
+    assert len(str(info.value)) < 300
+
+
+def test_a_name_with_a_final_newline_is_refused() -> None:
+    assert name_problem("abc\n") is not None
+    with pytest.raises(ValueError, match="is not a valid name"):
+        ObjectKey.parse("Model/abc\n")
+
+
 def test_object_key_validates_as_a_pydantic_field() -> None:
     class Holder(BaseModel):
         key: ObjectKey

@@ -18,6 +18,7 @@ from inotify_simple import INotify
 
 from hive.core.clock import SystemClock
 from hive.core.store import ReplaceResult, SourceState, Store
+from hive.model.events import Event, Level
 from hive.model.ids import Kind, ObjectKey
 from hive.narration.bus import Bus
 from hive.sources.directory import DirectorySource
@@ -27,7 +28,13 @@ TINY = ObjectKey.of(Kind.MODEL, "tiny")
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        allow_empty: bool = False,
+        on_change: Callable[[ReplaceResult], None] | None = None,
+    ) -> None:
         clock = SystemClock()
         self.root = root
         self.store = Store(clock=clock)
@@ -37,8 +44,9 @@ class Harness:
             root,
             store=self.store,
             bus=self.bus,
-            on_change=self.changes.append,
+            on_change=on_change or self.changes.append,
             missing_poll=0.1,
+            allow_empty=allow_empty,
         )
 
     @property
@@ -76,6 +84,7 @@ async def test_add_replace_delete(harness: Harness) -> None:
     await harness.until(lambda: harness.source_of(TINY) == "file:b.gguf", "the replacement")
     assert harness.store.generation(TINY) == 2
 
+    (harness.root / ".hive-allow-empty").touch()  # the last record may go
     path.unlink()
     await harness.until(lambda: harness.store.desired(TINY) is None, "the removal")
     assert harness.state.records == 0
@@ -122,6 +131,7 @@ async def test_directories_moved_in_out_and_around_are_followed(
     await harness.until(lambda: harness.store.desired(OTHER) is not None, "a file in it")
     assert harness.store.desired(TINY) is not None
 
+    (harness.root / ".hive-allow-empty").touch()  # the last records may go
     os.rename(harness.root / "renamed", tmp_path / "away")
     await harness.until(
         lambda: harness.store.desired(TINY) is None and harness.store.desired(OTHER) is None,
@@ -408,6 +418,7 @@ async def test_without_inotify_the_directory_is_read_every_poll_and_the_problem_
                 instance.close()
             held.clear()
             await h.until(lambda: h.source.watched_directories == [root], "watching again")
+            (root / ".hive-allow-empty").touch()  # the last record may go
             (root / "m.yaml").unlink()
             await h.until(lambda: h.store.desired(TINY) is None, "the removal")
         finally:
@@ -415,3 +426,208 @@ async def test_without_inotify_the_directory_is_read_every_poll_and_the_problem_
     finally:
         for instance in held:
             instance.close()
+
+
+# -- issue 13: an empty directory, errors that clear, unreadable files, the watch loop ---------
+
+
+def _events(h: Harness, action: str) -> list[Event]:
+    return [e for e in h.bus.read(0, limit=1000)[0] if e.action == action]
+
+
+async def test_a_directory_emptied_keeps_its_records_and_says_how_to_allow_it(
+    harness: Harness,
+) -> None:
+    write_atomic(harness.root / "a.yaml", model_yaml("tiny", "file:a.gguf"))
+    write_atomic(harness.root / "b.yaml", model_yaml("other", "file:b.gguf"))
+    await harness.until(lambda: harness.state.records == 2, "both records")
+    harness.changes.clear()
+
+    (harness.root / "a.yaml").unlink()
+    await harness.until(lambda: harness.store.desired(TINY) is None, "one record to go")
+    (harness.root / "b.yaml").unlink()  # the last one: refused
+    await harness.until(lambda: _events(harness, "source_error"), "the refusal")
+    (told,) = _events(harness, "source_error")
+    assert told.level == Level.ERROR
+    assert f"source dir:{harness.root} had 1 record(s) and now has none" in told.message
+    assert "refusing to delete them all" in told.message
+    assert ".hive-allow-empty" in told.message and "--allow-empty" in told.message
+    assert harness.store.desired(OTHER) is not None  # still in force
+    assert harness.state.records == 1
+    (error,) = harness.state.errors
+    assert "refusing to delete them all" in error.message
+    assert [sorted(c.changed) for c in harness.changes] == [[TINY]]  # OTHER never went
+
+    # The marker file allows it: the watcher reads the tree again when it appears.
+    (harness.root / ".hive-allow-empty").touch()
+    await harness.until(lambda: harness.store.desired(OTHER) is None, "the last record to go")
+    assert harness.state.errors == ()
+    assert _events(harness, "source_error_cleared")
+
+
+async def test_a_directory_replaced_by_an_empty_one_is_refused(
+    harness: Harness, tmp_path: Path
+) -> None:
+    write_atomic(harness.root / "a.yaml", model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.state.records == 1, "the record")
+    # A failed mount or a bad rsync: the directory is there, and empty.
+    os.rename(harness.root, tmp_path / "old")
+    harness.root.mkdir()
+    await harness.until(
+        lambda: any("refusing to delete" in e.message for e in harness.state.errors),
+        "the refusal",
+    )
+    assert harness.store.desired(TINY) is not None
+    await harness.source.resync()  # a resync refuses again, and says it once
+    assert harness.store.desired(TINY) is not None
+    assert len([e for e in _events(harness, "source_error") if "refusing" in e.message]) == 1
+
+    # Records again: they replace the old set, and the error clears.
+    write_atomic(harness.root / "b.yaml", model_yaml("other", "file:b.gguf"))
+    await harness.until(lambda: harness.store.desired(OTHER) is not None, "the new record")
+    assert harness.store.desired(TINY) is None
+    assert harness.state.errors == ()
+    (cleared,) = _events(harness, "source_error_cleared")
+    assert "holds 1 record(s)" in cleared.message
+
+
+async def test_the_setting_allows_a_directory_to_go_empty(tmp_path: Path) -> None:
+    root = tmp_path / "desired"
+    root.mkdir()
+    h = Harness(root, allow_empty=True)
+    await h.source.start()
+    try:
+        write_atomic(root / "a.yaml", model_yaml("tiny", "file:a.gguf"))
+        await h.until(lambda: h.store.desired(TINY) is not None, "the record")
+        (root / "a.yaml").unlink()
+        await h.until(lambda: h.store.desired(TINY) is None, "the removal")
+        assert h.state.errors == ()
+    finally:
+        await h.source.stop()
+
+
+async def test_fixing_a_broken_manifest_says_the_error_cleared(harness: Harness) -> None:
+    path = harness.root / "m.yaml"
+    write_atomic(path, model_yaml("tiny", "ftp://example.com/x.gguf"))
+    await harness.until(lambda: harness.state.errors, "the error")
+    write_atomic(path, model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: _events(harness, "manifest_error_cleared"), "the all-clear")
+    (cleared,) = _events(harness, "manifest_error_cleared")
+    assert cleared.level == Level.INFO
+    assert cleared.message == f"{path}: fixed; its 1 record(s) apply"
+    assert cleared.data == {"source": harness.source.name, "file": str(path)}
+    assert harness.state.errors == ()
+
+    # A broken file that is deleted clears its errors too, and says so.
+    broken = harness.root / "broken.yaml"
+    write_atomic(broken, "kind: [\n")
+    await harness.until(lambda: harness.state.errors, "the second error")
+    broken.unlink()
+    await harness.until(lambda: len(_events(harness, "manifest_error_cleared")) == 2, "cleared")
+    assert "removed" in _events(harness, "manifest_error_cleared")[1].message
+
+
+async def test_the_watcher_survives_an_unexpected_error_and_says_so(tmp_path: Path) -> None:
+    """A bug outside the parser (here: the listener of the source's changes fails once)
+    must not end the watch: it is told, and the next write is still seen at once."""
+    root = tmp_path / "desired"
+    root.mkdir()
+    failures = [MemoryError("out of memory")]
+
+    def on_change(result: ReplaceResult) -> None:
+        if failures and result.changed:
+            raise failures.pop()
+
+    h = Harness(root, on_change=on_change)
+    await h.source.start()
+    try:
+        write_atomic(root / "a.yaml", model_yaml("tiny", "file:a.gguf"))
+        await h.until(lambda: _events(h, "source_error"), "the error told")
+        (told,) = _events(h, "source_error")
+        assert "watching failed: MemoryError: out of memory" in told.message
+        await h.until(lambda: _events(h, "source_error_cleared"), "watching again")
+        write_atomic(root / "b.yaml", model_yaml("other", "file:b.gguf"))
+        await h.until(lambda: h.store.desired(OTHER) is not None, "a later write, seen")
+        assert h.state.errors == ()
+    finally:
+        await h.source.stop()
+
+
+async def test_a_fifo_named_like_a_manifest_is_refused_without_blocking(harness: Harness) -> None:
+    """Opened for reading, a FIFO blocks until a writer comes: the source would hang."""
+    os.mkfifo(harness.root / "m.yaml")
+    write_atomic(harness.root / "n.yaml", model_yaml("tiny", "file:a.gguf"))
+    await harness.until(lambda: harness.store.desired(TINY) is not None, "the other file")
+    await harness.source.resync()
+    (error,) = harness.state.errors
+    assert "is not a regular file" in error.message
+
+
+_UNREADABLE_SCENARIO = """
+import asyncio, json, os, sys
+from pathlib import Path
+from hive.core.clock import SystemClock
+from hive.core.store import Store
+from hive.narration.bus import Bus
+from hive.sources.directory import DirectorySource
+
+async def main():
+    root = Path(sys.argv[1])
+    clock = SystemClock()
+    store = Store(clock=clock)
+    source = DirectorySource(root, store=store, bus=Bus(clock=clock), on_change=lambda r: None)
+    steps = []
+
+    async def step(what):
+        await source.resync()
+        (state,) = store.sources()
+        steps.append({"step": what, "records": state.records,
+                      "errors": [str(e) for e in state.errors]})
+
+    await step("readable")
+    root.chmod(0o000)
+    await step("directory locked")
+    root.chmod(0o755)
+    (root / "m.yaml").chmod(0o000)
+    await step("file locked")
+    await step("file still locked")
+    (root / "m.yaml").chmod(0o644)
+    await step("file readable")
+    print(json.dumps(steps))
+
+asyncio.run(main())
+"""
+
+
+def test_an_unreadable_manifest_stays_an_error_until_it_can_be_read() -> None:
+    """The issue's steps with a real EACCES: `chmod 000 desired`, resync, `chmod 755
+    desired; chmod 000 desired/m.yaml`, resync. The tests run as root, which reads
+    everything whatever the mode bits: the steps run in a child that `setpriv` has stripped
+    of the capabilities that let root do so (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
+    base = Path(tempfile.mkdtemp(prefix="hive-unreadable-"))
+    try:
+        base.chmod(0o755)
+        root = base / "desired"
+        root.mkdir()
+        (root / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
+        command = [sys.executable, "-c", _UNREADABLE_SCENARIO, str(root)]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        steps = {s["step"]: s for s in json.loads(out.stdout)}
+        assert steps["readable"] == {"step": "readable", "records": 1, "errors": []}
+        assert steps["directory locked"]["records"] == 1
+        assert "Permission denied" in steps["directory locked"]["errors"][0]
+        for locked in ("file locked", "file still locked"):
+            # Its last good record stays in force, and the status says it cannot be read.
+            assert steps[locked]["records"] == 1
+            assert steps[locked]["errors"] == [f"{root}/m.yaml: cannot read: Permission denied"]
+        assert steps["file readable"] == {"step": "file readable", "records": 1, "errors": []}
+    finally:
+        for p in [base, *base.rglob("*")]:
+            p.chmod(0o755)
+        shutil.rmtree(base)
