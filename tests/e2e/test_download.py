@@ -469,7 +469,8 @@ def test_a_split_model_is_fetched_as_one_set(
         timeout=30,
         what="every part fsynced after publishing",
     )
-    assert "model_synced" in hive.actions("Model/big")
+    # The event follows the metadata's write: wait for it too.
+    poll(lambda: "model_synced" in hive.actions("Model/big"), what="the model_synced event")
 
     # A part lost on disk makes the model incomplete: it is fetched again.
     hive.stop()
