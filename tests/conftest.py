@@ -364,13 +364,23 @@ class Hive:
         return w["status"]["phase"] if w else None
 
     def wait_worker(
-        self, name: str, phase: str, timeout: float = 20, **observed: Any
+        self,
+        name: str,
+        phase: str,
+        timeout: float = 20,
+        *,
+        saying: str | None = None,
+        **observed: Any,
     ) -> dict[str, Any]:
-        """Wait until Worker/name is in `phase` and its observed facts match `observed`."""
+        """Wait until Worker/name is in `phase`, its status message holds `saying` (a worker
+        is Pending for more than one reason in turn: the model not ready yet, then the one
+        under test) and its observed facts match `observed`."""
 
         def check() -> dict[str, Any] | None:
             w = self.worker(name)
             if w is None or w["status"]["phase"] != phase:
+                return None
+            if saying is not None and saying not in (w["status"].get("message") or ""):
                 return None
             facts = w.get("observed") or {}
             return w if all(facts.get(k) == v for k, v in observed.items()) else None
@@ -378,7 +388,8 @@ class Hive:
         return poll(
             check,
             timeout=timeout,
-            what=f"Worker/{name} to be {phase} {observed or ''} (now {self.worker(name)})",
+            what=f"Worker/{name} to be {phase} {saying or ''} {observed or ''} "
+            f"(now {self.worker(name)})",
         )
 
     def post(self, path: str) -> tuple[int, Any]:

@@ -231,7 +231,7 @@ def test_model_too_large_for_free_vram_is_unschedulable_until_room_appears(
         workers=worker_yaml("big", "tiny", device="GPU-0"),
         extra_args=["--gpu-probe", f"fake:{gpus}"],
     )
-    w = hive.wait_worker("big", "Pending")
+    w = hive.wait_worker("big", "Pending", saying="Unschedulable")
     ready = next(c for c in w["status"]["conditions"] if c["type"] == "Degraded")
     assert "Unschedulable" in w["status"]["message"]
     assert "InsufficientVRAM" in ready["message"]
@@ -245,7 +245,7 @@ def test_a_gpu_that_does_not_exist_is_unschedulable(
     setup: Callable[..., tuple[Hive, Path]],
 ) -> None:
     hive, _ = setup(workers=worker_yaml("nogpu", "tiny", device="GPU-3"))
-    w = hive.wait_worker("nogpu", "Pending")
+    w = hive.wait_worker("nogpu", "Pending", saying="NoSuchDevice")
     assert "NoSuchDevice" in w["status"]["message"]
     assert "no GPU found" in w["status"]["message"]
 
@@ -282,7 +282,7 @@ def test_all_ports_busy_is_a_clear_condition(
         held.append(s)
     try:
         hive, _ = setup(workers=worker_yaml("p", "tiny"))
-        w = hive.wait_worker("p", "Pending")
+        w = hive.wait_worker("p", "Pending", saying="no free port")
         assert f"no free port in {ports.start}-{ports.stop - 1}" in w["status"]["message"]
         held.pop().close()  # one port frees up: the worker starts on it
         w = hive.wait_worker("p", "Running")
@@ -299,7 +299,7 @@ def test_a_spec_port_taken_by_another_process(
         s.bind(("127.0.0.1", ports.start))
         s.listen()
         hive, _ = setup(workers=worker_yaml("p", "tiny", port=ports.start))
-        w = hive.wait_worker("p", "Pending")
+        w = hive.wait_worker("p", "Pending", saying="in use by another process")
         assert "in use by another process" in w["status"]["message"]
 
 
@@ -477,10 +477,10 @@ def test_worker_waits_for_its_model_and_runtime(
     )
     w = hive.wait_worker("later", "Pending")
     assert "ModelNotReady" in w["status"]["message"]
-    w = hive.wait_worker("nort", "Pending")
+    w = hive.wait_worker("nort", "Pending", saying="no-such-runtime")
     assert "no-such-runtime" in w["status"]["message"]
     assert "llama-cpp" in w["status"]["message"]
-    w = hive.wait_worker("badargs", "Pending")
+    w = hive.wait_worker("badargs", "Pending", saying="args.ctx")
     assert "args.ctx: runtime scripted does not declare it" in w["status"]["message"]
     (desired / "later-model.yaml").write_text(model_yaml("not-yet", f"file://{tiny_model}"))
     hive.wait_worker("later", "Running")
@@ -531,7 +531,7 @@ def test_state_absent_stops_the_workers_of_the_model(
     pid = hive.wait_worker("s", "Running")["observed"]["pid"]
     write_atomic(desired / "model.yaml", model_yaml("tiny", f"file://{tiny_model}", state="absent"))
     _stopped_for_the_model(hive, "s", pid, "state is absent")
-    w = hive.wait_worker("s", "Pending")
+    w = hive.wait_worker("s", "Pending", saying="ModelGone")
     assert w["status"]["message"].startswith("ModelGone: model tiny is gone: state is absent")
     hive.wait_phase("tiny", "Absent")
     assert not (hive.home / "models" / "tiny").exists()
@@ -561,7 +561,7 @@ def test_hive_delete_refuses_a_model_in_use_and_force_stops_its_workers(
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout == "model tiny deleted; worker(s) s are stopped until it is back\n"
     _stopped_for_the_model(hive, "s", pid, "deleted by API request")
-    w = hive.wait_worker("s", "Pending")
+    w = hive.wait_worker("s", "Pending", saying="ModelGone")
     assert w["status"]["message"].startswith(
         "ModelGone: model tiny is gone: deleted by API request"
     )
