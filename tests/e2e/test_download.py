@@ -565,4 +565,7 @@ def test_a_download_past_the_action_timeout_resumes_where_it_stopped(
     starts = [r.range_start or 0 for r in hub.requests_to("cdn", "GET")]
     assert len(starts) > len(timeouts)
     assert starts[0] == 0
-    assert all(a < b for a, b in itertools.pairwise(starts)), starts
+    # Never back to an earlier byte; an attempt that timed out before its first byte landed
+    # (a loaded machine) leaves the next one at the same place.
+    assert all(a <= b for a, b in itertools.pairwise(starts)), starts
+    assert starts[-1] > 0, starts
