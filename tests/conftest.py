@@ -1,5 +1,6 @@
 """Shared test helpers: the tiny example model, polling with a deadline, a real
-`hive serve` subprocess with an SSE reader."""
+`hive serve` subprocess with an SSE reader, the `hive` CLI, a hub on loopback, a watched
+directory and a real small filesystem."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ from typing import Any, TypeVar, overload
 import psutil
 import pytest
 
+from tests.disk import fill, grow, mount_tmpfs, padded, unmount
+from tests.hub import ThreadedHub, hf_env
 from tests.workers.scripted_runtime import SCRIPTED_WORKER, install_scripted_runtime
 
-__all__ = ["SCRIPTED_WORKER", "install_scripted_runtime"]  # re-exported for the tests
+# re-exported for the tests
+__all__ = ["SCRIPTED_WORKER", "fill", "grow", "install_scripted_runtime", "padded"]
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -179,6 +183,74 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real tiny llama GGUF, made by the example script the README uses."""
     path = tmp_path_factory.mktemp("model") / "tiny-llama.gguf"
     return Path(_load_example().make_tiny_model(path))
+
+
+@pytest.fixture
+def desired(tmp_path: Path) -> Path:
+    """An empty watched directory for the test's hive."""
+    d = tmp_path / "desired"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def hub() -> Iterator[ThreadedHub]:
+    """A Hugging Face compatible hub (and CDN) on loopback, for sync tests and subprocesses."""
+    with ThreadedHub() as h:
+        yield h
+
+
+@pytest.fixture
+def small_disk_size() -> str:
+    """The size of `small_disk` (mount's `size=`); a module overrides this fixture to change
+    it."""
+    return "20m"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, small_disk_size: str) -> Iterator[Path]:
+    """A real small filesystem (a tmpfs of `small_disk_size`); the test is skipped, saying
+    why, where none can be mounted."""
+    where = tmp_path / "small"
+    mount_tmpfs(where, small_disk_size)
+    try:
+        yield where
+    finally:
+        unmount(where)
+
+
+def run_hive(
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The `hive` command line, as a user runs it: its exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "hive", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+        preexec_fn=preexec_fn,
+    )
+
+
+def hive_on_hub(
+    hive_factory: Callable[..., Hive], hub: ThreadedHub, desired: Path, tmp_path: Path, **kw: Any
+) -> Hive:
+    """A `hive serve` watching `desired` that takes `hub` for huggingface.co (`kw` as
+    `hive_factory`'s, with `env` added to the hub's)."""
+    env = {**hf_env(hub, tmp_path / "hf"), **kw.pop("env", {})}
+    return hive_factory(desired=[desired], env=env, **kw)
+
+
+def degraded(model: dict[str, Any]) -> dict[str, Any]:
+    """The Degraded condition of a record as the API shows it."""
+    return next(c for c in model["status"]["conditions"] if c["type"] == "Degraded")
 
 
 def model_yaml(name: str, source: str, *, sha256: str | None = None, state: str = "present") -> str:

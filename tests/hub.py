@@ -44,7 +44,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -1032,3 +1032,44 @@ def use_hub_in_process(monkeypatch: Any, hub: _HubCore, home: Path) -> None:
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
     close_session()
     os.makedirs(home, exist_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def sizeless_server(body: bytes) -> AsyncIterator[str]:
+    """A plain server on loopback that never says the size of `body`: no HEAD (405), the
+    bytes chunked without Content-Length, a range answered 206 with ``Content-Range:
+    bytes N-M/*`` (416 past the end). Yields the file's URL."""
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
+        start = 0
+        if (rng := request.headers.get("Range")) is not None:
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+            if start >= len(body):
+                raise web.HTTPRequestRangeNotSatisfiable(
+                    headers={"Content-Range": f"bytes */{len(body)}"}
+                )
+        response = web.StreamResponse(status=206 if start else 200)
+        if start:  # the range, but not the size ("*")
+            response.headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/*"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for i in range(start, len(body), 256 * 1024):
+                await response.write(body[i : i + 256 * 1024])
+            await response.write_eof()
+        except ConnectionError:  # the client stopped reading (its disk is full, say)
+            raise asyncio.CancelledError from None
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/m.gguf", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{_bound_port(site)}/m.gguf"
+    finally:
+        await runner.cleanup()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,30 +17,17 @@ from tests.conftest import (
     install_scripted_runtime,
     model_yaml,
     poll,
+    run_hive,
     worker_yaml,
 )
 
 
-def hive(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hive", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
-
-
 def test_validate_examples() -> None:
-    ok = hive("validate", "examples/desired-state")
+    ok = run_hive("validate", "examples/desired-state")
     assert ok.returncode == 0, ok.stderr
     assert "2 record(s) valid" in ok.stdout  # the tiny model and its llama-cpp worker
 
-    bad = hive("validate", "examples/invalid")
+    bad = run_hive("validate", "examples/invalid")
     assert bad.returncode == 2
     lines = bad.stdout.splitlines()
     assert "examples/invalid/bad.yaml:8: spec.source: scheme 'ftp' is not supported" in lines[1]
@@ -52,7 +36,7 @@ def test_validate_examples() -> None:
 
 
 def test_validate_missing_path_is_one_line() -> None:
-    result = hive("validate", "/nonexistent/dir")
+    result = run_hive("validate", "/nonexistent/dir")
     assert result.returncode == 2
     assert result.stdout.strip() == "/nonexistent/dir: directory does not exist"
 
@@ -65,7 +49,7 @@ def test_plan_exit_codes(
     (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
     home = tmp_path / "home"
 
-    changes = hive("plan", str(desired), "--home", str(home))
+    changes = run_hive("plan", str(desired), "--home", str(home))
     assert changes.returncode == 1
     assert changes.stdout.startswith("provision Model/tiny from file:")
     assert not home.exists()  # plan is read-only
@@ -73,11 +57,11 @@ def test_plan_exit_codes(
     running = hive_factory(desired=[desired], home=home)
     running.wait_phase("tiny", "Available")
     running.stop()
-    nothing = hive("plan", str(desired), "--home", str(home))
+    nothing = run_hive("plan", str(desired), "--home", str(home))
     assert nothing.returncode == 0, nothing.stdout
     assert "nothing to do" in nothing.stdout
 
-    errors = hive("plan", "examples/invalid", "--home", str(home))
+    errors = run_hive("plan", "examples/invalid", "--home", str(home))
     assert errors.returncode == 2
 
 
@@ -90,7 +74,7 @@ def test_get_against_a_running_hive(
     running = hive_factory(desired=[desired])
     running.wait_phase("tiny", "Available")
 
-    table = hive("get", "models", "--url", running.url)
+    table = run_hive("get", "models", "--url", running.url)
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "PHASE", "SIZE"]
@@ -101,12 +85,12 @@ def test_get_against_a_running_hive(
     assert size == "0.5 MB"
     assert f"  {size}  " in row
 
-    as_json = json.loads(hive("get", "models", "-o", "json", "--url", running.url).stdout)
+    as_json = json.loads(run_hive("get", "models", "-o", "json", "--url", running.url).stdout)
     assert as_json["items"][0]["observed"]["metadata"]["architecture"] == "llama"
-    as_yaml = yaml.safe_load(hive("get", "models", "-o", "yaml", "--url", running.url).stdout)
+    as_yaml = yaml.safe_load(run_hive("get", "models", "-o", "yaml", "--url", running.url).stdout)
     assert as_yaml == as_json
 
-    status = hive("get", "status", "--url", running.url)
+    status = run_hive("get", "status", "--url", running.url)
     assert status.returncode == 0
     assert "Models: 1 Available" in status.stdout
     # "hive vm: running" said nothing of what `vm` is.
@@ -116,7 +100,7 @@ def test_get_against_a_running_hive(
 
 def test_get_without_a_hive_is_one_clear_line() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = hive("get", "models", "--url", url)
+    result = run_hive("get", "models", "--url", url)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"hive: cannot reach hive at {url}")
@@ -130,7 +114,7 @@ def test_serve_on_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = hive("serve", "--home", str(tmp_path / "home"), "--port", str(port))
+        result = run_hive("serve", "--home", str(tmp_path / "home"), "--port", str(port))
     assert result.returncode == 2
     assert not (tmp_path / "home").exists()  # a hive that cannot listen touches nothing
     assert f"hive: cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -152,7 +136,7 @@ def test_the_shipped_example_converges(
 
 
 def test_settings_out_of_bounds_are_one_clear_line(tmp_path: Path) -> None:
-    result = hive("serve", "--home", str(tmp_path / "h"), "--resync-interval", "0")
+    result = run_hive("serve", "--home", str(tmp_path / "h"), "--resync-interval", "0")
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith("hive: invalid setting resync_interval:")
@@ -160,12 +144,12 @@ def test_settings_out_of_bounds_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_help_lists_every_command_and_each_says_what_it_does() -> None:
-    top = hive("--help").stdout
+    top = run_hive("--help").stdout
     commands = ["serve", "validate", "plan", "stop-workers", "get", "logs", "delete"]
     description = " ".join(top.split("\n\n")[1].split())
     for name in commands:
         assert name in description, name
-        page = hive(name, "--help").stdout
+        page = run_hive(name, "--help").stdout
         paragraph = page.split("\n\n")[1]
         assert not paragraph.startswith(("options:", "positional arguments:")), name
 
@@ -189,7 +173,7 @@ def test_plan_covers_workers_with_its_exit_codes(
     home, desired = _scripted_setup(tmp_path, tiny_model, worker_ports.start)
     env = {"HIVE_GPU_PROBE": "none"}
 
-    first = hive("plan", str(desired), "--home", str(home), env=env)
+    first = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert first.returncode == 1, first.stdout + first.stderr
     assert first.stdout.splitlines()[1] == (
         "start Worker/w (scripted serving tiny on CPU-0, once Model/tiny is provisioned)"
@@ -197,30 +181,30 @@ def test_plan_covers_workers_with_its_exit_codes(
 
     running = hive_factory(desired=[desired], home=home, env=env, stop_workers=False)
     pid = running.wait_worker("w", "Running")["observed"]["pid"]
-    nothing = hive("plan", str(desired), "--home", str(home), env=env)
+    nothing = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert nothing.returncode == 0, nothing.stdout
     assert nothing.stdout.startswith("nothing to do")
 
     running.kill()  # the worker keeps running, with no hive
     (desired / "w.yaml").unlink()
-    stop = hive("plan", str(desired), "--home", str(home), env=env)
+    stop = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert stop.returncode == 1
     assert stop.stdout == f"stop Worker/w, PID {pid} (no record declares it)\n"
     assert psutil.pid_exists(pid)  # plan is read-only
 
-    stopped = hive("stop-workers", "--home", str(home))
+    stopped = run_hive("stop-workers", "--home", str(home))
     assert stopped.returncode == 0, stopped.stderr
     assert f"stopping worker w (PID {pid}, port {worker_ports.start})" in stopped.stdout
     assert stopped.stdout.endswith("1 worker(s) stopped\n")
     poll(lambda: not psutil.pid_exists(pid) or _zombie(pid), timeout=5, what="the worker gone")
 
     (desired / "w.yaml").write_text(worker_yaml("w", "tiny", port=worker_ports.start))
-    start = hive("plan", str(desired), "--home", str(home), env=env)
+    start = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert start.returncode == 1
     assert start.stdout == ("start Worker/w (scripted serving tiny on CPU-0: no process runs it)\n")
 
     (desired / "w.yaml").write_text(worker_yaml("w", "tiny", device="GPU-7"))
-    blocked = hive("plan", str(desired), "--home", str(home), env=env)
+    blocked = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert blocked.returncode == 1
     assert blocked.stdout.startswith(
         "cannot start Worker/w: Unschedulable: NoSuchDevice: GPU-7 does not exist"
@@ -238,7 +222,7 @@ def test_plan_says_when_its_home_does_not_exist_and_reads_hive_home(tmp_path: Pa
     """`hive plan` defaulted to ~/.cache/hive while `make run` serves .hive-home: it reads
     HIVE_HOME, and says when the home it reads is not there."""
     missing = tmp_path / "nowhere"
-    result = hive("plan", "examples/desired-state", env={"HIVE_HOME": str(missing)})
+    result = run_hive("plan", "examples/desired-state", env={"HIVE_HOME": str(missing)})
     assert result.returncode == 1
     assert f"hive: home {missing} does not exist" in result.stderr
     assert "`make run` uses .hive-home" in result.stderr
@@ -252,10 +236,10 @@ def test_exit_says_which_workers_it_leaves_and_stop_workers_waits_for_no_hive(
     pid = running.wait_worker("w", "Running")["observed"]["pid"]
 
     # One hive per home: a second one, and stop-workers, are refused while it serves it.
-    refused = hive("stop-workers", "--home", str(home))
+    refused = run_hive("stop-workers", "--home", str(home))
     assert refused.returncode == 2
     assert f"a hive (pid {running.pid}) is serving {home}" in refused.stderr
-    second = hive("serve", "--home", str(home), "--port", str(free_port()))
+    second = run_hive("serve", "--home", str(home), "--port", str(free_port()))
     assert second.returncode == 2
     assert f"another hive (pid {running.pid}) is serving home {home}" in second.stderr
     assert psutil.pid_exists(pid)
@@ -269,12 +253,12 @@ def test_exit_says_which_workers_it_leaves_and_stop_workers_waits_for_no_hive(
     assert f"1 worker(s) left running; stop them with `hive stop-workers --home {home}`" in log
     assert psutil.pid_exists(pid) and not _zombie(pid)
 
-    stopped = hive("stop-workers", "--home", str(home))
+    stopped = run_hive("stop-workers", "--home", str(home))
     assert stopped.returncode == 0, stopped.stderr
     assert f"stopped worker w (PID {pid}); port {worker_ports.start} is free" in stopped.stdout
     assert _zombie(pid)
     assert not (home / "state" / "workers" / "w.json").exists()
-    again = hive("stop-workers", "--home", str(home))
+    again = run_hive("stop-workers", "--home", str(home))
     assert again.stdout == f"no worker left running in {home}\n"
 
 

@@ -3,16 +3,13 @@ environment alike, with a message that says what to do and never repeats the tok
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from hive.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import run_hive
 
 GOOD = "0123456789abcdef"  # 16 visible ASCII characters: the shortest taken
 
@@ -49,15 +46,7 @@ def test_a_strong_token_and_no_token_are_taken() -> None:
 
 def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """`hive serve` that must refuse to start: its one line on stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hive", "serve", "--home", str(tmp_path / "home"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=20,
-        check=False,
-    )
+    result = run_hive("serve", "--home", str(tmp_path / "home"), *args, env=env, timeout=20)
     assert result.returncode == 2, result.stderr
     assert not (tmp_path / "home").exists()  # refused before touching anything
     (line,) = result.stderr.splitlines()

@@ -11,18 +11,16 @@ import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from hive.actuators.download import RetryableHttp, Throttle, download_model
-from hive.actuators.provision import Progress
+from hive.actuators.provision import Progress, ProvisionOutcome
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
-from tests.hub import Hub
+from tests.hub import Hub, sizeless_server
 
 
 @pytest.fixture
@@ -30,59 +28,33 @@ async def sizeless(tiny_model: Path) -> AsyncIterator[tuple[str, bytes]]:
     """A server without HEAD (405) that streams the model chunked (no Content-Length) and
     honours Range."""
     body = await asyncio.to_thread(tiny_model.read_bytes) + bytes(3_000_000)
-
-    async def get(request: web.Request) -> web.StreamResponse:
-        if request.method == "HEAD":
-            raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
-        start = 0
-        if (rng := request.headers.get("Range")) is not None:
-            start = int(rng.removeprefix("bytes=").rstrip("-"))
-            if start >= len(body):
-                raise web.HTTPRequestRangeNotSatisfiable(
-                    headers={"Content-Range": f"bytes */{len(body)}"}
-                )
-        response = web.StreamResponse(status=206 if start else 200)
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for i in range(start, len(body), 256 * 1024):
-            await response.write(body[i : i + 256 * 1024])
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_route("*", "/m.gguf", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/m.gguf", body
-    finally:
-        await runner.cleanup()
+    async with sizeless_server(body) as url:
+        yield url, body
 
 
-async def fetch(url: str, directory: Path, progress: list[Progress]) -> str:
+async def download(
+    url: str, directory: Path, *, progress: list[Progress] | None = None, attempts: int = 5
+) -> ProvisionOutcome:
+    """`download_model` of `url` into `directory`, in a session of its own."""
     action = ProvisionModel(name="m", reason="test", source=url, resolved_source=url)
     async with aiohttp.ClientSession() as session:
-        outcome = await download_model(
+        return await download_model(
             action,
             directory=directory,
             session=session,
             now=datetime.now(UTC),
             cancel=threading.Event(),
             throttle=Throttle(shared=None, rate=None),
-            progress=progress.append,
+            progress=(lambda p: None) if progress is None else progress.append,
             narrate=lambda *a, **k: None,
+            attempts=attempts,
         )
-    assert outcome.metadata.sha256 is not None
-    return outcome.metadata.sha256
 
 
 async def test_a_server_without_head_or_size(sizeless: tuple[str, bytes], tmp_path: Path) -> None:
     url, body = sizeless
     progress: list[Progress] = []
-    sha = await fetch(url, tmp_path / "m", progress)
+    sha = (await download(url, tmp_path / "m", progress=progress)).metadata.sha256
     assert sha == hashlib.sha256(body).hexdigest()
     assert (tmp_path / "m" / "model.gguf").read_bytes() == body
     assert progress[-1].done == len(body)
@@ -99,7 +71,7 @@ async def test_a_whole_partial_answered_416_is_complete(
     (directory / "model.gguf.partial").write_bytes(body)
     state = PartialState(url=url, etag=None, size=None, started_at=datetime.now(UTC))
     (directory / "model.gguf.partial.json").write_text(state.model_dump_json())
-    sha = await fetch(url, directory, [])
+    sha = (await download(url, directory)).metadata.sha256
     assert sha == hashlib.sha256(body).hexdigest()
     assert (directory / "model.gguf").stat().st_size == len(body)
 
@@ -113,28 +85,12 @@ async def hub() -> AsyncIterator[Hub]:
         yield h
 
 
-def _download(url: str, directory: Path, session: aiohttp.ClientSession) -> Any:
-    action = ProvisionModel(name="m", reason="test", source=url, resolved_source=url)
-    return download_model(
-        action,
-        directory=directory,
-        session=session,
-        now=datetime.now(UTC),
-        cancel=threading.Event(),
-        throttle=Throttle(shared=None, rate=None),
-        progress=lambda p: None,
-        narrate=lambda *a, **k: None,
-        attempts=1,
-    )
-
-
 async def test_credentials_in_the_url_go_as_a_header_and_are_stored_nowhere(
     hub: Hub, tiny_model: Path, tmp_path: Path
 ) -> None:
     hub.add_plain_file("m.gguf", tiny_model, basic=("alice", "S3CR3T-XYZ"), token="T0K3N-QQQ")
     url = f"http://alice:S3CR3T-XYZ@127.0.0.1:{hub.port}/m.gguf?token=T0K3N-QQQ"
-    async with aiohttp.ClientSession() as session:
-        outcome = await _download(url, tmp_path / "m", session)
+    outcome = await download(url, tmp_path / "m", attempts=1)
     basic = "Basic " + base64.b64encode(b"alice:S3CR3T-XYZ").decode()
     served = hub.requests_to("plain")
     assert [(r.method, r.status) for r in served] == [("HEAD", 200), ("GET", 200)]
@@ -152,9 +108,8 @@ async def test_a_failed_download_names_its_url_redacted_in_its_error_and_sidecar
     hub.add_plain_file("m.gguf", tiny_model, basic=("alice", "S3CR3T-XYZ"), token="T0K3N-QQQ")
     hub.drop_after(1000)
     url = f"http://alice:S3CR3T-XYZ@127.0.0.1:{hub.port}/m.gguf?token=T0K3N-QQQ"
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(RetryableHttp) as failed:
-            await _download(url, tmp_path / "m", session)
+    with pytest.raises(RetryableHttp) as failed:
+        await download(url, tmp_path / "m", attempts=1)
     assert f"http://127.0.0.1:{hub.port}/m.gguf?token=***: the connection ended" in str(
         failed.value
     )
@@ -166,16 +121,14 @@ async def test_a_failed_download_names_its_url_redacted_in_its_error_and_sidecar
     assert not [s for s in SECRETS if s in sidecar.read_bytes()]
 
     # The partial resumes: its sidecar's redacted URL matches the source's.
-    async with aiohttp.ClientSession() as session:
-        await _download(url, tmp_path / "m", session)
+    await download(url, tmp_path / "m", attempts=1)
     gets = [r for r in hub.requests_to("plain", "GET") if r.status in (200, 206)]
     assert gets[-1].range_start == 1000
 
 
 async def test_an_unreachable_source_is_named_redacted(tmp_path: Path) -> None:
     url = "http://alice:S3CR3T-XYZ@127.0.0.1:1/m.gguf?token=T0K3N-QQQ"
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(HiveError) as failed:
-            await _download(url, tmp_path / "m", session)
+    with pytest.raises(HiveError) as failed:
+        await download(url, tmp_path / "m", attempts=1)
     assert failed.value.message.startswith("http://alice:***@127.0.0.1:1/m.gguf?token=***: ")
     assert not [s for s in SECRETS if s.decode() in failed.value.message]

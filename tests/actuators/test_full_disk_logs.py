@@ -4,32 +4,20 @@ makes fails for want of space, and nothing is lost or left half-copied."""
 from __future__ import annotations
 
 import errno
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hive.actuators.workers import rotate_log
 from hive.errors import is_no_space
-from tests.e2e.test_full_disk import fill, mount_tmpfs
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "small"
-    mount_tmpfs(where, "4m")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+from tests.conftest import fill
 
 
 def test_rotation_on_a_full_disk_keeps_the_log_and_leaves_no_half_copy(
     small_disk: Path,
 ) -> None:
     log = small_disk / "w.log"
-    content = b"a line of the worker's log\n" * 50_000  # 1.35 MB of a 4 MiB disk
+    content = b"a line of the worker's log\n" * 50_000  # 1.35 MB, then the disk is filled
     log.write_bytes(content)
     filler = fill(small_disk)
     with pytest.raises(OSError, match="No space left") as info:

@@ -8,42 +8,27 @@ import hashlib
 import itertools
 import re
 import resource
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Hive, poll, write_atomic
+from tests.conftest import (
+    Hive,
+    degraded,
+    grow,
+    hive_on_hub,
+    padded,
+    poll,
+    run_hive,
+    write_atomic,
+)
 from tests.hub import ThreadedHub, hf_env
 
 pytestmark = pytest.mark.e2e
 REPO = "hive-test/tiny-GGUF"
 MB = 1_000_000
-
-
-@pytest.fixture
-def hub() -> Iterator[ThreadedHub]:
-    with ThreadedHub() as h:
-        yield h
-
-
-@pytest.fixture
-def desired(tmp_path: Path) -> Path:
-    d = tmp_path / "desired"
-    d.mkdir()
-    return d
-
-
-def padded(tiny_model: Path, path: Path, size: int) -> Path:
-    """A real GGUF of `size` bytes: the tiny model followed by zeros (sparse on disk)."""
-    shutil.copy(tiny_model, path)
-    with path.open("ab") as fh:
-        fh.truncate(size)
-    return path
 
 
 def sha256(path: Path) -> str:
@@ -62,18 +47,6 @@ def manifest(name: str, source: str, **spec: Any) -> str:
     )
 
 
-def degraded(model: dict[str, Any]) -> dict[str, Any]:
-    conds: dict[str, dict[str, Any]] = {c["type"]: c for c in model["status"]["conditions"]}
-    return conds["Degraded"]
-
-
-def start(
-    hive_factory: Callable[..., Hive], hub: ThreadedHub, desired: Path, tmp_path: Path, **kw: Any
-) -> Hive:
-    env = {**hf_env(hub, tmp_path / "hf"), **kw.pop("env", {})}
-    return hive_factory(desired=[desired], env=env, **kw)
-
-
 def test_hf_file_is_downloaded_verified_and_described(
     hive_factory: Callable[..., Hive],
     hub: ThreadedHub,
@@ -82,7 +55,7 @@ def test_hf_file_is_downloaded_verified_and_described(
     tiny_model: Path,
 ) -> None:
     f = hub.add_file(REPO, "tiny.Q4_K_M.gguf", tiny_model)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("tiny", f"hf://{REPO}/tiny.Q4_K_M.gguf"))
     model = hive.wait_phase("tiny", "Available")
     meta = model["observed"]["metadata"]
@@ -105,7 +78,7 @@ def test_quantization_tag_picks_the_file_or_lists_what_is_there(
 ) -> None:
     hub.add_file(REPO, "tiny.Q4_K_M.gguf", tiny_model)
     hub.add_file(REPO, "tiny.Q8_0.gguf", padded(tiny_model, tmp_path / "q8.gguf", 600_000))
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "a.yaml", manifest("q8", f"hf://{REPO}:Q8_0"))
     write_atomic(desired / "b.yaml", manifest("q2", f"hf://{REPO}:Q2_K"))
     assert hive.wait_phase("q8", "Available")["observed"]["metadata"]["size"] == 600_000
@@ -125,7 +98,7 @@ def test_sigkill_half_way_resumes_from_the_bytes_on_disk(
     big = padded(tiny_model, tmp_path / "big.gguf", size)
     hub.add_file(REPO, "big.gguf", big)
     hub.throttle(40 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("big", f"hf://{REPO}/big.gguf"))
     partial = hive.home / "models" / "big" / "model.gguf.partial"
     poll(
@@ -138,7 +111,7 @@ def test_sigkill_half_way_resumes_from_the_bytes_on_disk(
     assert 0 < on_disk < size
     hub.throttle(None)
 
-    again = start(hive_factory, hub, desired, tmp_path, home=hive.home)
+    again = hive_on_hub(hive_factory, hub, desired, tmp_path, home=hive.home)
     model = again.wait_phase("big", "Available", timeout=60)
     assert model["observed"]["metadata"]["sha256"] == sha256(big)
     resumed = [r for r in hub.requests_to("cdn", "GET") if r.range_start]
@@ -158,7 +131,7 @@ def test_dropped_connections_and_server_errors_are_retried(
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", 5 * MB))
     hub.drop_after(1 * MB)
     hub.fail_next(500, times=1, routes=("cdn",))
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     hive.wait_phase("m", "Available", timeout=60)
     assert "model_download_retry" in hive.actions("Model/m")
@@ -173,7 +146,7 @@ def test_429_with_retry_after_is_honoured(
 ) -> None:
     hub.add_file(REPO, "m.gguf", tiny_model)
     hub.fail_next(429, times=2, retry_after=1, routes=("cdn",))
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     hive.wait_phase("m", "Available", timeout=60)
     retries = [e for e in hive.events if e["action"] == "model_download_retry"]
@@ -190,7 +163,7 @@ def test_wrong_bytes_fail_with_both_hashes_and_no_model_file(
 ) -> None:
     f = hub.add_file(REPO, "m.gguf", tiny_model)
     hub.corrupt()
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     model = hive.wait_phase("m", "Failed", timeout=30)
     assert f.sha256 in model["status"]["message"]
@@ -224,7 +197,7 @@ def test_401_and_404_stop_with_a_clear_reason(
     if setup == "token":
         hub.require_token("s3cret")
     path = "m.gguf" if setup == "token" else "nope.gguf"
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/{path}"))
     model = hive.wait_phase("m", "Failed", timeout=30)
     assert degraded(model)["reason"] == reason
@@ -242,7 +215,7 @@ def test_a_token_from_hf_token_is_sent(
 ) -> None:
     hub.add_file(REPO, "m.gguf", tiny_model)
     hub.require_token("s3cret")
-    hive = start(hive_factory, hub, desired, tmp_path, env={"HF_TOKEN": "s3cret"})
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path, env={"HF_TOKEN": "s3cret"})
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     hive.wait_phase("m", "Available", timeout=30)
 
@@ -258,7 +231,7 @@ def test_a_file_changed_on_the_server_mid_way_starts_over(
     second = padded(tiny_model, tmp_path / "v2.gguf", 21 * MB)
     hub.add_file(REPO, "m.gguf", first)
     hub.throttle(5 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     url = hub.resolve_url(REPO, "m.gguf")  # a plain https-style source, following redirects
     write_atomic(desired / "m.yaml", manifest("m", url))
     partial = hive.home / "models" / "m" / "model.gguf.partial"
@@ -267,7 +240,7 @@ def test_a_file_changed_on_the_server_mid_way_starts_over(
     hub.replace_file(REPO, "m.gguf", second)  # a new upload while hive was down
     hub.throttle(None)
 
-    again = start(hive_factory, hub, desired, tmp_path, home=hive.home)
+    again = hive_on_hub(hive_factory, hub, desired, tmp_path, home=hive.home)
     model = again.wait_phase("m", "Available", timeout=60)
     assert model["observed"]["metadata"]["sha256"] == sha256(second)
     restarted = again.wait_event("model_download_restarted", obj="Model/m")
@@ -284,7 +257,7 @@ def test_removing_the_record_stops_the_download_and_keeps_the_partial(
     size = 50 * MB
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
     hub.throttle(5 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     partial = hive.home / "models" / "m" / "model.gguf.partial"
     poll(lambda: partial.exists() and partial.stat().st_size > MB, what="some bytes")
@@ -302,23 +275,12 @@ def test_removing_the_record_stops_the_download_and_keeps_the_partial(
     )
     assert stopped_at < size
 
-    listed = subprocess.run(
-        [sys.executable, "-m", "hive", "get", "models", "--url", hive.url],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    ).stdout
-    row = next(line for line in listed.splitlines() if line.startswith("m "))
+    listed = run_hive("get", "models", "--url", hive.url)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("m "))
     assert "% " in row and "/50 MB" in row, row  # the partial is visible
 
-    deleted = subprocess.run(
-        [sys.executable, "-m", "hive", "delete", "model", "m", "--url", hive.url],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    deleted = run_hive("delete", "model", "m", "--url", hive.url)
     assert deleted.returncode == 0, deleted.stderr
     assert "partial download" in deleted.stdout
     assert not (hive.home / "models" / "m").exists()
@@ -334,7 +296,7 @@ def test_re_adding_the_record_resumes(
     size = 30 * MB
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
     hub.throttle(5 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     text = manifest("m", f"hf://{REPO}/m.gguf")
     write_atomic(desired / "m.yaml", text)
     partial = hive.home / "models" / "m" / "model.gguf.partial"
@@ -364,7 +326,7 @@ def test_a_full_disk_is_a_clear_condition_and_the_download_completes_after(
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    hive = start(hive_factory, hub, desired, tmp_path, preexec_fn=cap)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path, preexec_fn=cap)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     model = hive.wait_phase("m", "Failed", timeout=30)
     assert degraded(model)["reason"] == "InsufficientSpace"
@@ -391,7 +353,7 @@ def test_downloads_wait_for_a_slot_without_blocking_other_work(
     hub.add_file(REPO, "b.gguf", padded(tiny_model, tmp_path / "b.gguf", 20 * MB))
     hub.throttle(5 * MB)
     # Two reconcile workers, one download slot: a queued download must not hold the other.
-    hive = start(
+    hive = hive_on_hub(
         hive_factory,
         hub,
         desired,
@@ -425,7 +387,7 @@ def test_a_new_rate_limit_applies_to_the_running_download(
     # applied to the running transfer, lets it finish in time.
     size = 200 * MB
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     path = desired / "m.yaml"
     write_atomic(path, manifest("m", f"hf://{REPO}/m.gguf", download="{rateLimit: 2MB/s}"))
     partial = hive.home / "models" / "m" / "model.gguf.partial"
@@ -452,7 +414,7 @@ def test_a_split_model_is_fetched_as_one_set(
     for i, part in enumerate(parts, start=1):
         hub.add_file(REPO, f"big-Q4_K_M-{i:05d}-of-00003.gguf", part)
     hub.add_file(REPO, "big-Q8_0.gguf", tiny_model)
-    hive = start(hive_factory, hub, desired, tmp_path)
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("big", f"hf://{REPO}:Q4_K_M"))
     model = hive.wait_phase("big", "Available", timeout=60)
     meta = model["observed"]["metadata"]
@@ -493,25 +455,6 @@ def test_a_split_model_is_fetched_as_one_set(
     assert sorted(p.name for p in directory.glob("*.gguf")) == ["model.gguf"]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 16 MB filesystem (tmpfs), where this machine lets the tests mount one."""
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_free_space_is_checked_before_starting(
     hive_factory: Callable[..., Hive],
     hub: ThreadedHub,
@@ -521,14 +464,14 @@ def test_free_space_is_checked_before_starting(
     small_disk: Path,
 ) -> None:
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", 30 * MB))
-    hive = start(hive_factory, hub, desired, tmp_path, home=small_disk / "home")
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path, home=small_disk / "home")
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     model = hive.wait_phase("m", "Failed", timeout=30)
     assert degraded(model)["reason"] == "InsufficientSpace"
     assert "30.0 MB still to download" in model["status"]["message"]
     assert not hub.requests_to("cdn", "GET")  # nothing fetched that cannot fit
 
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    grow(small_disk, "64m")
     model = hive.wait_phase("m", "Available", timeout=60)
     assert model["observed"]["metadata"]["size"] == 30 * MB
 
@@ -543,7 +486,7 @@ def test_a_download_past_the_action_timeout_resumes_where_it_stopped(
     size = 12 * MB
     hub.add_file(REPO, "m.gguf", padded(tiny_model, tmp_path / "m.gguf", size))
     hub.throttle(4 * MB)  # 3 s at least, against a 1 s action timeout
-    hive = start(
+    hive = hive_on_hub(
         hive_factory,
         hub,
         desired,

@@ -5,108 +5,35 @@ the partial kept; once space is freed everything goes on."""
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import resource
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Hive, install_scripted_runtime, poll, worker_yaml, write_atomic
-from tests.hub import ThreadedHub, hf_env
+from tests.conftest import (
+    Hive,
+    degraded,
+    fill,
+    grow,
+    hive_on_hub,
+    install_scripted_runtime,
+    model_yaml,
+    padded,
+    poll,
+    worker_yaml,
+    write_atomic,
+)
+from tests.hub import ThreadedHub
 
 pytestmark = pytest.mark.e2e
 REPO = "hive-test/tiny-GGUF"
 MB = 1_000_000
 #: Short back-off: a full disk is retried, and the test waits for the retry after freeing.
 FAST_RETRY = {"HIVE_BACKOFF_BASE": "0.2", "HIVE_BACKOFF_CAP": "0.5"}
-
-
-@pytest.fixture
-def hub() -> Iterator[ThreadedHub]:
-    with ThreadedHub() as h:
-        yield h
-
-
-@pytest.fixture
-def desired(tmp_path: Path) -> Path:
-    d = tmp_path / "desired"
-    d.mkdir()
-    return d
-
-
-def mount_tmpfs(where: Path, size: str) -> None:
-    """Mount a tmpfs of `size` at `where`, or skip the test saying why it cannot."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (the RLIMIT_FSIZE test still runs)")
-    where.mkdir(exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); RLIMIT_FSIZE runs")
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 20 MiB filesystem."""
-    where = tmp_path / "small"
-    mount_tmpfs(where, "20m")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of `disk` with a file (removing it frees them again)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (1 << 20, 4096):
-            block = bytes(size)
-            try:
-                while True:
-                    os.write(fd, block)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-    return filler
-
-
-def padded(tiny_model: Path, path: Path, size: int) -> Path:
-    """A real GGUF of `size` bytes: the tiny model followed by zeros."""
-    shutil.copy(tiny_model, path)
-    with path.open("ab") as fh:
-        fh.truncate(size)
-    return path
-
-
-def manifest(name: str, source: str) -> str:
-    return (
-        f"apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: {name}\nspec:\n  source: {source}\n"
-    )
-
-
-def degraded(model: dict[str, Any]) -> dict[str, Any]:
-    return next(c for c in model["status"]["conditions"] if c["type"] == "Degraded")
-
-
-def start(
-    hive_factory: Callable[..., Hive], hub: ThreadedHub, desired: Path, tmp_path: Path, **kw: Any
-) -> Hive:
-    env = {**hf_env(hub, tmp_path / "hf"), **FAST_RETRY, **kw.pop("env", {})}
-    return hive_factory(desired=[desired], env=env, **kw)
 
 
 def failed_for_space(hive: Hive, name: str) -> dict[str, Any]:
@@ -160,8 +87,10 @@ def test_a_disk_filling_up_mid_download_is_insufficient_space_and_resumes_once_f
     hub.add_file(REPO, "a.gguf", source)
     hub.add_file(REPO, "b.gguf", tiny_model)
     hub.throttle(3 * MB)
-    hive = start(hive_factory, hub, desired, tmp_path, home=small_disk / "home")
-    write_atomic(desired / "a.yaml", manifest("a", f"hf://{REPO}/a.gguf"))
+    hive = hive_on_hub(
+        hive_factory, hub, desired, tmp_path, env=FAST_RETRY, home=small_disk / "home"
+    )
+    write_atomic(desired / "a.yaml", model_yaml("a", f"hf://{REPO}/a.gguf"))
     partial = hive.home / "models" / "a" / "model.gguf.partial"
     poll(lambda: partial.exists() and partial.stat().st_size > MB, what="some bytes")
     filler = fill(small_disk)
@@ -178,7 +107,7 @@ def test_a_disk_filling_up_mid_download_is_insufficient_space_and_resumes_once_f
     assert kept > MB  # the partial is kept for the resume
 
     # A second model on the full disk is refused the same way, never as an internal error.
-    write_atomic(desired / "b.yaml", manifest("b", f"hf://{REPO}/b.gguf"))
+    write_atomic(desired / "b.yaml", model_yaml("b", f"hf://{REPO}/b.gguf"))
     second = failed_for_space(hive, "b")
     assert re.search(r"\d+\.\d MB free", second["status"]["message"])
     assert str(hive.home / "models" / "b") in second["status"]["message"]
@@ -209,7 +138,7 @@ def test_writing_metadata_on_a_full_disk_is_insufficient_space(
     shutil.copyfile(tiny_model, source)
     hive = hive_factory(desired=[desired], home=small_disk / "home", env=FAST_RETRY)
     filler = fill(small_disk)
-    write_atomic(desired / "m.yaml", manifest("m", f"file:{source}"))
+    write_atomic(desired / "m.yaml", model_yaml("m", f"file:{source}"))
     model = failed_for_space(hive, "m")
     message = model["status"]["message"]
     assert "a few KB for hive's records needed" in message
@@ -233,7 +162,7 @@ def test_a_copy_that_does_not_fit_is_refused_before_copying(
 ) -> None:
     source = padded(tiny_model, tmp_path / "big.gguf", 30 * MB)  # another filesystem
     hive = hive_factory(desired=[desired], home=small_disk / "home", env=FAST_RETRY)
-    write_atomic(desired / "m.yaml", manifest("m", f"file:{source}"))
+    write_atomic(desired / "m.yaml", model_yaml("m", f"file:{source}"))
     model = failed_for_space(hive, "m")
     message = model["status"]["message"]
     assert "30.0 MB to copy" in message, message
@@ -242,7 +171,7 @@ def test_a_copy_that_does_not_fit_is_refused_before_copying(
     assert shutil.disk_usage(small_disk).used < MB  # nothing was copied
     assert_one_failure_per_attempt(hive, "m")
 
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    grow(small_disk, "64m")
     done = hive.wait_phase("m", "Available", timeout=60)
     assert done["observed"]["metadata"]["size"] == 30 * MB
     assert hive.wait_event("model_download_complete", obj="Model/m")["data"]["method"] == "copy"
@@ -265,8 +194,8 @@ def test_a_file_size_limit_is_insufficient_space_with_where_and_resumes(
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    hive = start(hive_factory, hub, desired, tmp_path, preexec_fn=cap)
-    write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
+    hive = hive_on_hub(hive_factory, hub, desired, tmp_path, env=FAST_RETRY, preexec_fn=cap)
+    write_atomic(desired / "m.yaml", model_yaml("m", f"hf://{REPO}/m.gguf"))
     model = failed_for_space(hive, "m")
     message = model["status"]["message"]
     assert "File too large" in message and "ulimit -f" in message, message
@@ -299,7 +228,7 @@ def test_a_worker_spawned_on_a_full_disk_is_insufficient_space_then_runs(
     install_scripted_runtime(home)
     source = small_disk / "tiny.gguf"
     shutil.copyfile(tiny_model, source)
-    write_atomic(desired / "m.yaml", manifest("tiny", f"file:{source}"))
+    write_atomic(desired / "m.yaml", model_yaml("tiny", f"file:{source}"))
     hive = hive_factory(
         desired=[desired],
         home=home,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import ROOT, Hive, model_yaml, write_atomic
+from tests.conftest import Hive, model_yaml, run_hive, write_atomic
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +46,6 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-@pytest.fixture
 def desired(tmp_path: Path) -> Path:
     d = tmp_path / "desired"
     d.mkdir()
@@ -123,15 +120,7 @@ def test_hive_validate_prints_the_bomb_problem(desired: Path) -> None:
     """`hive validate` once printed `internal error: MemoryError`."""
     bomb = desired / "bomb.yaml"
     bomb.write_text(issue_bomb())
-    out = subprocess.run(
-        [sys.executable, "-m", "hive", "validate", str(desired)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-        preexec_fn=_limit_memory,
-    )
+    out = run_hive("validate", str(desired), timeout=120, preexec_fn=_limit_memory)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stdout == (
         f"{bomb}:1: x: aliases expand to more than 100,000 values; write the values out or "

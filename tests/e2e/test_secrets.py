@@ -8,15 +8,13 @@ from __future__ import annotations
 import base64
 import shutil
 import stat
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Hive, model_yaml, poll, write_atomic
+from tests.conftest import Hive, model_yaml, poll, run_hive, write_atomic
 from tests.hub import ThreadedHub, hf_env
 
 pytestmark = pytest.mark.e2e
@@ -31,12 +29,6 @@ NEEDLES = (
     WRONG.encode(),
     base64.b64encode(f"{USER}:{PASSWORD}".encode()),
 )
-
-
-@pytest.fixture
-def hub() -> Iterator[ThreadedHub]:
-    with ThreadedHub() as h:
-        yield h
 
 
 def _read_events(hive: Hive) -> bytes:
@@ -55,13 +47,9 @@ def _read_events(hive: Hive) -> bytes:
 
 
 def _get_models(hive: Hive) -> bytes:
-    return subprocess.run(
-        [sys.executable, "-m", "hive", "get", "models", "--url", hive.url],
-        capture_output=True,
-        cwd=ROOT,
-        check=True,
-        timeout=30,
-    ).stdout
+    listed = run_hive("get", "models", "--url", hive.url)
+    assert listed.returncode == 0, listed.stderr
+    return listed.stdout.encode()
 
 
 def _raw(hive: Hive, path: str) -> bytes:

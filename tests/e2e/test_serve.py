@@ -15,7 +15,6 @@ from tests.conftest import Hive, model_yaml, poll, write_atomic
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
 def desired(tmp_path: Path) -> Path:
     d = tmp_path / "desired"
     d.mkdir()

@@ -7,32 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey
 from hive.runtime.manager import Manager
 from hive.settings import Settings
-from tests.conftest import apoll, model_yaml, write_atomic
-from tests.e2e.test_full_disk import mount_tmpfs
+from tests.conftest import apoll, grow, model_yaml, write_atomic
+from tests.hub import sizeless_server
 
 MB = 1_000_000
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 MiB filesystem."""
-    where = tmp_path / "small"
-    mount_tmpfs(where, "8m")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+def small_disk_size() -> str:
+    return "8m"  # less than the 12 MB the server sends
 
 
 @pytest.fixture
@@ -40,37 +32,8 @@ async def sizeless(tiny_model: Path) -> AsyncIterator[tuple[str, bytes]]:
     """A server without HEAD that streams 12 MB chunked (no Content-Length), honouring
     Range."""
     body = await asyncio.to_thread(tiny_model.read_bytes) + bytes(12 * MB)
-
-    async def get(request: web.Request) -> web.StreamResponse:
-        if request.method == "HEAD":
-            raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
-        start = 0
-        if (rng := request.headers.get("Range")) is not None:
-            start = int(rng.removeprefix("bytes=").rstrip("-"))
-        response = web.StreamResponse(status=206 if start else 200)
-        if start:  # the range, but not the size ("*")
-            response.headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/*"
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        try:
-            for i in range(start, len(body), 256 * 1024):
-                await response.write(body[i : i + 256 * 1024])
-            await response.write_eof()
-        except ConnectionError:  # hive stopped reading: its disk is full
-            raise asyncio.CancelledError from None
-        return response
-
-    app = web.Application()
-    app.router.add_route("*", "/m.gguf", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/m.gguf", body
-    finally:
-        await runner.cleanup()
+    async with sizeless_server(body) as url:
+        yield url, body
 
 
 async def test_a_download_of_unknown_size_filling_the_disk_is_insufficient_space(
@@ -120,9 +83,7 @@ async def test_a_download_of_unknown_size_filling_the_disk_is_insufficient_space
         kept = partial.stat().st_size
         assert kept > MB
 
-        await asyncio.to_thread(
-            subprocess.run, ["mount", "-o", "remount,size=32m", str(small_disk)], check=True
-        )
+        await asyncio.to_thread(grow, small_disk, "32m")
         await apoll(
             lambda: manager.reconciler.statuses[key].phase == "Available",
             within=30,
