@@ -310,7 +310,7 @@ def test_removing_the_record_stops_the_download_and_keeps_the_partial(
         check=True,
     ).stdout
     row = next(line for line in listed.splitlines() if line.startswith("m "))
-    assert "% " in row and "/50 MB" in row, row  # the partial is visible
+    assert "% " in row and " MB / 50.0 MB" in row, row  # the partial is visible, as logged
 
     deleted = subprocess.run(
         [sys.executable, "-m", "hive", "delete", "model", "m", "--url", hive.url],
