@@ -20,8 +20,7 @@ from pydantic import ValidationError
 from hive import __version__
 from hive.errors import ApiError, HiveError
 from hive.model.ids import SourceName
-from hive.model.text import redact_url
-from hive.model.units import megabytes
+from hive.model.units import megabytes, megabytes_of
 from hive.settings import DEFAULT_URL, Settings
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
@@ -212,13 +211,13 @@ def _size(n: int | None) -> str:
 
 
 def _progress(download: dict[str, Any] | None) -> str:
-    """`45% 450/1000 MB` for a partial download, `-` for none."""
+    """`45% 450 MB / 1,000 MB` for a partial download (as the log says it), `-` for none."""
     if not download:
         return "-"
     done, total = download["bytes_on_disk"], download.get("total_bytes")
     if not total:
         return _size(done)
-    return f"{100 * done // total}% {done / 1e6:.0f}/{total / 1e6:.0f} MB"
+    return f"{100 * done // total}% {megabytes_of(done, total)}"
 
 
 def _models_table(items: list[dict[str, Any]]) -> str:
@@ -236,7 +235,7 @@ def _models_table(items: list[dict[str, Any]]) -> str:
                 _progress(observed.get("download")),
                 meta.get("architecture") or "-",
                 meta.get("quantization") or "-",
-                redact_url(spec.get("source") or meta.get("source") or "-"),
+                spec.get("source") or meta.get("source") or "-",  # redacted by hive
                 status.get("message") or "",
             ]
         )

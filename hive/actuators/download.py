@@ -5,10 +5,10 @@ Bytes stream into `model.gguf.partial`, described by a sidecar (`model.gguf.part
 mode 0600: URL redacted, ETag, size, commit). After any interruption the next attempt
 continues with `Range` from the bytes on disk if the ETag still matches, else starts over
 and says why; it resolves the source again from the record in memory, so no file holds a
-source's credentials. SHA-256
-is computed while streaming (a resumed download hashes its prefix once). Free space is
-checked first; a full disk keeps the partial for later. Transient failures retry with
-exponential back-off and jitter (tenacity); permanent ones stop with a clear reason.
+source's credentials. SHA-256 is computed while streaming (a resumed download hashes its
+prefix once). Free space is checked first, once per attempt for every part; a full disk
+keeps the partial for later. Transient failures retry with exponential back-off and jitter
+(tenacity); permanent ones stop with a clear reason.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from hive.actuators.files import (
     write_all,
     write_atomic,
 )
-from hive.actuators.http_get import BadUrl, HttpGet
+from hive.actuators.http_get import BadUrl, HttpGet, split_credentials
 from hive.actuators.provision import (
     Cancelled,
     Progress,
@@ -59,7 +59,8 @@ from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientEr
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts, parameter_count_label
 from hive.model.observed import ModelFile, PartialState
-from hive.model.text import redact_text, redact_url
+from hive.model.text import clip, redact_url, show, show_text, show_url
+from hive.model.units import megabytes
 from hive.observers.catalog import (
     MODEL_FILE,
     PARTIAL_SUFFIX,
@@ -77,7 +78,6 @@ SINK_BUFFERS = 8
 CANCEL_POLL = 0.1
 #: How often, at most, the stream reports progress (the narration limits itself further).
 PROGRESS_TICK = 0.05
-_MB = 1_000_000
 USER_AGENT = f"hive/{__version__}"
 
 
@@ -173,13 +173,12 @@ class _Attempt:
         size = self.partial.stat().st_size if self.partial.exists() else 0
         why: str | None = None
         if state is not None and size:
-            # The sidecar holds the URL redacted (it is written to disk): compare so.
-            if state.url != redact_url(self.remote.url):
-                why = f"the partial file came from {state.url}; starting over"
+            if not same_url(state.url, self.remote.url):
+                why = f"the partial file came from {show_url(state.url)}; starting over"
             elif state.etag != self.remote.etag or state.size != self.remote.size:
                 why = (
-                    f"the file changed on the server (ETag {state.etag} → "
-                    f"{self.remote.etag}); starting over"
+                    f"the file changed on the server (ETag {_etag(state.etag)} → "
+                    f"{_etag(self.remote.etag)}); starting over"
                 )
             elif self.remote.size is not None and size > self.remote.size:
                 why = "the partial file is larger than the file; starting over"
@@ -213,22 +212,36 @@ class _Attempt:
         self.offset = 0
 
 
-def _check_space(directory: Path, *, needed: int) -> None:
-    ensure_space(
-        directory,
-        needed=needed,
-        doing="still to download",
-        kept="the partial download is kept and resumes when space is freed",
-    )
+def same_url(stored: str, url: str) -> bool:
+    """Whether a sidecar's URL names the bytes at `url`. Both are compared as a sidecar
+    holds them, redacted, and without user info: that travels as a header (an older hive
+    stored the URL as written, credentials and all; its partials still resume)."""
+
+    def key(u: str) -> str:
+        return redact_url(split_credentials(u)[0])
+
+    return key(stored) == key(url)
 
 
-def _on_disk(directory: Path, names: list[str]) -> int:
-    """Bytes of these files' partial downloads already in `directory`."""
-    total = 0
-    for name in names:
-        with contextlib.suppress(OSError):
-            total += (directory / (name + PARTIAL_SUFFIX)).stat().st_size
-    return total
+def _etag(etag: str | None) -> str:
+    """A server's ETag as a message quotes it: bounded."""
+    return "none" if etag is None else clip(etag.removeprefix("W/").strip('"'), 80)
+
+
+def still_needed(directory: Path, remotes: list[RemoteFile], names: list[str]) -> int:
+    """Bytes still to download into `directory`: each file of known size, less its partial
+    already there. A file of unknown size counts nothing (a write that finds the disk full
+    is InsufficientSpace then, the partial kept)."""
+    needed = 0
+    for remote, name in zip(remotes, names, strict=True):
+        if remote.size is None:
+            continue
+        try:
+            on_disk = (directory / (name + PARTIAL_SUFFIX)).stat().st_size
+        except OSError:
+            on_disk = 0
+        needed += max(remote.size - on_disk, 0)
+    return needed
 
 
 async def _stream(
@@ -241,7 +254,7 @@ async def _stream(
 ) -> None:
     """GET the rest of the file into the partial; raises on any failure (partial kept)."""
     remote = attempt.remote
-    shown = redact_url(remote.url)
+    shown = show_url(remote.url)
     headers = {"User-Agent": USER_AGENT, **remote.headers}
     if attempt.offset:
         headers["Range"] = f"bytes={attempt.offset}-"
@@ -252,7 +265,7 @@ async def _stream(
         try:
             await asyncio.to_thread(request.open)
         except BadUrl as exc:
-            raise PermanentError(f"{shown}: {redact_text(str(exc))}") from None
+            raise PermanentError(f"{shown}: {show_text(str(exc))}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise RetryableHttp(f"{shown}: {_describe(exc)}") from exc
         status = request.status
@@ -281,7 +294,7 @@ async def _stream(
         ):
             raise UpstreamChanged(
                 f"{shown}: the file changed on the server (ETag "
-                f"{remote.etag} → {etag.strip(chr(34))})"
+                f"{_etag(remote.etag)} → {_etag(etag)})"
             )
         if attempt.offset and status == 200:
             narrate(
@@ -294,7 +307,7 @@ async def _stream(
             start = (request.headers.get("Content-Range") or "").removeprefix("bytes ")
             if not start.startswith(f"{attempt.offset}-"):
                 raise RetryableHttp(
-                    f"{shown}: asked for byte {attempt.offset}, got range {start!r}"
+                    f"{shown}: asked for byte {attempt.offset}, got range {show(start, 80)}"
                 )
         total = remote.size or (attempt.offset + (request.content_length or 0))
         await _receive(
@@ -312,7 +325,7 @@ async def _stream(
 
 def _describe(exc: BaseException) -> str:
     """An exception of the HTTP client as a message: its text may name a URL (redacted)."""
-    text = redact_text(str(exc))
+    text = show_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -353,7 +366,7 @@ async def _receive(
                     if halt.is_set():
                         break
                     raise RetryableHttp(
-                        f"{redact_url(attempt.remote.url)}: {_describe(exc)}"
+                        f"{show_url(attempt.remote.url)}: {_describe(exc)}"
                     ) from exc
                 if got:
                     sink.submit(buffer, got)
@@ -523,11 +536,9 @@ async def _fetch(
         if done:
             narrate(
                 "model_download_resumed",
-                f"Resuming from byte {done} ({done / _MB:.0f} MB already on disk)",
+                f"Resuming from byte {done} ({megabytes(done)} already on disk)",
                 from_byte=done,
             )
-        if remote.size is not None:
-            await asyncio.to_thread(_check_space, directory, needed=remote.size - done)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
             wait=_wait,
@@ -606,16 +617,26 @@ async def download_model(
         remotes = await resolve_remote(action.source, session=session)
         if len(remotes) > 1 and action.sha256:
             raise PermanentError(
-                f"{redact_url(action.source)} is a split model of {len(remotes)} parts; "
+                f"{show_url(action.source)} is a split model of {len(remotes)} parts; "
                 "spec.sha256 names "
                 "one file: remove it (each part is verified against the hub's checksum)"
             )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         names = _part_names(len(remotes))
         total = sum(r.size or 0 for r in remotes)
-        if all(r.size is not None for r in remotes):  # before writing anything at all
-            on_disk = await asyncio.to_thread(_on_disk, directory, names)
-            await asyncio.to_thread(_check_space, directory, needed=max(total - on_disk, 0))
+        # The one check of free space, before anything is written (a record included), for
+        # every part at once: a split model that cannot fit fetches none of its parts. Each
+        # attempt (each call) checks again, less what earlier attempts left on disk.
+        # (Without a single size, nothing can be checked before the bytes come.)
+        if any(r.size is not None for r in remotes):
+            needed = await asyncio.to_thread(still_needed, directory, remotes, names)
+            await asyncio.to_thread(
+                ensure_space,
+                directory,
+                needed=needed,
+                doing="still to download",
+                kept="the partial download is kept and resumes when space is freed",
+            )
         base = await asyncio.to_thread(
             begin_metadata,
             action,
@@ -666,7 +687,7 @@ async def download_model(
                 await asyncio.to_thread(bad.restart)
                 await asyncio.to_thread(bad.sidecar.unlink, missing_ok=True)
             raise GgufError(
-                f"{redact_url(action.source)} is not a usable GGUF file: {exc.message}"
+                f"{show_url(action.source)} is not a usable GGUF file: {clip(exc.message)}"
             ) from None
     for attempt, _ in fetched:
         await asyncio.to_thread(os.replace, attempt.partial, attempt.final)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
+import logging
 import os
 import secrets
 import shutil
 import stat
 import threading
+from asyncio import CancelledError
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,28 +31,31 @@ from hive.actuators.files import (
     write_all,
     write_atomic,
 )
-from hive.actuators.space import ensure_space
+from hive.actuators.space import ensure_space, same_filesystem
 from hive.errors import (
     ChecksumMismatch,
     GgufError,
+    HiveError,
     PermanentError,
     SourceNotFound,
 )
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts
-from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata
-from hive.model.text import clip
+from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
+from hive.model.text import clip, show_text, show_url
 from hive.observers.catalog import (
     METADATA,
     MODEL_FILE,
     PARTIAL_SUFFIX,
     PRIVATE_FILE_MODE,
+    SIDECAR_SUFFIX,
     TRASH_PREFIX,
     ModelCatalog,
     boot_id,
 )
 from hive.observers.gguf import read_gguf_facts
 
+log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
@@ -92,6 +98,26 @@ def copy_mode(source_mode: int) -> int:
     other write, no execute), and always readable by its owner, hive, whose workers read it
     (hive could read the source, so that lets no one new read the bytes)."""
     return (stat.S_IMODE(source_mode) & 0o644) | 0o400
+
+
+def _hard_link(src: Path, partial: Path) -> bool:
+    """Link `src` as `partial`; False where the filesystem cannot (then it is copied)."""
+    try:
+        os.link(src, partial)
+    except OSError as exc:
+        if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}:
+            raise
+        return False
+    return True
+
+
+def _ensure_room_to_copy(directory: Path, *, src: Path, size: int) -> None:
+    ensure_space(
+        directory,
+        needed=size,
+        doing=f"to copy from {show_url(src)}",
+        kept="nothing is copied until it fits; hive tries again when space is freed",
+    )
 
 
 def _copy_hashing(
@@ -171,6 +197,15 @@ def begin_metadata(
     return base
 
 
+def why_stopped(exc: BaseException) -> str:
+    """What a catalog entry records of why its provisioning stopped (bounded, redacted)."""
+    if isinstance(exc, Cancelled | CancelledError):
+        return "stopped: the record changed or was removed; the partial download is kept"
+    if isinstance(exc, HiveError):
+        return exc.message
+    return f"{type(exc).__name__}: {show_text(str(exc))}"
+
+
 def mark_stopped(directory: Path, why: str) -> None:
     """After provisioning stopped short (failure, cancellation), the catalog entry says so:
     `Failed` with the reason, never a `Downloading` that nothing is doing. Best effort: a
@@ -197,7 +232,7 @@ def check_file_root(action: ProvisionModel, real: Path, roots: Sequence[Path]) -
             return
     shown = ", ".join(clip(str(r), 100) for r in roots)
     raise PermanentError(
-        f"{clip(action.source)}: {clip(str(real))} is outside the directories file: sources "
+        f"{show_url(action.source)}: {show_url(real)} is outside the directories file: sources "
         f"may come from (file_roots: {clip(shown)}); move the file under one of them, or add "
         "its directory to HIVE_FILE_ROOTS"
     )
@@ -252,15 +287,20 @@ def provision_file(
         st = src.stat()
     except FileNotFoundError:
         raise SourceNotFound(
-            f"{action.source}: {src} does not exist (relative file: paths resolve against the "
-            "manifest's own directory)"
+            f"{show_url(action.source)}: {show_url(src)} does not exist (relative file: paths "
+            "resolve against the manifest's own directory)"
         ) from None
     except OSError as exc:
-        raise SourceNotFound(f"{action.source}: cannot read {src}: {exc.strerror}") from None
+        raise SourceNotFound(
+            f"{show_url(action.source)}: cannot read {show_url(src)}: {exc.strerror}"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise SourceNotFound(f"{action.source}: {src} is not a regular file")
+        raise SourceNotFound(f"{show_url(action.source)}: {show_url(src)} is not a regular file")
 
     directory = catalog.directory(action.name)
+    copy = not same_filesystem(st, directory)
+    if copy:  # known before anything is written: a copy that cannot fit leaves no trace
+        _ensure_room_to_copy(directory, src=src, size=st.st_size)
     directory.mkdir(parents=True, exist_ok=True)
     clear_partials(directory)
     partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
@@ -268,20 +308,13 @@ def provision_file(
         action, directory=directory, path=directory / MODEL_FILE, size=st.st_size, now=now
     )
     try:
-        try:
-            os.link(src, partial)
-            method = "hardlink"
+        if not copy and not _hard_link(src, partial):
+            copy = True  # a filesystem that refuses hard links: the check comes now
+            _ensure_room_to_copy(directory, src=src, size=st.st_size)
+        method = "copy" if copy else "hardlink"
+        if not copy:
             sha = _sha256_of(partial, cancel=cancel, progress=progress, total=st.st_size)
-        except OSError as exc:
-            if exc.errno not in {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}:
-                raise
-            method = "copy"
-            ensure_space(
-                directory,
-                needed=st.st_size,
-                doing=f"to copy from {clip(str(src))}",
-                kept="nothing is copied until it fits; hive tries again when space is freed",
-            )
+        else:
             sha = _copy_hashing(
                 src,
                 partial,
@@ -292,18 +325,20 @@ def provision_file(
             )
         if action.sha256 is not None and sha != action.sha256:
             raise ChecksumMismatch(
-                f"sha256 of {src} is {sha}, but spec.sha256 is {action.sha256}; "
+                f"sha256 of {show_url(src)} is {sha}, but spec.sha256 is {action.sha256}; "
                 "fix spec.sha256 or the file"
             )
         try:
             facts = read_gguf_facts(partial)
         except GgufError as exc:
-            raise GgufError(f"{action.source} is not a usable GGUF file: {exc.message}") from None
+            raise GgufError(
+                f"{show_url(action.source)} is not a usable GGUF file: {clip(exc.message)}"
+            ) from None
         os.replace(partial, directory / MODEL_FILE)
     except BaseException as exc:
+        # The partial goes first: on a full disk, that frees the room the note needs.
         partial.unlink(missing_ok=True)
-        if isinstance(exc, PermanentError):
-            mark_stopped(directory, exc.message)
+        mark_stopped(directory, why_stopped(exc))
         raise
     metadata = finish_metadata(base, sha=sha, verified=action.sha256 is not None, facts=facts)
     if method == "hardlink":
@@ -336,7 +371,7 @@ def sync_model(
             if sha != file.sha256:
                 delete_model(name, catalog=catalog)
                 return (
-                    f"{path} hashes to {sha}, not {file.sha256} as when it was published "
+                    f"{show_url(path)} hashes to {sha}, not {file.sha256} as when it was published "
                     "(its bytes never reached the disk before the machine restarted); the "
                     "model was removed and is provisioned again"
                 )
@@ -380,3 +415,70 @@ def purge_trash(catalog: ModelCatalog) -> None:
     for entry in catalog.root.iterdir():
         if entry.name.startswith(TRASH_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+#: The fields of a record that hold a URL or an error (which may quote one).
+_REDACTED_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
+    ModelMetadata: ("source", "resolved_source", "url", "error"),
+    PartialState: ("url", "last_error"),
+}
+
+
+def secure_records(catalog: ModelCatalog) -> int:
+    """Bring the records an older hive wrote up to this one's rules, once, at start: every
+    metadata.json and sidecar readable by hive's user only (PRIVATE_FILE_MODE), its URLs
+    and errors redacted. An older hive wrote them 0644 with a source's URL as written,
+    credentials included, and nothing else rewrites them until their model changes. A
+    record that cannot be read or written is left as it is (the catalog says why, a full
+    disk lets the next start try again). Returns how many were changed."""
+    changed = 0
+    for name in catalog.names():
+        directory = catalog.directory(name)
+        try:
+            entries = [e.name for e in os.scandir(directory)]
+        except OSError:
+            continue
+        for entry in entries:
+            if entry == METADATA:
+                kind: type[BaseModel] = ModelMetadata
+            elif entry.endswith(PARTIAL_SUFFIX + SIDECAR_SUFFIX):
+                kind = PartialState
+            else:
+                continue
+            try:
+                changed += _secure_record(directory / entry, kind)
+            except OSError as exc:
+                log.warning("cannot secure %s: %s", show_url(directory / entry), exc.strerror)
+    if changed:
+        log.info(
+            "%d record(s) under %s written by an older hive now mode 0600, URLs redacted",
+            changed,
+            show_url(catalog.root),
+        )
+    return changed
+
+
+def _secure_record(path: Path, kind: type[BaseModel]) -> bool:
+    """Narrow one record's mode and redact its URLs; whether anything changed."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    wide = stat.S_IMODE(st.st_mode) & ~PRIVATE_FILE_MODE
+    if wide:  # first, so that it holds even where the rewrite finds no room
+        os.chmod(path, PRIVATE_FILE_MODE)
+    with _METADATA_UPDATE:
+        raw = path.read_bytes()
+        try:
+            stored = json.loads(raw)
+            record = kind.model_validate(stored)
+        except (ValidationError, ValueError):
+            return bool(wide)
+        if not isinstance(stored, dict) or all(
+            stored.get(field) == getattr(record, field) for field in _REDACTED_FIELDS[kind]
+        ):
+            return bool(wide)
+        if isinstance(record, ModelMetadata):
+            write_metadata(path.parent, record)
+        else:  # a sidecar, as the downloader writes it
+            write_atomic(path, record.model_dump_json().encode(), mode=PRIVATE_FILE_MODE)
+    return True

@@ -3,7 +3,7 @@ from HF_ENDPOINT, token from HF_TOKEN or the token file), `http(s)://` through a
 
 The answer is a `RemoteFile`: the URL to GET (never with user info: that goes in its
 headers), its size, ETag, the SHA-256 the hub vouches for, and the commit a revision
-resolved to. Messages show a URL redacted (`hive.model.text.redact_url`).
+resolved to. Messages show a URL redacted and bounded (`hive.model.text.show_url`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hive.actuators.http_get import split_credentials
 from hive.errors import PermanentError, TransientError
-from hive.model.text import redact_text, redact_url
+from hive.model.text import clip, show, show_text, show_url
 
 _HF_RE = re.compile(
     r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<path>[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>.+))?$"
@@ -84,20 +84,23 @@ def pick_quant(files: list[str], quant: str, *, repo: str) -> str:
     if len(firsts) == 1:
         return firsts[0]
     known = sorted({m.group(1).upper() for f in ggufs if (m := _QUANT_RE.search(f))})
-    there = ", ".join(known) or "none"
+    there = clip(", ".join(known) or "none")
+    source = show_url(f"hf://{repo}:{quant}")
     if not firsts:
         raise RemoteNotFound(
-            f"hf://{repo}:{quant}: no GGUF file with quantization {quant!r} "
+            f"{source}: no GGUF file with quantization {show(quant, 40)} "
             f"(quantizations there: {there})"
         )
     raise AmbiguousSource(
-        f"hf://{repo}:{quant}: {len(firsts)} files match: "
-        f"{', '.join(firsts)}; name the file instead (hf://{repo}/FILE)"
+        f"{source}: {len(firsts)} files match: "
+        f"{clip(', '.join(firsts))}; name the file instead (hf://{clip(repo)}/FILE)"
     )
 
 
 def _hf_error(exc: Exception, source: str) -> Exception:
     from huggingface_hub import errors
+
+    source = show_url(source)
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, errors.GatedRepoError) or status in (401, 403):
@@ -118,7 +121,7 @@ def _hf_error(exc: Exception, source: str) -> Exception:
     if status is not None and status < 500 and status != 429:
         return PermanentError(f"{source}: the hub answered {status}")
     return TransientError(
-        f"{source}: cannot reach the hub: {type(exc).__name__}: {redact_text(str(exc))}"
+        f"{source}: cannot reach the hub: {type(exc).__name__}: {show_text(str(exc))}"
     )
 
 
@@ -129,7 +132,7 @@ def split_parts(path: str) -> list[str]:
         return [path]
     count = int(match.group(2))
     if count < 1 or count > 9999:
-        raise PermanentError(f"{redact_url(path)}: a split of {count} parts is not a GGUF split")
+        raise PermanentError(f"{show_url(path)}: a split of {count} parts is not a GGUF split")
     stem = path[: match.start()]
     return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
@@ -142,7 +145,7 @@ def _resolve_hf_blocking(source: str) -> list[RemoteFile]:
 
     match = _HF_RE.match(source)
     if match is None:
-        raise PermanentError(f"{source}: not a Hugging Face source")
+        raise PermanentError(f"{show_url(source)}: not a Hugging Face source")
     repo, path, quant = match["repo"], match["path"], match["quant"]
     revision = match["rev"] or "main"
     endpoint = constants.ENDPOINT
@@ -192,14 +195,14 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
     # The user info of the URL travels as an Authorization header, on this HEAD and on
     # every GET (and, as aiohttp and HttpGet do, not to another origin after a redirect).
     url, auth = split_credentials(source)
-    shown = redact_url(source)
+    shown = show_url(source)
     filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
     try:
         async with session.head(url, allow_redirects=True, headers=auth) as response:
             status = response.status
             headers: Any = response.headers
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TransientError(f"{shown}: {type(exc).__name__}: {redact_text(str(exc))}") from exc
+        raise TransientError(f"{shown}: {type(exc).__name__}: {show_text(str(exc))}") from exc
     if status == 401:
         raise Unauthorized(f"{shown}: access denied ({status})")
     if status == 404:
@@ -233,4 +236,4 @@ async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> list
         base, _, query = source.partition("?")
         urls = [p + (f"?{query}" if query else "") for p in split_parts(base)]
         return [await _resolve_http(url, session) for url in urls]
-    raise PermanentError(f"{redact_url(source)}: not a network source")
+    raise PermanentError(f"{show_url(source)}: not a network source")

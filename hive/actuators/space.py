@@ -12,31 +12,35 @@ from pathlib import Path
 from hive.errors import InsufficientSpace
 from hive.model.actions import Action, ProvisionModel
 from hive.model.observed import ObservedModel
-from hive.model.text import clip
+from hive.model.text import show_url
+from hive.model.units import megabytes
 
 #: Room left free beyond a model's bytes (at most a tenth of the disk): a full disk harms
 #: everything else on the machine.
 FREE_SPACE_MARGIN = 256 * 1024 * 1024
-_MB = 1_000_000
 #: What a write of hive's own records (metadata.json, a sidecar, a state record) needs.
 RECORDS = "a few KB for hive's records"
 KEPT = "hive tries again with back-off, and goes on once space is freed"
+#: The one size formatter under the name runtime/workers.py imports it by.
+mb = megabytes
 
 
-def mb(n: int) -> str:
-    return f"{n / _MB:.1f} MB"
-
-
-def _existing(path: Path) -> Path:
+def existing(path: Path) -> Path:
     """`path`, or its nearest ancestor that exists (a model's directory may not yet)."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
 
 
+def same_filesystem(source: os.stat_result, directory: Path) -> bool:
+    """Whether a file (its stat) is on the filesystem of a model's `directory` (which may
+    not exist yet): then it is hard-linked, else copied."""
+    return source.st_dev == os.stat(existing(directory)).st_dev
+
+
 def filesystem(path: Path) -> Path:
     """The mount point of the filesystem that holds `path`."""
-    path = _existing(path.absolute())
+    path = existing(path.absolute())
     try:
         dev = path.stat().st_dev
         while path != path.parent and path.parent.stat().st_dev == dev:
@@ -47,12 +51,12 @@ def filesystem(path: Path) -> Path:
 
 
 def _where(path: Path) -> str:
-    return f"{clip(str(path))} (filesystem {clip(str(filesystem(path)))})"
+    return f"{show_url(path)} (filesystem {show_url(filesystem(path))})"
 
 
 def free_bytes(path: Path) -> int:
     try:
-        return shutil.disk_usage(_existing(path)).free
+        return shutil.disk_usage(existing(path)).free
     except OSError:
         return 0
 
@@ -61,12 +65,12 @@ def ensure_space(directory: Path, *, needed: int, doing: str, kept: str) -> None
     """Raise InsufficientSpace unless `needed` bytes and the margin fit in `directory`'s
     filesystem; `doing` says what the bytes are for ("still to download"), `kept` what
     becomes of what is there and when it goes on."""
-    usage = shutil.disk_usage(_existing(directory))
+    usage = shutil.disk_usage(existing(directory))
     margin = min(FREE_SPACE_MARGIN, usage.total // 10)
     if usage.free < needed + margin:
         raise InsufficientSpace(
-            f"not enough free space in {_where(directory)}: {mb(needed)} {doing} + "
-            f"{mb(margin)} margin, {mb(usage.free)} free; {kept}"
+            f"not enough free space in {_where(directory)}: {megabytes(needed)} {doing} + "
+            f"{megabytes(margin)} margin, {megabytes(usage.free)} free; {kept}"
         )
 
 
@@ -79,7 +83,7 @@ def no_space(exc: OSError, *, where: Path, needed: str, kept: str = KEPT) -> Ins
         why += " (a file-size limit: see `ulimit -f`)"
     return InsufficientSpace(
         f"no room to write in {_where(where)}: {why} ({code}); {needed}, "
-        f"{mb(free_bytes(where))} free; {kept}"
+        f"{megabytes(free_bytes(where))} free; {kept}"
     )
 
 
@@ -94,7 +98,7 @@ def provisioning_no_space(
     if action.source.startswith("file:"):
         try:
             source = os.stat(action.resolved_source)
-            same = source.st_dev == os.stat(_existing(directory)).st_dev
+            same = same_filesystem(source, directory)
         except OSError:
             return no_space(exc, where=directory, needed=f"{RECORDS} needed")
         if same:  # hard-linked: no bytes copied, only names and records
@@ -102,7 +106,7 @@ def provisioning_no_space(
         return no_space(
             exc,
             where=directory,
-            needed=f"{mb(source.st_size)} to copy",
+            needed=f"{megabytes(source.st_size)} to copy",
             kept=f"nothing of the copy is kept; {KEPT}",
         )
     download = observed.download if observed is not None else None
@@ -110,7 +114,7 @@ def provisioning_no_space(
         return no_space(exc, where=directory, needed=f"{RECORDS} needed to begin")
     on_disk, total = download.bytes_on_disk, download.total_bytes
     needed = (
-        f"{mb(max(total - on_disk, 0))} still to download"
+        f"{megabytes(max(total - on_disk, 0))} still to download"
         if total is not None
         else "how much is still to download is unknown (the server did not say the size)"
     )
@@ -118,5 +122,5 @@ def provisioning_no_space(
         exc,
         where=directory,
         needed=needed,
-        kept=f"the partial download ({mb(on_disk)}) is kept and resumes when space is freed",
+        kept=f"the partial download ({megabytes(on_disk)}) is kept and resumes when space is freed",
     )

@@ -30,7 +30,7 @@ from hive.api.views import (
 )
 from hive.errors import Conflict, HiveError, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
-from hive.model.text import clip, show
+from hive.model.text import clip, show, show_url
 from hive.narration.bus import Subscription
 from hive.narration.sse import stream_file_lines, stream_subscription
 from hive.runtime.manager import Manager
@@ -68,7 +68,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             return error_response(
                 401,
                 "Unauthorized",
-                f"{request.method} {request.path} needs "
+                f"{clip(request.method, 20)} {show_url(request.path)} needs "
                 "`Authorization: Bearer <token>` (hive's --token / HIVE_TOKEN)",
             )
     return await handler(request)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hive.model.ids import Kind, SourceName
 from hive.model.manifests import API_VERSION, MANIFEST_TYPES, Origin, Record
 from hive.model.text import clip, redact_text, show
+from hive.model.units import MIB, megabytes
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 #: Larger files are refused: a manifest set is kilobytes, a 50 MB file is a mistake.
@@ -373,8 +374,8 @@ def parse_bytes(raw: bytes, *, file: str, source: SourceName) -> ParseResult:
             problems=(
                 Problem(
                     file=file,
-                    message=f"file is {len(raw) / 1e6:.1f} MB; manifests are limited to "
-                    f"{MAX_MANIFEST_BYTES // (1024 * 1024)} MiB (split it or remove what is not "
+                    message=f"file is {megabytes(len(raw))}; manifests are limited to "
+                    f"{MAX_MANIFEST_BYTES // MIB} MiB (split it or remove what is not "
                     "a manifest)",
                 ),
             )

@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 
 from hive.model.devices import GpuInfo, MemoryEstimate, Placement, PlacementReason
+from hive.model.units import MIB, mebibytes
 
 __all__ = [
     "CPU_DEVICE",
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 #: The "MB" of messages and of the fake probe's files: a mebibyte, as nvidia-smi counts.
-MB = 1 << 20
+MB = MIB
 #: Compute buffers: a fixed part plus a share of the weights (see `estimate_memory`).
 OVERHEAD_BASE_BYTES = 64 * MB
 OVERHEAD_FRACTION = 0.05
@@ -147,24 +148,13 @@ def _message(
     # Rounding to the nearest MB keeps "needed <= available" true of the printed numbers; a
     # misfit rounds needed up and available down instead, so it never reads "5 MB but 5 MB".
     if fits:
-        needed, free = _mb(estimate.total_bytes), _mb(available)
+        needed, free = mebibytes(estimate.total_bytes), mebibytes(available)
     else:
-        needed, free = _mb_ceil(estimate.total_bytes), _mb_floor(available)
-    kv = _mb(estimate.kv_cache_bytes) if estimate.kv_cache_known else "unknown"
+        needed = mebibytes(estimate.total_bytes, rounding="up")
+        free = mebibytes(available, rounding="down")
+    kv = mebibytes(estimate.kv_cache_bytes) if estimate.kv_cache_known else "unknown"
     needs = (
-        f"needs {needed} (model {_mb(estimate.model_bytes)}"
-        f" + KV cache {kv} + overhead {_mb(estimate.overhead_bytes)})"
+        f"needs {needed} (model {mebibytes(estimate.model_bytes)}"
+        f" + KV cache {kv} + overhead {mebibytes(estimate.overhead_bytes)})"
     )
     return f"{needs} {'and' if fits else 'but'} {device} has {free} {kind}"
-
-
-def _mb(n: int) -> str:
-    return f"{round(n / MB):,} MB"
-
-
-def _mb_ceil(n: int) -> str:
-    return f"{-(-n // MB):,} MB"
-
-
-def _mb_floor(n: int) -> str:
-    return f"{n // MB:,} MB"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hive.model.ids import Kind, ObjectKey
-from hive.model.text import redact_url
+from hive.model.text import clip, show_url
 
 
 class _Action(BaseModel):
@@ -112,15 +112,16 @@ def describe_worker(action: WorkerAction) -> str:
 
 
 def describe(action: Action) -> str:
-    """One line for `hive plan` and for narration (a source's URL redacted)."""
+    """One line for `hive plan` and for narration (a source's URL redacted, each part
+    bounded)."""
     match action:
         case ProvisionModel():
-            source = redact_url(action.source)
-            return f"provision Model/{action.name} from {source} ({action.reason})"
+            source = show_url(action.source)
+            return f"provision Model/{action.name} from {source} ({clip(action.reason)})"
         case DeleteModel():
-            return f"delete Model/{action.name} ({action.reason})"
+            return f"delete Model/{action.name} ({clip(action.reason)})"
         case CleanupPartial():
-            return f"clean up Model/{action.name} ({action.reason})"
+            return f"clean up Model/{action.name} ({clip(action.reason)})"
         case SyncModel():
             verb = "verify and sync" if action.verify else "sync"
-            return f"{verb} Model/{action.name} to disk ({action.reason})"
+            return f"{verb} Model/{action.name} to disk ({clip(action.reason)})"

@@ -24,6 +24,9 @@ _HF_RE = re.compile(
     r"hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
     r"(?:(?P<path>/[^@:]+)|:(?P<quant>[\w.-]+))(?:@(?P<rev>[\w./-]+))?"
 )
+#: The longest source: a URL longer than browsers, proxies and servers accept (about 2,000
+#: to 8,000 characters) is a mistake, and every copy of it (status, metadata.json) is bounded.
+SOURCE_MAX_LENGTH = 4096
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _DEVICE_RE = re.compile(r"CPU-0|GPU-(0|[1-9][0-9]{0,2})")
 #: A control character (a newline, a tab, an escape): refused in sources and labels, which
@@ -160,8 +163,10 @@ class ModelSpec(BaseModel):
     model_config = _Strict
 
     source: Annotated[str, AfterValidator(_check_source)] = Field(
+        max_length=SOURCE_MAX_LENGTH,
         description="hf://org/repo/file.gguf[@rev], hf://org/repo:QUANT[@rev], "
-        "https://..., http://..., or file:path (relative to the manifest's file)."
+        f"https://..., http://..., or file:path (relative to the manifest's file); at most "
+        f"{SOURCE_MAX_LENGTH} characters.",
     )
     sha256: Annotated[str, AfterValidator(_check_sha256)] | None = Field(
         default=None, description="Expected SHA-256 of the GGUF file; verified on provisioning."

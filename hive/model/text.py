@@ -5,6 +5,7 @@ through here, so no echo can grow without bound (an alias bomb) or carry a crede
 from __future__ import annotations
 
 import re
+from os import PathLike, fspath
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
@@ -33,6 +34,18 @@ def clip(text: str, limit: int = ECHO_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return text[: max(limit - 1, 0)] + _ELLIPSIS
+
+
+def show_url(url: str | PathLike[str], limit: int = ECHO_LIMIT) -> str:
+    """A URL or a file path as a message names it: redacted (`redact_url`), then clipped;
+    not quoted. Redacted first, so that a cut never leaves half a secret to read."""
+    return clip(redact_url(fspath(url)), limit)
+
+
+def show_text(text: str, limit: int = ECHO_LIMIT) -> str:
+    """Free text from elsewhere (an exception's message, a server's header) as a message
+    repeats it: every URL in it redacted, then clipped; not quoted."""
+    return clip(redact_text(text), limit)
 
 
 def show(value: Any, limit: int = ECHO_LIMIT) -> str:

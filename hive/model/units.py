@@ -1,15 +1,42 @@
-"""Units hive shows sizes in: one formatter, used by the narration and by the CLI's tables,
-so a model's size reads the same in the log and in `hive get models`."""
+"""Units hive shows sizes in: the one formatter, used by the narration, the errors and the
+CLI's tables, so a model's size reads the same in the log, in a message and in
+`hive get models`."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 #: A decimal megabyte, as disks and download sizes are counted.
 MB = 1_000_000
+#: A mebibyte, as GPU memory is counted (nvidia-smi's unit; hive's messages call it MB).
+MIB = 1 << 20
 
 
-def megabytes(n: int) -> str:
+def megabytes(n: int, *, scale: int | None = None) -> str:
     """Bytes as decimal megabytes: one decimal below 100 MB (`0.5 MB`), whole above
-    (`4,370 MB`)."""
-    if n < 100 * MB:
+    (`4,370 MB`). `scale`: the precision chosen as for that many bytes, so that a part
+    reads like its whole (`19 MB / 200 MB`, not `19.0 MB / 200 MB`)."""
+    if (n if scale is None else scale) < 100 * MB:
         return f"{n / MB:.1f} MB"
     return f"{n // MB:,} MB"
+
+
+def megabytes_of(done: int, total: int | None) -> str:
+    """How far along: `19 MB / 200 MB` (the part in the precision of the whole), or
+    `19.0 MB / ? MB` when the whole is unknown."""
+    if not total:
+        return f"{megabytes(done)} / ? MB"
+    return f"{megabytes(done, scale=total)} / {megabytes(total)}"
+
+
+def mebibytes(n: int, *, rounding: Literal["nearest", "up", "down"] = "nearest") -> str:
+    """GPU memory in whole mebibytes with thousands separators (`5,120 MB`). A comparison
+    rounds what is needed `up` and what is free `down`, so that a misfit never reads
+    `needs 5 MB but 5 MB free`."""
+    if rounding == "up":
+        whole = -(-n // MIB)
+    elif rounding == "down":
+        whole = n // MIB
+    else:
+        whole = round(n / MIB)
+    return f"{whole:,} MB"

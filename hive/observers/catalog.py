@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from hive.model.ids import name_problem
 from hive.model.observed import ModelMetadata, ObservedModel, PartialDownload, PartialState
+from hive.model.text import show_text, show_url
 
 METADATA = "metadata.json"
 MODEL_FILE = "model.gguf"
@@ -154,7 +155,7 @@ class ModelCatalog:
             try:
                 metadata = ModelMetadata.model_validate_json(path.read_bytes())
             except (OSError, ValidationError, ValueError) as exc:
-                error = f"{path}: {str(exc).splitlines()[0]}"
+                error = f"{show_url(path)}: {show_text(str(exc).splitlines()[0])}"
         size = _files_size(entries, metadata)
         partial = any(is_partial_name(n) for n in entries)
         return ObservedModel(

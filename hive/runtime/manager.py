@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import aiohttp
 
 from hive import __version__
-from hive.actuators.provision import purge_trash
+from hive.actuators.provision import purge_trash, secure_records
 from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
@@ -20,7 +20,7 @@ from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, WorkerManifest
 from hive.model.observed import ObservedModel
-from hive.model.text import clip
+from hive.model.text import clip, show_text
 from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
@@ -245,6 +245,7 @@ class Manager:
             )
         )
         await asyncio.to_thread(purge_trash, self.catalog)
+        await asyncio.to_thread(secure_records, self.catalog)  # records of an older hive
         hive_id = self.settings.hive_id
         what = "this machine's hostname" if hive_id == socket.gethostname() else "HIVE_HIVE_ID"
         self.bus.emit(
@@ -295,7 +296,10 @@ class Manager:
             except Exception as exc:  # the loop never dies: narrate and retry later
                 log.exception("reconcile of %s failed", key)
                 self.bus.emit(
-                    "reconcile_error", f"{type(exc).__name__}: {exc}", object=key, level=Level.ERROR
+                    "reconcile_error",
+                    f"{type(exc).__name__}: {show_text(str(exc))}",
+                    object=key,
+                    level=Level.ERROR,
                 )
                 result = Result(requeue_after=UNEXPECTED_ERROR_RETRY)
             finally:
@@ -386,7 +390,9 @@ class Manager:
             self.models_changed(names)
         except Exception as exc:  # the watch never dies: narrate, the resync catches up
             log.exception("looking at changed models failed")
-            self.bus.emit("resync_error", f"{type(exc).__name__}: {exc}", level=Level.ERROR)
+            self.bus.emit(
+                "resync_error", f"{type(exc).__name__}: {show_text(str(exc))}", level=Level.ERROR
+            )
 
     async def _resync_loop(self) -> None:
         while True:
@@ -398,4 +404,8 @@ class Manager:
                 self.resync_now()
             except Exception as exc:
                 log.exception("resync failed")
-                self.bus.emit("resync_error", f"{type(exc).__name__}: {exc}", level=Level.ERROR)
+                self.bus.emit(
+                    "resync_error",
+                    f"{type(exc).__name__}: {show_text(str(exc))}",
+                    level=Level.ERROR,
+                )

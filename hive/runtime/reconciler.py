@@ -28,6 +28,7 @@ from hive.actuators.provision import (
     mark_stopped,
     provision_file,
     sync_model,
+    why_stopped,
 )
 from hive.actuators.space import provisioning_no_space
 from hive.core.backoff import Backoff
@@ -62,8 +63,8 @@ from hive.model.status import (
     ObjectStatus,
     StatusUpdate,
 )
-from hive.model.text import redact_text, redact_url
-from hive.model.units import megabytes
+from hive.model.text import clip, show_text, show_url
+from hive.model.units import megabytes, megabytes_of
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
 
@@ -74,12 +75,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_INTERVAL = 0.25
 _PERMANENT_HINT = "retrying will not help: hive tries again when the record changes"
-_MB = 1_000_000
-
-
-def _mb(n: int, scale: int) -> str:
-    """Megabytes as rbee prints them (whole numbers), with a decimal for small files."""
-    return f"{n / _MB:.1f}" if scale < 100 * _MB else str(n // _MB)
 
 
 class Result(BaseModel):
@@ -318,7 +313,7 @@ class Reconciler:
             return
         meta = observed.metadata
         assert meta is not None
-        message = f"{megabytes(meta.size)} at {meta.path}"
+        message = f"{megabytes(meta.size)} at {show_url(meta.path)}"
         status = self.set_status(key, model_available(message))
         if previous is None or previous.phase != status.phase:
             if self.on_model_available is not None:
@@ -355,10 +350,11 @@ class Reconciler:
         if isinstance(exc, HiveError):
             reason, message = exc.reason, exc.message
         elif action is None:
-            reason, message = "ObserveFailed", f"cannot read {key.name}'s directory: {exc}"
+            reason = "ObserveFailed"
+            message = f"cannot read {key.name}'s directory: {show_text(str(exc))}"
         else:
             log.exception("unexpected error while carrying out %s", describe(action))
-            reason, message = "InternalError", f"{type(exc).__name__}: {redact_text(str(exc))}"
+            reason, message = "InternalError", f"{type(exc).__name__}: {show_text(str(exc))}"
         self._failed_generation[key] = generation
         if isinstance(exc, PermanentError):
             # Retrying cannot help: wait until the record changes.
@@ -418,7 +414,7 @@ class Reconciler:
                         running,
                     )
                     self._bus.narrate(
-                        key, "model_partial_removed", f"Removed leftovers ({action.reason})"
+                        key, "model_partial_removed", f"Removed leftovers ({clip(action.reason)})"
                     )
                 case SyncModel():
                     await self._sync(key, action, running)
@@ -455,14 +451,16 @@ class Reconciler:
     async def _provision(self, key: ObjectKey, action: ProvisionModel, running: _Running) -> None:
         if not action.source.startswith("file:"):
             self._slot_or_wait()  # before any narration: a queued download has not started
-        self.set_status(key, model_working(ModelPhase.DOWNLOADING, "Provisioning", action.reason))
-        source = redact_url(action.source)
+        self.set_status(
+            key, model_working(ModelPhase.DOWNLOADING, "Provisioning", clip(action.reason))
+        )
+        source = show_url(action.source)
         self._bus.narrate(
             key,
             "model_download_start",
-            f"📥 Downloading {key.name} from {source} ({action.reason})",
+            f"📥 Downloading {key.name} from {source} ({clip(action.reason)})",
             source=source,
-            resolved_source=redact_url(action.resolved_source),
+            resolved_source=show_url(action.resolved_source),
         )
         loop = asyncio.get_running_loop()
         last = [0.0]
@@ -525,8 +523,12 @@ class Reconciler:
         """fsync a published model (it stays Available meanwhile), or first hash it again
         when an earlier boot published it (then it is Pending until the check is done)."""
         if action.verify:
-            self.set_status(key, model_working(ModelPhase.PENDING, "Verifying", action.reason))
-            self._bus.narrate(key, "model_verify_start", f"🔍 Checking {key.name}: {action.reason}")
+            self.set_status(
+                key, model_working(ModelPhase.PENDING, "Verifying", clip(action.reason))
+            )
+            self._bus.narrate(
+                key, "model_verify_start", f"🔍 Checking {key.name}: {clip(action.reason)}"
+            )
         began = self._clock.monotonic()
         bad = await self._bounded(
             asyncio.to_thread(
@@ -575,7 +577,7 @@ class Reconciler:
         downloads = self._slot_or_wait()
         async with downloads.slots:
             self.set_status(
-                key, model_working(ModelPhase.DOWNLOADING, "Downloading", action.reason)
+                key, model_working(ModelPhase.DOWNLOADING, "Downloading", clip(action.reason))
             )
             running.throttle = Throttle(
                 shared=downloads.bucket, rate=_rate_of(self._store.desired(key))
@@ -588,12 +590,7 @@ class Reconciler:
             try:
                 return await self._download_bounded(action, directory, running, progress, narrate)
             except BaseException as exc:
-                why = (
-                    "stopped: the record changed or was removed; the partial download is kept"
-                    if isinstance(exc, Cancelled | asyncio.CancelledError)
-                    else getattr(exc, "message", f"{type(exc).__name__}: {redact_text(str(exc))}")
-                )
-                mark_stopped(directory, why)
+                mark_stopped(directory, why_stopped(exc))
                 raise
 
     async def _download_bounded(
@@ -629,8 +626,7 @@ class Reconciler:
         self._bus.narrate(
             key,
             "model_download_progress",
-            f"Downloaded {_mb(p.done, p.total)} MB / "
-            f"{_mb(p.total, p.total) if p.total else '?'} MB ({pct})",
+            f"Downloaded {megabytes_of(p.done, p.total)} ({pct})",
             bytes_downloaded=p.done,
             total_bytes=p.total,
             speed_bytes_per_sec=int(speed),

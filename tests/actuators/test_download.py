@@ -1,22 +1,27 @@
 """The downloader against small real servers on loopback: servers that say no size, send
-no HEAD, or answer 416 for a partial that is already whole; a source URL with credentials."""
+no HEAD, or answer 416 for a partial that is already whole; a source URL with credentials;
+a partial an older hive described; a server whose headers would make endless messages."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
+import json
 import stat
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from hive.actuators.download import RetryableHttp, Throttle, download_model
+from hive.actuators.download import RetryableHttp, Throttle, download_model, still_needed
 from hive.actuators.provision import Progress, ProvisionOutcome
+from hive.actuators.remote import RemoteFile
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
@@ -33,7 +38,12 @@ async def sizeless(tiny_model: Path) -> AsyncIterator[tuple[str, bytes]]:
 
 
 async def download(
-    url: str, directory: Path, *, progress: list[Progress] | None = None, attempts: int = 5
+    url: str,
+    directory: Path,
+    *,
+    progress: list[Progress] | None = None,
+    attempts: int = 5,
+    narrate: Any = lambda *a, **k: None,
 ) -> ProvisionOutcome:
     """`download_model` of `url` into `directory`, in a session of its own."""
     action = ProvisionModel(name="m", reason="test", source=url, resolved_source=url)
@@ -46,7 +56,7 @@ async def download(
             cancel=threading.Event(),
             throttle=Throttle(shared=None, rate=None),
             progress=(lambda p: None) if progress is None else progress.append,
-            narrate=lambda *a, **k: None,
+            narrate=narrate,
             attempts=attempts,
         )
 
@@ -132,3 +142,106 @@ async def test_an_unreachable_source_is_named_redacted(tmp_path: Path) -> None:
         await download(url, tmp_path / "m", attempts=1)
     assert failed.value.message.startswith("http://alice:***@127.0.0.1:1/m.gguf?token=***: ")
     assert not [s for s in SECRETS if s.decode() in failed.value.message]
+
+
+async def test_a_partial_an_older_hive_described_still_resumes(
+    hub: Hub, tiny_model: Path, tmp_path: Path
+) -> None:
+    """An older hive wrote the sidecar 0644 with the URL as written, user info and all;
+    hive now sends user info as a header, not in the URL: the two still name one file."""
+    hub.add_plain_file("m.gguf", tiny_model, basic=("alice", "S3CR3T-XYZ"), token="T0K3N-QQQ")
+    hub.drop_after(1000)
+    url = f"http://alice:S3CR3T-XYZ@127.0.0.1:{hub.port}/m.gguf?token=T0K3N-QQQ"
+    with pytest.raises(RetryableHttp):
+        await download(url, tmp_path / "m", attempts=1)
+    sidecar = tmp_path / "m" / "model.gguf.partial.json"
+    old = json.loads(sidecar.read_bytes())
+    old["url"] = url  # as the older hive stored it
+    sidecar.write_text(json.dumps(old))
+    sidecar.chmod(0o644)
+
+    said: list[str] = []
+    await download(url, tmp_path / "m", attempts=1, narrate=lambda a, m, **k: said.append(m))
+    gets = [r for r in hub.requests_to("plain", "GET") if r.status in (200, 206)]
+    assert gets[-1].range_start == 1000, said
+    assert not [m for m in said if "starting over" in m]
+    got = await asyncio.to_thread((tmp_path / "m" / "model.gguf").read_bytes)
+    assert got == await asyncio.to_thread(tiny_model.read_bytes)
+
+
+def test_what_is_still_needed_counts_each_part_of_known_size_less_its_partial(
+    tmp_path: Path,
+) -> None:
+    """The one free-space check, before anything is written: a part whose size the server
+    did not say counts nothing, the others what their partials still lack."""
+    (tmp_path / "a.gguf.partial").write_bytes(bytes(300))
+    (tmp_path / "b.gguf.partial").write_bytes(bytes(50))
+    remotes = [
+        RemoteFile(url="http://h.test/a.gguf", filename="a.gguf", size=1000),
+        RemoteFile(url="http://h.test/b.gguf", filename="b.gguf", size=None),
+        RemoteFile(url="http://h.test/c.gguf", filename="c.gguf", size=500),
+    ]
+    assert still_needed(tmp_path, remotes, ["a.gguf", "b.gguf", "c.gguf"]) == 700 + 500
+
+
+@pytest.fixture
+async def rambling(tiny_model: Path) -> AsyncIterator[tuple[str, bytes, dict[str, str]]]:
+    """A server whose ETag (or Content-Range) runs to thousands of characters: `answers`
+    says which: {"etag": "change"} gives the GET another ETag than the HEAD, {"range":
+    "bad"} answers a resume with a range that is not the one asked for."""
+    body = await asyncio.to_thread(tiny_model.read_bytes)
+    answers: dict[str, str] = {}
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        etag = '"' + "A" * 5000 + '"'
+        if request.method == "HEAD":
+            return web.Response(headers={"ETag": etag, "Content-Length": str(len(body))})
+        if answers.get("etag") == "change":
+            etag = '"' + "B" * 5000 + '"'
+        headers = {"ETag": etag}
+        if request.headers.get("Range") and answers.get("range") == "bad":
+            headers["Content-Range"] = "bytes " + "9" * 5000
+            return web.Response(status=206, body=body, headers=headers)
+        return web.Response(body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/m.gguf", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/m.gguf", body, answers
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_servers_long_etag_is_quoted_bounded(
+    rambling: tuple[str, bytes, dict[str, str]], tmp_path: Path
+) -> None:
+    url, _, answers = rambling
+    answers["etag"] = "change"
+    said: list[str] = []
+    with pytest.raises(HiveError) as failed:
+        await download(url, tmp_path / "m", attempts=1, narrate=lambda a, m, **k: said.append(m))
+    assert "the file changed on the server" in failed.value.message
+    assert "AAAA" in failed.value.message  # quoted, but only so far
+    for message in [failed.value.message, *said]:
+        assert len(message) < 600, len(message)
+
+
+async def test_a_servers_long_content_range_is_quoted_bounded(
+    rambling: tuple[str, bytes, dict[str, str]], tmp_path: Path
+) -> None:
+    url, body, answers = rambling
+    answers["range"] = "bad"
+    directory = tmp_path / "m"
+    directory.mkdir()
+    (directory / "model.gguf.partial").write_bytes(body[:1000])
+    state = PartialState(url=url, etag="A" * 5000, size=len(body), started_at=datetime.now(UTC))
+    (directory / "model.gguf.partial.json").write_text(state.model_dump_json())
+    with pytest.raises(RetryableHttp) as failed:
+        await download(url, directory, attempts=1)
+    assert "asked for byte 1000, got range '9999" in failed.value.message
+    assert len(failed.value.message) < 600, len(failed.value.message)

@@ -1,5 +1,6 @@
-"""`file:` sources on real files: the `file_roots` setting (symbolic links followed), and
-the mode of a copy (never more readable than its source)."""
+"""`file:` sources on real files: the `file_roots` setting (symbolic links followed), the
+mode of a copy (never more readable than its source), and the catalog entry of a copy that
+cannot fit or stops short (never a `Downloading` that nothing is doing)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from hive.actuators.provision import ProvisionOutcome, provision_file
-from hive.errors import PermanentError
+from hive.actuators.provision import Cancelled, ProvisionOutcome, provision_file
+from hive.errors import InsufficientSpace, PermanentError
 from hive.model.actions import ProvisionModel
-from hive.observers.catalog import MODEL_FILE, ModelCatalog
+from hive.model.observed import ArtifactStatus, ModelMetadata
+from hive.observers.catalog import METADATA, MODEL_FILE, ModelCatalog
 from hive.settings import Settings
+from tests.disk import padded
 
 WHEN = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 
 
 def provision(
-    catalog: ModelCatalog, source: Path, *, roots: tuple[Path, ...] = ()
+    catalog: ModelCatalog,
+    source: Path,
+    *,
+    roots: tuple[Path, ...] = (),
+    cancel: threading.Event | None = None,
 ) -> ProvisionOutcome:
     action = ProvisionModel(
         name="tiny", reason="test", source=f"file:{source}", resolved_source=str(source)
@@ -31,7 +38,7 @@ def provision(
         action,
         catalog=catalog,
         now=WHEN,
-        cancel=threading.Event(),
+        cancel=cancel or threading.Event(),
         progress=lambda _: None,
         roots=roots,
     )
@@ -133,3 +140,48 @@ def test_a_hard_link_is_the_source_itself_with_its_mode(tmp_path: Path, tiny_mod
     model = catalog.directory("tiny") / MODEL_FILE
     assert model.stat().st_ino == source.stat().st_ino
     assert stat.S_IMODE(model.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def small_disk_size() -> str:
+    return "8m"
+
+
+@pytest.fixture
+def small_home(small_disk: Path) -> Path:
+    """A home on a real 8 MiB filesystem of its own."""
+    return small_disk / "home"
+
+
+def test_a_copy_that_cannot_fit_is_refused_before_anything_is_written(
+    tmp_path: Path, tiny_model: Path, small_home: Path
+) -> None:
+    """Known in advance (another filesystem): no byte copied and no catalog entry, so
+    `hive get models` never shows a `Downloading` that nothing is doing."""
+    source = padded(tiny_model, tmp_path / "big.gguf", 30_000_000)
+    catalog = ModelCatalog(small_home)
+    with pytest.raises(InsufficientSpace) as refused:
+        provision(catalog, source)
+    assert "30.0 MB to copy" in refused.value.message
+    assert not (catalog.directory("tiny") / METADATA).exists()
+    observed = catalog.observe("tiny")
+    assert observed is None or observed.metadata is None
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["hardlink", "copy"])
+def test_a_provisioning_that_stops_short_leaves_its_entry_failed(
+    tmp_path: Path, tiny_model: Path, request: pytest.FixtureRequest, elsewhere: bool
+) -> None:
+    """Any failure, not only a permanent one (here a cancellation: the record changed)."""
+    source = request.getfixturevalue("tiny_model_elsewhere") if elsewhere else tiny_model
+    catalog = ModelCatalog(tmp_path / "home")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        provision(catalog, source, cancel=cancel)
+    metadata = ModelMetadata.model_validate_json(
+        (catalog.directory("tiny") / METADATA).read_bytes()
+    )
+    assert metadata.status == ArtifactStatus.FAILED
+    assert metadata.error is not None and "the record changed" in metadata.error
+    assert not list(catalog.directory("tiny").glob("*.partial"))

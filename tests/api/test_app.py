@@ -120,6 +120,19 @@ async def test_a_405_names_the_methods_the_route_serves(
         assert (await r.json())["error"]["code"] == "MethodNotAllowed"
 
 
+async def test_a_401_names_a_long_path_bounded(serve: Serve) -> None:
+    name = "w" * 5000
+    async with (
+        serve(token=TOKEN) as (_, url),
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/v1/workers/{name}/restart") as r,
+    ):
+        assert r.status == 401
+        message = (await r.json())["error"]["message"]
+        assert message.startswith("POST /v1/workers/www")
+        assert "…" in message and len(message) < 400, len(message)
+
+
 @pytest.mark.parametrize(
     ("query", "last_event_id", "bad"),
     [

@@ -278,7 +278,7 @@ def test_removing_the_record_stops_the_download_and_keeps_the_partial(
     listed = run_hive("get", "models", "--url", hive.url)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith("m "))
-    assert "% " in row and "/50 MB" in row, row  # the partial is visible
+    assert "% " in row and " MB / 50.0 MB" in row, row  # the partial is visible, as logged
 
     deleted = run_hive("delete", "model", "m", "--url", hive.url)
     assert deleted.returncode == 0, deleted.stderr

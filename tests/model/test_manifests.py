@@ -164,6 +164,17 @@ def test_model_spec_refuses(spec: dict[str, Any], field: str) -> None:
     assert [e["loc"] for e in info.value.errors()] == [("spec", field)]
 
 
+def test_a_source_is_at_most_4096_characters() -> None:
+    """Every copy of a source (a status, metadata.json, an event) is bounded by its own."""
+    base = "https://example.com/"
+    ok = base + "a" * (4096 - len(base))
+    assert ModelManifest.model_validate(model_data(source=ok)).spec.source == ok
+    with pytest.raises(ValidationError) as info:
+        ModelManifest.model_validate(model_data(source=ok + "a"))
+    assert [e["loc"] for e in info.value.errors()] == [("spec", "source")]
+    assert "4096 characters" in str(info.value)
+
+
 def test_model_spec_is_strict_about_types() -> None:
     data = model_data()
     data["metadata"]["labels"] = {"version": 1}
@@ -260,6 +271,20 @@ def test_describe_actions() -> None:
     )
     assert describe(CleanupPartial(name="tiny", reason="gone")) == "clean up Model/tiny (gone)"
     assert provision.key == "Model/tiny"
+
+
+def test_describe_bounds_a_long_source_and_reason_and_redacts_them() -> None:
+    source = "https://alice:S3CR3T@example.com/" + "a" * 4000 + ".gguf?token=T0K3N"
+    provision = ProvisionModel(
+        name="tiny",
+        reason="source changed (was " + "b" * 4000 + ")",
+        source=source,
+        resolved_source=source,
+    )
+    line = describe(provision)
+    assert len(line) < 500, len(line)
+    assert line.startswith("provision Model/tiny from https://alice:***@example.com/aaa")
+    assert "S3CR3T" not in line and "T0K3N" not in line
 
 
 # -- observed ----------------------------------------------------------------------------------

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hive.model.text import ECHO_LIMIT, clip, has_secret, redact_text, redact_url, show
+from hive.model.text import (
+    ECHO_LIMIT,
+    clip,
+    has_secret,
+    redact_text,
+    redact_url,
+    show,
+    show_text,
+    show_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +92,21 @@ def test_show_of_a_recursive_value_terminates() -> None:
 def test_clip_never_exceeds_the_limit(text: str) -> None:
     assert len(clip(text)) <= ECHO_LIMIT
     assert len(show(text)) <= ECHO_LIMIT
+
+
+def test_show_url_redacts_then_clips_and_names_paths_too() -> None:
+    long = "https://alice:S3CR3T@h.test/" + "a" * 5000 + "?token=T0K3N"
+    shown = show_url(long)
+    assert len(shown) == ECHO_LIMIT and shown.endswith("…")
+    assert shown.startswith("https://alice:***@h.test/aaa")
+    # Redacted before it is cut: a cut inside the user info must not leave it readable.
+    assert "S3CR3T" not in show_url("https://alice:S3CR3T@h.test/m.gguf", 24)
+    assert show_url(Path("/srv/models/x.gguf")) == "/srv/models/x.gguf"
+    assert show_url("https://h.test/m.gguf?token=T") == "https://h.test/m.gguf?token=***"
+
+
+def test_show_text_redacts_every_url_and_clips() -> None:
+    text = "GET https://u:pw@h.test/m?sig=S failed: " + "x" * 5000
+    shown = show_text(text)
+    assert len(shown) == ECHO_LIMIT
+    assert shown.startswith("GET https://u:***@h.test/m?sig=*** failed: xxx")

@@ -1,5 +1,6 @@
 """`file:` sources through the reconcile loop: the `file_roots` setting refuses a source
-outside its directories, and a file that is not GGUF is refused without its bytes."""
+outside its directories, a file that is not GGUF is refused without its bytes, and a
+source of thousands of characters is quoted bounded."""
 
 from __future__ import annotations
 
@@ -59,3 +60,31 @@ async def test_file_roots_and_foreign_bytes(tmp_path: Path, tiny_model: Path) ->
         await manager.stop()
     said = " ".join(e.message for e in events)
     assert "Hunter2" not in said and "root:$6" not in said
+
+
+async def test_a_long_source_is_quoted_bounded_everywhere(tmp_path: Path) -> None:
+    """A source of 4,000 characters (the most a manifest may hold is 4,096): every event
+    and the status quote it clipped, never whole, and never more than once per field."""
+    parts = (4000 - len(str(tmp_path))) // 201
+    deep = tmp_path / "/".join(["d" * 200] * parts) / "model.gguf"  # does not exist
+    source = f"file:{deep}"
+    assert 3800 < len(source) <= 4096
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    manager = Manager(Settings(home=tmp_path / "home", desired=(desired,), console=False))
+    events: list[Event] = []
+    manager.bus.add_listener(events.append)
+    await manager.start()
+    try:
+        write_atomic(desired / "long.yaml", model_yaml("long", source))
+        status = await failed(manager, "long")
+    finally:
+        await manager.stop()
+    assert "does not exist" in status.message
+    assert len(status.message) < 1000, len(status.message)
+    about = [e for e in events if e.object == "Model/long"]
+    assert any(e.action == "model_download_start" for e in about)
+    for event in about:
+        assert len(event.message) < 1000, (event.action, len(event.message))
+        for value in event.data.values():
+            assert len(str(value)) < 1000, (event.action, len(str(value)))
