@@ -362,8 +362,7 @@ def test_stop_workers_holds_the_home_while_it_stops_them(
             raise AssertionError("hive serve started while stop-workers was stopping") from None
         assert serve.returncode == 2, err
         assert (
-            f"`hive stop-workers` (pid {stopping.pid}) is stopping the workers of home {home}"
-            in err
+            f"hive stop-workers (pid {stopping.pid}) is stopping the workers of home {home}" in err
         )
         out, _ = stopping.communicate(timeout=30)
     finally:

@@ -49,7 +49,7 @@ def hold(home: Path, *, command: str = SERVE) -> int:
         who = f"pid {pid}" if pid else "pid ?"
         if other == STOP_WORKERS:
             message = (
-                f"`hive stop-workers` ({who}) is stopping the workers of home {home}; try "
+                f"hive stop-workers ({who}) is stopping the workers of home {home}; try "
                 "again once it has finished"
             )
         else:
