@@ -157,20 +157,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_workers(args: argparse.Namespace) -> int:
-    """`hive stop-workers`: stop the workers a hive left running in its home."""
-    from hive.actuators.home_lock import holder
+    """`hive stop-workers`: stop the workers a hive left running in its home, holding the
+    home's lock throughout (no hive can start there and adopt them meanwhile)."""
+    from hive.actuators.home_lock import SERVE, STOP_WORKERS, HomeInUse, hold
     from hive.actuators.stop_workers import stop_left_running
 
     home = Settings.from_env(home=args.home).home
     _home_note(home)
-    pid = holder(home)
-    if pid is not None:
+    if not (home / "state").is_dir():  # no hive ever ran workers there: nothing to lock
+        print(f"no worker left running in {home}")
+        return EXIT_OK
+    try:
+        lock = hold(home, command=STOP_WORKERS)
+    except HomeInUse as exc:
+        if exc.command != SERVE:
+            return _fail(exc.message)
         return _fail(
-            f"a hive (pid {pid or '?'}) is serving {home}: it would start its workers again; "
-            "stop it first (Ctrl-C, or SIGTERM), with --stop-workers-on-exit to take them "
-            "along"
+            f"a hive (pid {exc.pid or '?'}) is serving {home}: it would start its workers "
+            "again; stop it first (Ctrl-C, or SIGTERM), with --stop-workers-on-exit to take "
+            "them along"
         )
-    stopped = stop_left_running(home, say=print)
+    try:
+        stopped = stop_left_running(home, say=print)
+    finally:
+        os.close(lock)
     print(f"{stopped} worker(s) stopped" if stopped else f"no worker left running in {home}")
     return EXIT_OK
 

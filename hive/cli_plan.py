@@ -11,14 +11,14 @@ from typing import Any
 
 import psutil
 
-from hive.actuators.stop_workers import live_workers
 from hive.core.plan import plan
 from hive.core.worker_plan import plan_workers
 from hive.model.actions import ProvisionModel, SyncModel, describe, describe_worker
 from hive.model.devices import GpuInfo
 from hive.model.manifests import ModelManifest, WorkerManifest, WorkerSpec
 from hive.observers.catalog import ModelCatalog, boot_id
-from hive.observers.gpus import probe_from_setting
+from hive.observers.gpus import NvmlProbe, probe_from_setting
+from hive.observers.processes import live_workers
 from hive.observers.runtimes import RuntimeCatalog
 from hive.settings import Settings
 
@@ -42,7 +42,12 @@ def plan_all(records: list[Any], *, settings: Settings) -> list[str]:
     running = {f.state.name: f.state for f in live_workers(home)[0]}
     gpus: list[GpuInfo] = []
     if any(s.device != "CPU-0" for s in workers.values()):
-        gpus = probe_from_setting(settings.gpu_probe).gpus()
+        probe = probe_from_setting(settings.gpu_probe)
+        try:
+            gpus = probe.gpus()
+        finally:
+            if isinstance(probe, NvmlProbe):
+                probe.close()  # NVML is shut down as soon as it has been read
     runtimes = RuntimeCatalog(home)
     worker_actions = plan_workers(
         workers,
@@ -52,5 +57,7 @@ def plan_all(records: list[Any], *, settings: Settings) -> list[str]:
         runtimes={e.id: e for e in runtimes.entries()},
         gpus=gpus,
         ram_available_bytes=psutil.virtual_memory().available,
+        absent={name for name, r in models.items() if r.manifest.spec.state == "absent"},
+        boot=boot_id(),
     )
     return [describe(a) for a in model_actions] + [describe_worker(a) for a in worker_actions]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -189,7 +192,7 @@ def test_plan_covers_workers_with_its_exit_codes(
     (desired / "w.yaml").unlink()
     stop = run_hive("plan", str(desired), "--home", str(home), env=env)
     assert stop.returncode == 1
-    assert stop.stdout == f"stop Worker/w, PID {pid} (no record declares it)\n"
+    assert stop.stdout == f"stop Worker/w, PID {pid} (no source declares it any more)\n"
     assert psutil.pid_exists(pid)  # plan is read-only
 
     stopped = run_hive("stop-workers", "--home", str(home))
@@ -209,6 +212,37 @@ def test_plan_covers_workers_with_its_exit_codes(
     assert blocked.stdout.startswith(
         "cannot start Worker/w: Unschedulable: NoSuchDevice: GPU-7 does not exist"
     )
+
+
+def test_plan_stops_a_worker_whose_model_went_as_hive_would(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> None:
+    """`hive plan` decides with the supervisor's rules: a Model at `state: absent` stops
+    its workers (the plan said nothing), and a model directory removed by hand stops them
+    as ModelGone (the plan said "replace … its record changed")."""
+    home, desired = _scripted_setup(tmp_path, tiny_model, worker_ports.start)
+    env = {"HIVE_GPU_PROBE": "none"}
+    running = hive_factory(desired=[desired], home=home, env=env, stop_workers=False)
+    pid = running.wait_worker("w", "Running")["observed"]["pid"]
+    running.kill()  # the worker keeps running, with no hive
+    try:
+        (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}", state="absent"))
+        absent = run_hive("plan", str(desired), "--home", str(home), env=env)
+        assert absent.returncode == 1, absent.stdout + absent.stderr
+        assert absent.stdout.splitlines()[1:] == [
+            f"stop Worker/w, PID {pid} (model tiny is gone: state is absent)"
+        ]
+
+        (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+        shutil.rmtree(home / "models" / "tiny")
+        removed = run_hive("plan", str(desired), "--home", str(home), env=env)
+        assert removed.returncode == 1, removed.stdout + removed.stderr
+        assert removed.stdout.splitlines()[1:] == [
+            f"stop Worker/w, PID {pid} (model tiny is gone: removed from disk)"
+        ]
+        assert psutil.pid_exists(pid) and not _zombie(pid)  # plan is read-only
+    finally:
+        run_hive("stop-workers", "--home", str(home))
 
 
 def _zombie(pid: int) -> bool:
@@ -260,6 +294,70 @@ def test_exit_says_which_workers_it_leaves_and_stop_workers_waits_for_no_hive(
     assert not (home / "state" / "workers" / "w.json").exists()
     again = run_hive("stop-workers", "--home", str(home))
     assert again.stdout == f"no worker left running in {home}\n"
+
+
+def test_stop_workers_holds_the_home_while_it_stops_them(
+    tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], worker_ports: range
+) -> None:
+    """`hive stop-workers` looked for a serving hive, then stopped the workers: a hive
+    started in between adopted them while they were being stopped. It now holds the
+    home's lock throughout, and a `hive serve` meanwhile is refused, saying why."""
+    home = tmp_path / "home"
+    install_scripted_runtime(home, grace=8.0)
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "w.yaml").write_text(
+        worker_yaml("w", "tiny", port=worker_ports.start, args={"mode": "ignore-term"})
+    )
+    running = hive_factory(desired=[desired], home=home, stop_workers=False)
+    pid = running.wait_worker("w", "Running")["observed"]["pid"]
+    running.kill()
+    stopping = subprocess.Popen(
+        [sys.executable, "-m", "hive", "stop-workers", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert stopping.stdout is not None
+        assert stopping.stdout.readline().startswith(f"stopping worker w (PID {pid}")
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hive",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(free_port()),
+                "--desired",
+                str(desired),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            _, err = serve.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.communicate()
+            raise AssertionError("hive serve started while stop-workers was stopping") from None
+        assert serve.returncode == 2, err
+        assert (
+            f"hive stop-workers (pid {stopping.pid}) is stopping the workers of home {home}" in err
+        )
+        out, _ = stopping.communicate(timeout=30)
+    finally:
+        if stopping.poll() is None:
+            stopping.kill()
+    assert out.endswith("1 worker(s) stopped\n"), out
+    assert "ignored SIGTERM: sent SIGKILL" in out
+    assert _zombie(pid)
 
 
 def test_stop_workers_on_exit_says_each_step(

@@ -1,25 +1,31 @@
 """Worker processes: pick a port, spawn in its own process group with the environment
-markers, signal the group, and keep the log file (rotated by size, read from the end)."""
+markers, signal and stop the group, and keep the log file (rotated by size, read from the
+end)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
+import psutil
 
 from hive.actuators.files import write_atomic
 from hive.errors import TransientError
 from hive.model.workers import WorkerState
+from hive.observers.processes import LiveWorker, group_leftovers, is_same, state_dir
 
+#: Seconds after SIGKILL before a process still there is reported as stuck.
+KILL_WAIT = 5.0
 #: Variables of hive's own that a worker must not inherit (the API token above all).
 _PRIVATE_ENV = ("HIVE_TOKEN",)
 
@@ -115,8 +121,90 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def stop_group(
+    workers: Sequence[LiveWorker],
+    *,
+    home: Path,
+    signal_term: bool = True,
+    on_kill: Callable[[LiveWorker], object] | None = None,
+    kill_wait: float = KILL_WAIT,
+) -> list[LiveWorker]:
+    """Stop workers as hive does, blocking (run it in a thread from the event loop):
+    SIGTERM to each one's process group (unless `signal_term` is False: the caller sent
+    it), up to the longest `grace` for them to exit, SIGKILL to the groups of those still
+    there (`on_kill` is told of each, from this thread), up to `kill_wait` more; then what
+    is left of each one gone is released (`release_group`). Waits on pidfds: a child of
+    the caller is not reaped here, so its exit status stays the caller's to read. Returns
+    the workers still there `kill_wait` after SIGKILL (uninterruptible, most likely)."""
+    watched = _watch_exits(workers)
+    if signal_term:
+        for worker in workers:
+            if is_same(worker.process):
+                signal_group(worker.state.pid, signal.SIGTERM)
+    alive = _wait_exits(watched, timeout=max((w.grace for w in workers), default=0.0))
+    for worker in alive:
+        if is_same(worker.process):
+            signal_group(worker.state.pid, signal.SIGKILL)
+        if on_kill is not None:
+            on_kill(worker)
+    stuck = _wait_exits({w: watched[w] for w in alive}, timeout=kill_wait)
+    for fd in watched.values():
+        if fd is not None:
+            os.close(fd)
+    for worker in workers:
+        if worker not in stuck:
+            release_group(home, worker.state)
+    return stuck
+
+
+def release_group(home: Path, state: WorkerState) -> None:
+    """What is left of a worker once its process is gone: what its children left running
+    in its group (killed), and its state record."""
+    for leftover in group_leftovers(pgid=state.pid, worker_id=state.worker_id):
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    remove_state(home, state.name)
+
+
+def _watch_exits(workers: Sequence[LiveWorker]) -> dict[LiveWorker, int | None]:
+    """A pidfd per worker still there (None where pidfds are not to be had); opened before
+    the process is checked to be the worker's, so that it cannot be another one's."""
+    watched: dict[LiveWorker, int | None] = {}
+    for worker in workers:
+        try:
+            fd: int | None = os.pidfd_open(worker.state.pid)
+        except ProcessLookupError:
+            continue  # gone, and reaped
+        except (AttributeError, OSError):
+            fd = None
+        if is_same(worker.process):
+            watched[worker] = fd
+        elif fd is not None:
+            os.close(fd)
+    return watched
+
+
+def _wait_exits(watched: dict[LiveWorker, int | None], *, timeout: float) -> list[LiveWorker]:
+    """Up to `timeout` seconds for every watched process to end; those still there."""
+    deadline = time.monotonic() + timeout
+    alive = dict(watched)
+    while alive:
+        poller = select.poll()
+        for fd in alive.values():
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        # Without a pidfd for some, look again every 50 ms (psutil's own pace).
+        step = remaining if all(fd is not None for fd in alive.values()) else min(remaining, 0.05)
+        poller.poll(step * 1000)
+        alive = {w: fd for w, fd in alive.items() if is_same(w.process)}
+    return list(alive)
+
+
 def state_path(home: Path, name: str) -> Path:
-    return home / "state" / "workers" / f"{name}.json"
+    return state_dir(home) / f"{name}.json"
 
 
 def log_path(home: Path, name: str) -> Path:
@@ -132,29 +220,6 @@ def write_state(home: Path, state: WorkerState) -> None:
 
 def remove_state(home: Path, name: str) -> None:
     state_path(home, name).unlink(missing_ok=True)
-
-
-def read_states(home: Path) -> tuple[list[WorkerState], list[tuple[Path, str]]]:
-    """Every state record, and the unreadable ones with why."""
-    directory = home / "state" / "workers"
-    states, bad = [], []
-    try:
-        paths = sorted(directory.glob("*.json"))
-    except OSError:
-        return [], []
-    for path in paths:
-        try:
-            states.append(WorkerState.model_validate_json(path.read_bytes()))
-        except ValidationError as exc:
-            bad.append((path, "; ".join(_error_text(e) for e in exc.errors()[:5])))
-        except (OSError, ValueError) as exc:
-            bad.append((path, str(exc)))
-    return states, bad
-
-
-def _error_text(error: Any) -> str:
-    where = ".".join(str(p) for p in error.get("loc", ())) or "(record)"
-    return f"{where}: {error.get('msg', 'invalid')}"
 
 
 def rotate_log(path: Path, *, max_bytes: int, backups: int) -> bool:

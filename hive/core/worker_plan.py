@@ -1,16 +1,25 @@
-"""The planner for Workers, as `plan()` is for Models: what hive would do with each worker
-(start, stop, replace, or wait because it cannot start here). Pure: the records, the live
-workers (state records whose process is still there), the catalog, the runtimes and the
-devices in; actions out. `hive plan` prints them; the supervisor decides the same things
-one key at a time (hive/runtime/workers.py)."""
+"""The rules of a worker's life, pure: why a running worker must stop (`stop_reason`), what
+keeps one from starting (`start_check`, then `fit` for its device), and the planner that
+applies them to every worker at once (`plan_workers`, as `plan()` is for Models; `hive
+plan` prints it). The supervisor (hive/runtime/workers.py) asks the same functions one key
+at a time, so that what `hive plan` says and what hive does cannot disagree."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from hive.core.placement import check_fit, estimate_memory
-from hive.core.workers import InvalidArgs, adjust_args, adjustments_condition, resolve_args
-from hive.core.workers import spec_hash as worker_spec_hash
+from hive.core.workers import (
+    ArgAdjustment,
+    InvalidArgs,
+    adjust_args,
+    adjustments_condition,
+    resolve_args,
+    spec_hash,
+)
 from hive.model.actions import (
     ReplaceWorker,
     StartWorker,
@@ -18,93 +27,159 @@ from hive.model.actions import (
     UnschedulableWorker,
     WorkerAction,
 )
-from hive.model.devices import GpuInfo
+from hive.model.devices import GpuInfo, MemoryEstimate
 from hive.model.manifests import WorkerSpec
-from hive.model.observed import ArtifactStatus, ObservedModel
-from hive.model.runtimes import RuntimeEntry
+from hive.model.observed import ArtifactStatus, ModelMetadata, ObservedModel
+from hive.model.runtimes import ArgValue, RuntimeEntry
 from hive.model.workers import WorkerState
 
+#: Why a model went (or is going), as the narration says it.
+REMOVED = "removed from disk"
+BY_API = "deleted by API request"
+ABSENT = "state is absent"
 
-def plan_workers(
-    desired: Mapping[str, WorkerSpec],
-    running: Mapping[str, WorkerState],
-    *,
-    models: Mapping[str, ObservedModel],
-    provisioning: Set[str],
-    runtimes: Mapping[str, RuntimeEntry],
-    gpus: Sequence[GpuInfo],
-    ram_available_bytes: int,
-) -> list[WorkerAction]:
-    """Every worker action, in name order. `running`: the workers whose process is there
-    (checked as adoption checks them); `provisioning`: the Models the model plan brings
-    into the catalog first (their workers start once they are Available)."""
-    actions: list[WorkerAction] = []
-    for name in sorted(set(desired) | set(running)):
-        spec, state = desired.get(name), running.get(name)
-        if spec is None or spec.state == "stopped":
-            if state is not None:
-                why = "no record declares it" if spec is None else "state: stopped"
-                actions.append(StopWorker(name=name, pid=state.pid, reason=why))
-            continue
-        observed = models.get(spec.model)
-        meta = observed.metadata if observed is not None else None
-        if state is not None:
-            sha = meta.sha256 if meta is not None else None
-            if state.spec_hash != worker_spec_hash(spec, model_sha256=sha):
-                why = "its record changed (model, runtime, device, port or args)"
-                actions.append(ReplaceWorker(name=name, pid=state.pid, reason=why))
-            continue
-        actions.append(
-            _start(
-                name,
-                spec,
-                model=observed,
-                provisioning=spec.model in provisioning,
-                entry=runtimes.get(spec.runtime),
-                known=sorted(runtimes),
-                gpus=gpus,
-                ram_available_bytes=ram_available_bytes,
-            )
+
+def on_disk(observed: ObservedModel | None) -> bool:
+    """The model's file (every part of a split model) is there. A download in progress
+    over an older file keeps it on disk; a model being fetched the first time is not yet."""
+    return observed is not None and observed.file_size is not None
+
+
+class ModelView(BaseModel):
+    """What a worker's decisions know of its model: the catalog's view of it, and whether
+    it went. hive tracks the going as it sees it (hive/runtime/departures.py); `hive plan`
+    knows only the records (`offline`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    observed: ObservedModel | None
+    #: Why the model went, if hive saw it go, or ABSENT while its record says `state:
+    #: absent`; None for a model that is there or was never seen (not fetched yet).
+    gone: str | None = None
+    #: The word a running worker is stopped with when the model is not on disk (why it
+    #: went, or is going: a file that is not there was removed, unless hive knows better).
+    why: str = REMOVED
+
+    @classmethod
+    def offline(cls, name: str, observed: ObservedModel | None, *, absent: bool) -> ModelView:
+        """As `hive plan` sees it: `absent`, its record says `state: absent`."""
+        return cls(
+            name=name,
+            observed=observed,
+            gone=ABSENT if absent else None,
+            why=ABSENT if absent else REMOVED,
         )
-    return actions
 
 
-def _start(
-    name: str,
+class Why(BaseModel):
+    """A reason (CamelCase, for the condition and the narration) and its message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    message: str
+
+
+class Launch(BaseModel):
+    """A worker that may start, as far as its record, its runtime and its model go: the
+    args it runs with (and what was changed from the record's), and what it needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: RuntimeEntry
+    args: dict[str, ArgValue]
+    changes: tuple[ArgAdjustment, ...]
+    meta: ModelMetadata
+    estimate: MemoryEstimate
+
+    @property
+    def adjusted(self) -> tuple[str, str] | None:
+        """The `ArgsAdjusted` condition (reason, message), or None: args as asked."""
+        return adjustments_condition(self.changes)
+
+
+def stop_reason(
+    spec: WorkerSpec | None,
+    *,
+    running: WorkerState,
+    model: ModelView | None,
+    sources_synced: bool = True,
+    restart_requested: bool = False,
+    unhealthy: str | None = None,
+    start_timed_out: str | None = None,
+) -> Why | None:
+    """Why the running worker `running` must stop, or None. `spec`: its record (None: no
+    source declares it; an adopted worker is kept until `sources_synced`); `model`: the
+    record's model. The last three are what the supervisor saw of the process (a restart
+    asked for, its failing health checks, its start that never answered)."""
+    if spec is None:
+        if not sources_synced:
+            return None  # adopted, and a source may yet declare it
+        return Why(reason="Removed", message="no source declares it any more")
+    if spec.state == "stopped":
+        return Why(reason="Stopped", message="state: stopped")
+    if model is not None and (model.gone == ABSENT or not on_disk(model.observed)):
+        # llama.cpp would go on serving the weights it has mapped, but could not restart.
+        return Why(reason="ModelGone", message=f"model {spec.model} is gone: {model.why}")
+    meta = model.observed.metadata if model is not None and model.observed else None
+    if running.spec_hash != spec_hash(spec, model_sha256=meta.sha256 if meta else None):
+        return Why(
+            reason="Replaced", message="its record changed (model, runtime, device, port or args)"
+        )
+    if restart_requested:
+        return Why(reason="RestartRequested", message="a restart was requested")
+    if unhealthy is not None:
+        return Why(reason="Unhealthy", message=unhealthy)
+    if start_timed_out is not None:
+        return Why(reason="StartTimeout", message=start_timed_out)
+    return None
+
+
+def start_check(
     spec: WorkerSpec,
     *,
-    model: ObservedModel | None,
-    provisioning: bool,
-    entry: RuntimeEntry | None,
-    known: list[str],
-    gpus: Sequence[GpuInfo],
-    ram_available_bytes: int,
-) -> WorkerAction:
-    """A worker to start: the first thing that would keep it Pending, as the supervisor
-    checks them, or a StartWorker."""
-
-    def blocked(reason: str, message: str) -> UnschedulableWorker:
-        return UnschedulableWorker(name=name, reason=f"{reason}: {message}")
-
+    runtimes: Mapping[str, RuntimeEntry],
+    model: ModelView,
+    boot: str | None,
+    runtime_root: Path | None = None,
+) -> Why | Launch:
+    """The first thing that keeps the worker of `spec` from starting (its runtime, its
+    args, its model), or what it starts with. `boot`: this machine's boot id (a model
+    published by another boot and never synced is hashed again before use);
+    `runtime_root`: where runtime entries are added (named in the message)."""
+    entry = runtimes.get(spec.runtime)
     if entry is None:
-        return blocked(
-            "UnknownRuntime",
-            f"runtime {spec.runtime!r} is not in the worker catalog (known: {', '.join(known)})",
+        where = f"; add one under {runtime_root}" if runtime_root is not None else ""
+        return Why(
+            reason="UnknownRuntime",
+            message=f"runtime {spec.runtime!r} is not in the worker catalog (known: "
+            f"{', '.join(runtimes)}{where})",
         )
     if not entry.available:
-        return blocked("RuntimeUnavailable", f"runtime {entry.id}: {entry.unavailable_reason}")
+        return Why(
+            reason="RuntimeUnavailable", message=f"runtime {entry.id}: {entry.unavailable_reason}"
+        )
     try:
         args = resolve_args(entry, dict(spec.args))
     except InvalidArgs as exc:
-        return blocked(exc.reason, exc.message)
-    what = f"{entry.id} serving {spec.model} on {spec.device}"
-    if provisioning:
-        return StartWorker(name=name, reason=f"{what}, once Model/{spec.model} is provisioned")
-    meta = model.metadata if model is not None else None
-    if meta is None or meta.status is not ArtifactStatus.AVAILABLE:
-        state = meta.status.value if meta is not None else "not on disk"
-        return blocked(
-            "ModelNotReady", f"Model/{spec.model} is {state} and no record provisions it"
+        return Why(reason=exc.reason, message=exc.message)
+    observed = model.observed
+    if model.gone is not None and (model.gone == ABSENT or not on_disk(observed)):
+        return Why(
+            reason="ModelGone",
+            message=f"model {spec.model} is gone: {model.gone}; the worker starts again once "
+            "the model is back",
+        )
+    meta = observed.metadata if observed else None
+    usable = meta is not None and meta.status is ArtifactStatus.AVAILABLE
+    if meta is None or not usable or meta.needs_check(boot):
+        state = meta.status.value if meta else "not on disk"
+        if usable:
+            state = "being hashed again (it was not synced when the machine restarted)"
+        return Why(
+            reason="ModelNotReady",
+            message=f"model {spec.model} is {state}; the worker starts once it is Available",
         )
     args, changes = adjust_args(
         entry, args, given=spec.args, device=spec.device, context_length=meta.context_length
@@ -118,11 +193,95 @@ def _start(
         head_count=meta.head_count,
         head_count_kv=meta.head_count_kv,
     )
+    return Launch(entry=entry, args=args, changes=changes, meta=meta, estimate=estimate)
+
+
+def fit(
+    launch: Launch, *, device: str, gpus: Sequence[GpuInfo], ram_available_bytes: int
+) -> Why | None:
+    """Unschedulable (and why) when what the worker needs does not fit on `device` now."""
     placement = check_fit(
-        estimate=estimate, device=spec.device, gpus=gpus, ram_available_bytes=ram_available_bytes
+        estimate=launch.estimate,
+        device=device,
+        gpus=gpus,
+        ram_available_bytes=ram_available_bytes,
     )
-    if not placement.fits:
-        return blocked("Unschedulable", f"{placement.reason}: {placement.message}")
-    adjusted = adjustments_condition(changes)
+    if placement.fits:
+        return None
+    return Why(reason="Unschedulable", message=f"{placement.reason}: {placement.message}")
+
+
+def plan_workers(
+    desired: Mapping[str, WorkerSpec],
+    running: Mapping[str, WorkerState],
+    *,
+    models: Mapping[str, ObservedModel],
+    provisioning: Set[str],
+    runtimes: Mapping[str, RuntimeEntry],
+    gpus: Sequence[GpuInfo],
+    ram_available_bytes: int,
+    absent: Set[str] = frozenset(),
+    boot: str | None = None,
+) -> list[WorkerAction]:
+    """Every worker action, in name order. `running`: the workers whose process is there
+    (checked as adoption checks them); `provisioning`: the Models the model plan brings
+    into the catalog first (their workers start once they are Available); `absent`: the
+    Models whose record says `state: absent`."""
+    actions: list[WorkerAction] = []
+    for name in sorted(set(desired) | set(running)):
+        spec, state = desired.get(name), running.get(name)
+        model = (
+            ModelView.offline(spec.model, models.get(spec.model), absent=spec.model in absent)
+            if spec is not None
+            else None
+        )
+        if state is not None:
+            why = stop_reason(spec, running=state, model=model)
+            if why is not None and why.reason == "Replaced":
+                actions.append(ReplaceWorker(name=name, pid=state.pid, reason=why.message))
+            elif why is not None:
+                actions.append(StopWorker(name=name, pid=state.pid, reason=why.message))
+            continue
+        if spec is None or spec.state == "stopped" or model is None:
+            continue
+        actions.append(
+            _start(
+                name,
+                spec,
+                model=model,
+                provisioning=spec.model in provisioning,
+                runtimes=runtimes,
+                gpus=gpus,
+                ram_available_bytes=ram_available_bytes,
+                boot=boot,
+            )
+        )
+    return actions
+
+
+def _start(
+    name: str,
+    spec: WorkerSpec,
+    *,
+    model: ModelView,
+    provisioning: bool,
+    runtimes: Mapping[str, RuntimeEntry],
+    gpus: Sequence[GpuInfo],
+    ram_available_bytes: int,
+    boot: str | None,
+) -> WorkerAction:
+    """A worker to start: the first thing that keeps it Pending, as the supervisor checks
+    them (`start_check`, `fit`), or a StartWorker."""
+    what = f"{spec.runtime} serving {spec.model} on {spec.device}"
+    checked = start_check(spec, runtimes=runtimes, model=model, boot=boot)
+    if isinstance(checked, Why):
+        if checked.reason == "ModelNotReady" and provisioning:
+            return StartWorker(name=name, reason=f"{what}, once Model/{spec.model} is provisioned")
+        note = " (no record provisions it)" if checked.reason == "ModelNotReady" else ""
+        return UnschedulableWorker(name=name, reason=f"{checked.reason}: {checked.message}{note}")
+    blocked = fit(checked, device=spec.device, gpus=gpus, ram_available_bytes=ram_available_bytes)
+    if blocked is not None:
+        return UnschedulableWorker(name=name, reason=f"{blocked.reason}: {blocked.message}")
+    adjusted = checked.adjusted
     note = f"; args adjusted: {adjusted[1]}" if adjusted else ""
     return StartWorker(name=name, reason=f"{what}: no process runs it{note}")

@@ -8,14 +8,13 @@ its workers within milliseconds, not at the next resync.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from inotify_simple import INotify
 from inotify_simple import flags as F
 
+from hive.inotify import InotifyReader
 from hive.model.ids import name_problem
 
 WATCH_MASK = (
@@ -43,28 +42,21 @@ class CatalogWatch:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._inotify: INotify | None = None
-        self._ready = asyncio.Event()
+        self._reader = InotifyReader()
 
     def arm(self) -> None:
         """Watch the models directory (made if missing: it is hive's own, and a download
         makes it too). Raises OSError when inotify cannot be had (its limits)."""
-        self.close()
         self.root.mkdir(parents=True, exist_ok=True)
-        inotify = INotify(nonblocking=True)
+        self._reader.open()
         try:
-            inotify.add_watch(self.root, WATCH_MASK)
-            asyncio.get_running_loop().add_reader(inotify.fileno(), self._ready.set)
+            self._reader.add_watch(self.root, WATCH_MASK)
         except BaseException:
-            inotify.close()
+            self._reader.close()
             raise
-        self._inotify = inotify
 
     def close(self) -> None:
-        if self._inotify is not None:
-            asyncio.get_running_loop().remove_reader(self._inotify.fileno())
-            self._inotify.close()
-            self._inotify = None
+        self._reader.close()
 
     def __enter__(self) -> CatalogWatch:
         self.arm()
@@ -78,24 +70,17 @@ class CatalogWatch:
     async def changes(self) -> CatalogChanges:
         """The next batch that names a model (or asks for a look at all of them)."""
         while True:
-            await self._ready.wait()
-            self._ready.clear()
-            batch = self._read()
-            if batch.names or batch.rescan or batch.root_gone:
-                return batch
-
-    def _read(self) -> CatalogChanges:
-        assert self._inotify is not None
-        names: set[str] = set()
-        rescan = root_gone = False
-        for event in self._inotify.read(timeout=0):
-            if event.mask & F.Q_OVERFLOW:
-                rescan = True
-            elif event.mask & _SELF_GONE:
-                root_gone = True
-            elif event.mask & F.ISDIR and _model_name(event.name):
-                names.add(event.name)
-        return CatalogChanges(names=frozenset(names), rescan=rescan, root_gone=root_gone)
+            names: set[str] = set()
+            rescan = root_gone = False
+            for event in await self._reader.events():
+                if event.mask & F.Q_OVERFLOW:
+                    rescan = True
+                elif event.mask & _SELF_GONE:
+                    root_gone = True
+                elif event.mask & F.ISDIR and _model_name(event.name):
+                    names.add(event.name)
+            if names or rescan or root_gone:
+                return CatalogChanges(names=frozenset(names), rescan=rescan, root_gone=root_gone)
 
 
 def _model_name(name: str) -> bool:

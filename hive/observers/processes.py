@@ -1,14 +1,25 @@
-"""The process table (psutil): is a recorded worker still the process hive started, and
-what does it use. A process is hive's only with the same pid, start time and markers."""
+"""The process table (psutil) and the workers' state records: is a recorded worker still
+the process hive started, and what does it use. A process is hive's only with the same pid,
+start time and markers."""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psutil
+from pydantic import ValidationError
 
+from hive.model.runtimes import RuntimeEntry
 from hive.model.workers import WorkerState
+from hive.observers.runtimes import RuntimeCatalog
+
+#: Seconds between SIGTERM and SIGKILL for a worker whose runtime entry is not there any
+#: more: the entries' own default.
+DEFAULT_GRACE: float = RuntimeEntry.model_fields["grace_seconds"].default
 
 #: psutil's create_time is rounded; the same process reads back within this many seconds.
 _CREATE_TIME_SLACK = 0.05
@@ -71,3 +82,71 @@ def group_leftovers(*, pgid: int, worker_id: str) -> list[psutil.Process]:
         except (OSError, psutil.Error):
             continue
     return found
+
+
+@dataclass(frozen=True, eq=False)
+class LiveWorker:
+    """A worker whose process is still there, and its runtime's grace (SIGTERM to SIGKILL).
+    Compared by identity."""
+
+    state: WorkerState
+    process: psutil.Process
+    grace: float = DEFAULT_GRACE
+
+
+def state_dir(home: Path) -> Path:
+    """Where the workers' state records are (`<name>.json` each)."""
+    return home / "state" / "workers"
+
+
+def read_states(home: Path) -> tuple[list[WorkerState], list[tuple[Path, str]]]:
+    """Every state record, and the unreadable ones with why."""
+    states, bad = [], []
+    try:
+        paths = sorted(state_dir(home).glob("*.json"))
+    except OSError:
+        return [], []
+    for path in paths:
+        try:
+            states.append(WorkerState.model_validate_json(path.read_bytes()))
+        except ValidationError as exc:
+            bad.append((path, "; ".join(_error_text(e) for e in exc.errors()[:5])))
+        except (OSError, ValueError) as exc:
+            bad.append((path, str(exc)))
+    return states, bad
+
+
+def _error_text(error: Any) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ())) or "(record)"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+def instance_id(home: Path) -> str | None:
+    """The home's HIVE_INSTANCE marker, or None when no hive ever ran workers there."""
+    try:
+        return (home / "state" / "instance-id").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def live_workers(
+    home: Path,
+) -> tuple[list[LiveWorker], list[tuple[WorkerState, str]], list[str]]:
+    """Read only: the workers of `home` whose process is still there (the same pid, start
+    time and markers, as adoption checks), the stale state records with why, and the
+    unreadable ones."""
+    states, bad = read_states(home)
+    problems = [f"ignoring {path}: {why}" for path, why in bad]
+    instance = instance_id(home)
+    if instance is None:
+        return [], [], problems
+    runtimes = RuntimeCatalog(home)
+    found, stale = [], []
+    for state in states:
+        process, why = find_worker(state, instance=instance)
+        if process is None:
+            stale.append((state, why))
+            continue
+        entry = runtimes.get(state.runtime)
+        found.append(LiveWorker(state, process, entry.grace_seconds if entry else DEFAULT_GRACE))
+    return found, stale, problems

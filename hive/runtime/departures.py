@@ -2,25 +2,19 @@
 
 A model is gone when its file is no longer on disk (`rm -rf` by hand, a forced `DELETE`,
 `state: absent` carried out) or when its record says `state: absent` (its files are about
-to go). The manager reports what it observes; the worker supervisor asks why.
+to go). `ModelPresence` reports what it observes; the worker supervisor asks why (as a
+`ModelView`, see hive/core/worker_plan.py).
 """
 
 from __future__ import annotations
 
 from hive.core.store import Store
+from hive.core.worker_plan import ABSENT, BY_API, REMOVED, ModelView, on_disk
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest
 from hive.model.observed import ObservedModel
 
-REMOVED = "removed from disk"
-BY_API = "deleted by API request"
-ABSENT = "state is absent"
-
-
-def on_disk(observed: ObservedModel | None) -> bool:
-    """The model's file (every part of a split model) is there. A download in progress
-    over an older file keeps it on disk; a model being fetched the first time is not yet."""
-    return observed is not None and observed.file_size is not None
+__all__ = ["ABSENT", "BY_API", "REMOVED", "Departures", "on_disk"]
 
 
 class Departures:
@@ -37,9 +31,6 @@ class Departures:
     def deleting_by_api(self, name: str) -> None:
         """A `DELETE /v1/models/{name}` is about to remove the files."""
         self._by_api.add(name)
-
-    def deletion_failed(self, name: str) -> None:
-        self._by_api.discard(name)
 
     def absent_by_record(self, name: str) -> bool:
         record = self._store.desired(ObjectKey.of(Kind.MODEL, name))
@@ -82,6 +73,10 @@ class Departures:
             return ABSENT
         why = self._gone.get(name)
         return None if why == ABSENT else why
+
+    def view(self, name: str, observed: ObservedModel | None) -> ModelView:
+        """What the workers of `name` are decided on (hive/core/worker_plan.py)."""
+        return ModelView(name=name, observed=observed, gone=self.gone(name), why=self.why(name))
 
     def known(self) -> set[str]:
         """The models seen on disk, and those that went since."""

@@ -19,15 +19,14 @@ from hive.core.store import ReplaceResult, Store
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, WorkerManifest
-from hive.model.observed import ObservedModel
-from hive.model.text import clip, show_text
+from hive.model.text import show_text
 from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
-from hive.observers.catalog_watch import CatalogWatch
 from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
-from hive.runtime.departures import REMOVED, Departures
+from hive.runtime.departures import Departures
+from hive.runtime.model_presence import ModelPresence
 from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import Downloads, Reconciler, Result
 from hive.runtime.workers import UNEXPECTED_ERROR_RETRY, WorkerSupervisor
@@ -59,6 +58,9 @@ class Manager:
             backoff_cap=settings.backoff_cap,
             partial_ttl=settings.partial_ttl,
             file_roots=settings.file_roots,
+            reconcile_worker=self._reconcile_worker,
+            on_model_available=self._model_available,
+            on_model_deleted=self._model_deleted,
         )
         self.runtimes = RuntimeCatalog(settings.home)
         self.departures = Departures(store=self.store)
@@ -75,9 +77,15 @@ class Manager:
             enqueue=lambda key, delay: self.queue.add_after(key, delay),
             departures=self.departures,
         )
-        self.reconciler.workers = self.workers
-        self.reconciler.on_model_available = self._model_available
-        self.reconciler.on_model_deleted = lambda name: self.models_changed([name])
+        self.presence = ModelPresence(
+            catalog=self.catalog,
+            departures=self.departures,
+            workers=self.workers,
+            users=self.workers_of,
+            queue=self.queue,
+            bus=self.bus,
+            resync_interval=settings.resync_interval,
+        )
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
             DirectorySource(
@@ -140,9 +148,12 @@ class Manager:
             )
             self.queue.add(note.key)
 
+    async def _reconcile_worker(self, key: ObjectKey) -> float | None:
+        return await self.workers.reconcile(key)
+
     def _model_available(self, model: str) -> None:
         """Workers waiting for `model` are looked at now."""
-        self._model_seen(model, self.catalog.observe(model))
+        self.presence.seen(model, self.catalog.observe(model))
         for name in self.workers_of(model):
             self.queue.add(ObjectKey.of(Kind.WORKER, name))
 
@@ -165,49 +176,12 @@ class Manager:
         return sorted(names)
 
     def models_changed(self, names: Iterable[str]) -> None:
-        """Models whose files may have come or gone (a directory created, removed or
-        renamed under `<home>/models`, a deletion carried out): each is looked at now. The
-        workers of one that went are stopped at once, told why; a declared one is fetched
-        again; the workers waiting for one that came back start."""
-        for name in sorted(set(names)):
-            try:
-                observed = self.catalog.observe(name)
-            except OSError:
-                continue  # unreadable: the Model's reconcile says so
-            self._model_seen(name, observed)
-            for worker in self.workers_of(name):
-                self.queue.add(ObjectKey.of(Kind.WORKER, worker))
-            self.queue.add(ObjectKey.of(Kind.MODEL, name))
+        """Models whose files may have come or gone: see `ModelPresence.changed`."""
+        self.presence.changed(names)
 
-    def _model_seen(self, name: str, observed: ObservedModel | None) -> None:
-        """Record what the catalog shows of `name`; if it has just gone, say so, and stop
-        the workers that serve it (they cannot restart on a file that is not there)."""
-        why = self.departures.observed(name, observed)
-        if why is None:
-            return
-        key = ObjectKey.of(Kind.MODEL, name)
-        users = self.workers_of(name)
-        stops = self.workers.signal_now(
-            [
-                k
-                for k in (ObjectKey.of(Kind.WORKER, w) for w in users)
-                if k not in self.queue.processing
-            ]
-        )
-        stopping = [s.key.name for s in stops]
-        self.bus.emit(
-            "model_gone",
-            f"Model {name} is gone: {why}"
-            + (
-                f"; stopping the workers that serve it: {clip(', '.join(stopping))}"
-                if stops
-                else ""
-            ),
-            object=key,
-            level=Level.WARNING if why == REMOVED else Level.INFO,
-            data={"reason": why, "workers": stopping},
-        )
-        self.workers.begin_stops(stops)
+    def _model_deleted(self, name: str) -> None:
+        """`state: absent` has deleted the model's files: its workers are stopped now."""
+        self.presence.changed([name])
 
     def _check_runtimes(self) -> None:
         """Narrate bad worker catalog entries, once per change."""
@@ -262,11 +236,7 @@ class Manager:
             self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
         for source in self.sources:
             await source.start()
-        watch = self._watch_catalog()  # armed before the catalog is first read
-        if watch is not None:
-            self._tasks.append(
-                asyncio.create_task(self._follow_catalog(watch), name="catalog watch")
-            )
+        self.presence.start()  # armed before the catalog is first read
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
         self.resync_now()
 
@@ -282,6 +252,7 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.presence.stop()
         await self.workers.stop(stop_workers=self.settings.stop_workers_on_exit)
         self.reconciler.attach_downloads(None)
         if self._session is not None:
@@ -326,73 +297,20 @@ class Manager:
         )
         for action in actions:
             self.queue.add(action.key)
-        # A model that went unseen (no inotify, only its file removed) is told here.
-        for name in sorted(self.departures.known() | set(observed)):
-            self._model_seen(name, observed.get(name))
-        self.departures.retain(
-            {
+        self.presence.resync(
+            observed,
+            used={
                 r.manifest.spec.model
                 for r in self.store.records()
                 if isinstance(r.manifest, WorkerManifest)
             }
-            | {i.state.model for i in self.workers.instances.values()}
+            | {i.state.model for i in self.workers.instances.values()},
         )
         for key in self.store.declared_keys():
             if key.kind is Kind.WORKER or key not in self.reconciler.statuses:
                 self.queue.add(key)
         for name in self.workers.names():  # adopted workers no record declares
             self.queue.add(ObjectKey.of(Kind.WORKER, name))
-
-    def _watch_catalog(self) -> CatalogWatch | None:
-        """An armed watch on `<home>/models`, or None (narrated) without inotify."""
-        watch = CatalogWatch(self.catalog.root)
-        try:
-            watch.arm()
-        except OSError as exc:  # the inotify instance or watch limit
-            self.bus.emit(
-                "catalog_watch_error",
-                f"cannot watch {self.catalog.root} with inotify ({exc}): a model removed by "
-                f"hand is noticed at the resync (every {self.settings.resync_interval:g} s)",
-                level=Level.WARNING,
-            )
-            return None
-        return watch
-
-    async def _follow_catalog(self, watch: CatalogWatch) -> None:
-        """Model directories that come or go under `<home>/models` are looked at at once
-        (`CatalogWatch`); without inotify, the resync notices them."""
-        try:
-            while True:
-                batch = await watch.changes()
-                names: set[str] = set(batch.names)
-                if batch.root_gone:  # the models directory itself went: watch it again
-                    try:
-                        watch.arm()
-                    except OSError:
-                        self._look_at_models(names | self.departures.known())
-                        raise
-                if batch.rescan or batch.root_gone:
-                    names |= self.departures.known() | set(self.catalog.names())
-                self._look_at_models(names)
-        except OSError as exc:
-            self.bus.emit(
-                "catalog_watch_error",
-                f"cannot watch {self.catalog.root} with inotify any more ({exc}): a model "
-                f"removed by hand is noticed at the resync (every "
-                f"{self.settings.resync_interval:g} s)",
-                level=Level.WARNING,
-            )
-        finally:
-            watch.close()
-
-    def _look_at_models(self, names: set[str]) -> None:
-        try:
-            self.models_changed(names)
-        except Exception as exc:  # the watch never dies: narrate, the resync catches up
-            log.exception("looking at changed models failed")
-            self.bus.emit(
-                "resync_error", f"{type(exc).__name__}: {show_text(str(exc))}", level=Level.ERROR
-            )
 
     async def _resync_loop(self) -> None:
         while True:

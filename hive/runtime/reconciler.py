@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
@@ -67,9 +67,6 @@ from hive.model.text import clip, show_text, show_url
 from hive.model.units import megabytes, megabytes_of
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
-
-if TYPE_CHECKING:
-    from hive.runtime.workers import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +143,9 @@ class Reconciler:
         backoff_cap: float = 300.0,
         partial_ttl: float = 24 * 3600.0,
         file_roots: tuple[Path, ...] = (),
+        reconcile_worker: Callable[[ObjectKey], Awaitable[float | None]] | None = None,
+        on_model_available: Callable[[str], None] | None = None,
+        on_model_deleted: Callable[[str], None] | None = None,
     ) -> None:
         self._partial_ttl = partial_ttl
         self._file_roots = file_roots
@@ -161,13 +161,13 @@ class Reconciler:
         self.statuses: dict[ObjectKey, ObjectStatus] = {}
         #: Set by the manager once it has an HTTP session (network sources need one).
         self._downloads: Downloads | None = None
-        #: Worker keys go to the supervisor (set by the manager).
-        self.workers: WorkerSupervisor | None = None
+        #: Worker keys go to the supervisor: when to look again (None: on the next event).
+        self._reconcile_worker = reconcile_worker
         #: Called with a model's name when it becomes Available (its workers may start).
-        self.on_model_available: Callable[[str], None] | None = None
+        self.on_model_available = on_model_available
         #: Called with a model's name once `state: absent` has deleted its files (its
         #: workers are stopped).
-        self.on_model_deleted: Callable[[str], None] | None = None
+        self.on_model_deleted = on_model_deleted
 
     def attach_downloads(self, downloads: Downloads | None) -> None:
         self._downloads = downloads
@@ -230,9 +230,9 @@ class Reconciler:
     # -- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
         if key.kind is Kind.WORKER:
-            if self.workers is None:
+            if self._reconcile_worker is None:
                 return Result()
-            return Result(requeue_after=await self.workers.reconcile(key))
+            return Result(requeue_after=await self._reconcile_worker(key))
         return await self._reconcile_model(key)
 
     async def _reconcile_model(self, key: ObjectKey) -> Result:

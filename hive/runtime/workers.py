@@ -28,17 +28,13 @@ from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
 from hive.actuators.space import RECORDS, mb, no_space
 from hive.core.clock import Clock
-from hive.core.placement import check_fit, estimate_memory
 from hive.core.status import worker_update
 from hive.core.store import Store
+from hive.core.worker_plan import ModelView, Why, fit, start_check, stop_reason
 from hive.core.workers import (
-    InvalidArgs,
-    adjust_args,
-    adjustments_condition,
     crashloop_delay,
     cuda_visible_devices,
     render_command,
-    resolve_args,
     restart_wanted,
     spec_hash,
 )
@@ -46,7 +42,6 @@ from hive.errors import HiveError, is_no_space
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import WorkerManifest, WorkerSpec
-from hive.model.observed import ArtifactStatus
 from hive.model.runtimes import RuntimeEntry
 from hive.model.status import (
     ConditionType,
@@ -60,9 +55,15 @@ from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
 from hive.observers.gpus import GpuProbe
 from hive.observers.health import HealthProbe, scrape
-from hive.observers.processes import find_worker, group_leftovers, is_same
+from hive.observers.processes import (
+    DEFAULT_GRACE,
+    LiveWorker,
+    find_worker,
+    is_same,
+    read_states,
+)
 from hive.observers.runtimes import RuntimeCatalog
-from hive.runtime.departures import ABSENT, Departures, on_disk
+from hive.runtime.departures import Departures
 from hive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ _ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown", "Mod
 _FIRST_START_NEXT = {"Removed", "Stopped", "Replaced", "Shutdown", "ModelGone"}
 #: last_accessed of a model is written at most this often.
 _TOUCH_EVERY = timedelta(minutes=1)
-#: How long after SIGKILL a process may take to be gone before hive says so.
-_KILL_WAIT = 5.0
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Instance:
     #: Its log could not be rotated for want of space (said once, until it can be).
     log_full: bool = False
     #: Seconds between SIGTERM and SIGKILL (the runtime entry's).
-    grace: float = 10.0
+    grace: float = DEFAULT_GRACE
     metrics: WorkerMetrics | None = None
     monitor: asyncio.Task[None] | None = None
 
@@ -272,7 +271,7 @@ class WorkerSupervisor:
     def adopt(self) -> None:
         """Find the workers an earlier hive left running (state record + pid + start time
         + markers) and take them over without a restart; clean the stale records."""
-        states, bad = proc.read_states(self.home)
+        states, bad = read_states(self.home)
         for path, why in bad:
             self._bus.emit(
                 "worker_state_invalid",
@@ -306,7 +305,7 @@ class WorkerSupervisor:
                 adopted=True,
                 started=now,
                 start_deadline=now + timeout,
-                grace=entry.grace_seconds if entry else 10.0,
+                grace=entry.grace_seconds if entry else DEFAULT_GRACE,
             )
             self.instances[state.name] = instance
             self._watch(instance)
@@ -432,41 +431,27 @@ class WorkerSupervisor:
     def _stop_wanted(
         self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None
     ) -> tuple[str, str] | None:
-        """Why a live process must stop (reason, message), or None: the decision alone."""
-        if spec is None:
-            if not self._store.all_synced:
-                return None  # adopted, and a source may yet declare it
-            return ("Removed", "no source declares it any more")
-        if spec.state == "stopped":
-            return ("Stopped", "state: stopped")
-        gone = self._model_gone(spec.model)
-        if gone is not None:
-            return ("ModelGone", f"model {spec.model} is gone: {gone}")
-        if instance.state.spec_hash != self._hash(spec):
-            return ("Replaced", "its record changed (model, runtime, device, port or args)")
-        if instance.restart_requested:
-            return ("RestartRequested", "a restart was requested")
-        if instance.unhealthy:
-            return (
-                "Unhealthy",
-                f"{instance.health_failures} health checks failed in a row "
-                f"({instance.health_error})",
-            )
-        if instance.start_timed_out:
-            return (
-                "StartTimeout",
-                f"no healthy answer within {self._start_timeout(instance):g}s of starting "
-                f"({instance.health_error})",
-            )
-        return None
+        """Why a live process must stop (reason, message), or None: the decision alone,
+        made by the rules `hive plan` applies too (`core.worker_plan.stop_reason`)."""
+        why = stop_reason(
+            spec,
+            running=instance.state,
+            model=self._model_view(spec.model) if spec is not None else None,
+            sources_synced=self._store.all_synced,
+            restart_requested=instance.restart_requested,
+            unhealthy=f"{instance.health_failures} health checks failed in a row "
+            f"({instance.health_error})"
+            if instance.unhealthy
+            else None,
+            start_timed_out=f"no healthy answer within {self._start_timeout(instance):g}s of "
+            f"starting ({instance.health_error})"
+            if instance.start_timed_out
+            else None,
+        )
+        return (why.reason, why.message) if why is not None else None
 
-    def _model_gone(self, model: str) -> str | None:
-        """Why a worker cannot go on serving `model` (its file is not on disk, or its record
-        says `state: absent`), or None. llama.cpp would keep serving the weights it has
-        mapped, but could not restart: the worker is stopped, and waits for the model."""
-        if self._departures.absent_by_record(model) or not on_disk(self._models.observe(model)):
-            return self._departures.why(model)
-        return None
+    def _model_view(self, model: str) -> ModelView:
+        return self._departures.view(model, self._models.observe(model))
 
     def _tend(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> float | None:
         """A live process: stop it if it is not wanted as it is, else report its health."""
@@ -564,24 +549,31 @@ class WorkerSupervisor:
             instance.killed = True
             if is_same(instance.process):
                 proc.signal_group(pid, signal.SIGKILL)
-            self._bus.narrate(
-                key,
-                "worker_proc_del_sigkill",
-                f"Worker PID {pid} ignored SIGTERM for its grace period: sent SIGKILL",
-                level=Level.WARNING,
-                pid=pid,
-            )
-            instance.stop_deadline = now + _KILL_WAIT
-            return _KILL_WAIT
+            self._say_killed(instance)
+        else:
+            self._say_stuck(instance)
+        instance.stop_deadline = now + proc.KILL_WAIT
+        return proc.KILL_WAIT
+
+    def _say_killed(self, instance: Instance) -> None:
+        pid = instance.state.pid
         self._bus.narrate(
-            key,
+            instance.key,
+            "worker_proc_del_sigkill",
+            f"Worker PID {pid} ignored SIGTERM for its grace period: sent SIGKILL",
+            level=Level.WARNING,
+            pid=pid,
+        )
+
+    def _say_stuck(self, instance: Instance) -> None:
+        pid = instance.state.pid
+        self._bus.narrate(
+            instance.key,
             "worker_proc_del_stuck",
-            f"Worker PID {pid} is still there {_KILL_WAIT:g}s after SIGKILL (uninterruptible?)",
+            f"Worker PID {pid} is still there {proc.KILL_WAIT:g}s after SIGKILL (uninterruptible?)",
             level=Level.ERROR,
             pid=pid,
         )
-        instance.stop_deadline = now + _KILL_WAIT
-        return _KILL_WAIT
 
     def _say_left_running(self) -> None:
         """At hive's exit without --stop-workers-on-exit: which workers keep running, and
@@ -617,26 +609,26 @@ class WorkerSupervisor:
                 self._begin_stop(
                     instance.key, instance, "Shutdown", "hive is stopping", signalled=signalled
                 )
-        deadline = max((i.stop_deadline for i in instances), default=0.0)
-        for instance in instances:
-            remaining = deadline - self._clock.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(instance.ended.wait(), max(remaining, 0.01))
-        for instance in instances:
+        # One blocking stop for all of them (`proc.stop_group`, as `hive stop-workers`),
+        # in a thread: the SIGTERMs are sent and told; it waits, kills, waits, releases.
+        now = self._clock.monotonic()
+        deadline = max((i.stop_deadline for i in instances), default=now)
+        by_worker = {
+            LiveWorker(i.state, i.process, grace=max(deadline - now, 0.0)): i for i in instances
+        }
+        loop = asyncio.get_running_loop()
+        stuck = await asyncio.to_thread(
+            proc.stop_group,
+            list(by_worker),
+            home=self.home,
+            signal_term=False,
+            on_kill=lambda w: loop.call_soon_threadsafe(self._say_killed, by_worker[w]),
+        )
+        for worker, instance in by_worker.items():
             if not self._check_exit(instance):
-                proc.signal_group(instance.state.pid, signal.SIGKILL)
-                self._bus.narrate(
-                    instance.key,
-                    "worker_proc_del_sigkill",
-                    f"Worker PID {instance.state.pid} ignored SIGTERM for its grace period: "
-                    "sent SIGKILL",
-                    level=Level.WARNING,
-                    pid=instance.state.pid,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(instance.ended.wait(), _KILL_WAIT)
-        for instance in instances:
-            self._check_exit(instance)
+                if worker in stuck:
+                    self._say_stuck(instance)
+                continue
             self._ended(instance.key, instance, None)
 
     def _ended(self, key: ObjectKey, instance: Instance, spec: WorkerSpec | None) -> None:
@@ -645,13 +637,8 @@ class WorkerSupervisor:
         self._unwatch(instance)
         if instance.monitor is not None:
             instance.monitor.cancel()
-        for leftover in group_leftovers(
-            pgid=instance.state.pid, worker_id=instance.state.worker_id
-        ):
-            with contextlib.suppress(psutil.Error):
-                leftover.kill()  # what its children left running in its group
+        proc.release_group(self.home, instance.state)  # what its children left in its group
         self.instances.pop(name, None)
-        proc.remove_state(self.home, name)
         assert instance.exit is not None
         reason = instance.stop_reason or (
             "Unhealthy"
@@ -722,11 +709,6 @@ class WorkerSupervisor:
         self._waiting.clear()
 
     # -- start ---------------------------------------------------------------------------
-    def _hash(self, spec: WorkerSpec) -> str:
-        observed = self._models.observe(spec.model)
-        sha = observed.metadata.sha256 if observed and observed.metadata else None
-        return spec_hash(spec, model_sha256=sha)
-
     def _pending(self, key: ObjectKey, reason: str, message: str, *, narrate: bool = True) -> None:
         previous = self._statuses.get(key)
         status = self._status(
@@ -781,83 +763,34 @@ class WorkerSupervisor:
                 degraded=("CrashLoopBackOff", message),
             )
             return remaining
-        entry = self.runtimes.get(spec.runtime)
-        if entry is None:
-            known = ", ".join(e.id for e in self.runtimes.entries())
-            self._pending(
-                key,
-                "UnknownRuntime",
-                f"runtime {spec.runtime!r} is not in the worker catalog (known: {known}; "
-                f"add one under {self.runtimes.root})",
-            )
-            return self.settings.placement_retry
-        if not entry.available:
-            self._pending(
-                key, "RuntimeUnavailable", f"runtime {entry.id}: {entry.unavailable_reason}"
-            )
-            return self.settings.placement_retry
-        observed = self._models.observe(spec.model)
-        gone = self._departures.gone(spec.model)
-        if gone is not None and (gone == ABSENT or not on_disk(observed)):
-            self._pending(
-                key,
-                "ModelGone",
-                f"model {spec.model} is gone: {gone}; the worker starts again once the model "
-                "is back",
-                narrate=False,
-            )
-            return None
-        meta = observed.metadata if observed else None
-        usable = meta is not None and meta.status is ArtifactStatus.AVAILABLE
-        if meta is None or not usable or meta.needs_check(boot_id()):
-            state = meta.status.value if meta else "not on disk"
-            if usable:
-                state = "being hashed again (it was not synced when the machine restarted)"
-            self._pending(
-                key,
-                "ModelNotReady",
-                f"model {spec.model} is {state}; the worker starts once it is Available",
-                narrate=False,
-            )
-            return None
-        try:
-            args = resolve_args(entry, dict(spec.args))
-        except InvalidArgs as exc:
-            self._status(
-                key,
-                WorkerPhase.PENDING,
-                ready=False,
-                reason=exc.reason,
-                message=f"{exc.message} (fix the record; hive tries again when it changes)",
-                degraded=(exc.reason, exc.message),
-            )
-            return None
-        args, changes = adjust_args(
-            entry,
-            args,
-            given=spec.args,
-            device=spec.device,
-            context_length=meta.context_length,
+        checked = start_check(
+            spec,
+            runtimes={e.id: e for e in self.runtimes.entries()},
+            model=self._model_view(spec.model),
+            boot=boot_id(),
+            runtime_root=self.runtimes.root,
         )
-        ctx = int(args.get("ctx_size", 0) or 0) or (meta.context_length or 4096)
-        estimate = estimate_memory(
-            model_bytes=meta.size,
-            ctx_size=ctx,
-            block_count=meta.block_count,
-            embedding_length=meta.embedding_length,
-            head_count=meta.head_count,
-            head_count_kv=meta.head_count_kv,
-        )
+        if isinstance(checked, Why):
+            if checked.reason == "InvalidArgs":
+                self._status(
+                    key,
+                    WorkerPhase.PENDING,
+                    ready=False,
+                    reason=checked.reason,
+                    message=f"{checked.message} (fix the record; hive tries again when it changes)",
+                    degraded=(checked.reason, checked.message),
+                )
+                return None
+            waits_for_model = checked.reason in ("ModelGone", "ModelNotReady")
+            self._pending(key, checked.reason, checked.message, narrate=not waits_for_model)
+            return None if waits_for_model else self.settings.placement_retry
         # NVML may be slow on a sick GPU: off the loop; a CPU placement needs no GPU at all.
         gpus = await asyncio.to_thread(self.gpus.gpus) if spec.device != "CPU-0" else []
-        placement = check_fit(
-            estimate=estimate,
-            device=spec.device,
-            gpus=gpus,
-            ram_available_bytes=self._ram_available(),
+        blocked = fit(
+            checked, device=spec.device, gpus=gpus, ram_available_bytes=self._ram_available()
         )
-        if not placement.fits:
-            self._pending(key, "Unschedulable", f"{placement.reason}: {placement.message}")
+        if blocked is not None:
+            self._pending(key, blocked.reason, blocked.message)
             self._waiting.add(key)
             return self.settings.placement_retry
         taken = {i.state.port: n for n, i in self.instances.items()} | self._reserved
@@ -874,16 +807,17 @@ class WorkerSupervisor:
             self._waiting.add(key)
             return self.settings.placement_retry
         self._reserved[port] = name  # until the instance holds it: no two spawns race
+        meta = checked.meta
         plan = SpawnPlan(
             key,
             spec,
-            entry,
-            args,
+            checked.entry,
+            checked.args,
             meta.path,
             meta.sha256,
             port,
             track,
-            adjusted=adjustments_condition(changes),
+            adjusted=checked.adjusted,
         )
         self._launching[name] = asyncio.create_task(self._launch(plan), name=f"spawn {name}")
         return None

@@ -1,10 +1,9 @@
 """A directory tree followed with inotify, read on the event loop.
 
-The kernel's queue is read the moment it is readable (`loop.add_reader`): no thread, no
-polling step, nothing awake while nothing changes. `inotify_simple` makes the syscalls;
-this module keeps one watch per directory of the tree and turns the kernel's events into
-what the directory source needs to know: which files to read again, or that the whole
-tree must be read again.
+The kernel's queue is read the moment it is readable (`hive.inotify.InotifyReader`): no
+thread, no polling step, nothing awake while nothing changes. This module keeps one watch
+per directory of the tree and turns the kernel's events into what the directory source
+needs to know: which files to read again, or that the whole tree must be read again.
 
 Files count when they are complete: on close after writing, on rename into place, on
 deletion, on a metadata change (chmod). A file still being written is not read half-way;
@@ -21,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from inotify_simple import INotify
+from inotify_simple import Event
 from inotify_simple import flags as F
 
 from hive.core.parse import is_manifest_file
+from hive.inotify import InotifyReader
 
 #: What a watch on each directory asks the kernel for.
 WATCH_MASK = (
@@ -94,30 +94,25 @@ class TreeWatch:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._inotify: INotify | None = None
+        self._reader = InotifyReader()
         self._dirs: dict[int, Path] = {}
         self._root_wd = -1
-        self._ready = asyncio.Event()
 
     def __enter__(self) -> TreeWatch:
-        self._inotify = INotify(nonblocking=True)
+        self._reader.open()
         try:
-            self._root_wd = self._inotify.add_watch(self.root, WATCH_MASK)
+            self._root_wd = self._reader.add_watch(self.root, WATCH_MASK)
             self._dirs = {self._root_wd: self.root}
             self._watch_tree()
-            asyncio.get_running_loop().add_reader(self._inotify.fileno(), self._ready.set)
         except BaseException:
-            self._inotify.close()
+            self._reader.close()
             raise
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._inotify is not None:
-            asyncio.get_running_loop().remove_reader(self._inotify.fileno())
-            self._inotify.close()
-            self._inotify = None
+        self._reader.close()
 
     @property
     def directories(self) -> list[Path]:
@@ -129,14 +124,13 @@ class TreeWatch:
         skipped, as the reader skips them), and forget the watches of those that left it.
         Adding a watch that exists returns its descriptor: a moved directory keeps its
         watch under its new path."""
-        assert self._inotify is not None
         seen = {self._root_wd}
         for dirpath, dirnames, _ in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not _hidden(d)]
             for d in dirnames:
                 path = Path(dirpath, d)
                 try:
-                    wd = self._inotify.add_watch(path, WATCH_MASK)
+                    wd = self._reader.add_watch(path, WATCH_MASK)
                 except (FileNotFoundError, NotADirectoryError, PermissionError):
                     # Gone again already (the parent's event says so), or unreadable (the
                     # tree's reader reports that).
@@ -146,26 +140,22 @@ class TreeWatch:
         for wd in set(self._dirs) - seen:
             del self._dirs[wd]
             with contextlib.suppress(OSError):  # the kernel dropped it with the directory
-                self._inotify.rm_watch(wd)
+                self._reader.rm_watch(wd)
 
     async def changes(self) -> TreeChanges:
         """The next batch: everything the kernel has queued once it has anything."""
-        assert self._inotify is not None
         while True:
-            await self._ready.wait()
-            self._ready.clear()
-            batch = self._read()
+            batch = self._batch(await self._reader.events())
             if batch.removed and not batch.root_gone:
                 await asyncio.sleep(REMOVAL_SETTLE)
-                batch |= self._read()
+                batch |= self._batch(self._reader.read())
             if batch.paths or batch.rescan or batch.root_gone:
                 return batch
 
-    def _read(self) -> TreeChanges:
-        assert self._inotify is not None
+    def _batch(self, events: list[Event]) -> TreeChanges:
         paths: set[Path] = set()
         rescan = root_gone = removed = False
-        for event in self._inotify.read(timeout=0):
+        for event in events:
             mask = event.mask
             if mask & F.Q_OVERFLOW:
                 rescan = True

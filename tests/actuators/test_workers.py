@@ -24,17 +24,18 @@ from hive.actuators.workers import (
     allocate_port,
     log_path,
     port_free,
-    read_states,
     remove_state,
     rotate_log,
     signal_group,
     spawn,
     state_path,
+    stop_group,
     tail_lines,
     worker_env,
     write_state,
 )
 from hive.model.workers import WorkerState
+from hive.observers.processes import LiveWorker, read_states
 from tests.conftest import poll
 
 HOST = "127.0.0.1"
@@ -485,3 +486,75 @@ def test_tail_lines_is_the_last_lines_of_the_file(
     path.write_text(text, encoding="utf-8")
     expected = text.splitlines()[-count:]
     assert tail_lines(path, count) == expected
+
+
+# -- stopping a group ------------------------------------------------------------------------------
+def test_stop_group_terms_kills_sweeps_and_leaves_the_exit_status_to_the_parent(
+    spawned: Spawn, tmp_path: Path
+) -> None:
+    """One stop for `hive stop-workers` and hive's own exit: SIGTERM, the grace, SIGKILL
+    (said through on_kill), what the group left behind killed, the state record removed;
+    a child of the caller is not reaped, so its parent still reads how it ended."""
+    home = tmp_path / "home"
+    leaves_child = (
+        "import os, signal, subprocess, sys, time\n"
+        "code = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print(1, flush=True); time.sleep(60)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print('child', child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    ignores_term = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    term_log, kill_log = tmp_path / "logs" / "a.log", tmp_path / "logs" / "b.log"
+    polite = spawned(leaves_child, log=term_log, env={"HIVE_WORKER_ID": "w-a"})
+    stubborn = spawned(ignores_term, log=kill_log, env={"HIVE_WORKER_ID": "w-b"})
+    grandchild = int(log_line(polite, term_log, "child ").split()[1])
+    log_line(stubborn, kill_log, "up")
+    workers = []
+    for name, proc in (("a", polite), ("b", stubborn)):
+        state = make_state(name, pid=proc.pid, home=home).model_copy(
+            update={"worker_id": f"w-{name}"}
+        )
+        write_state(home, state)
+        workers.append(LiveWorker(state, psutil.Process(proc.pid), grace=0.5))
+    killed: list[str] = []
+
+    stuck = stop_group(workers, home=home, on_kill=lambda w: killed.append(w.state.name))
+
+    assert stuck == []
+    assert killed == ["b"]
+    assert polite.poll() == -signal.SIGTERM  # not reaped by stop_group: the status is ours
+    assert stubborn.poll() == -signal.SIGKILL
+    assert read_states(home) == ([], [])
+
+    def swept() -> bool:
+        try:
+            return psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    poll(swept, timeout=5, what="the child it left in its group killed")
+
+
+def test_stop_group_of_workers_already_gone_is_quick(spawned: Spawn, tmp_path: Path) -> None:
+    proc = spawned("print('bye')")
+    proc.wait(timeout=10)
+    state = make_state("a", pid=proc.pid, home=tmp_path).model_copy(update={"worker_id": "x"})
+    write_state(tmp_path, state)
+    worker = LiveWorker(state, _gone_process(), grace=60)
+    assert stop_group([worker], home=tmp_path) == []
+    assert read_states(tmp_path) == ([], [])
+
+
+def _gone_process() -> psutil.Process:
+    """A psutil handle on a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    handle = psutil.Process(child.pid)
+    child.wait()
+    return handle

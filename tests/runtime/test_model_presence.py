@@ -1,0 +1,53 @@
+"""The manager's follow of `<home>/models`: its inotify watch is closed whenever the
+manager stops, even when its task never ran a step."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import warnings
+from pathlib import Path
+
+from hive.runtime.manager import Manager
+from hive.settings import Settings
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_a_manager_stopped_at_once_closes_its_catalog_watch(tmp_path: Path) -> None:
+    """The watch was closed only by its task's `finally`: a task cancelled before its
+    first step never ran it. The descriptor was closed later by the garbage collector
+    ("unclosed file"), and the loop kept reading a descriptor number that the next file
+    opened reuses: that file's reader was never called."""
+    # No source: its stop would await, and let the watch's task take its first step.
+    settings = Settings(home=tmp_path / "home", desired=(), console=False, gpu_probe="none")
+    warm = Manager(settings)  # what a first start opens for good (imports, the loop's own)
+    await warm.start()
+    await warm.stop()
+    before = open_fds()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):
+            manager = Manager(settings)
+            await manager.start()
+            await manager.stop()  # at once: no task has run a step yet
+        del manager
+        gc.collect()
+
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert open_fds() - before == set()
+    read, write = os.pipe()  # the lowest free number: the one the watch had
+    try:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(read, readable.set)
+        os.write(write, b"x")
+        await asyncio.wait_for(readable.wait(), timeout=5)
+        loop.remove_reader(read)
+    finally:
+        os.close(read)
+        os.close(write)
