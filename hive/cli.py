@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from hive import __version__
-from hive.errors import ApiError, HiveError
+from hive.errors import ApiError, HiveError, is_no_space
 from hive.model.ids import SourceName
 from hive.model.units import megabytes, megabytes_of
 from hive.settings import DEFAULT_URL, Settings
@@ -40,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from hive.actuators.home_lock import hold as hold_home
+    from hive.actuators.space import no_space
     from hive.api.app import create_app
     from hive.narration.console import RedactingFormatter
     from hive.runtime.manager import Manager
@@ -87,16 +88,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(
-        app,
-        sock=sock,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=5,
-        loop=asyncio.new_event_loop(),
-    )
-    os.close(lock)
+    try:
+        web.run_app(
+            app,
+            sock=sock,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+            shutdown_timeout=5,
+            loop=asyncio.new_event_loop(),
+        )
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        # A full home at start (hive's own records: its instance id, state): said as the
+        # condition it is, with the room needed and free, not a bare "No space left".
+        full = no_space(
+            exc,
+            where=settings.home,
+            needed="a few KB for hive's own records",
+            kept="start hive again once space is freed",
+        )
+        return _fail(f"cannot start: {full.message}")
+    finally:
+        os.close(lock)
     return EXIT_OK
 
 

@@ -58,8 +58,11 @@ def hold(home: Path, *, command: str = SERVE) -> int:
                 "another --home"
             )
         raise HomeInUse(message, pid=pid, command=other) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+    # The holder line only helps the message of the one refused: a full disk must not stop
+    # hive from starting (the lock itself is the flock, which needs no space).
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
     return fd
 
 

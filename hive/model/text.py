@@ -90,7 +90,7 @@ def _bounded_repr(value: Any, budget: int) -> str:
             stack.extend(reversed(parts))
             continue
         elif isinstance(item, str):
-            piece = repr(item[:budget])
+            piece = repr(_redacted_head(item, _REDACT_WINDOW))[:budget]
         else:
             try:
                 piece = repr(item)[:budget]
@@ -99,6 +99,27 @@ def _bounded_repr(value: Any, budget: int) -> str:
         out.append(piece)
         size += len(piece)
     return "".join(out)
+
+
+#: How much of one string `show` redacts before it quotes the start of it: more than any
+#: value hive accepts holds (a source is at most 4096 characters).
+_REDACT_WINDOW = 8192
+
+
+def _redacted_head(text: str, window: int) -> str:
+    """The first `window` characters of `text`, redacted. Redacted before it is cut short
+    for display, so a cut never splits a URL's user info from the `@` that marks it; a URL
+    the window itself cuts is hidden whole after its scheme."""
+    if len(text) <= window:
+        return redact_text(text)
+    head = text[:window]
+    cut = None
+    for match in _URL_IN_TEXT.finditer(head):
+        cut = match if match.end() == len(head) else None
+    if cut is not None:
+        scheme = cut.group(0).partition("://")[0]
+        head = f"{head[: cut.start()]}{scheme}://{REDACTED}"
+    return redact_text(head)
 
 
 class _Literal:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.observed import ObservedModel
-from hive.model.text import clip, show_text
+from hive.model.text import clip, show_text, show_url
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.catalog_watch import CatalogWatch
@@ -82,8 +82,9 @@ class ModelPresence:
             try:
                 observed = self._catalog.observe(name)
             except OSError:
-                continue  # unreadable: the Model's reconcile says so
-            self.seen(name, observed)
+                observed = None  # unreadable: the Model's reconcile, queued below, says so
+            else:
+                self.seen(name, observed)
             for worker in self._users(name):
                 self._queue.add(ObjectKey.of(Kind.WORKER, worker))
             self._queue.add(ObjectKey.of(Kind.MODEL, name))
@@ -159,7 +160,8 @@ class ModelPresence:
     def _watch_lost(self, exc: OSError, when: str) -> None:
         self._bus.emit(
             "catalog_watch_error",
-            f"cannot watch {self._catalog.root} with inotify{when} ({exc}): a model removed "
+            f"cannot watch {show_url(self._catalog.root)} with inotify{when} "
+            f"({exc.strerror or type(exc).__name__}): a model removed "
             f"by hand is noticed at the resync (every {self._resync_interval:g} s)",
             level=Level.WARNING,
         )

@@ -50,6 +50,7 @@ from hive.model.status import (
     StatusUpdate,
     WorkerPhase,
 )
+from hive.model.text import show_text
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -831,7 +832,10 @@ class WorkerSupervisor:
         except Exception as exc:  # as the reconcile loop does: say so, and try again later
             log.exception("spawn of %s failed", key)
             self._bus.emit(
-                "reconcile_error", f"{type(exc).__name__}: {exc}", object=key, level=Level.ERROR
+                "reconcile_error",
+                f"{type(exc).__name__}: {show_text(str(exc))}",
+                object=key,
+                level=Level.ERROR,
             )
             delay = UNEXPECTED_ERROR_RETRY
         finally:

@@ -15,15 +15,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    ROOT,
     Hive,
     degraded,
     fill,
+    free_port,
     grow,
     hive_on_hub,
     install_scripted_runtime,
     model_yaml,
     padded,
     poll,
+    run_hive,
     worker_yaml,
     write_atomic,
 )
@@ -260,3 +263,26 @@ def test_a_worker_spawned_on_a_full_disk_is_insufficient_space_then_runs(
     filler.unlink()
     hive.wait_worker("w", "Running", timeout=30)
     assert_no_traceback(hive)
+
+
+def test_a_home_full_at_start_is_said_so_in_one_line(small_disk: Path) -> None:
+    """hive's first writes (its instance id) found no room: one line saying where, how
+    much is free and what to do, exit 2, no traceback (it said `hive: No space left on
+    device`, naming nothing)."""
+    fill(small_disk)
+    home = small_disk / "home"
+    started = run_hive(
+        "serve",
+        "--home",
+        str(home),
+        "--desired",
+        str(ROOT / "examples" / "desired-state"),
+        "--port",
+        str(free_port()),
+    )
+    assert started.returncode == 2, started.stderr
+    last = started.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"hive: cannot start: no room to write in {home}"), last
+    assert "No space left on device (ENOSPC)" in last
+    assert "start hive again once space is freed" in last
+    assert "Traceback" not in started.stderr

@@ -110,3 +110,20 @@ def test_show_text_redacts_every_url_and_clips() -> None:
     shown = show_text(text)
     assert len(shown) == ECHO_LIMIT
     assert shown.startswith("GET https://u:***@h.test/m?sig=*** failed: xxx")
+
+
+def test_show_redacts_a_long_credential_before_it_cuts() -> None:
+    """A userinfo that runs past the displayed part (a JWT as the password) is hidden: the
+    cut comes after the redaction, never between the secret and its `@`."""
+    token = "eyJhbGciOi" + "S" * 300
+    value = f"https://oauth2:{token}@git.example.test/m.gguf\n"
+    shown = show(value)
+    assert "SSSS" not in shown
+    assert shown.startswith("'https://oauth2:***@git.example.test/m.gguf")
+
+
+def test_show_hides_a_url_cut_by_its_window() -> None:
+    """Past the window (longer than any value hive accepts), a URL that the window cuts
+    is hidden whole after its scheme."""
+    value = "x" * 8180 + "https://user:" + "P" * 100 + "@h.test/"
+    assert "PPP" not in show([value], limit=10_000)

@@ -9,7 +9,10 @@ import os
 import warnings
 from pathlib import Path
 
+from hive.model.observed import ObservedModel
+from hive.observers.catalog import ModelCatalog
 from hive.runtime.manager import Manager
+from hive.runtime.model_presence import ModelPresence
 from hive.settings import Settings
 
 
@@ -51,3 +54,28 @@ async def test_a_manager_stopped_at_once_closes_its_catalog_watch(tmp_path: Path
     finally:
         os.close(read)
         os.close(write)
+
+
+class UnreadableCatalog(ModelCatalog):
+    """A catalog whose model directory cannot be read (EACCES, as a non-root hive meets)."""
+
+    def observe(self, name: str) -> ObservedModel | None:
+        raise PermissionError(13, "Permission denied", str(self.directory(name)))
+
+
+async def test_a_model_that_cannot_be_read_is_still_looked_at(tmp_path: Path) -> None:
+    """Its reconcile says what is wrong: a read that failed must not drop the keys (they
+    waited for the resync)."""
+    settings = Settings(home=tmp_path / "home", desired=(), console=False, gpu_probe="none")
+    manager = Manager(settings)
+    presence = ModelPresence(
+        catalog=UnreadableCatalog(tmp_path / "home"),
+        departures=manager.departures,
+        workers=manager.workers,
+        users=lambda name: ["w"],
+        queue=manager.queue,
+        bus=manager.bus,
+        resync_interval=settings.resync_interval,
+    )
+    presence.changed(["m"])
+    assert {"Model/m", "Worker/w"} <= set(manager.queue._queued)
