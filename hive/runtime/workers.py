@@ -610,11 +610,12 @@ class WorkerSupervisor:
                     instance.key, instance, "Shutdown", "hive is stopping", signalled=signalled
                 )
         # One blocking stop for all of them (`proc.stop_group`, as `hive stop-workers`),
-        # in a thread: the SIGTERMs are sent and told; it waits, kills, waits, releases.
+        # in a thread: the SIGTERMs are sent and told; it waits, kills each one at its own
+        # stop deadline, waits, releases.
         now = self._clock.monotonic()
-        deadline = max((i.stop_deadline for i in instances), default=now)
         by_worker = {
-            LiveWorker(i.state, i.process, grace=max(deadline - now, 0.0)): i for i in instances
+            LiveWorker(i.state, i.process, grace=max(i.stop_deadline - now, 0.0)): i
+            for i in instances
         }
         loop = asyncio.get_running_loop()
         stuck = await asyncio.to_thread(
