@@ -26,7 +26,7 @@ import psutil
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
-from hive.actuators.space import RECORDS, mb, no_space
+from hive.actuators.space import RECORDS, no_space
 from hive.core.clock import Clock
 from hive.core.status import worker_update
 from hive.core.store import Store
@@ -50,6 +50,7 @@ from hive.model.status import (
     StatusUpdate,
     WorkerPhase,
 )
+from hive.model.units import megabytes
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -1027,7 +1028,7 @@ class WorkerSupervisor:
         error = no_space(
             exc,
             where=instance.state.log_path.parent,
-            needed=f"a copy of the log ({mb(_size(instance.state.log_path))}) needed",
+            needed=f"a copy of the log ({megabytes(_size(instance.state.log_path))}) needed",
             kept="the log is not rotated (it keeps growing) until space is freed",
         )
         self._bus.narrate(
