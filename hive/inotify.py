@@ -14,6 +14,11 @@ import asyncio
 from pathlib import Path
 
 from inotify_simple import Event, INotify
+from inotify_simple import flags as F
+
+#: A watched directory itself is gone (deleted, moved away, its filesystem unmounted) or its
+#: watch was dropped: what either watcher takes as "look at the root again".
+SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT | F.IGNORED
 
 
 class InotifyReader:

@@ -42,6 +42,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -1065,11 +1066,19 @@ async def sizeless_server(body: bytes) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/m.gguf", get)
+    async with serving(app) as base:
+        yield f"{base}/m.gguf"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, *, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """`app` served on a free 127.0.0.1 port until the block ends; yields its base URL
+    (`http://127.0.0.1:<port>`, https with `tls`)."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     try:
-        yield f"http://127.0.0.1:{_bound_port(site)}/m.gguf"
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{_bound_port(site)}"
     finally:
         await runner.cleanup()

@@ -21,8 +21,6 @@ FREE_SPACE_MARGIN = 256 * 1024 * 1024
 #: What a write of hive's own records (metadata.json, a sidecar, a state record) needs.
 RECORDS = "a few KB for hive's records"
 KEPT = "hive tries again with back-off, and goes on once space is freed"
-#: The one size formatter under the name runtime/workers.py imports it by.
-mb = megabytes
 
 
 def existing(path: Path) -> Path:

@@ -131,29 +131,62 @@ def stop_group(
 ) -> list[LiveWorker]:
     """Stop workers as hive does, blocking (run it in a thread from the event loop):
     SIGTERM to each one's process group (unless `signal_term` is False: the caller sent
-    it), up to the longest `grace` for them to exit, SIGKILL to the groups of those still
-    there (`on_kill` is told of each, from this thread), up to `kill_wait` more; then what
+    it); each one that is still there when its own `grace` runs out gets SIGKILL to its
+    group (`on_kill` is told, from this thread) and up to `kill_wait` more to go; then what
     is left of each one gone is released (`release_group`). Waits on pidfds: a child of
     the caller is not reaped here, so its exit status stays the caller's to read. Returns
-    the workers still there `kill_wait` after SIGKILL (uninterruptible, most likely)."""
+    the workers still there `kill_wait` after their SIGKILL (uninterruptible, most likely)."""
     watched = _watch_exits(workers)
-    if signal_term:
-        for worker in workers:
-            if is_same(worker.process):
-                signal_group(worker.state.pid, signal.SIGTERM)
-    alive = _wait_exits(watched, timeout=max((w.grace for w in workers), default=0.0))
-    for worker in alive:
-        if is_same(worker.process):
-            signal_group(worker.state.pid, signal.SIGKILL)
-        if on_kill is not None:
-            on_kill(worker)
-    stuck = _wait_exits({w: watched[w] for w in alive}, timeout=kill_wait)
-    for fd in watched.values():
-        if fd is not None:
-            os.close(fd)
+    try:
+        if signal_term:
+            for worker in workers:
+                if is_same(worker.process):
+                    signal_group(worker.state.pid, signal.SIGTERM)
+        stuck = _kill_at_deadlines(watched, on_kill=on_kill, kill_wait=kill_wait)
+    finally:
+        for fd in watched.values():
+            if fd is not None:
+                os.close(fd)
     for worker in workers:
         if worker not in stuck:
             release_group(home, worker.state)
+    return stuck
+
+
+def _kill_at_deadlines(
+    watched: dict[LiveWorker, int | None],
+    *,
+    on_kill: Callable[[LiveWorker], object] | None,
+    kill_wait: float,
+) -> list[LiveWorker]:
+    """Wait for the watched workers to end, SIGKILLing each one at the end of its own
+    grace (soonest first); those still there `kill_wait` after their SIGKILL."""
+    start = time.monotonic()
+    #: When each one is SIGKILLed if still there, then when it is given up on.
+    deadline = {w: start + w.grace for w in watched}
+    killed: set[LiveWorker] = set()
+    stuck: list[LiveWorker] = []
+    alive = dict(watched)
+    while alive:
+        now = time.monotonic()
+        for worker in sorted(alive, key=deadline.__getitem__):
+            if deadline[worker] > now:
+                break
+            if worker in killed:
+                stuck.append(worker)
+                del alive[worker]
+                continue
+            if is_same(worker.process):
+                signal_group(worker.state.pid, signal.SIGKILL)
+            killed.add(worker)
+            deadline[worker] = now + kill_wait
+            if on_kill is not None:
+                on_kill(worker)
+        if not alive:
+            break
+        soonest = min(deadline[w] for w in alive)
+        still = set(_wait_exits(alive, timeout=max(soonest - time.monotonic(), 0.0)))
+        alive = {w: fd for w, fd in alive.items() if w in still}
     return stuck
 
 

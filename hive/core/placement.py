@@ -9,21 +9,18 @@ import re
 from collections.abc import Sequence
 
 from hive.model.devices import GpuInfo, MemoryEstimate, Placement, PlacementReason
-from hive.model.units import MIB, mebibytes
+from hive.model.units import MIB, mebibytes, megabytes
 
 __all__ = [
     "CPU_DEVICE",
-    "MB",
     "OVERHEAD_BASE_BYTES",
     "OVERHEAD_FRACTION",
     "check_fit",
     "estimate_memory",
 ]
 
-#: The "MB" of messages and of the fake probe's files: a mebibyte, as nvidia-smi counts.
-MB = MIB
 #: Compute buffers: a fixed part plus a share of the weights (see `estimate_memory`).
-OVERHEAD_BASE_BYTES = 64 * MB
+OVERHEAD_BASE_BYTES = 64 * MIB
 OVERHEAD_FRACTION = 0.05
 _KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, f16
 
@@ -144,9 +141,11 @@ def check_fit(
 def _message(
     estimate: MemoryEstimate, *, fits: bool, available: int, device: str, kind: str
 ) -> str:
-    """'needs N MB (model M + KV cache K + overhead O) and|but <device> has A MB <kind>'."""
-    # Rounding to the nearest MB keeps "needed <= available" true of the printed numbers; a
-    # misfit rounds needed up and available down instead, so it never reads "5 MB but 5 MB".
+    """'needs N MiB (model M MB + KV cache K MiB + overhead O MiB) and|but <device> has
+    A MiB <kind>': memory in MiB (as nvidia-smi counts it), the model's file size in MB
+    (as `hive get models` and the log show it)."""
+    # Rounding to the nearest MiB keeps "needed <= available" true of the printed numbers; a
+    # misfit rounds needed up and available down instead, so it never reads "5 MiB but 5 MiB".
     if fits:
         needed, free = mebibytes(estimate.total_bytes), mebibytes(available)
     else:
@@ -154,7 +153,7 @@ def _message(
         free = mebibytes(available, rounding="down")
     kv = mebibytes(estimate.kv_cache_bytes) if estimate.kv_cache_known else "unknown"
     needs = (
-        f"needs {needed} (model {mebibytes(estimate.model_bytes)}"
+        f"needs {needed} (model {megabytes(estimate.model_bytes)}"
         f" + KV cache {kv} + overhead {mebibytes(estimate.overhead_bytes)})"
     )
     return f"{needs} {'and' if fits else 'but'} {device} has {free} {kind}"

@@ -58,7 +58,8 @@ class PlacementReason(StrEnum):
 
 
 class Placement(BaseModel):
-    """Whether a worker fits on its device, with a message that gives the numbers in MB."""
+    """Whether a worker fits on its device, with a message that gives memory in MiB and
+    the model file's size in MB."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

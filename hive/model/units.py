@@ -8,7 +8,7 @@ from typing import Literal
 
 #: A decimal megabyte, as disks and download sizes are counted.
 MB = 1_000_000
-#: A mebibyte, as GPU memory is counted (nvidia-smi's unit; hive's messages call it MB).
+#: A mebibyte, as GPU memory is counted (nvidia-smi's unit), shown as `MiB`.
 MIB = 1 << 20
 
 
@@ -30,13 +30,13 @@ def megabytes_of(done: int, total: int | None) -> str:
 
 
 def mebibytes(n: int, *, rounding: Literal["nearest", "up", "down"] = "nearest") -> str:
-    """GPU memory in whole mebibytes with thousands separators (`5,120 MB`). A comparison
-    rounds what is needed `up` and what is free `down`, so that a misfit never reads
-    `needs 5 MB but 5 MB free`."""
+    """Memory (VRAM, RAM) in whole mebibytes with thousands separators (`5,120 MiB`); a
+    file's size is `megabytes`. A comparison rounds what is needed `up` and what is free
+    `down`, so that a misfit never reads `needs 5 MiB but 5 MiB free`."""
     if rounding == "up":
         whole = -(-n // MIB)
     elif rounding == "down":
         whole = n // MIB
     else:
         whole = round(n / MIB)
-    return f"{whole:,} MB"
+    return f"{whole:,} MiB"

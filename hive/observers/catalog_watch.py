@@ -14,13 +14,12 @@ from types import TracebackType
 
 from inotify_simple import flags as F
 
-from hive.inotify import InotifyReader
+from hive.inotify import SELF_GONE, InotifyReader
 from hive.model.ids import name_problem
 
 WATCH_MASK = (
     F.CREATE | F.DELETE | F.MOVED_FROM | F.MOVED_TO | F.DELETE_SELF | F.MOVE_SELF | F.ONLYDIR
 )
-_SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT | F.IGNORED
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class CatalogWatch:
             for event in await self._reader.events():
                 if event.mask & F.Q_OVERFLOW:
                     rescan = True
-                elif event.mask & _SELF_GONE:
+                elif event.mask & SELF_GONE:
                     root_gone = True
                 elif event.mask & F.ISDIR and _model_name(event.name):
                     names.add(event.name)

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hive.core.placement import MB
 from hive.model.devices import GpuInfo
+from hive.model.units import MIB
 
 __all__ = [
     "FakeGpuProbe",
@@ -234,8 +234,8 @@ class _FakeGpu(BaseModel):
             index=self.index,
             uuid=self.uuid or f"GPU-fake-{self.index}",
             name=self.name,
-            vram_total_bytes=self.vram_total_mb * MB,
-            vram_free_bytes=self.vram_free_mb * MB,
+            vram_total_bytes=self.vram_total_mb * MIB,
+            vram_free_bytes=self.vram_free_mb * MIB,
             temperature_celsius=self.temperature_celsius,
             utilization_percent=self.utilization_percent,
             power_watts=self.power_watts,
@@ -247,7 +247,7 @@ class _FakeFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     gpus: list[_FakeGpu] = []
-    #: pid -> MB of VRAM it uses (summed over GPUs).
+    #: pid -> MiB of VRAM it uses (summed over GPUs).
     processes: dict[int, Annotated[int, Field(ge=0)]] = {}
 
     @model_validator(mode="after")
@@ -263,7 +263,7 @@ class FakeGpuProbe:
     """GPUs described by a JSON file, read again whenever it changes (by inode, mtime, size).
 
     The file: `{"gpus": [{"index": 0, "name": "Fake GPU", "vram_total_mb": 24000,
-    "vram_free_mb": 20000}], "processes": {"1234": 512}}`, sizes in MiB ("MB", as nvidia-smi
+    "vram_free_mb": 20000}], "processes": {"1234": 512}}`, sizes in MiB (as nvidia-smi
     counts them); optional per GPU: uuid (default `GPU-fake-<index>`), temperature_celsius,
     utilization_percent, power_watts, compute_capability. A missing or malformed file reports
     no GPUs, and `error` names the file and the problem.
@@ -317,7 +317,7 @@ class FakeGpuProbe:
             self._set(key, [], {}, f"{self.path}: malformed fake GPU file: {problems}")
             return
         gpus = sorted((g.info() for g in parsed.gpus), key=lambda g: g.index)
-        processes = {pid: mb * MB for pid, mb in parsed.processes.items()}
+        processes = {pid: mb * MIB for pid, mb in parsed.processes.items()}
         self._set(key, gpus, processes, None)
 
     def _set(

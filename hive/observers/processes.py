@@ -53,7 +53,7 @@ def is_same(proc: psutil.Process) -> bool:
 
 def usage(proc: psutil.Process) -> tuple[float | None, int | None]:
     """CPU percent over the process's life, as `ps` shows it (so every reader sees the
-    same number, whoever asked before), and resident memory in MB."""
+    same number, whoever asked before), and resident memory in MiB."""
     try:
         with proc.oneshot():
             times = proc.cpu_times()

@@ -26,7 +26,7 @@ import psutil
 from hive.actuators import workers as proc
 from hive.actuators.files import write_atomic
 from hive.actuators.provision import update_metadata
-from hive.actuators.space import RECORDS, mb, no_space
+from hive.actuators.space import RECORDS, no_space
 from hive.core.clock import Clock
 from hive.core.status import worker_update
 from hive.core.store import Store
@@ -51,6 +51,7 @@ from hive.model.status import (
     WorkerPhase,
 )
 from hive.model.text import show_text
+from hive.model.units import megabytes
 from hive.model.workers import ExitInfo, WorkerMetrics, WorkerState
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
@@ -611,11 +612,12 @@ class WorkerSupervisor:
                     instance.key, instance, "Shutdown", "hive is stopping", signalled=signalled
                 )
         # One blocking stop for all of them (`proc.stop_group`, as `hive stop-workers`),
-        # in a thread: the SIGTERMs are sent and told; it waits, kills, waits, releases.
+        # in a thread: the SIGTERMs are sent and told; it waits, kills each one at its own
+        # stop deadline, waits, releases.
         now = self._clock.monotonic()
-        deadline = max((i.stop_deadline for i in instances), default=now)
         by_worker = {
-            LiveWorker(i.state, i.process, grace=max(deadline - now, 0.0)): i for i in instances
+            LiveWorker(i.state, i.process, grace=max(i.stop_deadline - now, 0.0)): i
+            for i in instances
         }
         loop = asyncio.get_running_loop()
         stuck = await asyncio.to_thread(
@@ -1030,7 +1032,7 @@ class WorkerSupervisor:
         error = no_space(
             exc,
             where=instance.state.log_path.parent,
-            needed=f"a copy of the log ({mb(_size(instance.state.log_path))}) needed",
+            needed=f"a copy of the log ({megabytes(_size(instance.state.log_path))}) needed",
             kept="the log is not rotated (it keeps growing) until space is freed",
         )
         self._bus.narrate(

@@ -24,7 +24,7 @@ from inotify_simple import Event
 from inotify_simple import flags as F
 
 from hive.core.parse import is_manifest_file
-from hive.inotify import InotifyReader
+from hive.inotify import SELF_GONE, InotifyReader
 
 #: What a watch on each directory asks the kernel for.
 WATCH_MASK = (
@@ -42,7 +42,6 @@ WATCH_MASK = (
 #: file: never a manifest). Its coming or going has the tree read again.
 ALLOW_EMPTY_MARKER = ".hive-allow-empty"
 _FILE_CHANGED = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ATTRIB
-_SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT | F.IGNORED
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ class TreeWatch:
             directory = self._dirs.get(event.wd)
             if directory is None:
                 continue  # a watch already forgotten
-            if mask & _SELF_GONE:
+            if mask & SELF_GONE:
                 if event.wd == self._root_wd:
                     root_gone = True
                 elif mask & F.IGNORED:

@@ -25,7 +25,7 @@ from hive.actuators.remote import RemoteFile
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
-from tests.hub import Hub, sizeless_server
+from tests.hub import Hub, serving, sizeless_server
 
 
 @pytest.fixture
@@ -206,15 +206,8 @@ async def rambling(tiny_model: Path) -> AsyncIterator[tuple[str, bytes, dict[str
 
     app = web.Application()
     app.router.add_route("*", "/m.gguf", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/m.gguf", body, answers
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/m.gguf", body, answers
 
 
 async def test_a_servers_long_etag_is_quoted_bounded(

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hive.actuators import http_get
 from hive.actuators.http_get import HttpGet, TooManyRedirects
+from tests.hub import serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,15 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def serve(handler: Handler, *, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app, tls=tls) as base:
+        yield base
 
 
 @pytest.fixture

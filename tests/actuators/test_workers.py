@@ -542,6 +542,50 @@ def test_stop_group_terms_kills_sweeps_and_leaves_the_exit_status_to_the_parent(
     poll(swept, timeout=5, what="the child it left in its group killed")
 
 
+def test_stop_group_kills_each_worker_at_its_own_grace(spawned: Spawn, tmp_path: Path) -> None:
+    """Each worker gets its own grace, not the longest of the lot: the one with 0.5 s is
+    SIGKILLed while the one with 10 s still has time. That one exits on its own (SIGUSR1,
+    sent once the short one is dead), so it is never killed."""
+    home = tmp_path / "home"
+    ignores_term = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: os._exit(0))\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    procs, workers = {}, []
+    for name, grace in (("long", 10.0), ("short", 0.5)):
+        log = tmp_path / "logs" / f"{name}.log"
+        proc = spawned(ignores_term, log=log, env={"HIVE_WORKER_ID": f"w-{name}"})
+        log_line(proc, log, "up")
+        state = make_state(name, pid=proc.pid, home=home).model_copy(
+            update={"worker_id": f"w-{name}"}
+        )
+        write_state(home, state)
+        procs[name] = proc
+        workers.append(LiveWorker(state, psutil.Process(proc.pid), grace=grace))
+    killed: list[str] = []
+    long_alive_when_short_died: list[bool] = []
+
+    def on_kill(worker: LiveWorker) -> None:
+        killed.append(worker.state.name)
+        if worker.state.name == "short":
+            poll(lambda: procs["short"].poll() is not None, what="the short-grace worker dead")
+            long_alive_when_short_died.append(procs["long"].poll() is None)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(procs["long"].pid, signal.SIGUSR1)
+
+    stuck = stop_group(workers, home=home, on_kill=on_kill)
+
+    assert stuck == []
+    assert killed == ["short"]
+    assert long_alive_when_short_died == [True]
+    assert procs["short"].returncode == -signal.SIGKILL
+    assert procs["long"].wait(timeout=10) == 0  # ended by itself, inside its grace
+    assert read_states(home) == ([], [])
+
+
 def test_stop_group_of_workers_already_gone_is_quick(spawned: Spawn, tmp_path: Path) -> None:
     proc = spawned("print('bye')")
     proc.wait(timeout=10)

@@ -6,43 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from hive.api.app import create_app
 from hive.model.ids import ObjectKey
 from hive.model.status import ConditionType
-from hive.runtime.manager import Manager
-from hive.settings import Settings
+from tests.api.conftest import Serve
 from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
 
-Serve = Callable[..., AbstractAsyncContextManager[tuple[Manager, str]]]
 TOKEN = "s3cret-s3cret-s3cret"
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Serve:
-    @asynccontextmanager
-    async def run(**settings: Any) -> AsyncIterator[tuple[Manager, str]]:
-        desired = tmp_path / "desired"
-        desired.mkdir(exist_ok=True)
-        manager = Manager(
-            Settings(home=tmp_path / "home", desired=(desired,), console=False, **settings)
-        )
-        server = TestServer(create_app(manager), host="127.0.0.1")
-        await server.start_server()
-        try:
-            yield manager, str(server.make_url(""))
-        finally:
-            await server.close()
-
-    return run
 
 
 async def read_frames(

@@ -12,10 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from hive.api.app import create_app
 from hive.model.ids import Kind, ObjectKey
 from hive.runtime.manager import Manager
-from hive.settings import Settings
+from tests.api.conftest import Serve
 from tests.conftest import apoll, model_yaml
 
 
@@ -40,18 +39,13 @@ async def origin() -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def hive(tmp_path: Path, origin: int) -> AsyncIterator[tuple[Manager, str]]:
+async def hive(tmp_path: Path, origin: int, serve: Serve) -> AsyncIterator[tuple[Manager, str]]:
     desired = tmp_path / "desired"
     desired.mkdir()
     source = f"http://alice:S3CR3T-XYZ@127.0.0.1:{origin}/m.gguf?token=T0K3N-QQQ"
     (desired / "m.yaml").write_text(model_yaml("m", source))
-    manager = Manager(Settings(home=tmp_path / "home", desired=(desired,), console=False))
-    server = TestServer(create_app(manager), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield manager, str(server.make_url(""))
-    finally:
-        await server.close()
+    async with serve() as served:
+        yield served
 
 
 async def test_a_source_with_credentials_is_shown_redacted(

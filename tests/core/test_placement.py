@@ -1,5 +1,5 @@
 """Placement: a worker's memory estimate (weights + f16 KV cache + overhead) and whether it
-fits on CPU-0 or a GPU, with messages that give the numbers in MB."""
+fits on CPU-0 or a GPU, with messages that give memory in MiB and the model's file size in MB."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hive.core.placement import MB, OVERHEAD_BASE_BYTES, check_fit, estimate_memory
+from hive.core.placement import OVERHEAD_BASE_BYTES, check_fit, estimate_memory
 from hive.model.devices import GpuInfo, MemoryEstimate, PlacementReason
+from hive.model.units import MIB, megabytes
 
 GiB = 1 << 30
 
@@ -21,8 +22,8 @@ def gpu(index: int, *, free_mb: int, total_mb: int = 24_000) -> GpuInfo:
         index=index,
         uuid=f"GPU-test-{index}",
         name="Test GPU",
-        vram_total_bytes=total_mb * MB,
-        vram_free_bytes=free_mb * MB,
+        vram_total_bytes=total_mb * MIB,
+        vram_free_bytes=free_mb * MIB,
     )
 
 
@@ -34,7 +35,7 @@ def gpu0(*, free_bytes: int) -> GpuInfo:
 
 def estimate(*, total_mb: int) -> MemoryEstimate:
     return MemoryEstimate(
-        model_bytes=total_mb * MB, kv_cache_bytes=0, overhead_bytes=0, total_bytes=total_mb * MB
+        model_bytes=total_mb * MIB, kv_cache_bytes=0, overhead_bytes=0, total_bytes=total_mb * MIB
     )
 
 
@@ -46,7 +47,7 @@ def estimate(*, total_mb: int) -> MemoryEstimate:
     [
         # Llama 3 8B: 32 layers, 4096 wide, 32 heads, 8 KV heads (GQA). llama.cpp reports a
         # 1024 MiB f16 KV cache at 8192 context.
-        ((32, 4096, 32, 8), 8192, 1024 * MB),
+        ((32, 4096, 32, 8), 8192, 1024 * MIB),
         # Llama 2 7B: plain multi-head attention; 2048 MiB at 4096 context.
         ((32, 4096, 32, 32), 4096, 2 * GiB),
         # Head counts unknown: the full embedding width (as if MHA), an upper bound.
@@ -73,7 +74,7 @@ def test_kv_cache_is_f16_k_and_v_per_layer_per_token(
     assert e.kv_cache_bytes == kv_bytes
     assert e.kv_cache_known
     assert e.model_bytes == 4 * GiB
-    assert e.overhead_bytes == 64 * MB + int(4 * GiB * 0.05)
+    assert e.overhead_bytes == 64 * MIB + int(4 * GiB * 0.05)
     assert e.total_bytes == e.model_bytes + e.kv_cache_bytes + e.overhead_bytes
 
 
@@ -82,7 +83,7 @@ def test_missing_facts_count_no_kv_cache_and_say_so(
     block_count: int | None, embedding_length: int | None
 ) -> None:
     e = estimate_memory(
-        model_bytes=100 * MB,
+        model_bytes=100 * MIB,
         ctx_size=4096,
         block_count=block_count,
         embedding_length=embedding_length,
@@ -90,7 +91,7 @@ def test_missing_facts_count_no_kv_cache_and_say_so(
         head_count_kv=8,
     )
     assert (e.kv_cache_bytes, e.kv_cache_known) == (0, False)
-    assert e.total_bytes == 100 * MB + OVERHEAD_BASE_BYTES + 5 * MB
+    assert e.total_bytes == 100 * MIB + OVERHEAD_BASE_BYTES + 5 * MIB
     placement = check_fit(estimate=e, device="CPU-0", gpus=[], ram_available_bytes=GiB)
     assert "KV cache unknown" in placement.message
 
@@ -101,7 +102,7 @@ def test_missing_facts_count_no_kv_cache_and_say_so(
 )
 def test_negative_inputs_are_refused(bad: dict[str, int]) -> None:
     args: dict[str, int | None] = {
-        "model_bytes": MB,
+        "model_bytes": MIB,
         "ctx_size": 512,
         "block_count": 2,
         "embedding_length": 64,
@@ -148,32 +149,36 @@ def test_check_fit_table(
         estimate=estimate(total_mb=needed_mb),
         device=device,
         gpus=TWO_GPUS,
-        ram_available_bytes=ram_mb * MB,
+        ram_available_bytes=ram_mb * MIB,
     )
     assert placement.fits is fits
     assert placement.reason == reason
-    assert placement.needed_bytes == needed_mb * MB
-    expected_available = available_mb * MB if available_mb is not None else None
+    assert placement.needed_bytes == needed_mb * MIB
+    expected_available = available_mb * MIB if available_mb is not None else None
     assert placement.available_bytes == expected_available
 
 
-def test_messages_give_the_parts_in_mb() -> None:
+def test_messages_give_memory_in_mib_and_the_model_file_as_get_models_does() -> None:
+    """A 4.37 GB file reads `4,370 MB` here as in `hive get models` and the log (decimal
+    megabytes); memory, counted in mebibytes as nvidia-smi does, is labelled MiB."""
+    model = 4_370_000_000
     e = MemoryEstimate(
-        model_bytes=4_370 * MB,
-        kv_cache_bytes=512 * MB,
-        overhead_bytes=238 * MB,
-        total_bytes=5_120 * MB,
+        model_bytes=model,
+        kv_cache_bytes=512 * MIB,
+        overhead_bytes=238 * MIB,
+        total_bytes=model + 750 * MIB,
     )
+    assert megabytes(model) == "4,370 MB"
     on_gpu1 = check_fit(estimate=e, device="GPU-1", gpus=TWO_GPUS, ram_available_bytes=0)
     assert on_gpu1.message == (
-        "needs 5,120 MB (model 4,370 MB + KV cache 512 MB + overhead 238 MB)"
-        " but GPU-1 has 3,000 MB free"
+        "needs 4,918 MiB (model 4,370 MB + KV cache 512 MiB + overhead 238 MiB)"
+        " but GPU-1 has 3,000 MiB free"
     )
     assert on_gpu1.reason == "InsufficientVRAM"
     on_gpu0 = check_fit(estimate=e, device="GPU-0", gpus=TWO_GPUS, ram_available_bytes=0)
-    assert on_gpu0.message.endswith(") and GPU-0 has 20,000 MB free")
-    on_cpu = check_fit(estimate=e, device="CPU-0", gpus=[], ram_available_bytes=4_096 * MB)
-    assert on_cpu.message.endswith(" but CPU-0 has 4,096 MB of RAM available")
+    assert on_gpu0.message.endswith(") and GPU-0 has 20,000 MiB free")
+    on_cpu = check_fit(estimate=e, device="CPU-0", gpus=[], ram_available_bytes=4_096 * MIB)
+    assert on_cpu.message.endswith(" but CPU-0 has 4,096 MiB of RAM available")
     assert on_cpu.reason == "InsufficientMemory"
 
 
@@ -198,14 +203,14 @@ def test_no_such_device_lists_the_devices_there(
 
 def test_a_near_miss_never_reads_as_equal_numbers() -> None:
     e = MemoryEstimate(
-        model_bytes=5 * MB + 1, kv_cache_bytes=0, overhead_bytes=0, total_bytes=5 * MB + 1
+        model_bytes=5 * MIB + 1, kv_cache_bytes=0, overhead_bytes=0, total_bytes=5 * MIB + 1
     )
     placement = check_fit(
         estimate=e, device="GPU-0", gpus=[gpu(0, free_mb=5)], ram_available_bytes=0
     )
     assert not placement.fits
-    assert placement.message.startswith("needs 6 MB")
-    assert placement.message.endswith("but GPU-0 has 5 MB free")
+    assert placement.message.startswith("needs 6 MiB")
+    assert placement.message.endswith("but GPU-0 has 5 MiB free")
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -252,7 +257,7 @@ def test_the_printed_numbers_agree_with_the_verdict(
         ram_available_bytes=free,
     )
     assert placement.fits is (e.total_bytes <= free)
-    match = re.match(r"needs ([\d,]+) MB .* has ([\d,]+) MB", placement.message)
+    match = re.match(r"needs ([\d,]+) MiB .* has ([\d,]+) MiB", placement.message)
     assert match is not None
     needed, available = (int(group.replace(",", "")) for group in match.groups())
     assert (needed <= available) is placement.fits

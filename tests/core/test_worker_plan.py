@@ -178,7 +178,7 @@ RAM = 64_000 * MB
             {"tiny": model()},
             set(),
             RAM,
-            ["cannot start Worker/w: Unschedulable: InsufficientVRAM: needs 66 MB"],
+            ["cannot start Worker/w: Unschedulable: InsufficientVRAM: needs 66 MiB"],
             id="no-vram",
         ),
         pytest.param(
@@ -196,7 +196,7 @@ RAM = 64_000 * MB
             {"tiny": model()},
             set(),
             10 * MB,
-            ["cannot start Worker/w: Unschedulable: InsufficientMemory: needs 66 MB"],
+            ["cannot start Worker/w: Unschedulable: InsufficientMemory: needs 66 MiB"],
             id="no-ram",
         ),
         pytest.param(

@@ -227,7 +227,7 @@ def test_model_too_large_for_free_vram_is_unschedulable_until_room_appears(
             ),
         )
 
-    write_gpus(10)  # the tiny model plus overhead needs ~65 MB
+    write_gpus(10)  # the tiny model plus overhead needs ~65 MiB
     hive, _ = setup(
         workers=worker_yaml("big", "tiny", device="GPU-0"),
         extra_args=["--gpu-probe", f"fake:{gpus}"],
@@ -236,7 +236,7 @@ def test_model_too_large_for_free_vram_is_unschedulable_until_room_appears(
     ready = next(c for c in w["status"]["conditions"] if c["type"] == "Degraded")
     assert "Unschedulable" in w["status"]["message"]
     assert "InsufficientVRAM" in ready["message"]
-    assert "GPU-0 has 10 MB free" in ready["message"]
+    assert "GPU-0 has 10 MiB free" in ready["message"]
     hive.wait_event("worker_unschedulable", obj="Worker/big")
     write_gpus(100)
     hive.wait_worker("big", "Running")

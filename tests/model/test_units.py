@@ -30,7 +30,7 @@ def test_a_part_reads_in_the_precision_of_its_whole() -> None:
 
 def test_mebibytes_round_as_asked() -> None:
     n = 5 * MIB + 1
-    assert mebibytes(n) == "5 MB"
-    assert mebibytes(n, rounding="up") == "6 MB"
-    assert mebibytes(6 * MIB - 1, rounding="down") == "5 MB"
-    assert mebibytes(5120 * MIB) == "5,120 MB"
+    assert mebibytes(n) == "5 MiB"
+    assert mebibytes(n, rounding="up") == "6 MiB"
+    assert mebibytes(6 * MIB - 1, rounding="down") == "5 MiB"
+    assert mebibytes(5120 * MIB) == "5,120 MiB"

@@ -15,8 +15,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from hive.core.placement import MB
 from hive.model.devices import GpuInfo
+from hive.model.units import MIB
 from hive.observers.gpus import (
     FakeGpuProbe,
     GpuProbe,
@@ -296,13 +296,13 @@ def test_fake_probe_reads_its_file(tmp_path: Path) -> None:
         index=0,
         uuid="GPU-fake-0",
         name="Fake GPU",
-        vram_total_bytes=24_000 * MB,
-        vram_free_bytes=20_000 * MB,
+        vram_total_bytes=24_000 * MIB,
+        vram_free_bytes=20_000 * MIB,
     )
     assert (second.index, second.uuid, second.name) == (1, "GPU-abc", "Big")
     assert (second.temperature_celsius, second.compute_capability) == (55.0, "9.0")
     assert second.power_watts is None
-    assert probe.process_vram_bytes([1234, 77, 5]) == {1234: 512 * MB, 77: 0}
+    assert probe.process_vram_bytes([1234, 77, 5]) == {1234: 512 * MIB, 77: 0}
     assert probe.error is None
 
 
@@ -311,7 +311,7 @@ def test_fake_probe_follows_rewrites_at_once(tmp_path: Path) -> None:
     probe = FakeGpuProbe(path)
     for free in (20_000, 10_000, 30_000, 0):  # same size, same inode, same second
         write_gpus(path, [{"index": 0, "vram_total_mb": 40_000, "vram_free_mb": free}])
-        assert [g.vram_free_bytes for g in probe.gpus()] == [free * MB]
+        assert [g.vram_free_bytes for g in probe.gpus()] == [free * MIB]
     path.unlink()
     assert probe.gpus() == []
     assert probe.error is not None
@@ -324,10 +324,10 @@ def test_fake_probe_rereads_a_same_size_rewrite_with_the_same_recent_mtime(tmp_p
     write_gpus(path, [{"index": 0, "vram_total_mb": 40_000, "vram_free_mb": 11_111}])
     mtime = path.stat().st_mtime_ns
     probe = FakeGpuProbe(path)
-    assert probe.gpus()[0].vram_free_bytes == 11_111 * MB
+    assert probe.gpus()[0].vram_free_bytes == 11_111 * MIB
     write_gpus(path, [{"index": 0, "vram_total_mb": 40_000, "vram_free_mb": 22_222}])
     os.utime(path, ns=(mtime, mtime))  # a coarse clock: the rewrite kept the timestamp
-    assert probe.gpus()[0].vram_free_bytes == 22_222 * MB
+    assert probe.gpus()[0].vram_free_bytes == 22_222 * MIB
 
 
 def test_fake_probe_does_not_reread_a_settled_unchanged_file(tmp_path: Path) -> None:
@@ -336,13 +336,13 @@ def test_fake_probe_does_not_reread_a_settled_unchanged_file(tmp_path: Path) -> 
     old = path.stat().st_mtime_ns - 60 * 10**9
     os.utime(path, ns=(old, old))
     probe = FakeGpuProbe(path)
-    assert probe.gpus()[0].vram_free_bytes == 11_111 * MB
+    assert probe.gpus()[0].vram_free_bytes == 11_111 * MIB
     # Change the bytes behind its back, keeping inode, size and timestamp: the cache answers.
     write_gpus(path, [{"index": 0, "vram_total_mb": 40_000, "vram_free_mb": 22_222}])
     os.utime(path, ns=(old, old))
-    assert probe.gpus()[0].vram_free_bytes == 11_111 * MB
+    assert probe.gpus()[0].vram_free_bytes == 11_111 * MIB
     os.utime(path, ns=(old + 1, old + 1))  # any change of timestamp is seen
-    assert probe.gpus()[0].vram_free_bytes == 22_222 * MB
+    assert probe.gpus()[0].vram_free_bytes == 22_222 * MIB
 
 
 @pytest.mark.parametrize(

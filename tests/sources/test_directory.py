@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from inotify_simple import INotify
@@ -355,6 +356,22 @@ asyncio.run(main())
 """
 
 
+def _run_without_read_override(script: str, path: Path) -> Any:
+    """Run `script` (with `path` as its argument) in a child that gets EACCES as a user
+    would, and what it printed, parsed as JSON. The tests run as root, which reads
+    everything whatever the mode bits: as root the child runs under util-linux `setpriv`,
+    stripped of the capabilities that let it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
+    command = [sys.executable, "-c", script, str(path)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_unreadable_directory_is_an_error_not_an_empty_set() -> None:
     """A real EACCES, in a process without the privilege to read everything."""
     base = Path(tempfile.mkdtemp(prefix="hive-unreadable-"))
@@ -364,16 +381,7 @@ def test_unreadable_directory_is_an_error_not_an_empty_set() -> None:
         locked.mkdir()
         (locked / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
         locked.chmod(0o000)
-        command = [sys.executable, "-c", _AS_NOBODY, str(locked)]
-        if os.geteuid() == 0:
-            # Root reads everything: drop the capabilities that let it (util-linux setpriv).
-            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False
-        )
-        assert out.returncode == 0, out.stderr
-        result = json.loads(out.stdout)
+        result = _run_without_read_override(_AS_NOBODY, locked)
         assert result["synced"] is False
         assert result["records"] == 0
         assert any("Permission denied" in e for e in result["errors"]), result
@@ -601,24 +609,15 @@ asyncio.run(main())
 
 def test_an_unreadable_manifest_stays_an_error_until_it_can_be_read() -> None:
     """The issue's steps with a real EACCES: `chmod 000 desired`, resync, `chmod 755
-    desired; chmod 000 desired/m.yaml`, resync. The tests run as root, which reads
-    everything whatever the mode bits: the steps run in a child that `setpriv` has stripped
-    of the capabilities that let root do so (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
+    desired; chmod 000 desired/m.yaml`, resync, in a child that gets EACCES even as root
+    (`_run_without_read_override`)."""
     base = Path(tempfile.mkdtemp(prefix="hive-unreadable-"))
     try:
         base.chmod(0o755)
         root = base / "desired"
         root.mkdir()
         (root / "m.yaml").write_text(model_yaml("tiny", "file:a.gguf"))
-        command = [sys.executable, "-c", _UNREADABLE_SCENARIO, str(root)]
-        if os.geteuid() == 0:
-            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False
-        )
-        assert out.returncode == 0, out.stderr
-        steps = {s["step"]: s for s in json.loads(out.stdout)}
+        steps = {s["step"]: s for s in _run_without_read_override(_UNREADABLE_SCENARIO, root)}
         assert steps["readable"] == {"step": "readable", "records": 1, "errors": []}
         assert steps["directory locked"]["records"] == 1
         assert "Permission denied" in steps["directory locked"]["errors"][0]
