@@ -521,12 +521,16 @@ def _stopped_for_the_model(hive: Hive, worker: str, pid: int, why: str) -> None:
     assert not any("record changed" in e["message"] for e in list(hive.events))
 
 
+@pytest.mark.parametrize("what", ["directory", "file"])
 def test_a_model_removed_by_hand_stops_its_workers_at_once_and_they_come_back(
-    setup: Callable[..., tuple[Hive, Path]],
+    setup: Callable[..., tuple[Hive, Path]], what: str
 ) -> None:
     hive, _ = setup(workers=worker_yaml("s", "tiny"), resync=LONG_RESYNC)
     pid = hive.wait_worker("s", "Running")["observed"]["pid"]
-    shutil.rmtree(hive.home / "models" / "tiny")  # rm -rf, by hand
+    if what == "directory":
+        shutil.rmtree(hive.home / "models" / "tiny")  # rm -rf, by hand
+    else:
+        (hive.home / "models" / "tiny" / "model.gguf").unlink()  # its directory stays
     _stopped_for_the_model(hive, "s", pid, "removed from disk")
     # The record still wants the model: it is provisioned again, and the worker restarts.
     w = hive.wait_worker("s", "Running", timeout=20)

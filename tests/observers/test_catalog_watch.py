@@ -57,3 +57,26 @@ async def test_the_models_directory_itself_going_is_said(tmp_path: Path) -> None
         assert (await next_batch(watch)).names == {"again"}
     finally:
         watch.close()
+
+
+async def test_a_model_file_removed_inside_its_directory_names_the_model(
+    tmp_path: Path,
+) -> None:
+    """`rm …/model.gguf` (the directory stays) is a model gone too; a download's own steps
+    (writing its `.partial`, publishing it by rename, removing a sidecar) wake nothing."""
+    root = tmp_path / "models"
+    (root / "old").mkdir(parents=True)  # there before the watch: watched from the start
+    (root / "old" / "model.gguf").write_bytes(b"GGUF")
+    with CatalogWatch(root) as watch:
+        (root / "new").mkdir()
+        assert (await next_batch(watch)).names == {"new"}
+        partial = root / "new" / "model.gguf.partial"
+        partial.write_bytes(b"GGUF")
+        (root / "new" / "model.gguf.partial.json").write_text("{}")
+        os.replace(partial, root / "new" / "model.gguf")  # publish
+        (root / "new" / "model.gguf.partial.json").unlink()
+
+        (root / "old" / "model.gguf").unlink()
+        assert (await next_batch(watch)).names == {"old"}
+        os.replace(root / "new" / "model.gguf", tmp_path / "moved-away.gguf")
+        assert (await next_batch(watch)).names == {"new"}
