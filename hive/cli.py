@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from hive.actuators.home_lock import hold as hold_home
-    from hive.actuators.space import no_space
+    from hive.actuators.space import RECORDS, no_space
     from hive.api.app import create_app
     from hive.narration.console import RedactingFormatter
     from hive.runtime.manager import Manager
@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         full = no_space(
             exc,
             where=settings.home,
-            needed="a few KB for hive's own records",
+            needed=f"{RECORDS} needed",
             kept="start hive again once space is freed",
         )
         return _fail(f"cannot start: {full.message}")
