@@ -119,10 +119,14 @@ def rig(tmp_path: Path, tiny_model: Path) -> RigFactory:
     return make
 
 
-async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
+async def test_crash_loop_back_off_doubles_to_the_cap(
+    rig: RigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "stamps"
+    monkeypatch.setenv("SCRIPTED_WORKER_STAMPS", str(log))
     async with rig() as r:
         delays = []
-        for _ in range(7):
+        for spawned in range(1, 8):
             assert await r.reconcile() is None  # spawned
             assert r.status().phase == "Starting"
             await r.exited()
@@ -134,6 +138,10 @@ async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
             r.clock.advance(delay - 1)
             assert await r.reconcile() == pytest.approx(1)  # still waiting
             assert "w" not in r.supervisor.instances
+            # No process started during the back-off: one start per spawn, seen by the
+            # processes themselves.
+            starts = log.read_text().split().count("start")
+            assert starts == spawned, f"{starts} processes started for {spawned} spawns"
             r.clock.advance(1)
         assert delays == [10, 20, 40, 80, 160, 300, 300]
         assert r.supervisor.tracks["w"].restarts == 6
