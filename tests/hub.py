@@ -166,6 +166,9 @@ class RequestRecord:
     aborted: bool = False
     #: The fault that shaped the response: "fail", "drop", "corrupt" or None.
     fault: str | None = None
+    #: When the hub saw the request (`time.monotonic()`): gaps between requests are what a
+    #: client's waits really were, whatever it narrates.
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def range_start(self) -> int | None:

@@ -29,6 +29,8 @@ from tests.hub import ThreadedHub, hf_env
 pytestmark = pytest.mark.e2e
 REPO = "hive-test/tiny-GGUF"
 MB = 1_000_000
+#: Longer than hive's own first back-off (1-2 s), so only honouring the header explains it.
+RETRY_AFTER = 3
 
 
 def sha256(path: Path) -> str:
@@ -145,13 +147,20 @@ def test_429_with_retry_after_is_honoured(
     tiny_model: Path,
 ) -> None:
     hub.add_file(REPO, "m.gguf", tiny_model)
-    hub.fail_next(429, times=2, retry_after=1, routes=("cdn",))
+    hub.fail_next(429, times=1, retry_after=RETRY_AFTER, routes=("cdn",))
     hive = hive_on_hub(hive_factory, hub, desired, tmp_path)
     write_atomic(desired / "m.yaml", manifest("m", f"hf://{REPO}/m.gguf"))
     hive.wait_phase("m", "Available", timeout=60)
     retries = [e for e in hive.events if e["action"] == "model_download_retry"]
-    assert len(retries) == 2
+    assert len(retries) == 1
     assert "429" in retries[0]["message"]
+    # The wait as the hub saw it: from the refused request to hive's next one.
+    seen = hub.requests_to()
+    refused = [i for i, r in enumerate(seen) if r.fault == "fail"]
+    assert len(refused) == 1
+    assert refused[0] + 1 < len(seen), "no request after the refused one"
+    gap = seen[refused[0] + 1].arrived - seen[refused[0]].arrived
+    assert gap >= RETRY_AFTER, f"retried {gap:.2f} s after a Retry-After of {RETRY_AFTER} s"
 
 
 def test_wrong_bytes_fail_with_both_hashes_and_no_model_file(

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,6 +94,14 @@ def setup(
 def worker_get(url: str, path: str) -> Any:
     with urllib.request.urlopen(url + path, timeout=10) as r:
         return json.load(r)
+
+
+def stamps(path: Path) -> list[tuple[str, float]]:
+    """The scripted workers' "start"/"exit" lines (`SCRIPTED_WORKER_STAMPS`), in order."""
+    if not path.exists():
+        return []
+    lines = [line.split() for line in path.read_text().splitlines()]
+    return [(what, float(t)) for what, t in lines]
 
 
 def gone(pid: int) -> bool:
@@ -377,20 +386,34 @@ def test_kill_9_shows_crash_loop_back_off_until_the_restart(
     assert hive.worker_phase("k") == "Dead"  # still waiting: nothing restarted it early
 
 
-def test_kill_9_restarts_after_the_back_off(setup: Callable[..., tuple[Hive, Path]]) -> None:
-    hive, _ = setup(env={"HIVE_CRASHLOOP_BASE": "0.5"}, workers=worker_yaml("k", "tiny"))
+def test_kill_9_restarts_after_the_back_off(
+    setup: Callable[..., tuple[Hive, Path]], tmp_path: Path
+) -> None:
+    log = tmp_path / "stamps"
+    hive, _ = setup(
+        env={"HIVE_CRASHLOOP_BASE": "0.5", "SCRIPTED_WORKER_STAMPS": str(log)},
+        workers=worker_yaml("k", "tiny"),
+    )
     pid = hive.wait_worker("k", "Running")["observed"]["pid"]
+    killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     w = hive.wait_worker("k", "Running", restarts=1)
     assert w["observed"]["pid"] != pid
     assert w["observed"]["last_exit"]["signal"] == signal.SIGKILL
     event = hive.wait_event("worker_restart_scheduled", obj="Worker/k")
     assert event["data"]["delay_seconds"] == 0.5
+    # The new process really started no sooner than the back-off after the kill.
+    starts = [t for what, t in stamps(log) if what == "start"]
+    assert len(starts) == 2, starts
+    assert starts[1] - killed >= 0.5, f"restarted {starts[1] - killed:.3f} s after SIGKILL"
 
 
-def test_crash_loop_intervals_double(setup: Callable[..., tuple[Hive, Path]]) -> None:
+def test_crash_loop_intervals_double(
+    setup: Callable[..., tuple[Hive, Path]], tmp_path: Path
+) -> None:
+    log = tmp_path / "stamps"
     hive, _ = setup(
-        env={"HIVE_CRASHLOOP_BASE": "0.25"},
+        env={"HIVE_CRASHLOOP_BASE": "0.25", "SCRIPTED_WORKER_STAMPS": str(log)},
         workers=worker_yaml("c", "tiny", args={"mode": "crash"}),
     )
 
@@ -403,6 +426,17 @@ def test_crash_loop_intervals_double(setup: Callable[..., tuple[Hive, Path]]) ->
         return found if len(found) >= 4 else None
 
     assert poll(delays, timeout=20, what="four restarts")[:4] == [0.25, 0.5, 1.0, 2.0]
+    # The waits really happened: each crash to the next process's start, as the processes
+    # themselves saw it, is at least the back-off narrated for it.
+    seen = poll(
+        lambda: s if len(s := stamps(log)) >= 10 else None,
+        timeout=20,
+        what="five starts and exits",
+    )
+    assert [what for what, _ in seen[:10]] == ["start", "exit"] * 5
+    gaps = [seen[i + 1][1] - seen[i][1] for i in range(1, 9, 2)]
+    for gap, delay in zip(gaps, [0.25, 0.5, 1.0, 2.0], strict=True):
+        assert gap >= delay, f"restarted {gap:.3f} s after a crash, back-off {delay} s: {gaps}"
     w = hive.worker("c")
     assert w is not None
     assert w["observed"]["last_exit"]["code"] == 3

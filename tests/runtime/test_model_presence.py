@@ -78,4 +78,10 @@ async def test_a_model_that_cannot_be_read_is_still_looked_at(tmp_path: Path) ->
         resync_interval=settings.resync_interval,
     )
     presence.changed(["m"])
-    assert {"Model/m", "Worker/w"} <= set(manager.queue._queued)
+    handed: set[str] = set()
+    while len(manager.queue):  # what the queue hands its workers, through its own API
+        key = await manager.queue.get()
+        assert key is not None
+        handed.add(key)
+        manager.queue.done(key)
+    assert {"Model/m", "Worker/w"} <= handed

@@ -113,20 +113,24 @@ async def test_failures_back_off_and_a_fix_converges(
 async def test_concurrent_actions_are_bounded(make_loop: MakeLoop, tmp_path: Path) -> None:
     sources = [sparse(tmp_path / f"m{i}.gguf", GB // 2) for i in range(4)]
     async with make_loop(max_concurrent_actions=2, backoff_base=60) as loop:
-        busy: list[int] = []
-        loop.manager.bus.add_listener(
-            lambda e: (
-                busy.append(len(loop.manager.reconciler._running))
-                if e.action == "model_download_start"
-                else None
-            )
-        )
         text = "---\n".join(model_yaml(f"m{i}", f"file:{p}") for i, p in enumerate(sources))
         write_atomic(loop.desired / "all.yaml", text)
         await until(
             lambda: all(loop.phase(f"m{i}") == "Failed" for i in range(4)),
             "every (zero-filled, not GGUF) model to fail",
         )
+        # As the narration shows it: how many copies had started and not yet ended each
+        # time one started.
+        ends = {"model_download_failed", "model_download_complete", "model_download_cancelled"}
+        running: set[str] = set()
+        busy: list[int] = []
+        for e in loop.events:
+            if e.action == "model_download_start":
+                running.add(str(e.object))
+                busy.append(len(running))
+            elif e.action in ends:
+                running.discard(str(e.object))
+        assert len(busy) == 4, busy
         assert max(busy) == 2, busy
 
 

@@ -35,7 +35,8 @@ class Rig:
     """A store, a model catalog with the tiny model Available, and a supervisor whose
     wake-ups are recorded instead of queued (the test drives reconcile by hand)."""
 
-    def __init__(self, tmp_path: Path, tiny_model: Path, clock: FakeClock) -> None:
+    def __init__(self, tmp_path: Path, tiny_model: Path, clock: FakeClock, *, ports: range) -> None:
+        self.ports = ports
         self.home = tmp_path / "home"
         install_scripted_runtime(self.home, grace=1.0)
         self.tiny_model = tiny_model
@@ -53,7 +54,11 @@ class Rig:
 
     def make_supervisor(self) -> WorkerSupervisor:
         return WorkerSupervisor(
-            settings=Settings(home=self.home, console=False, worker_ports="31700-31709"),
+            settings=Settings(
+                home=self.home,
+                console=False,
+                worker_ports=f"{self.ports.start}-{self.ports.stop - 1}",
+            ),
             store=self.store,
             models=self.catalog,
             runtimes=RuntimeCatalog(self.home),
@@ -104,10 +109,10 @@ RigFactory = Callable[[], AbstractAsyncContextManager[Rig]]
 
 
 @pytest.fixture
-def rig(tmp_path: Path, tiny_model: Path) -> RigFactory:
+def rig(tmp_path: Path, tiny_model: Path, worker_ports: range) -> RigFactory:
     @asynccontextmanager
     async def make() -> AsyncIterator[Rig]:
-        r = Rig(tmp_path, tiny_model, FakeClock())
+        r = Rig(tmp_path, tiny_model, FakeClock(), ports=worker_ports)
         r.declare(worker_yaml("w", "tiny", args={"mode": "crash"}))
         await r.reconciler.reconcile(ObjectKey.of(Kind.MODEL, "tiny"))
         await r.supervisor.start()
@@ -119,10 +124,14 @@ def rig(tmp_path: Path, tiny_model: Path) -> RigFactory:
     return make
 
 
-async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
+async def test_crash_loop_back_off_doubles_to_the_cap(
+    rig: RigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "stamps"
+    monkeypatch.setenv("SCRIPTED_WORKER_STAMPS", str(log))
     async with rig() as r:
         delays = []
-        for _ in range(7):
+        for spawned in range(1, 8):
             assert await r.reconcile() is None  # spawned
             assert r.status().phase == "Starting"
             await r.exited()
@@ -134,6 +143,10 @@ async def test_crash_loop_back_off_doubles_to_the_cap(rig: RigFactory) -> None:
             r.clock.advance(delay - 1)
             assert await r.reconcile() == pytest.approx(1)  # still waiting
             assert "w" not in r.supervisor.instances
+            # No process started during the back-off: one start per spawn, seen by the
+            # processes themselves.
+            starts = log.read_text().split().count("start")
+            assert starts == spawned, f"{starts} processes started for {spawned} spawns"
             r.clock.advance(1)
         assert delays == [10, 20, 40, 80, 160, 300, 300]
         assert r.supervisor.tracks["w"].restarts == 6
@@ -198,7 +211,8 @@ async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None
 async def test_an_exit_wakes_the_workers_waiting_for_what_it_held(rig: RigFactory) -> None:
     async with rig() as r:
         other = ObjectKey.of(Kind.WORKER, "w2")
-        r.declare(worker_yaml("w", "tiny", port=31705), worker_yaml("w2", "tiny", port=31705))
+        port = r.ports.start + 5
+        r.declare(worker_yaml("w", "tiny", port=port), worker_yaml("w2", "tiny", port=port))
         await r.reconcile()
         assert "w" in r.supervisor.instances
         assert await r.reconcile(other) is not None  # its port is w's

@@ -1,6 +1,11 @@
 """A TEST-ONLY worker runtime: no inference at all. It scripts the behaviours hive must
 handle (crash at start, exit after N s, ignore SIGTERM, never healthy, slow start) and
-answers `/health`, `/env` (its environment, to check markers) and `/v1/models`."""
+answers `/health`, `/env` (its environment, to check markers) and `/v1/models`.
+
+With `SCRIPTED_WORKER_STAMPS` set to a file path in its environment, it appends a line
+"start <t>" when it starts and "exit <t>" when it crashes as asked (`t` is
+`time.monotonic()`, one clock for every process on Linux): when spawns really happened,
+seen from outside hive."""
 
 from __future__ import annotations
 
@@ -16,7 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MODES = ("serve", "crash", "exit-after", "ignore-term", "never-healthy", "slow-start", "sicken")
 
 
+def stamp(what: str) -> None:
+    path = os.environ.get("SCRIPTED_WORKER_STAMPS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{what} {time.monotonic()!r}\n")
+
+
 def main() -> int:
+    stamp("start")
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -28,6 +41,7 @@ def main() -> int:
     print(f"scripted worker: mode {opts.mode}, port {opts.port}, pid {os.getpid()}", flush=True)
     if opts.mode == "crash":
         print("scripted worker: crashing at start as asked", file=sys.stderr, flush=True)
+        stamp("exit")
         return 3
     if opts.mode == "ignore-term":
         signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
