@@ -46,7 +46,7 @@ from benchmarks import (
     write_atomic,
 )
 from hive.observers.health import HealthProbe
-from tests.workers.scripted_runtime import install_scripted_runtime
+from testkit.scripted_runtime import install_scripted_runtime
 
 WORKERS = 100
 QUICK_WORKERS = 20
