@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import Row, b1_reaction, b2_gguf_header, b3_download, b4_scale, b5_workers, log
+from benchmarks import Row, b1_reaction, b2_gguf_header, b3_download, b4_scale, b5_to_b7, log
 
 
 def _num(value: float | None) -> str:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if "B4" in chosen:
         rows += b4_scale.run(quick=args.quick)
     if "B5" in chosen:
-        rows += b5_workers.run(quick=args.quick)
+        rows += b5_to_b7.run(quick=args.quick)
     elapsed = time.monotonic() - started
     info = machine()
     log(f"done in {elapsed:.0f} s")

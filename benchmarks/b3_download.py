@@ -1,4 +1,4 @@
-"""B3 download throughput: a 1 GiB GGUF from the loopback hub (`tests.hub.ThreadedHub`,
+"""B3 download throughput: a 1 GiB GGUF from the loopback hub (`testkit.hub.ThreadedHub`,
 an LFS file behind the resolve -> CDN redirect), fetched by `hive serve` (hf:// source,
 SHA-256 while streaming, GGUF header parse at the end; timed to Available, and to the
 fsync that follows) and, interleaved in the same
@@ -44,7 +44,7 @@ from benchmarks import (
     stop_process,
     thread_cpu,
 )
-from tests.hub import ThreadedHub, hf_env
+from testkit.hub import ThreadedHub, hf_env
 
 BENCH = "B3 download"
 HUB_REPO = "hive-bench/b3-GGUF"

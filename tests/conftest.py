@@ -27,9 +27,9 @@ from typing import Any, TypeVar, overload
 import psutil
 import pytest
 
+from testkit.hub import ThreadedHub, hf_env
+from testkit.scripted_runtime import SCRIPTED_WORKER, install_scripted_runtime
 from tests.disk import fill, grow, mount_tmpfs, padded, unmount
-from tests.hub import ThreadedHub, hf_env
-from tests.workers.scripted_runtime import SCRIPTED_WORKER, install_scripted_runtime
 
 # re-exported for the tests
 __all__ = ["SCRIPTED_WORKER", "fill", "grow", "install_scripted_runtime", "padded"]

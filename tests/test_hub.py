@@ -1,4 +1,4 @@
-"""The test hub (`tests/hub.py`) against huggingface_hub and a raw aiohttp client, on loopback."""
+"""The test hub (`testkit/hub.py`) against huggingface_hub and a raw aiohttp client, on loopback."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils._http import close_session
 
-from tests.hub import Hub, ThreadedHub, hf_env, use_hub_in_process
+from testkit.hub import Hub, ThreadedHub, hf_env, use_hub_in_process
 
 REPO = "org/model-GGUF"
 DATA = bytes(range(256)) * 40  # 10 KiB

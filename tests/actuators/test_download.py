@@ -25,7 +25,7 @@ from hive.actuators.remote import RemoteFile
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
-from tests.hub import Hub, serving, sizeless_server
+from testkit.hub import Hub, serving, sizeless_server
 
 
 @pytest.fixture

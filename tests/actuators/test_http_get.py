@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hive.actuators import http_get
 from hive.actuators.http_get import HttpGet, TooManyRedirects
-from tests.hub import serving
+from testkit.hub import serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from testkit.hub import ThreadedHub, hf_env
 from tests.conftest import (
     Hive,
     degraded,
@@ -24,7 +25,6 @@ from tests.conftest import (
     run_hive,
     write_atomic,
 )
-from tests.hub import ThreadedHub, hf_env
 
 pytestmark = pytest.mark.e2e
 REPO = "hive-test/tiny-GGUF"

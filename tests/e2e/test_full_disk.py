@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from testkit.hub import ThreadedHub
 from tests.conftest import (
     ROOT,
     Hive,
@@ -30,7 +31,6 @@ from tests.conftest import (
     worker_yaml,
     write_atomic,
 )
-from tests.hub import ThreadedHub
 
 pytestmark = pytest.mark.e2e
 REPO = "hive-test/tiny-GGUF"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.hub import ThreadedHub, hf_env
 from tests.conftest import Hive, model_yaml, poll, run_hive, write_atomic
-from tests.hub import ThreadedHub, hf_env
 
 pytestmark = pytest.mark.e2e
 MB = 1_000_000

@@ -16,8 +16,8 @@ from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey
 from hive.runtime.manager import Manager
 from hive.settings import Settings
+from testkit.hub import sizeless_server
 from tests.conftest import apoll, grow, model_yaml, write_atomic
-from tests.hub import sizeless_server
 
 MB = 1_000_000
 

@@ -1,6 +1,6 @@
-"""The test-only runtime entry for `tests/workers/scripted_worker.py`, written where hive
-reads its worker catalog. Shared by the tests (through tests/conftest.py) and by the B5
-benchmark, so that both run the very same entry."""
+"""The test-only runtime entry for `testkit/scripted_worker.py`, written where hive reads
+its worker catalog. Shared by the tests (through tests/conftest.py) and by the B5 to B7
+benchmarks, so that both run the very same entry."""
 
 from __future__ import annotations
 
