@@ -103,3 +103,15 @@ class ApiError(HiveError):
         self.status = status
         self.error = error
         self.reason = str(error.get("code") or "Error")
+
+
+class HiveUnreachable(HiveError):
+    """A client found no hive at `url` (refused, timed out, name not resolved): `cause`
+    is the one-line reason, as `[Errno 111] Connection refused` or `timed out`."""
+
+    reason = "Unreachable"
+
+    def __init__(self, *, url: str, cause: str) -> None:
+        super().__init__(f"cannot reach hive at {url}: {cause} (is `hive serve` running?)")
+        self.url = url
+        self.cause = cause

@@ -27,6 +27,9 @@ from typing import Any, TypeVar, overload
 import psutil
 import pytest
 
+from hive.client import HiveClient
+from hive.errors import HiveError
+from hive.model.events import Event, EventsDropped
 from testkit.hub import ThreadedHub, hf_env
 from testkit.scripted_runtime import SCRIPTED_WORKER, install_scripted_runtime
 from tests.disk import fill, grow, mount_tmpfs, padded, unmount
@@ -315,6 +318,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def as_json(item: Event | EventsDropped) -> dict[str, Any]:
+    """An event as `/v1/events` sends it: a dict per event, the gap marker's shape for
+    `EventsDropped`."""
+    if isinstance(item, Event):
+        return item.model_dump(mode="json")
+    return {
+        "action": "events_dropped",
+        "level": "warning",
+        "message": item.message,
+        "data": {"missed": item.missed, "after_id": item.after_id},
+    }
+
+
 class Hive:
     """A real `hive serve` subprocess on loopback, with every narrated event collected."""
 
@@ -389,14 +405,15 @@ class Hive:
         return answers_health(self._proc, self.url, log=self.log, what="hive")
 
     def _read_events(self) -> None:
-        try:
-            with urllib.request.urlopen(self.url + "/v1/events?since=0", timeout=300) as r:
-                for raw in r:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-        except OSError:
-            return
+        with contextlib.suppress(HiveError):  # hive stopped, or was killed
+            asyncio.run(self._follow_events())
+
+    async def _follow_events(self) -> None:
+        """Every event since hive started, through the client's one SSE reader, kept as the
+        JSON hive sent (the gap marker too)."""
+        async with HiveClient(self.url) as client:
+            async for item in client.events(since=0):
+                self.events.append(as_json(item))
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=10) as r:

@@ -383,7 +383,7 @@ def test_stop_workers_on_exit_says_each_step(
 
 def test_the_partial_column_reads_as_the_download_log_does() -> None:
     """`hive get models`' PARTIAL and the narration's "Downloaded 19 MB / 200 MB" agree."""
-    from hive.cli import _progress
+    from hive.cli.tables import progress as _progress
     from hive.model.units import megabytes_of
 
     download = {"bytes_on_disk": 19_000_000, "total_bytes": 200_000_000}

@@ -28,3 +28,15 @@ class Event(BaseModel):
     level: Level = Level.INFO
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventsDropped(BaseModel):
+    """The `/v1/events` frame that says events were dropped (it has no `id`): this reader
+    fell behind or asked for events that left the ring; `after_id` is the last one before
+    the gap. Re-read the objects followed to resync."""
+
+    model_config = ConfigDict(frozen=True)
+
+    missed: int
+    after_id: int
+    message: str

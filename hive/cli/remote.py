@@ -1,0 +1,107 @@
+"""The client commands, `hive get`, `hive logs` and `hive delete`: each a request to a
+running hive through `hive.client.HiveClient` (run with `asyncio.run`), its answer printed
+as a table (hive/cli/tables.py), JSON or YAML, or as one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import yaml
+
+from hive.cli.common import EXIT_OK, fail
+from hive.cli.tables import models_table, runtimes_table, size, status_table, workers_table
+from hive.errors import ApiError, HiveUnreachable
+
+
+async def _view(url: str, what: str) -> dict[str, Any]:
+    from hive.client import HiveClient  # aiohttp: imported by the commands that use it
+
+    async with HiveClient(url) as hive:
+        if what == "models":
+            return await hive.models()
+        if what == "workers":
+            return await hive.workers()
+        if what == "runtimes":
+            return await hive.runtimes()
+        return await hive.status()
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    data = asyncio.run(_view(args.url, args.what))
+    if args.what == "models":
+        table = models_table(data["items"])
+    elif args.what == "workers":
+        table = workers_table(data["items"])
+    elif args.what == "runtimes":
+        table = runtimes_table(data)
+    else:
+        table = status_table(data)
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(table)
+    return EXIT_OK
+
+
+async def _delete(url: str, name: str, *, token: str | None, force: bool) -> dict[str, Any]:
+    from hive.client import HiveClient
+
+    async with HiveClient(url, token=token) as hive:
+        return await hive.delete_model(name, force=force)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("HIVE_TOKEN")
+    try:
+        data = asyncio.run(_delete(args.url, args.name, token=token, force=args.force))
+    except ApiError as exc:
+        users = exc.error.get("workers")
+        if exc.reason != "ModelInUse" or not isinstance(users, list):
+            raise
+        listed = ", ".join(str(u) for u in users)
+        return fail(
+            f"model {args.name} is not deleted: worker(s) {listed} use it. Remove or stop "
+            f"them first, or run `hive delete model {args.name} --force` to delete it anyway "
+            "(hive stops them; they start again once the model is back)"
+        )
+    removed = data.get("partial_bytes_removed") or 0
+    extra = f" (with a partial download of {size(removed)})" if removed else ""
+    stopped = data.get("workers") or []
+    if stopped:
+        extra += f"; worker(s) {', '.join(stopped)} are stopped until it is back"
+    print(f"model {data['deleted']} deleted{extra}")
+    return EXIT_OK
+
+
+async def _logs(url: str, name: str, *, tail: int, follow: bool) -> None:
+    from hive.client import HiveClient
+
+    async with HiveClient(url) as hive:
+        if not follow:
+            sys.stdout.write(await hive.logs(name, tail=tail))
+            return
+        try:
+            async for line in hive.follow_logs(name, tail=tail):
+                print(line, flush=True)
+        except ApiError:
+            await hive.logs(name, tail=tail)  # raises with hive's message for the plain GET
+            raise
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`hive logs NAME [-f]`: the worker's log, and with -f every new line as it comes."""
+    try:
+        asyncio.run(_logs(args.url, args.name, tail=args.tail, follow=args.follow))
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+    except HiveUnreachable as exc:
+        return fail(f"cannot reach hive at {exc.url}: {exc.cause}")
+    return EXIT_OK

@@ -1,0 +1,306 @@
+"""A typed async client of a hive's HTTP API, on aiohttp, and the one reader of its
+Server-Sent Events (`/v1/events`, `/v1/workers/{name}/logs?follow=1`).
+
+The CLI's client commands, the tests and the benchmarks talk to a hive through it. Errors
+are mapped here once, to `hive.errors`: an error answer is an `ApiError` (the HTTP status,
+hive's `error` object and its message), no answer at all is `HiveUnreachable`. Events come
+back as `hive.model.events.Event`; the views (`/v1/models`, `/v1/workers`, `/v1/status`,
+`/v1/runtimes`) have no pydantic type yet and come back as the JSON hive sent, as dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from yarl import URL
+
+from hive.errors import ApiError, HiveUnreachable
+from hive.model.events import Event, EventsDropped
+
+#: Seconds a request (or opening a stream) may take.
+REQUEST_TIMEOUT = 30.0
+#: Seconds before a dropped event stream is opened again (`events(reconnect=True)`).
+RECONNECT_DELAY = 1.0
+
+
+# -- Server-Sent Events -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SseMessage:
+    """One dispatched SSE message: its data lines joined by `\\n`, and its `id` field (None
+    when it carried none: hive's events-dropped frame, a log line)."""
+
+    data: str
+    id: str | None = None
+
+
+@dataclass
+class SseDecoder:
+    """The SSE line grammar (WHATWG HTML, 9.2.6), fed one line at a time without its end:
+    `data:` lines accumulate, `id:` sets the message's id (unless it holds NUL), a blank
+    line dispatches, `:` comments (hive's keep-alives) and other fields are skipped."""
+
+    _data: list[str] = field(default_factory=list)
+    _id: str | None = None
+
+    def feed(self, line: str) -> SseMessage | None:
+        if not line:
+            message = SseMessage("\n".join(self._data), self._id) if self._data else None
+            self._data, self._id = [], None
+            return message
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+
+def parse_sse(lines: Iterable[str]) -> list[SseMessage]:
+    """The messages in `lines` (without their line ends); an unfinished last one is not
+    dispatched, as the grammar says."""
+    decoder = SseDecoder()
+    return [m for m in map(decoder.feed, lines) if m is not None]
+
+
+def _line(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r")
+
+
+async def _messages(response: aiohttp.ClientResponse) -> AsyncIterator[SseMessage]:
+    decoder = SseDecoder()
+    async for raw in response.content:
+        message = decoder.feed(_line(raw))
+        if message is not None:
+            yield message
+
+
+def event_of(message: SseMessage) -> Event | EventsDropped | None:
+    """A `/v1/events` message as its type: an `Event` (it has an id), the events-dropped
+    notice (it has none), or None for anything else."""
+    if message.id is not None:
+        return Event.model_validate_json(message.data)
+    data = json.loads(message.data)
+    if not isinstance(data, dict) or data.get("action") != "events_dropped":
+        return None
+    gap = data.get("data") or {}
+    return EventsDropped(
+        missed=gap.get("missed", 0), after_id=gap.get("after_id", 0), message=data["message"]
+    )
+
+
+# -- errors -------------------------------------------------------------------------------
+def _cause(exc: BaseException) -> str:
+    """One line on why no answer came, as urllib said it (`[Errno 111] Connection refused`,
+    `timed out`), not aiohttp's longer wording."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        text = os.strerror(exc.errno) if exc.errno > 0 else exc.strerror
+        return f"[Errno {exc.errno}] {text}"
+    return str(exc) or type(exc).__name__
+
+
+# -- the client ---------------------------------------------------------------------------
+class HiveClient:
+    """A hive at `url` (as the user gave it: errors quote it), with the bearer `token` for
+    mutating requests, each request allowed `timeout` seconds (a stream: to open). Use it as
+    `async with HiveClient(url) as hive:`, or call `close()`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+        reconnect_delay: float = RECONNECT_DELAY,
+    ) -> None:
+        self.url = url
+        self._base = url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._reconnect_delay = reconnect_delay
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HiveClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @contextlib.asynccontextmanager
+    async def _response(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The answer to `method path`, or the error it maps to; with `stream`, no total
+        time limit (only to connect and for the headers)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        timeout = (
+            aiohttp.ClientTimeout(total=None, connect=self._timeout)
+            if stream
+            else aiohttp.ClientTimeout(total=self._timeout)
+        )
+        sent = dict(headers or {})
+        if self._token:
+            sent["Authorization"] = f"Bearer {self._token}"
+        try:
+            async with self._session.request(
+                method, URL(self._base + path, encoded=True), headers=sent, timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    raise await self._api_error(response, path)
+                yield response
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise HiveUnreachable(url=self.url, cause=_cause(exc)) from None
+
+    async def _api_error(self, response: aiohttp.ClientResponse, path: str) -> ApiError:
+        body = await response.read()
+        try:
+            error = json.loads(body)["error"]
+            message = error["message"]
+        except (ValueError, KeyError, TypeError):
+            error, message = {}, response.reason
+        return ApiError(
+            f"{self.url}{path}: {response.status} {message}", status=response.status, error=error
+        )
+
+    async def _json(self, method: str, path: str) -> Any:
+        async with self._response(method, path) as response:
+            return json.loads(await response.read())
+
+    # -- reads: the views, as dicts (they have no pydantic type yet) --------------------
+    async def health(self) -> dict[str, Any]:
+        """`{"status": "ok", "version": ...}`."""
+        result: dict[str, Any] = await self._json("GET", "/health")
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        """`GET /v1/status`: hive's id, uptime, sources, object counts (a dict)."""
+        result: dict[str, Any] = await self._json("GET", "/v1/status")
+        return result
+
+    async def models(self) -> dict[str, Any]:
+        """`GET /v1/models`: `{"items": [...]}`, each a model view (a dict)."""
+        result: dict[str, Any] = await self._json("GET", "/v1/models")
+        return result
+
+    async def model(self, name: str) -> dict[str, Any]:
+        """`GET /v1/models/{name}`: one model view (a dict); `ApiError` 404 when unknown."""
+        result: dict[str, Any] = await self._json("GET", f"/v1/models/{_seg(name)}")
+        return result
+
+    async def workers(self) -> dict[str, Any]:
+        """`GET /v1/workers`: `{"items": [...]}`, each a worker view (a dict)."""
+        result: dict[str, Any] = await self._json("GET", "/v1/workers")
+        return result
+
+    async def worker(self, name: str) -> dict[str, Any]:
+        """`GET /v1/workers/{name}`: one worker view (a dict); `ApiError` 404 when unknown."""
+        result: dict[str, Any] = await self._json("GET", f"/v1/workers/{_seg(name)}")
+        return result
+
+    async def runtimes(self) -> dict[str, Any]:
+        """`GET /v1/runtimes`: `{"items": [...], "errors": [...]}` (a dict)."""
+        result: dict[str, Any] = await self._json("GET", "/v1/runtimes")
+        return result
+
+    def logs_path(self, name: str, *, tail: int) -> str:
+        return f"/v1/workers/{_seg(name)}/logs?tail={tail}"
+
+    async def logs(self, name: str, *, tail: int = 100) -> str:
+        """The last `tail` lines of the worker's log, as text."""
+        async with self._response("GET", self.logs_path(name, tail=tail)) as response:
+            return (await response.read()).decode("utf-8", "replace")
+
+    async def follow_logs(self, name: str, *, tail: int = 100) -> AsyncGenerator[str, None]:
+        """The last `tail` lines of the worker's log, then every new one as it is written,
+        until hive ends the stream."""
+        path = self.logs_path(name, tail=tail) + "&follow=1"
+        async with self._response("GET", path, stream=True) as response:
+            async for message in _messages(response):
+                yield json.loads(message.data)["line"]
+
+    # -- changes (the token is sent when given) -------------------------------------------
+    async def delete_model(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """`DELETE /v1/models/{name}`: `{"deleted", "partial_bytes_removed", "workers"}`
+        (a dict); `ApiError` with reason `ModelInUse` and `error["workers"]` when workers
+        use it and not `force`."""
+        path = f"/v1/models/{_seg(name)}" + ("?force=true" if force else "")
+        result: dict[str, Any] = await self._json("DELETE", path)
+        return result
+
+    async def restart_worker(self, name: str) -> dict[str, Any]:
+        """`POST /v1/workers/{name}/restart`: `{"restarting", "pid", "events"}` (a dict)."""
+        result: dict[str, Any] = await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
+        return result
+
+    # -- the event stream -----------------------------------------------------------------
+    async def events(
+        self,
+        *,
+        since: int | None = None,
+        object: str | None = None,
+        last_event_id: int | None = None,
+        reconnect: bool = False,
+    ) -> AsyncGenerator[Event | EventsDropped, None]:
+        """`/v1/events`: the events after `since` (or, sent as the `Last-Event-ID` header,
+        after `last_event_id`), of one `object` (`Kind/name`) when given, as they come.
+        With `reconnect`, a stream that ends or breaks is opened again after the last
+        event received (`Last-Event-ID`), as an EventSource does; a hive that cannot be
+        reached then raises `HiveUnreachable`."""
+        query = {"since": since, "object": object}
+        params = urlencode({k: v for k, v in query.items() if v is not None})
+        path = "/v1/events" + (f"?{params}" if params else "")
+        after = last_event_id
+        while True:
+            headers = {} if after is None else {"Last-Event-ID": str(after)}
+            opened = False
+            try:
+                async with self._response("GET", path, headers=headers, stream=True) as response:
+                    opened = True
+                    async for message in _messages(response):
+                        item = event_of(message)
+                        if isinstance(item, Event):
+                            after = item.id
+                        if item is not None:
+                            yield item
+            except HiveUnreachable:
+                if not (reconnect and opened):
+                    raise
+            if not reconnect:
+                return
+            await asyncio.sleep(self._reconnect_delay)
+
+
+def _seg(name: str) -> str:
+    """A name as one path segment (a `/` or `..` in it stays in it)."""
+    return quote(name, safe="")
