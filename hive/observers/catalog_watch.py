@@ -31,6 +31,9 @@ MODEL_MASK = F.DELETE | F.MOVED_FROM | F.ONLYDIR
 class CatalogChanges:
     #: Models whose directory appeared, disappeared or was renamed.
     names: frozenset[str] = frozenset()
+    #: Models a GGUF file left (deleted, or moved out) while their directory stayed, as far
+    #: as this batch tells: maybe the first step of an `rm -rf` still under way.
+    files_gone: frozenset[str] = frozenset()
     #: The kernel's queue overflowed: look at every model.
     rescan: bool = False
     #: The models directory itself was deleted or moved: look at every model, and watch
@@ -88,6 +91,7 @@ class CatalogWatch:
         """The next batch that names a model (or asks for a look at all of them)."""
         while True:
             names: set[str] = set()
+            files_gone: set[str] = set()
             rescan = root_gone = False
             for event in await self._reader.events():
                 if event.mask & F.Q_OVERFLOW:
@@ -97,15 +101,20 @@ class CatalogWatch:
                     if event.mask & F.IGNORED:  # its directory went: its watch with it
                         self._models.pop(event.wd, None)
                     elif model is not None and _gguf_file(event.name):
-                        names.add(model)
+                        files_gone.add(model)
                 elif event.mask & SELF_GONE:
                     root_gone = True
                 elif event.mask & F.ISDIR and _model_name(event.name):
                     names.add(event.name)
                     if event.mask & (F.CREATE | F.MOVED_TO):
                         self._watch_model(event.name)
-            if names or rescan or root_gone:
-                return CatalogChanges(names=frozenset(names), rescan=rescan, root_gone=root_gone)
+            if names or files_gone or rescan or root_gone:
+                return CatalogChanges(
+                    names=frozenset(names),
+                    files_gone=frozenset(files_gone - names),
+                    rescan=rescan,
+                    root_gone=root_gone,
+                )
 
 
 def _model_name(name: str) -> bool:

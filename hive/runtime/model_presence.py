@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
@@ -23,6 +23,12 @@ from hive.runtime.queue import WorkQueue
 from hive.runtime.workers import WorkerSupervisor
 
 log = logging.getLogger(__name__)
+
+
+#: How long a model whose file went (its directory still there) waits before it is fetched
+#: again. Its workers are stopped at once; the fetch waits, so that an `rm -rf` of the
+#: directory under way is not raced by the fetch writing into it ("Directory not empty").
+FILE_SETTLE = 1.0
 
 
 class ModelPresence:
@@ -73,11 +79,12 @@ class ModelPresence:
             self._watch = None
 
     # -- what changed --------------------------------------------------------------------
-    def changed(self, names: Iterable[str]) -> None:
+    def changed(self, names: Iterable[str], *, settle: float = 0.0) -> None:
         """Models whose files may have come or gone (a directory created, removed or
         renamed under `<home>/models`, a deletion carried out): each is looked at now. The
         workers of one that went are stopped at once, told why; a declared one is fetched
-        again; the workers waiting for one that came back start."""
+        again (after `settle` seconds: see FILE_SETTLE); the workers waiting for one that
+        came back start."""
         for name in sorted(set(names)):
             try:
                 observed = self._catalog.observe(name)
@@ -87,7 +94,7 @@ class ModelPresence:
                 self.seen(name, observed)
             for worker in self._users(name):
                 self._queue.add(ObjectKey.of(Kind.WORKER, worker))
-            self._queue.add(ObjectKey.of(Kind.MODEL, name))
+            self._queue.add_after(ObjectKey.of(Kind.MODEL, name), settle)
 
     def resync(self, observed: Mapping[str, ObservedModel], *, used: set[str]) -> None:
         """At every resync: a model that went unseen (no inotify, only its file removed)
@@ -143,14 +150,16 @@ class ModelPresence:
                 if batch.rescan or batch.root_gone:
                     names |= self._departures.known() | set(self._catalog.names())
                 self._look_at(names)
+                if batch.files_gone - names:
+                    self._look_at(batch.files_gone - names, settle=FILE_SETTLE)
         except OSError as exc:
             self._watch_lost(exc, " any more")
         finally:
             watch.close()
 
-    def _look_at(self, names: set[str]) -> None:
+    def _look_at(self, names: Set[str], *, settle: float = 0.0) -> None:
         try:
-            self.changed(names)
+            self.changed(names, settle=settle)
         except Exception as exc:  # the watch never dies: narrate, the resync catches up
             log.exception("looking at changed models failed")
             self._bus.emit(

@@ -85,3 +85,30 @@ async def test_a_model_that_cannot_be_read_is_still_looked_at(tmp_path: Path) ->
         handed.add(key)
         manager.queue.done(key)
     assert {"Model/m", "Worker/w"} <= handed
+
+
+async def test_a_model_whose_file_went_is_fetched_again_only_once_settled(
+    tmp_path: Path,
+) -> None:
+    """Its workers are looked at (and stopped) at once; its own fetch waits a moment, so
+    that an `rm -rf` still removing the directory is not raced by a fetch writing into it
+    (the user's `rm` failed with "Directory not empty")."""
+    settings = Settings(home=tmp_path / "home", desired=(), console=False, gpu_probe="none")
+    manager = Manager(settings)
+    presence = ModelPresence(
+        catalog=ModelCatalog(tmp_path / "home"),
+        departures=manager.departures,
+        workers=manager.workers,
+        users=lambda name: ["w"],
+        queue=manager.queue,
+        bus=manager.bus,
+        resync_interval=settings.resync_interval,
+    )
+    presence.changed(["m"], settle=0.5)
+    assert len(manager.queue) == 1  # the worker now, not the model
+    first = await manager.queue.get()
+    assert first == "Worker/w"
+    manager.queue.done(first)
+    later = await asyncio.wait_for(manager.queue.get(), timeout=5)
+    assert later == "Model/m"
+    manager.queue.done(later)
