@@ -56,6 +56,23 @@ async def test_a_manager_stopped_at_once_closes_its_catalog_watch(tmp_path: Path
         os.close(write)
 
 
+def beside_a_manager(catalog: ModelCatalog) -> tuple[Manager, ModelPresence]:
+    """A manager (its queue, bus and workers; not started) and a presence over `catalog`
+    whose model `m` is used by worker `w`."""
+    settings = Settings(home=catalog.root.parent, desired=(), console=False, gpu_probe="none")
+    manager = Manager(settings)
+    presence = ModelPresence(
+        catalog=catalog,
+        departures=manager.departures,
+        workers=manager.workers,
+        users=lambda name: ["w"],
+        queue=manager.queue,
+        bus=manager.bus,
+        resync_interval=settings.resync_interval,
+    )
+    return manager, presence
+
+
 class UnreadableCatalog(ModelCatalog):
     """A catalog whose model directory cannot be read (EACCES, as a non-root hive meets)."""
 
@@ -66,17 +83,7 @@ class UnreadableCatalog(ModelCatalog):
 async def test_a_model_that_cannot_be_read_is_still_looked_at(tmp_path: Path) -> None:
     """Its reconcile says what is wrong: a read that failed must not drop the keys (they
     waited for the resync)."""
-    settings = Settings(home=tmp_path / "home", desired=(), console=False, gpu_probe="none")
-    manager = Manager(settings)
-    presence = ModelPresence(
-        catalog=UnreadableCatalog(tmp_path / "home"),
-        departures=manager.departures,
-        workers=manager.workers,
-        users=lambda name: ["w"],
-        queue=manager.queue,
-        bus=manager.bus,
-        resync_interval=settings.resync_interval,
-    )
+    manager, presence = beside_a_manager(UnreadableCatalog(tmp_path / "home"))
     presence.changed(["m"])
     handed: set[str] = set()
     while len(manager.queue):  # what the queue hands its workers, through its own API
@@ -93,17 +100,7 @@ async def test_a_model_whose_file_went_is_fetched_again_only_once_settled(
     """Its workers are looked at (and stopped) at once; its own fetch waits a moment, so
     that an `rm -rf` still removing the directory is not raced by a fetch writing into it
     (the user's `rm` failed with "Directory not empty")."""
-    settings = Settings(home=tmp_path / "home", desired=(), console=False, gpu_probe="none")
-    manager = Manager(settings)
-    presence = ModelPresence(
-        catalog=ModelCatalog(tmp_path / "home"),
-        departures=manager.departures,
-        workers=manager.workers,
-        users=lambda name: ["w"],
-        queue=manager.queue,
-        bus=manager.bus,
-        resync_interval=settings.resync_interval,
-    )
+    manager, presence = beside_a_manager(ModelCatalog(tmp_path / "home"))
     presence.changed(["m"], settle=0.5)
     assert len(manager.queue) == 1  # the worker now, not the model
     first = await manager.queue.get()
