@@ -12,6 +12,7 @@ from aiohttp import web
 from hive.client import HiveClient, SseMessage, event_of, parse_sse
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
+from testkit.hub import serving
 from tests.api.conftest import Serve
 from tests.conftest import free_port
 
@@ -101,14 +102,8 @@ async def ending_stream() -> AsyncIterator[tuple[str, list[str | None]]]:
 
     app = web.Application()
     app.router.add_get("/v1/events", events)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, seen
 
 
 async def test_reconnect_resumes_after_the_last_event_received(
