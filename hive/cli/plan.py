@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 
 from hive.core.plan import plan
-from hive.core.worker_plan import plan_workers
+from hive.core.worker_decide import plan_workers
 from hive.model.actions import ProvisionModel, SyncModel, describe, describe_worker
 from hive.model.devices import GpuInfo
 from hive.model.manifests import ModelManifest, WorkerManifest, WorkerSpec

@@ -1,12 +1,11 @@
 """The rules of a worker's life, pure: why a running worker must stop (`stop_reason`), what
-keeps one from starting (`start_check`, then `fit` for its device), and the planner that
-applies them to every worker at once (`plan_workers`, as `plan()` is for Models; `hive
-plan` prints it). The supervisor (hive/runtime/workers.py) asks the same functions one key
-at a time, so that what `hive plan` says and what hive does cannot disagree."""
+keeps one from starting (`start_check`, then `fit` for its device). The worker planner
+(`core.worker_decide.plan_worker`) applies them, one key at a time for the worker
+reconciler and to every worker at once for `hive plan` (`plan_workers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -19,13 +18,6 @@ from hive.core.workers import (
     adjustments_condition,
     resolve_args,
     spec_hash,
-)
-from hive.model.actions import (
-    ReplaceWorker,
-    StartWorker,
-    StopWorker,
-    UnschedulableWorker,
-    WorkerAction,
 )
 from hive.model.devices import GpuInfo, MemoryEstimate
 from hive.model.manifests import WorkerSpec
@@ -209,79 +201,3 @@ def fit(
     if placement.fits:
         return None
     return Why(reason="Unschedulable", message=f"{placement.reason}: {placement.message}")
-
-
-def plan_workers(
-    desired: Mapping[str, WorkerSpec],
-    running: Mapping[str, WorkerState],
-    *,
-    models: Mapping[str, ObservedModel],
-    provisioning: Set[str],
-    runtimes: Mapping[str, RuntimeEntry],
-    gpus: Sequence[GpuInfo],
-    ram_available_bytes: int,
-    absent: Set[str] = frozenset(),
-    boot: str | None = None,
-) -> list[WorkerAction]:
-    """Every worker action, in name order. `running`: the workers whose process is there
-    (checked as adoption checks them); `provisioning`: the Models the model plan brings
-    into the catalog first (their workers start once they are Available); `absent`: the
-    Models whose record says `state: absent`."""
-    actions: list[WorkerAction] = []
-    for name in sorted(set(desired) | set(running)):
-        spec, state = desired.get(name), running.get(name)
-        model = (
-            ModelView.offline(spec.model, models.get(spec.model), absent=spec.model in absent)
-            if spec is not None
-            else None
-        )
-        if state is not None:
-            why = stop_reason(spec, running=state, model=model)
-            if why is not None and why.reason == "Replaced":
-                actions.append(ReplaceWorker(name=name, pid=state.pid, reason=why.message))
-            elif why is not None:
-                actions.append(StopWorker(name=name, pid=state.pid, reason=why.message))
-            continue
-        if spec is None or spec.state == "stopped" or model is None:
-            continue
-        actions.append(
-            _start(
-                name,
-                spec,
-                model=model,
-                provisioning=spec.model in provisioning,
-                runtimes=runtimes,
-                gpus=gpus,
-                ram_available_bytes=ram_available_bytes,
-                boot=boot,
-            )
-        )
-    return actions
-
-
-def _start(
-    name: str,
-    spec: WorkerSpec,
-    *,
-    model: ModelView,
-    provisioning: bool,
-    runtimes: Mapping[str, RuntimeEntry],
-    gpus: Sequence[GpuInfo],
-    ram_available_bytes: int,
-    boot: str | None,
-) -> WorkerAction:
-    """A worker to start: the first thing that keeps it Pending, as the supervisor checks
-    them (`start_check`, `fit`), or a StartWorker."""
-    what = f"{spec.runtime} serving {spec.model} on {spec.device}"
-    checked = start_check(spec, runtimes=runtimes, model=model, boot=boot)
-    if isinstance(checked, Why):
-        if checked.reason == "ModelNotReady" and provisioning:
-            return StartWorker(name=name, reason=f"{what}, once Model/{spec.model} is provisioned")
-        note = " (no record provisions it)" if checked.reason == "ModelNotReady" else ""
-        return UnschedulableWorker(name=name, reason=f"{checked.reason}: {checked.message}{note}")
-    blocked = fit(checked, device=spec.device, gpus=gpus, ram_available_bytes=ram_available_bytes)
-    if blocked is not None:
-        return UnschedulableWorker(name=name, reason=f"{blocked.reason}: {blocked.message}")
-    adjusted = checked.adjusted
-    note = f"; args adjusted: {adjusted[1]}" if adjusted else ""
-    return StartWorker(name=name, reason=f"{what}: no process runs it{note}")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hive.core.worker_decide import plan_workers
 from hive.core.worker_plan import (
     ABSENT,
     BY_API,
@@ -17,7 +18,6 @@ from hive.core.worker_plan import (
     ModelView,
     Why,
     fit,
-    plan_workers,
     start_check,
     stop_reason,
 )
