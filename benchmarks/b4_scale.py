@@ -60,7 +60,7 @@ def write_manifests(desired: Path, model: Path) -> None:
 
 
 def converged(manager: Manager) -> bool:
-    statuses = manager.reconciler.statuses
+    statuses = manager.statuses
     return (
         len(statuses) == MODELS
         and all(s.phase == ModelPhase.AVAILABLE for s in statuses.values())
@@ -125,7 +125,7 @@ async def _pass_in_process(home: Path, desired: Path, *, reps: int) -> dict[str,
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"B4: not converged after {CONVERGE_TIMEOUT:.0f}s: "
-                    f"{len(manager.reconciler.statuses)} statuses"
+                    f"{len(manager.statuses)} statuses"
                 )
             await asyncio.sleep(0.1)
         converge = time.perf_counter() - t0

@@ -94,6 +94,24 @@ class ActionTimeout(TransientError):
     reason = "Timeout"
 
 
+class ObserveFailed(TransientError):
+    """What a reconciler observes (a directory, a process) could not be read."""
+
+    reason = "ObserveFailed"
+
+
+class InternalError(TransientError):
+    """An exception hive did not raise on purpose (a bug): reported with its type and
+    retried with back-off, so that one bad key never stops the loop."""
+
+    reason = "InternalError"
+
+    @classmethod
+    def of(cls, exc: BaseException, text: str) -> InternalError:
+        """`text` is `str(exc)` made safe to echo (bounded, redacted) by the caller."""
+        return cls(f"{type(exc).__name__}: {text}")
+
+
 class ApiError(HiveError):
     """An error answer of a hive's HTTP API, as a client (the CLI) receives it: the HTTP
     status, and the `error` object of the body (`code`, `message`, and any extra field)."""

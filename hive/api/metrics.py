@@ -26,7 +26,7 @@ class HiveCollector(Collector):
         phases = GaugeMetricFamily(
             "hive_objects", "Objects by kind and phase.", labels=["kind", "phase"]
         )
-        counts = Counter((k.kind.value, s.phase) for k, s in manager.reconciler.statuses.items())
+        counts = Counter((k.kind.value, s.phase) for k, s in manager.statuses.items())
         for (kind, phase), n in sorted(counts.items()):
             phases.add_metric([kind, phase], n)
         yield phases
@@ -69,7 +69,7 @@ class HiveCollector(Collector):
         supervisor = manager.workers
         for name, instance in sorted(supervisor.instances.items()):
             state = instance.state
-            status = manager.reconciler.statuses.get(instance.key)
+            status = manager.statuses.get(instance.key)
             running = status is not None and status.phase == WorkerPhase.RUNNING
             up.add_metric([name, state.model, state.device], 1.0 if running else 0.0)
             metrics = instance.metrics

@@ -24,7 +24,7 @@ _PHASE_OF_ARTIFACT = {
 
 def object_view(manager: Manager, key: ObjectKey, observed: ObservedModel | None) -> dict[str, Any]:
     record = manager.store.desired(key)
-    status = manager.reconciler.statuses.get(key)
+    status = manager.statuses.get(key)
     out: dict[str, Any] = {
         "kind": key.kind.value,
         "name": key.name,
@@ -87,9 +87,7 @@ def models_view(manager: Manager) -> list[dict[str, Any]]:
 
 def _worker_counts(manager: Manager) -> dict[str, int]:
     """rbee's HiveStatus counts: workers_running, _starting, _stopping, _total."""
-    phases = Counter(
-        s.phase for k, s in manager.reconciler.statuses.items() if k.kind is Kind.WORKER
-    )
+    phases = Counter(s.phase for k, s in manager.statuses.items() if k.kind is Kind.WORKER)
     return {
         "workers_running": phases[WorkerPhase.RUNNING],
         "workers_starting": phases[WorkerPhase.STARTING],
@@ -104,7 +102,7 @@ def status_view(manager: Manager) -> dict[str, Any]:
     observed = manager.catalog.observe_all()
     keys = {ObjectKey.of(Kind.MODEL, n) for n in observed} | manager.store.declared_keys()
     for key in keys:
-        status = manager.reconciler.statuses.get(key)
+        status = manager.statuses.get(key)
         if status is not None:
             phase = status.phase
         elif key.kind is Kind.MODEL:
@@ -156,7 +154,7 @@ def worker_facts(
     instance = supervisor.instances.get(name)
     track = supervisor.tracks.get(name)
     key = ObjectKey.of(Kind.WORKER, name)
-    status = manager.reconciler.statuses.get(key)
+    status = manager.statuses.get(key)
     phase = WorkerPhase(status.phase) if status else WorkerPhase.PENDING
     dead = phase is WorkerPhase.DEAD
     out: dict[str, Any] = {

@@ -1,5 +1,6 @@
-"""The manager wires store, sources, reconciler, narration and queue, and starts and
-stops them in order (stop is the reverse of start)."""
+"""The manager wires store, sources, the reconcilers of each kind, the controller that runs
+them, narration and queue, and starts and stops them in order (stop is the reverse of
+start)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,24 @@ from hive.actuators.provision import purge_trash, secure_records
 from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
+from hive.errors import HiveError
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, WorkerManifest
+from hive.model.status import ModelPhase, ObjectStatus
 from hive.model.text import show_text
 from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
+from hive.runtime.controller import Controller, Result
 from hive.runtime.departures import Departures
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.queue import WorkQueue
-from hive.runtime.reconciler import Downloads, Reconciler, Result
-from hive.runtime.workers import UNEXPECTED_ERROR_RETRY, WorkerSupervisor
+from hive.runtime.reconciler import Downloads, ModelReconciler
+from hive.runtime.status_store import StatusStore
+from hive.runtime.workers import WorkerSupervisor
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
@@ -46,21 +51,11 @@ class Manager:
         if settings.console:
             self.bus.add_listener(ConsolePrinter())
         self.store = Store(clock=self.clock)
+        self.statuses = StatusStore(store=self.store, clock=self.clock)
+        self.statuses.watch(self._phase_moved)
         self.catalog = ModelCatalog(settings.home)
-        self.queue = WorkQueue()
-        self.reconciler = Reconciler(
-            store=self.store,
-            catalog=self.catalog,
-            bus=self.bus,
-            clock=self.clock,
-            action_timeout=settings.action_timeout,
-            backoff_base=settings.backoff_base,
-            backoff_cap=settings.backoff_cap,
-            partial_ttl=settings.partial_ttl,
-            file_roots=settings.file_roots,
-            reconcile_worker=self._reconcile_worker,
-            on_model_available=self._model_available,
-            on_model_deleted=self._model_deleted,
+        self.queue = WorkQueue(
+            clock=self.clock, base=settings.backoff_base, cap=settings.backoff_cap
         )
         self.runtimes = RuntimeCatalog(settings.home)
         self.departures = Departures(store=self.store)
@@ -72,8 +67,7 @@ class Manager:
             gpus=probe_from_setting(settings.gpu_probe),
             bus=self.bus,
             clock=self.clock,
-            set_status=self.reconciler.set_status,
-            statuses=self.reconciler.statuses,
+            statuses=self.statuses,
             enqueue=lambda key, delay: self.queue.add_after(key, delay),
             departures=self.departures,
         )
@@ -85,6 +79,25 @@ class Manager:
             queue=self.queue,
             bus=self.bus,
             resync_interval=settings.resync_interval,
+        )
+        self.model_reconciler = ModelReconciler(
+            store=self.store,
+            statuses=self.statuses,
+            catalog=self.catalog,
+            bus=self.bus,
+            clock=self.clock,
+            action_timeout=settings.action_timeout,
+            partial_ttl=settings.partial_ttl,
+            file_roots=settings.file_roots,
+            on_deleted=self._model_deleted,
+        )
+        self.controller = Controller(
+            queue=self.queue,
+            store=self.store,
+            statuses=self.statuses,
+            clock=self.clock,
+            reconcilers=[self.model_reconciler, _WorkerKeys(self.workers, self.bus)],
+            workers=settings.max_concurrent_actions,
         )
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
@@ -131,7 +144,7 @@ class Manager:
                     object=key,
                     data={"source": record.origin.source, "generation": self.store.generation(key)},
                 )
-            self.reconciler.cancel_if_stale(key)
+            self.model_reconciler.cancel_if_stale(key)
             self.queue.add(key)
         self.workers.begin_stops(stops)
         for key in sorted(dependents):
@@ -148,14 +161,14 @@ class Manager:
             )
             self.queue.add(note.key)
 
-    async def _reconcile_worker(self, key: ObjectKey) -> float | None:
-        return await self.workers.reconcile(key)
-
-    def _model_available(self, model: str) -> None:
-        """Workers waiting for `model` are looked at now."""
-        self.presence.seen(model, self.catalog.observe(model))
-        for name in self.workers_of(model):
-            self.queue.add(ObjectKey.of(Kind.WORKER, name))
+    def _phase_moved(
+        self, key: ObjectKey, before: ObjectStatus | None, after: ObjectStatus | None
+    ) -> None:
+        """A Model that became Available: the Workers waiting for it are looked at now."""
+        if key.kind is Kind.MODEL and after is not None and after.phase == ModelPhase.AVAILABLE:
+            self.presence.seen(key.name, self.catalog.observe(key.name))
+            for name in self.workers_of(key.name):
+                self.queue.add(ObjectKey.of(Kind.WORKER, name))
 
     def workers_of(self, model: str, *, running: bool = False) -> list[str]:
         """The Workers that use `model`: every record that names it (from any source) and
@@ -211,7 +224,7 @@ class Manager:
             headers={"User-Agent": f"hive/{__version__}"},
             trust_env=True,  # HTTPS_PROXY / NO_PROXY, as huggingface_hub honours them
         )
-        self.reconciler.attach_downloads(
+        self.model_reconciler.attach_downloads(
             Downloads(
                 session=self._session,
                 limit=self.settings.max_downloads,
@@ -232,8 +245,7 @@ class Manager:
         if self.workers.gpus.error:
             self.bus.emit("gpu_probe", f"no GPU found: {self.workers.gpus.error}")
         await self.workers.start()  # adopts the workers an earlier hive left running
-        for _ in range(self.settings.max_concurrent_actions):
-            self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
+        self.controller.start()
         for source in self.sources:
             await source.start()
         self.presence.start()  # armed before the catalog is first read
@@ -245,7 +257,8 @@ class Manager:
         for source in reversed(self.sources):
             await source.stop()
         await self.queue.shutdown()
-        self.reconciler.cancel_all()
+        self.model_reconciler.cancel_all()
+        await self.controller.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -254,33 +267,10 @@ class Manager:
         self._tasks.clear()
         await self.presence.stop()
         await self.workers.stop(stop_workers=self.settings.stop_workers_on_exit)
-        self.reconciler.attach_downloads(None)
+        self.model_reconciler.attach_downloads(None)
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _work(self) -> None:
-        while (key := await self.queue.get()) is not None:
-            result = None
-            try:
-                result = await self.reconciler.reconcile(ObjectKey(key))
-            except Exception as exc:  # the loop never dies: narrate and retry later
-                log.exception("reconcile of %s failed", key)
-                self.bus.emit(
-                    "reconcile_error",
-                    f"{type(exc).__name__}: {show_text(str(exc))}",
-                    object=key,
-                    level=Level.ERROR,
-                )
-                result = Result(requeue_after=UNEXPECTED_ERROR_RETRY)
-            finally:
-                self.queue.done(key)
-            if result is not None and result.requeue_after is not None:
-                self.queue.add_after(key, result.requeue_after)
-            # A reconcile that never awaited (a spawn, a SIGTERM) and a queue with keys
-            # waiting would otherwise run a whole burst without letting health checks, the
-            # API or the event stream in.
-            await asyncio.sleep(0)
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}
@@ -307,7 +297,7 @@ class Manager:
             | {i.state.model for i in self.workers.instances.values()},
         )
         for key in self.store.declared_keys():
-            if key.kind is Kind.WORKER or key not in self.reconciler.statuses:
+            if key.kind is Kind.WORKER or key not in self.statuses:
                 self.queue.add(key)
         for name in self.workers.names():  # adopted workers no record declares
             self.queue.add(ObjectKey.of(Kind.WORKER, name))
@@ -327,3 +317,27 @@ class Manager:
                     f"{type(exc).__name__}: {show_text(str(exc))}",
                     level=Level.ERROR,
                 )
+
+
+class _WorkerKeys:
+    """The Worker reconciler's seat in the controller, for the supervisor."""
+
+    kind = Kind.WORKER
+
+    def __init__(self, supervisor: WorkerSupervisor, bus: Bus) -> None:
+        self._supervisor = supervisor
+        self._bus = bus
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        return Result(requeue_after=await self._supervisor.reconcile(key))
+
+    def failed(
+        self, key: ObjectKey, error: HiveError, *, attempt: int, retry_in: float | None
+    ) -> None:
+        self._bus.emit(
+            "reconcile_error",
+            f"{error.message} (attempt {attempt}; next in {retry_in or 0:.0f}s)",
+            object=key,
+            level=Level.ERROR,
+            data={"reason": error.reason},
+        )

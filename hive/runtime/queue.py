@@ -1,7 +1,9 @@
 """The work queue: keys to reconcile, de-duplicated, one worker per key at a time.
 
 Same contract as controller-runtime's: a key added while it is being processed is
-marked dirty and handed out again once `done` is called.
+marked dirty and handed out again once `done` is called. As its rate-limiting queue, it
+also keeps each key's failures in a row: `add_rate_limited` hands the key out again after
+an exponential back-off (base, 2·base, … up to cap), `forget` ends the streak.
 """
 
 from __future__ import annotations
@@ -9,9 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from hive.core.backoff import backoff_delay
+from hive.core.clock import Clock, SystemClock
+
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, base: float = 1.0, cap: float = 300.0
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._base = base
+        self._cap = cap
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
         self._order: deque[str] = deque()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
@@ -64,6 +76,31 @@ class WorkQueue:
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
         self.add(key)
+
+    # -- rate limiting -------------------------------------------------------------------
+    def add_rate_limited(self, key: str) -> float:
+        """One more failure of `key` in a row: it comes back after the back-off, which is
+        returned (seconds)."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = backoff_delay(failures, base=self._base, cap=self._cap)
+        self._not_before[key] = self._clock.monotonic() + delay
+        self.add_after(key, delay)
+        return delay
+
+    def failures(self, key: str) -> int:
+        """The failures of `key` in a row (0 once it succeeded, see `forget`)."""
+        return self._failures.get(key, 0)
+
+    def backing_off(self, key: str) -> float:
+        """Seconds left of `key`'s back-off (0 when it may be tried now)."""
+        at = self._not_before.get(key)
+        return 0.0 if at is None else max(0.0, at - self._clock.monotonic())
+
+    def forget(self, key: str) -> None:
+        """The streak of `key` ends (it succeeded, or its record changed)."""
+        self._failures.pop(key, None)
+        self._not_before.pop(key, None)
 
     async def get(self) -> str | None:
         """The next key to work on, or None once the queue is shut down."""

@@ -1,7 +1,9 @@
-"""The reconciler: for one key, observe → plan → act, then record status and narrate.
+"""The Model reconciler: for one Model key, observe → plan → act, then record status and
+narrate.
 
 Level-triggered: it reads the store and the disk afresh each time, never an event's
-payload. Failures become conditions and back-off, never an exception out of the loop.
+payload. A failure is raised to the controller (hive/runtime/controller.py), which owns
+the retries and calls `failed` so that it is recorded here, in a Model's words.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict
 
 from hive.actuators.download import Throttle, download_model
 from hive.actuators.provision import (
@@ -31,19 +31,24 @@ from hive.actuators.provision import (
     why_stopped,
 )
 from hive.actuators.space import provisioning_no_space
-from hive.core.backoff import Backoff
 from hive.core.clock import Clock
 from hive.core.plan import plan_model
 from hive.core.ratelimit import TokenBucket
 from hive.core.status import (
-    merge_status,
     model_absent,
     model_available,
     model_failed,
     model_working,
 )
 from hive.core.store import Store
-from hive.errors import ActionTimeout, HiveError, PermanentError, TransientError, is_no_space
+from hive.errors import (
+    ActionTimeout,
+    HiveError,
+    InternalError,
+    ObserveFailed,
+    TransientError,
+    is_no_space,
+)
 from hive.model.actions import (
     Action,
     CleanupPartial,
@@ -56,30 +61,18 @@ from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, parse_rate
 from hive.model.observed import ObservedModel
-from hive.model.status import (
-    ConditionType,
-    ConditionUpdate,
-    ModelPhase,
-    ObjectStatus,
-    StatusUpdate,
-)
+from hive.model.status import ModelPhase, ObjectStatus, StatusUpdate
 from hive.model.text import clip, show_text, show_url
 from hive.model.units import megabytes, megabytes_of
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog, boot_id
+from hive.runtime.controller import Result
+from hive.runtime.status_store import StatusStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_INTERVAL = 0.25
 _PERMANENT_HINT = "retrying will not help: hive tries again when the record changes"
-
-
-class Result(BaseModel):
-    """What a reconcile asks of the queue: come back after `requeue_after` seconds."""
-
-    model_config = ConfigDict(frozen=True)
-
-    requeue_after: float | None = None
 
 
 class WaitingForSlot(Exception):
@@ -130,78 +123,44 @@ class Downloads:
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
 
 
-class Reconciler:
+class ModelReconciler:
+    kind = Kind.MODEL
+
     def __init__(
         self,
         *,
         store: Store,
+        statuses: StatusStore,
         catalog: ModelCatalog,
         bus: Bus,
         clock: Clock,
         action_timeout: float,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 300.0,
         partial_ttl: float = 24 * 3600.0,
         file_roots: tuple[Path, ...] = (),
-        reconcile_worker: Callable[[ObjectKey], Awaitable[float | None]] | None = None,
-        on_model_available: Callable[[str], None] | None = None,
-        on_model_deleted: Callable[[str], None] | None = None,
+        on_deleted: Callable[[str], None] | None = None,
     ) -> None:
         self._partial_ttl = partial_ttl
         self._file_roots = file_roots
         self._store = store
+        self._statuses = statuses
         self._catalog = catalog
         self._bus = bus
         self._clock = clock
         self._action_timeout = action_timeout
-        self._backoff = Backoff(clock=clock, base=backoff_base, cap=backoff_cap)
-        self._failed_generation: dict[str, int] = {}
-        self._permanent: set[str] = set()
         self._running: dict[ObjectKey, _Running] = {}
-        self.statuses: dict[ObjectKey, ObjectStatus] = {}
+        #: What each key was doing when it failed (its narration's verb), until `failed`.
+        self._failing: dict[ObjectKey, Action | None] = {}
         #: Set by the manager once it has an HTTP session (network sources need one).
         self._downloads: Downloads | None = None
-        #: Worker keys go to the supervisor: when to look again (None: on the next event).
-        self._reconcile_worker = reconcile_worker
-        #: Called with a model's name when it becomes Available (its workers may start).
-        self.on_model_available = on_model_available
         #: Called with a model's name once `state: absent` has deleted its files (its
         #: workers are stopped).
-        self.on_model_deleted = on_model_deleted
+        self._on_deleted = on_deleted
 
     def attach_downloads(self, downloads: Downloads | None) -> None:
         self._downloads = downloads
 
-    # -- status --------------------------------------------------------------------------
     def set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
-        conflicts = self._store.conflicts(key)
-        if conflicts:
-            note = conflicts[0]
-            update = update.model_copy(
-                update={
-                    "conditions": (
-                        *update.conditions,
-                        ConditionUpdate(
-                            type=ConditionType.CONFLICT,
-                            status="True",
-                            reason="DeclaredTwice",
-                            message=note.message,
-                        ),
-                    )
-                }
-            )
-        failures = self._backoff.failures(key)
-        remaining = self._backoff.remaining(key)
-        status = merge_status(
-            self.statuses.get(key),
-            update,
-            generation=self._store.generation(key),
-            now=self._clock.now(),
-            failures=failures,
-            next_retry=self._clock.now() + timedelta(seconds=remaining) if remaining else None,
-        )
-        self.statuses[key] = status
-        return status
+        return self._statuses.set(key, update)
 
     # -- cancellation --------------------------------------------------------------------
     def cancel_if_stale(self, key: ObjectKey) -> bool:
@@ -229,31 +188,15 @@ class Reconciler:
 
     # -- reconcile -----------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
-        if key.kind is Kind.WORKER:
-            if self._reconcile_worker is None:
-                return Result()
-            return Result(requeue_after=await self._reconcile_worker(key))
-        return await self._reconcile_model(key)
-
-    async def _reconcile_model(self, key: ObjectKey) -> Result:
         record = self._store.desired(key)
         generation = self._store.generation(key)
-        failed_at = self._failed_generation.get(key)
-        if failed_at is not None and (record is None or failed_at != generation):
-            # The record changed since it failed: a fresh start, no waiting.
-            self._backoff.success(key)
-            self._failed_generation.pop(key, None)
-            self._permanent.discard(key)
-        elif failed_at is not None and key in self._permanent:
-            return Result()  # a permanent failure waits for a new generation of the record
-        elif failed_at is not None and (remaining := self._backoff.remaining(key)) > 0:
-            return Result(requeue_after=remaining)
-
         try:
             observed = self._catalog.observe(key.name)
         except OSError as exc:
-            # A crashing observer becomes a condition and a retry, never a dead loop.
-            return self._failed(key, None, exc, generation)
+            self._failing[key] = None
+            raise ObserveFailed(
+                f"cannot read {key.name}'s directory: {show_text(str(exc))}"
+            ) from exc
         actions = plan_model(
             key.name,
             record=record,
@@ -271,7 +214,7 @@ class Reconciler:
         try:
             await self._execute(key, action, running)
         except WaitingForSlot as waiting:
-            previous = self.statuses.get(key)
+            previous = self._statuses.get(key)
             if previous is None or previous.message != waiting.message:
                 self._bus.narrate(key, "model_download_queued", waiting.message)
             self.set_status(
@@ -285,15 +228,11 @@ class Reconciler:
                 "Stopped: the record changed or was removed",
             )
             if self._store.desired(key) is None:
-                self.statuses.pop(key, None)
+                self._statuses.forget(key)
             return Result()
         except Exception as exc:
-            # running.generation follows edits applied in flight (a new rate limit): the
-            # failure belongs to the generation the action ended on.
-            return self._failed(key, action, exc, running.generation)
-        self._backoff.success(key)
-        self._failed_generation.pop(key, None)
-        self._permanent.discard(key)
+            self._failing[key] = action
+            raise self._as_error(key, action, exc) from exc
         observed = self._catalog.observe(key.name)
         if isinstance(action, SyncModel) and observed is None:
             return Result(requeue_after=0.0)  # the check removed bad bytes: provision again
@@ -305,9 +244,9 @@ class Reconciler:
 
     def _converged(self, key: ObjectKey, wanted: bool, observed: ObservedModel | None) -> None:
         if not wanted:
-            self.statuses.pop(key, None)
+            self._statuses.forget(key)
             return
-        previous = self.statuses.get(key)
+        previous = self._statuses.get(key)
         if observed is None:
             self.set_status(key, model_absent("not on disk, as state: absent asks"))
             return
@@ -316,8 +255,6 @@ class Reconciler:
         message = f"{megabytes(meta.size)} at {show_url(meta.path)}"
         status = self.set_status(key, model_available(message))
         if previous is None or previous.phase != status.phase:
-            if self.on_model_available is not None:
-                self.on_model_available(key.name)
             self._bus.narrate(
                 key,
                 "model_available",
@@ -339,50 +276,44 @@ class Reconciler:
                 return "sync"
         return "reconcile"
 
-    def _failed(
-        self, key: ObjectKey, action: Action | None, exc: Exception, generation: int
-    ) -> Result:
+    def _as_error(self, key: ObjectKey, action: Action, exc: Exception) -> HiveError:
         if is_no_space(exc):
             # The one place a full disk under the home (ENOSPC, EDQUOT, EFBIG, from any
             # write: the bytes, a sidecar, metadata.json) becomes InsufficientSpace.
             assert isinstance(exc, OSError)
-            exc = self._no_space(key, action, exc)
+            return self._no_space(key, action, exc)
         if isinstance(exc, HiveError):
-            reason, message = exc.reason, exc.message
-        elif action is None:
-            reason = "ObserveFailed"
-            message = f"cannot read {key.name}'s directory: {show_text(str(exc))}"
-        else:
-            log.exception("unexpected error while carrying out %s", describe(action))
-            reason, message = "InternalError", f"{type(exc).__name__}: {show_text(str(exc))}"
-        self._failed_generation[key] = generation
-        if isinstance(exc, PermanentError):
-            # Retrying cannot help: wait until the record changes.
-            self._permanent.add(key)
-            self.set_status(key, model_failed(reason, f"{message} ({_PERMANENT_HINT})"))
+            return exc
+        log.exception("unexpected error while carrying out %s", describe(action))
+        return InternalError.of(exc, show_text(str(exc)))
+
+    def failed(
+        self, key: ObjectKey, error: HiveError, *, attempt: int, retry_in: float | None
+    ) -> None:
+        """The controller's word that reconciling `key` failed: a Failed status, and
+        `model_<verb>_failed` (download, delete, sync) saying when it is tried again."""
+        action = self._failing.pop(key, None)
+        verb = f"model_{self._verb(action)}_failed"
+        if retry_in is None:
+            # Retrying cannot help: the controller waits until the record changes.
+            message = f"{error.message} ({_PERMANENT_HINT})"
+            self.set_status(key, model_failed(error.reason, message))
             self._bus.narrate(
-                key,
-                f"model_{self._verb(action)}_failed",
-                f"❌ {message} ({_PERMANENT_HINT})",
-                level=Level.ERROR,
-                reason=reason,
-                permanent=True,
+                key, verb, f"❌ {message}", level=Level.ERROR, reason=error.reason, permanent=True
             )
-            return Result()
-        delay = self._backoff.failure(key)
-        self.set_status(key, model_failed(reason, message))
+            return
+        self.set_status(key, model_failed(error.reason, error.message))
         self._bus.narrate(
             key,
-            f"model_{self._verb(action)}_failed",
-            f"❌ {message} (attempt {self._backoff.failures(key)}; next in {delay:.0f}s)",
+            verb,
+            f"❌ {error.message} (attempt {attempt}; next in {retry_in:.0f}s)",
             level=Level.ERROR,
-            reason=reason,
+            reason=error.reason,
             permanent=False,
-            retry_in_seconds=delay,
+            retry_in_seconds=retry_in,
         )
-        return Result(requeue_after=delay)
 
-    def _no_space(self, key: ObjectKey, action: Action | None, exc: OSError) -> HiveError:
+    def _no_space(self, key: ObjectKey, action: Action, exc: OSError) -> HiveError:
         try:
             observed = self._catalog.observe(key.name)
         except OSError:
@@ -406,8 +337,8 @@ class Reconciler:
                         asyncio.to_thread(delete_model, key.name, catalog=self._catalog), running
                     )
                     self._bus.narrate(key, "model_delete_complete", "✅ Model deleted successfully")
-                    if self.on_model_deleted is not None:
-                        self.on_model_deleted(key.name)
+                    if self._on_deleted is not None:
+                        self._on_deleted(key.name)
                 case CleanupPartial():
                     await self._bounded(
                         asyncio.to_thread(cleanup_partial, key.name, catalog=self._catalog),

@@ -47,7 +47,6 @@ from hive.model.status import (
     ConditionType,
     ConditionUpdate,
     ObjectStatus,
-    StatusUpdate,
     WorkerPhase,
 )
 from hive.model.text import show_text
@@ -66,6 +65,7 @@ from hive.observers.processes import (
 )
 from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.departures import Departures
+from hive.runtime.status_store import StatusStore
 from hive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 #: Seconds before a reconcile or a spawn that failed unexpectedly (a bug, not a refusal)
 #: is tried again.
 UNEXPECTED_ERROR_RETRY = 5.0
-SetStatus = Callable[[ObjectKey, StatusUpdate], ObjectStatus]
 #: Ends of a run that hive asked for: not failures, no back-off.
 _ASKED = {"Removed", "Stopped", "Replaced", "RestartRequested", "Shutdown", "ModelGone"}
 #: Ends after which the next start is a first start, not a restart.
@@ -175,8 +174,7 @@ class WorkerSupervisor:
         gpus: GpuProbe,
         bus: Bus,
         clock: Clock,
-        set_status: SetStatus,
-        statuses: dict[ObjectKey, ObjectStatus],
+        statuses: StatusStore,
         enqueue: Callable[[ObjectKey, float], None],
         departures: Departures,
     ) -> None:
@@ -189,7 +187,6 @@ class WorkerSupervisor:
         self.gpus = gpus
         self._bus = bus
         self._clock = clock
-        self._set_status = set_status
         self._statuses = statuses
         self._enqueue = enqueue
         self.instances: dict[str, Instance] = {}
@@ -384,7 +381,7 @@ class WorkerSupervisor:
         if spec is None:
             if self._store.all_synced:
                 self.tracks.pop(name, None)
-                self._statuses.pop(key, None)
+                self._statuses.forget(key)
             return None
         if spec.state == "stopped":
             self._status(
@@ -1211,7 +1208,7 @@ class WorkerSupervisor:
                 message=track.args_adjusted[1],
             )
             update = update.model_copy(update={"conditions": (*update.conditions, adjusted)})
-        return self._set_status(key, update)
+        return self._statuses.set(key, update)
 
     def _back_off(self, track: Track) -> float:
         """One more failure in the streak: when the next start may come, and the delay."""

@@ -228,9 +228,7 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
         )
         key = ObjectKey.parse("Model/m")
         await apoll(
-            lambda: (
-                (s := manager.reconciler.statuses.get(key)) is not None and s.phase == "Available"
-            ),
+            lambda: (s := manager.statuses.get(key)) is not None and s.phase == "Available",
             what="Model/m to be Available",
         )
 
@@ -269,7 +267,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
         worker = ObjectKey.parse("Worker/w")
 
         def phase_of(key: ObjectKey) -> str | None:
-            status = manager.reconciler.statuses.get(key)
+            status = manager.statuses.get(key)
             return status.phase if status else None
 
         await apoll(lambda: phase_of(worker) == "Running", what="Worker/w to run")
@@ -300,7 +298,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
         assert body["workers"] == ["w"]
         assert not (manager.catalog.root / "m").exists()
         await apoll(lambda: "w" not in manager.workers.instances, what="the worker to stop")
-        status = manager.reconciler.statuses[worker]
+        status = manager.statuses[worker]
         assert status.phase == "Pending"
         ready = status.condition(ConditionType.READY)
         assert ready is not None
@@ -327,9 +325,7 @@ async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> Non
         (desired / "w.yaml").write_text(worker_yaml("w", "no-such-model", runtime="llama-cpp"))
         key = ObjectKey.parse("Worker/w")
         await apoll(
-            lambda: (
-                (s := manager.reconciler.statuses.get(key)) is not None and s.phase == "Pending"
-            ),
+            lambda: (s := manager.statuses.get(key)) is not None and s.phase == "Pending",
             what="Worker/w to be Pending",
         )
         async with http.get(url + "/v1/workers") as r:

@@ -56,7 +56,7 @@ async def test_a_source_with_credentials_is_shown_redacted(
     wire = f"http://127.0.0.1:{origin}/m.gguf?token=***"  # the URL sent, user info apart
     key = ObjectKey.of(Kind.MODEL, "m")
     failed = await apoll(
-        lambda: (s := manager.reconciler.statuses.get(key)) and s.phase == "Failed",
+        lambda: (s := manager.statuses.get(key)) and s.phase == "Failed",
         within=15,
         what="the download to fail",
     )

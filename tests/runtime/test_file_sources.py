@@ -19,7 +19,7 @@ async def failed(manager: Manager, name: str) -> ObjectStatus:
     key = ObjectKey.of(Kind.MODEL, name)
 
     def check() -> ObjectStatus | None:
-        status = manager.reconciler.statuses.get(key)
+        status = manager.statuses.get(key)
         return status if status is not None and status.phase == "Failed" else None
 
     return await apoll(check, within=15, what=f"Model/{name} to fail")
@@ -51,7 +51,7 @@ async def test_file_roots_and_foreign_bytes(tmp_path: Path, tiny_model: Path) ->
         assert "not a GGUF file (no GGUF magic)" in shadow.message
         await apoll(
             lambda: (
-                (s := manager.reconciler.statuses.get(ObjectKey.of(Kind.MODEL, "ok")))
+                (s := manager.statuses.get(ObjectKey.of(Kind.MODEL, "ok")))
                 and s.phase == "Available"
             ),
             what="the model under the root",

@@ -67,7 +67,7 @@ async def test_a_download_of_unknown_size_filling_the_disk_is_insufficient_space
         # The first attempt fills the disk mid-body; the next ones cannot even write the
         # sidecar that records the attempt.
         await apoll(lambda: len(failures()) >= 3, within=30, what="three failed attempts")
-        status = manager.reconciler.statuses[key]
+        status = manager.statuses[key]
         degraded = next(c for c in status.conditions if c.type == "Degraded")
         assert degraded.reason == "InsufficientSpace"
         for event in failures()[:3]:
@@ -85,7 +85,7 @@ async def test_a_download_of_unknown_size_filling_the_disk_is_insufficient_space
 
         await asyncio.to_thread(grow, small_disk, "32m")
         await apoll(
-            lambda: manager.reconciler.statuses[key].phase == "Available",
+            lambda: manager.statuses[key].phase == "Available",
             within=30,
             what="the download once the disk grew",
         )

@@ -42,7 +42,7 @@ class Loop:
         manager.bus.add_listener(self.events.append)
 
     def status(self, name: str) -> ObjectStatus | None:
-        return self.manager.reconciler.statuses.get(ObjectKey.of(Kind.MODEL, name))
+        return self.manager.statuses.get(ObjectKey.of(Kind.MODEL, name))
 
     def phase(self, name: str) -> str | None:
         s = self.status(name)

@@ -22,7 +22,8 @@ from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import NoGpuProbe
 from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.departures import Departures
-from hive.runtime.reconciler import Reconciler
+from hive.runtime.reconciler import ModelReconciler
+from hive.runtime.status_store import StatusStore
 from hive.runtime.workers import WorkerSupervisor
 from hive.settings import Settings
 from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
@@ -45,8 +46,14 @@ class Rig:
         self.store.register(SOURCE, kind="test", location="test.yaml")
         self.bus = Bus(clock=clock)
         self.catalog = ModelCatalog(self.home)
-        self.reconciler = Reconciler(
-            store=self.store, catalog=self.catalog, bus=self.bus, clock=clock, action_timeout=60
+        self.statuses = StatusStore(store=self.store, clock=clock)
+        self.reconciler = ModelReconciler(
+            store=self.store,
+            statuses=self.statuses,
+            catalog=self.catalog,
+            bus=self.bus,
+            clock=clock,
+            action_timeout=60,
         )
         self.woken: list[tuple[ObjectKey, float]] = []
         self.departures = Departures(store=self.store)
@@ -65,8 +72,7 @@ class Rig:
             gpus=NoGpuProbe(),
             bus=self.bus,
             clock=self.clock,
-            set_status=self.reconciler.set_status,
-            statuses=self.reconciler.statuses,
+            statuses=self.statuses,
             enqueue=lambda key, delay: self.woken.append((key, delay)),
             departures=self.departures,
         )
@@ -85,7 +91,7 @@ class Rig:
         return delay
 
     def status(self) -> ObjectStatus:
-        return self.reconciler.statuses[KEY]
+        return self.statuses[KEY]
 
     def reason(self) -> str:
         ready = self.status().condition(ConditionType.READY)
@@ -216,7 +222,7 @@ async def test_an_exit_wakes_the_workers_waiting_for_what_it_held(rig: RigFactor
         await r.reconcile()
         assert "w" in r.supervisor.instances
         assert await r.reconcile(other) is not None  # its port is w's
-        ready = r.reconciler.statuses[other].condition(ConditionType.READY)
+        ready = r.statuses[other].condition(ConditionType.READY)
         assert ready is not None
         assert "used by worker w" in ready.message
         r.woken.clear()

@@ -1,0 +1,169 @@
+"""The controller: its workers take keys from the queue and hand each to the reconciler of
+its kind, one at a time per key; it owns retries, as controller-runtime's does.
+
+A reconciler returns a `Result` (come back after `requeue_after` seconds, or on the next
+event), or raises. An error is a `HiveError` (anything else is a bug: logged with its
+traceback and reported as `InternalError`). A transient one brings the key back after the
+queue's per-key back-off (1, 2, 4 … up to 300 s by default), and a key asked for again
+meanwhile (a resync, a watch) still waits out its back-off, unless its record changed; a
+`PermanentError` waits for the record to change. Either way the reconciler's `failed`
+records the failure in its own words (status and narration). A reconcile that returns
+ends the key's streak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.core.clock import Clock
+from hive.core.store import Store
+from hive.errors import HiveError, InternalError, PermanentError
+from hive.model.ids import Kind, ObjectKey
+from hive.model.text import show_text
+from hive.runtime.queue import WorkQueue
+from hive.runtime.status_store import StatusStore
+
+log = logging.getLogger(__name__)
+
+
+class Result(BaseModel):
+    """What a reconcile asks of the queue: come back after `requeue_after` seconds (None:
+    only when something changes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requeue_after: float | None = None
+
+
+class Reconciler(Protocol):
+    """One per kind of record (Model, Worker)."""
+
+    @property
+    def kind(self) -> Kind: ...
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        """Observe, decide, act for `key`, reading the world afresh; raise on failure."""
+        ...
+
+    def failed(
+        self, key: ObjectKey, error: HiveError, *, attempt: int, retry_in: float | None
+    ) -> None:
+        """Record and narrate that reconciling `key` failed: `attempt` failures in a row,
+        tried again in `retry_in` seconds (None: a permanent failure, which waits for
+        the record to change)."""
+        ...
+
+
+class _Failure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    generation: int
+    permanent: bool
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        store: Store,
+        statuses: StatusStore,
+        clock: Clock,
+        reconcilers: Iterable[Reconciler],
+        workers: int,
+    ) -> None:
+        self._queue = queue
+        self._store = store
+        self._statuses = statuses
+        self._clock = clock
+        self._reconcilers = {r.kind: r for r in reconcilers}
+        self._workers = workers
+        #: Keys whose last reconcile failed, and at which generation of their record.
+        self._failures: dict[ObjectKey, _Failure] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for _ in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
+
+    async def stop(self) -> None:
+        """Ends the workers (the queue is shut down first by the caller: none takes more)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _work(self) -> None:
+        while (raw := await self._queue.get()) is not None:
+            try:
+                await self.process(ObjectKey(raw))
+            finally:
+                self._queue.done(raw)
+            # A reconcile that never awaited (a spawn, a SIGTERM) and a queue with keys
+            # waiting would otherwise run a whole burst without letting health checks, the
+            # API or the event stream in.
+            await asyncio.sleep(0)
+
+    async def process(self, key: ObjectKey) -> None:
+        """One reconcile of `key`, with its retry bookkeeping."""
+        if self._still_failing(key):
+            return
+        reconciler = self._reconcilers[key.kind]
+        try:
+            result = await reconciler.reconcile(key)
+        except Exception as exc:
+            self._failed(key, reconciler, exc)
+            return
+        self._succeeded(key)
+        if result.requeue_after is not None:
+            self._queue.add_after(key, result.requeue_after)
+
+    def _still_failing(self, key: ObjectKey) -> bool:
+        """A key that failed waits out its back-off (or, permanent, a new record) unless
+        its record changed since: then it starts afresh, at once."""
+        failure = self._failures.get(key)
+        if failure is None:
+            return False
+        if self._store.desired(key) is None or self._store.generation(key) != failure.generation:
+            self._succeeded(key)
+            return False
+        if failure.permanent:
+            return True
+        remaining = self._queue.backing_off(key)
+        if remaining > 0:
+            self._queue.add_after(key, remaining)
+            return True
+        return False
+
+    def _failed(self, key: ObjectKey, reconciler: Reconciler, exc: Exception) -> None:
+        if isinstance(exc, HiveError):
+            error = exc
+        else:
+            log.exception("reconcile of %s failed", key)
+            error = InternalError.of(exc, show_text(str(exc)))
+        permanent = isinstance(error, PermanentError)
+        self._failures[key] = _Failure(generation=self._store.generation(key), permanent=permanent)
+        if permanent:
+            self._queue.forget(key)
+            reconciler.failed(key, error, attempt=1, retry_in=None)
+            return
+        delay = self._queue.add_rate_limited(key)
+        attempt = self._queue.failures(key)
+        self._statuses.retrying(
+            key, failures=attempt, next_retry=self._clock.now() + timedelta(seconds=delay)
+        )
+        reconciler.failed(key, error, attempt=attempt, retry_in=delay)
+
+    def _succeeded(self, key: ObjectKey) -> None:
+        self._failures.pop(key, None)
+        self._queue.forget(key)
+        self._statuses.succeeded(key)
