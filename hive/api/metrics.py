@@ -72,7 +72,7 @@ class HiveCollector(Collector):
             status = manager.statuses.get(instance.key)
             running = status is not None and status.phase == WorkerPhase.RUNNING
             up.add_metric([name, state.model, state.device], 1.0 if running else 0.0)
-            metrics = instance.metrics
+            metrics = instance.health.metrics
             if metrics is None:
                 continue
             for field, family in scraped.items():

@@ -166,8 +166,8 @@ def worker_facts(
         "restarted_at": _iso(track.restarted_at) if track else None,
     }
     if instance is not None:
-        state = instance.state
-        cpu, memory = usage(instance.process)
+        state, health = instance.state, instance.health
+        cpu, memory = usage(instance.proc.handle)
         uptime = (manager.clock.now() - state.started_at).total_seconds()
         out.update(
             pid=state.pid,
@@ -183,14 +183,14 @@ def worker_facts(
             cpu_percent=cpu,
             memory_mb=memory,
             vram_mb=vram[state.pid] // (1024 * 1024) if state.pid in vram else None,
-            adopted=instance.adopted,
+            adopted=instance.proc.adopted,
             health={
-                "healthy": instance.ready_at is not None and not instance.health_failures,
-                "last_check": _iso(instance.health_checked_at),
-                "consecutive_failures": instance.health_failures,
-                "error": instance.health_error,
+                "healthy": instance.ready and not health.failures,
+                "last_check": _iso(health.checked_at),
+                "consecutive_failures": health.failures,
+                "error": health.error,
             },
-            metrics=instance.metrics.model_dump(mode="json") if instance.metrics else None,
+            metrics=health.metrics.model_dump(mode="json") if health.metrics else None,
             log_path=str(state.log_path),
         )
     if log_lines:
@@ -214,4 +214,4 @@ def worker_names(manager: Manager) -> list[str]:
 
 def workers_vram(manager: Manager) -> dict[int, int]:
     pids = [i.state.pid for i in manager.workers.instances.values() if i.state.device != "CPU-0"]
-    return manager.workers.gpus.process_vram_bytes(pids) if pids else {}
+    return manager.gpus.process_vram_bytes(pids) if pids else {}

@@ -17,7 +17,6 @@ from hive.actuators.provision import purge_trash, secure_records
 from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
-from hive.errors import HiveError
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, WorkerManifest
@@ -28,13 +27,14 @@ from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
-from hive.runtime.controller import Controller, Result
+from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import Downloads, ModelReconciler
 from hive.runtime.status_store import StatusStore
-from hive.runtime.workers import WorkerSupervisor
+from hive.runtime.worker_reconciler import WorkerReconciler
+from hive.runtime.worker_table import WorkerTable
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
@@ -59,17 +59,21 @@ class Manager:
         )
         self.runtimes = RuntimeCatalog(settings.home)
         self.departures = Departures(store=self.store)
-        self.workers = WorkerSupervisor(
+        self.gpus = probe_from_setting(settings.gpu_probe)
+        #: The live workers and their histories (the API reads them).
+        self.workers = WorkerTable(clock=self.clock, bus=self.bus, queue=self.queue)
+        self.worker_reconciler = WorkerReconciler(
             settings=settings,
             store=self.store,
+            statuses=self.statuses,
+            table=self.workers,
             models=self.catalog,
             runtimes=self.runtimes,
-            gpus=probe_from_setting(settings.gpu_probe),
+            gpus=self.gpus,
+            departures=self.departures,
             bus=self.bus,
             clock=self.clock,
-            statuses=self.statuses,
-            enqueue=lambda key, delay: self.queue.add_after(key, delay),
-            departures=self.departures,
+            queue=self.queue,
         )
         self.presence = ModelPresence(
             catalog=self.catalog,
@@ -96,7 +100,7 @@ class Manager:
             store=self.store,
             statuses=self.statuses,
             clock=self.clock,
-            reconcilers=[self.model_reconciler, _WorkerKeys(self.workers, self.bus)],
+            reconcilers=[self.model_reconciler, self.worker_reconciler],
             workers=settings.max_concurrent_actions,
         )
         self._runtime_errors: list[str] = []
@@ -123,14 +127,6 @@ class Manager:
             if key.kind is Kind.MODEL
             for worker in self.workers_of(key.name)
         }
-        # Live workers the change stops get their SIGTERM before anything else happens.
-        stops = self.workers.signal_now(
-            [
-                k
-                for k in sorted({k for k in result.changed if k.kind is Kind.WORKER} | dependents)
-                if k not in self.queue.processing
-            ]
-        )
         for key in sorted(result.changed):
             record = self.store.desired(key)
             if record is None:
@@ -146,7 +142,6 @@ class Manager:
                 )
             self.model_reconciler.cancel_if_stale(key)
             self.queue.add(key)
-        self.workers.begin_stops(stops)
         for key in sorted(dependents):
             self.queue.add(key)
         for key in result.touched:
@@ -181,11 +176,7 @@ class Manager:
             and record.manifest.spec.model == model
             and not (running and record.manifest.spec.state == "stopped")
         }
-        names.update(
-            name
-            for name, instance in self.workers.instances.items()
-            if instance.state.model == model and not (running and instance.stop_reason)
-        )
+        names.update(self.workers.serving(model, running=running))
         return sorted(names)
 
     def models_changed(self, names: Iterable[str]) -> None:
@@ -242,9 +233,9 @@ class Manager:
             data={"home": str(self.settings.home), "hive_id": hive_id},
         )
         self._check_runtimes()
-        if self.workers.gpus.error:
-            self.bus.emit("gpu_probe", f"no GPU found: {self.workers.gpus.error}")
-        await self.workers.start()  # adopts the workers an earlier hive left running
+        if self.gpus.error:
+            self.bus.emit("gpu_probe", f"no GPU found: {self.gpus.error}")
+        await self.worker_reconciler.start()  # adopts the workers an earlier hive left running
         self.controller.start()
         for source in self.sources:
             await source.start()
@@ -266,7 +257,7 @@ class Manager:
                 await task
         self._tasks.clear()
         await self.presence.stop()
-        await self.workers.stop(stop_workers=self.settings.stop_workers_on_exit)
+        await self.worker_reconciler.stop(stop_workers=self.settings.stop_workers_on_exit)
         self.model_reconciler.attach_downloads(None)
         if self._session is not None:
             await self._session.close()
@@ -317,27 +308,3 @@ class Manager:
                     f"{type(exc).__name__}: {show_text(str(exc))}",
                     level=Level.ERROR,
                 )
-
-
-class _WorkerKeys:
-    """The Worker reconciler's seat in the controller, for the supervisor."""
-
-    kind = Kind.WORKER
-
-    def __init__(self, supervisor: WorkerSupervisor, bus: Bus) -> None:
-        self._supervisor = supervisor
-        self._bus = bus
-
-    async def reconcile(self, key: ObjectKey) -> Result:
-        return Result(requeue_after=await self._supervisor.reconcile(key))
-
-    def failed(
-        self, key: ObjectKey, error: HiveError, *, attempt: int, retry_in: float | None
-    ) -> None:
-        self._bus.emit(
-            "reconcile_error",
-            f"{error.message} (attempt {attempt}; next in {retry_in or 0:.0f}s)",
-            object=key,
-            level=Level.ERROR,
-            data={"reason": error.reason},
-        )

@@ -1,8 +1,8 @@
 """Which models are on disk, followed as they come and go: an inotify watch on
 `<home>/models` (`CatalogWatch`), the deletions hive carries out, and every resync. The
-workers of a model that went are stopped at once and told why (`Departures` keeps why);
-a model that came or went is looked at (a declared one is fetched again), and so are the
-workers that wait for it."""
+workers of a model that went are queued at once, and their reconciles stop them and say
+why (`Departures` keeps why); a model that came or went is looked at (a declared one is
+fetched again), and so are the workers that wait for it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hive.observers.catalog import ModelCatalog
 from hive.observers.catalog_watch import CatalogWatch
 from hive.runtime.departures import REMOVED, Departures
 from hive.runtime.queue import WorkQueue
-from hive.runtime.workers import WorkerSupervisor
+from hive.runtime.worker_table import WorkerTable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ModelPresence:
         *,
         catalog: ModelCatalog,
         departures: Departures,
-        workers: WorkerSupervisor,
+        workers: WorkerTable,
         users: Callable[[str], list[str]],
         queue: WorkQueue,
         bus: Bus,
@@ -104,34 +104,29 @@ class ModelPresence:
         self._departures.retain(used)
 
     def seen(self, name: str, observed: ObservedModel | None) -> None:
-        """Record what the catalog shows of `name`; if it has just gone, say so, and stop
-        the workers that serve it (they cannot restart on a file that is not there)."""
+        """Record what the catalog shows of `name`; if it has just gone, say so, and queue
+        the workers that serve it: their reconciles stop them (they cannot restart on a
+        file that is not there)."""
         why = self._departures.observed(name, observed)
         if why is None:
             return
         key = ObjectKey.of(Kind.MODEL, name)
-        processing = self._queue.processing
-        stops = self._workers.signal_now(
-            [
-                k
-                for k in (ObjectKey.of(Kind.WORKER, w) for w in self._users(name))
-                if k not in processing
-            ]
-        )
-        stopping = [s.key.name for s in stops]
+        # Their reconciles stop them (ModelGone), through the queue like every action.
+        stopping = sorted(self._workers.serving(name, running=True))
         self._bus.emit(
             "model_gone",
             f"Model {name} is gone: {why}"
             + (
                 f"; stopping the workers that serve it: {clip(', '.join(stopping))}"
-                if stops
+                if stopping
                 else ""
             ),
             object=key,
             level=Level.WARNING if why == REMOVED else Level.INFO,
             data={"reason": why, "workers": stopping},
         )
-        self._workers.begin_stops(stops)
+        for worker in self._users(name):
+            self._queue.add(ObjectKey.of(Kind.WORKER, worker))
 
     # -- the watch -----------------------------------------------------------------------
     async def _follow(self, watch: CatalogWatch) -> None:

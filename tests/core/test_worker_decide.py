@@ -12,17 +12,13 @@ import pytest
 
 from hive.core.worker_decide import (
     Decision,
-    Ended,
     Escalate,
     Facts,
     Forget,
-    History,
-    Instant,
     Nothing,
     Placement,
     Replace,
     Report,
-    Rules,
     Running,
     Start,
     Stop,
@@ -30,6 +26,12 @@ from hive.core.worker_decide import (
     Unschedulable,
     Wait,
     plan_worker,
+)
+from hive.core.worker_history import (
+    Ended,
+    History,
+    Instant,
+    Rules,
     record_exit,
     record_spawn_failure,
     record_start,

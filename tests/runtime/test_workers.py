@@ -1,4 +1,4 @@
-"""The worker supervisor in-process, on a fake clock, with real processes: CrashLoopBackOff
+"""The worker reconciler in-process, on a fake clock, with real processes: CrashLoopBackOff
 doubles and is capped, a long healthy run resets it, restart policies, and adopted
 workers wait for every source to sync."""
 
@@ -22,9 +22,11 @@ from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import NoGpuProbe
 from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.departures import Departures
+from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import ModelReconciler
 from hive.runtime.status_store import StatusStore
-from hive.runtime.workers import WorkerSupervisor
+from hive.runtime.worker_reconciler import WorkerReconciler
+from hive.runtime.worker_table import WorkerTable
 from hive.settings import Settings
 from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
 
@@ -33,8 +35,8 @@ KEY = ObjectKey.of(Kind.WORKER, "w")
 
 
 class Rig:
-    """A store, a model catalog with the tiny model Available, and a supervisor whose
-    wake-ups are recorded instead of queued (the test drives reconcile by hand)."""
+    """A store, a model catalog with the tiny model Available, and a worker reconciler
+    whose queue no controller reads (the test drives reconcile by hand)."""
 
     def __init__(self, tmp_path: Path, tiny_model: Path, clock: FakeClock, *, ports: range) -> None:
         self.ports = ports
@@ -55,27 +57,39 @@ class Rig:
             clock=clock,
             action_timeout=60,
         )
-        self.woken: list[tuple[ObjectKey, float]] = []
+        self.queue = WorkQueue(clock=clock)
         self.departures = Departures(store=self.store)
-        self.supervisor = self.make_supervisor()
+        self.table, self.workers = self.make_workers()
 
-    def make_supervisor(self) -> WorkerSupervisor:
-        return WorkerSupervisor(
+    def make_workers(self) -> tuple[WorkerTable, WorkerReconciler]:
+        table = WorkerTable(clock=self.clock, bus=self.bus, queue=self.queue)
+        return table, WorkerReconciler(
             settings=Settings(
                 home=self.home,
                 console=False,
                 worker_ports=f"{self.ports.start}-{self.ports.stop - 1}",
             ),
             store=self.store,
+            statuses=self.statuses,
+            table=table,
             models=self.catalog,
             runtimes=RuntimeCatalog(self.home),
             gpus=NoGpuProbe(),
+            departures=self.departures,
             bus=self.bus,
             clock=self.clock,
-            statuses=self.statuses,
-            enqueue=lambda key, delay: self.woken.append((key, delay)),
-            departures=self.departures,
+            queue=self.queue,
         )
+
+    async def woken(self) -> list[ObjectKey]:
+        """The keys queued now (taken out: the test drives reconcile by hand)."""
+        keys = []
+        while len(self.queue):
+            key = await self.queue.get()
+            assert key is not None
+            self.queue.done(key)
+            keys.append(ObjectKey(key))
+        return keys
 
     def declare(self, *workers: str) -> None:
         text = model_yaml("tiny", f"file://{self.tiny_model}") + "---\n" + "---\n".join(workers)
@@ -84,10 +98,14 @@ class Rig:
         self.store.replace(SOURCE, parsed.records)
         self.store.mark_synced(SOURCE)
 
+    async def look(self, key: ObjectKey = KEY) -> float | None:
+        """One reconcile; when to look again."""
+        return (await self.workers.reconcile(key)).requeue_after
+
     async def reconcile(self, key: ObjectKey = KEY) -> float | None:
         """One reconcile, and the spawn it started (a task of its own) to its end."""
-        delay = await self.supervisor.reconcile(key)
-        await self.supervisor.spawns_done()
+        delay = await self.look(key)
+        await self.workers.spawns_done()
         return delay
 
     def status(self) -> ObjectStatus:
@@ -99,12 +117,14 @@ class Rig:
         return ready.reason
 
     async def exited(self) -> None:
-        instance = self.supervisor.instances["w"]
-        await apoll(lambda: instance.exit is not None, within=10, what="the worker to exit")
+        instance = self.table.instances["w"]
+        await apoll(lambda: instance.proc.exit is not None, within=10, what="the worker to exit")
 
     async def healthy(self) -> None:
-        instance = self.supervisor.instances["w"]
-        await apoll(lambda: instance.ready_at is not None, within=10, what="a healthy answer")
+        instance = self.table.instances["w"]
+        await apoll(
+            lambda: instance.health.ready_at is not None, within=10, what="a healthy answer"
+        )
 
     def actions(self) -> list[str]:
         events, _ = self.bus.read(0, limit=10_000)
@@ -121,11 +141,11 @@ def rig(tmp_path: Path, tiny_model: Path, worker_ports: range) -> RigFactory:
         r = Rig(tmp_path, tiny_model, FakeClock(), ports=worker_ports)
         r.declare(worker_yaml("w", "tiny", args={"mode": "crash"}))
         await r.reconciler.reconcile(ObjectKey.of(Kind.MODEL, "tiny"))
-        await r.supervisor.start()
+        await r.workers.start()
         try:
             yield r
         finally:
-            await r.supervisor.stop(stop_workers=True)
+            await r.workers.stop(stop_workers=True)
 
     return make
 
@@ -148,15 +168,15 @@ async def test_crash_loop_back_off_doubles_to_the_cap(
             assert r.reason() == "CrashLoopBackOff"
             r.clock.advance(delay - 1)
             assert await r.reconcile() == pytest.approx(1)  # still waiting
-            assert "w" not in r.supervisor.instances
+            assert "w" not in r.table.instances
             # No process started during the back-off: one start per spawn, seen by the
             # processes themselves.
             starts = log.read_text().split().count("start")
             assert starts == spawned, f"{starts} processes started for {spawned} spawns"
             r.clock.advance(1)
         assert delays == [10, 20, 40, 80, 160, 300, 300]
-        assert r.supervisor.tracks["w"].restarts == 6
-        last = r.supervisor.tracks["w"].last_exit
+        assert r.table.tracks["w"].restarts == 6
+        last = r.table.tracks["w"].last_exit
         assert last is not None
         assert last.code == 3
 
@@ -166,18 +186,18 @@ async def test_ten_healthy_minutes_reset_the_back_off(rig: RigFactory) -> None:
         r.declare(worker_yaml("w", "tiny"))  # serves until killed
         for expected in (10, 20):
             await r.reconcile()
-            instance = r.supervisor.instances["w"]
+            instance = r.table.instances["w"]
             await r.healthy()
-            instance.process.send_signal(signal.SIGKILL)
+            instance.proc.handle.send_signal(signal.SIGKILL)
             await r.exited()
             assert await r.reconcile() == expected
             r.clock.advance(expected)
         # This time it runs healthy for 10 minutes before dying: the streak starts over.
         await r.reconcile()
-        instance = r.supervisor.instances["w"]
+        instance = r.table.instances["w"]
         await r.healthy()
         r.clock.advance(600)
-        instance.process.send_signal(signal.SIGKILL)
+        instance.proc.handle.send_signal(signal.SIGKILL)
         await r.exited()
         assert await r.reconcile() == 10
 
@@ -192,24 +212,24 @@ async def test_never_leaves_it_dead_until_the_record_changes(rig: RigFactory) ->
         assert r.reason() == "Failed"
         r.clock.advance(3600)
         assert await r.reconcile() is None
-        assert "w" not in r.supervisor.instances  # still not restarted
+        assert "w" not in r.table.instances  # still not restarted
         r.declare(worker_yaml("w", "tiny", restart_policy="Never"))  # a new generation
         await r.reconcile()
-        assert "w" in r.supervisor.instances
+        assert "w" in r.table.instances
 
 
 async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None:
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny", restart_policy="OnFailure"))
         await r.reconcile()
-        instance = r.supervisor.instances["w"]
+        instance = r.table.instances["w"]
         await r.healthy()
-        instance.process.send_signal(signal.SIGTERM)  # the scripted worker exits 0
+        instance.proc.handle.send_signal(signal.SIGTERM)  # the scripted worker exits 0
         await r.exited()
         assert await r.reconcile() is None
         assert r.status().phase == "Dead"
         assert r.reason() == "Completed"
-        last = r.supervisor.tracks["w"].last_exit
+        last = r.table.tracks["w"].last_exit
         assert last is not None
         assert last.code == 0
 
@@ -220,19 +240,19 @@ async def test_an_exit_wakes_the_workers_waiting_for_what_it_held(rig: RigFactor
         port = r.ports.start + 5
         r.declare(worker_yaml("w", "tiny", port=port), worker_yaml("w2", "tiny", port=port))
         await r.reconcile()
-        assert "w" in r.supervisor.instances
+        assert "w" in r.table.instances
         assert await r.reconcile(other) is not None  # its port is w's
         ready = r.statuses[other].condition(ConditionType.READY)
         assert ready is not None
         assert "used by worker w" in ready.message
-        r.woken.clear()
+        await r.woken()
         await r.reconcile()  # w is healthy or starting: nothing to wake
-        assert (other, 0) not in r.woken
-        r.supervisor.instances["w"].process.send_signal(signal.SIGKILL)
+        assert other not in await r.woken()
+        r.table.instances["w"].proc.handle.send_signal(signal.SIGKILL)
         await r.exited()
-        r.woken.clear()
+        await r.woken()
         await r.reconcile()  # w's end frees the port
-        assert (other, 0) in r.woken
+        assert other in await r.woken()
 
 
 async def test_an_adopted_worker_without_a_record_waits_for_every_source(
@@ -241,18 +261,18 @@ async def test_an_adopted_worker_without_a_record_waits_for_every_source(
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny"))
         await r.reconcile()
-        pid = r.supervisor.instances["w"].state.pid
-        await r.supervisor.stop(stop_workers=False)  # hive goes; the worker stays
+        pid = r.table.instances["w"].state.pid
+        await r.workers.stop(stop_workers=False)  # hive goes; the worker stays
         # A new hive: its only source has not synced yet, and nothing declares w.
         store = Store(clock=r.clock)
         store.register(SourceName("later"), kind="directory", location="/nowhere")
         r.store = store
-        r.supervisor = r.make_supervisor()
-        await r.supervisor.start()
-        assert r.supervisor.instances["w"].state.pid == pid
+        r.table, r.workers = r.make_workers()
+        await r.workers.start()
+        assert r.table.instances["w"].state.pid == pid
         assert "worker_adopted" in r.actions()
         assert await r.reconcile() is None
-        assert "w" in r.supervisor.instances  # kept: the sources have not all synced
+        assert "w" in r.table.instances  # kept: the sources have not all synced
         assert r.reason() == "WaitingForSources"
         store.replace(SourceName("later"), [])  # w is not declared ...
         store.mark_synced(SourceName("later"))  # ... and now every source has synced
@@ -261,7 +281,7 @@ async def test_an_adopted_worker_without_a_record_waits_for_every_source(
         assert r.status().phase == "Stopping"
         await r.exited()
         assert await r.reconcile() is None
-        assert "w" not in r.supervisor.instances
+        assert "w" not in r.table.instances
 
 
 async def test_a_spawn_ends_outside_its_reconcile_and_wakes_the_key(rig: RigFactory) -> None:
@@ -269,15 +289,15 @@ async def test_a_spawn_ends_outside_its_reconcile_and_wakes_the_key(rig: RigFact
     worker); a record removed while the spawn is in flight is seen when it wakes the key."""
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny"))
-        r.woken.clear()
-        assert await r.supervisor.reconcile(KEY) is None
-        assert "w" not in r.supervisor.instances  # the spawn has not run yet
-        assert await r.supervisor.reconcile(KEY) is None  # and is not started twice
+        await r.woken()
+        assert await r.look(KEY) is None
+        assert "w" not in r.table.instances  # the spawn has not run yet
+        assert await r.look(KEY) is None  # and is not started twice
         r.declare()  # the record goes meanwhile
-        await r.supervisor.spawns_done()
-        assert r.woken == [(KEY, 0.0)]
+        await r.workers.spawns_done()
+        assert await r.woken() == [KEY]
         assert r.actions().count("worker_spawn_start") == 1
-        assert await r.supervisor.reconcile(KEY) == 1.0  # stopping it: its grace
+        assert await r.look(KEY) == 1.0  # stopping it: its grace
         await r.exited()
 
 
@@ -289,11 +309,11 @@ async def test_hive_stopping_during_a_spawn_knows_the_process(
     its process known, so that --stop-workers-on-exit stops it (and nothing is left)."""
     async with rig() as r:
         r.declare(worker_yaml("w", "tiny"))
-        assert await r.supervisor.reconcile(KEY) is None
+        assert await r.look(KEY) is None
         if started:
             await apoll(lambda: "worker_spawn_start" in r.actions(), within=5, what="the spawn")
         async with asyncio.timeout(10):  # no task of its own: stop() runs before the spawn
-            await r.supervisor.stop(stop_workers=True)
+            await r.workers.stop(stop_workers=True)
         spawned = r.actions().count("worker_spawn_health_check")
         assert spawned == (1 if started else 0)
         if started:
