@@ -5,6 +5,7 @@ workers wait for every source to sync."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,7 +22,9 @@ from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import NoGpuProbe
 from hive.observers.runtimes import RuntimeCatalog
+from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
+from hive.runtime.model_presence import ModelPresence
 from hive.runtime.queue import WorkQueue
 from hive.runtime.reconciler import ModelReconciler
 from hive.runtime.status_store import StatusStore
@@ -318,3 +321,73 @@ async def test_hive_stopping_during_a_spawn_knows_the_process(
         assert spawned == (1 if started else 0)
         if started:
             assert "worker_proc_del_ok" in r.actions()
+
+
+async def test_an_unexpected_spawn_error_is_raised_to_the_controller(rig: RigFactory) -> None:
+    """A spawn that fails for a reason hive did not foresee (not a refusal: here the log
+    directory is a file) is raised by the worker's next reconcile: the controller says so
+    (reconcile_error, attempt 1) and tries again after its own back-off."""
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))
+        logs = r.home / "logs"
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.write_text("not a directory")
+        controller = Controller(
+            queue=r.queue,
+            store=r.store,
+            statuses=r.statuses,
+            clock=r.clock,
+            reconcilers=[r.workers],
+            workers=1,
+        )
+        await controller.process(KEY)  # starts the spawn, which fails in its own task
+        await r.workers.spawns_done()
+        assert await r.woken() == [KEY]
+        await controller.process(KEY)  # raises what the spawn met
+        events, _ = r.bus.read(0, limit=10_000)
+        (error,) = [e for e in events if e.action == "reconcile_error"]
+        assert error.object == str(KEY)
+        assert error.message.startswith("NotADirectoryError: ")
+        assert error.data["attempt"] == 1
+        assert r.queue.failures(KEY) == 1
+        logs.unlink()
+        await controller.process(KEY)  # still in the controller's back-off
+        assert r.actions().count("worker_spawn_start") == 1
+        r.clock.advance(1)
+        await controller.process(KEY)
+        await r.workers.spawns_done()
+        assert "w" in r.table.instances
+        assert r.actions().count("worker_spawn_start") == 2
+
+
+async def test_a_model_gone_stops_its_workers_through_their_reconcile(rig: RigFactory) -> None:
+    """The presence says which workers serve a model that went and queues them; it sends
+    no signal itself: each worker's reconcile stops it (ModelGone)."""
+    async with rig() as r:
+        r.declare(worker_yaml("w", "tiny"))
+        await r.reconcile()
+        instance = r.table.instances["w"]
+        presence = ModelPresence(
+            catalog=r.catalog,
+            departures=r.departures,
+            workers=r.table,
+            users=lambda model: ["w"],
+            queue=r.queue,
+            bus=r.bus,
+            resync_interval=600,
+        )
+        presence.seen("tiny", r.catalog.observe("tiny"))  # there
+        await r.woken()
+        shutil.rmtree(r.catalog.directory("tiny"))
+        presence.seen("tiny", r.catalog.observe("tiny"))
+        events, _ = r.bus.read(0, limit=10_000)
+        (gone,) = [e for e in events if e.action == "model_gone"]
+        assert gone.data["workers"] == ["w"]
+        assert gone.message.endswith("stopping the workers that serve it: w")
+        assert await r.woken() == [KEY]
+        assert instance.stop is None  # not signalled yet ...
+        assert instance.proc.exit is None
+        assert await r.look() == 1.0  # ... its reconcile stops it
+        assert r.status().phase == "Stopping"
+        assert r.reason() == "ModelGone"
+        assert "worker_model_gone" in r.actions()
