@@ -148,7 +148,7 @@ async def _pass_in_process(home: Path, desired: Path, *, reps: int) -> dict[str,
                 "cold": lambda: plan(
                     records, ModelCatalog(home).observe_all(), prune_allowed=True, now=NOW
                 ),
-                "status_view": lambda: status_view(manager),
+                "status_view": lambda: status_view(manager, manager.catalog.observe_all()),
             },
             reps,
             manager=manager,

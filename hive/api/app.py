@@ -1,6 +1,9 @@
 """The HTTP API (aiohttp): routes, JSON errors, and the manager's start and stop.
 
-Every route reads the manager; none changes the world directly (that is the loop's job).
+Routes read the manager (what they read from the disk, /proc or NVML, in a thread: see
+views.py). None changes the world itself: a deletion or a restart records the intent and
+enqueues the key, and the key's reconcile carries it out (one action per key at a time);
+`DELETE /v1/models/{name}` awaits that reconcile to answer.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from hive import __version__
-from hive.actuators.provision import delete_model
 from hive.actuators.workers import log_path, tail_lines
 from hive.api.badhttp import one_line_bad_http
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
     object_view,
+    observe_model,
+    observe_models,
+    sample_workers,
     status_view,
     worker_names,
     worker_view,
-    workers_vram,
 )
 from hive.errors import Conflict, HiveError, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
@@ -100,11 +104,13 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(status_view(request.app[MANAGER]))
+    manager = request.app[MANAGER]
+    return _json(status_view(manager, await observe_models(manager)))
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return _json({"items": models_view(request.app[MANAGER])})
+    manager = request.app[MANAGER]
+    return _json({"items": models_view(manager, await observe_models(manager))})
 
 
 def _model_key(request: web.Request) -> tuple[Manager, str, ObjectKey]:
@@ -118,7 +124,7 @@ def _model_key(request: web.Request) -> tuple[Manager, str, ObjectKey]:
 
 async def get_model(request: web.Request) -> web.Response:
     manager, name, key = _model_key(request)
-    observed = manager.catalog.observe(name)
+    observed = await observe_model(manager, name)
     if observed is None and manager.store.desired(key) is None:
         raise NotFound(f"model {name!r} is neither declared nor on disk (see GET /v1/models)")
     return _json(object_view(manager, key, observed))
@@ -166,7 +172,7 @@ async def delete_model_files(request: web.Request) -> web.Response:
             f"{key} is declared present by {record.origin.where()} (source "
             f"{record.origin.source}); set `state: absent` there to delete it"
         )
-    observed = manager.catalog.observe(name)
+    observed = await observe_model(manager, name)
     if observed is None:
         raise NotFound(f"model {name!r} is not on disk")
     users = manager.workers_of(name, running=True)
@@ -179,18 +185,9 @@ async def delete_model_files(request: web.Request) -> web.Response:
             "first, or DELETE with ?force=true (it stops them)",
             workers=users,
         )
-    manager.bus.emit(
-        "model_delete_start",
-        f"🗑️ Deleting model {name} (requested over the API"
-        + (f"; stopping worker(s) {clip(', '.join(users))})" if users else ")"),
-        object=key,
-    )
-    manager.departures.deleting_by_api(name)
-    try:
-        await asyncio.to_thread(delete_model, name, catalog=manager.catalog)
-    finally:
-        manager.models_changed([name])  # its workers are stopped now, told why
-    manager.bus.emit("model_delete_complete", "✅ Model deleted successfully", object=key)
+    # The deletion is recorded and queued, carried out by the Model's reconcile (never
+    # beside another action on it), and awaited here.
+    await asyncio.shield(manager.delete_model(name, users=users))
     partial = observed.download.bytes_on_disk if observed.download else 0
     return _json({"deleted": name, "partial_bytes_removed": partial, "workers": users})
 
@@ -209,13 +206,15 @@ def _worker_name(request: web.Request) -> tuple[Manager, str]:
 
 async def list_workers(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
-    vram = workers_vram(manager)
-    return _json({"items": [worker_view(manager, n, vram=vram) for n in worker_names(manager)]})
+    names = worker_names(manager)
+    sample = await sample_workers(manager, names)
+    return _json({"items": [worker_view(manager, n, sample) for n in names]})
 
 
 async def get_worker(request: web.Request) -> web.Response:
     manager, name = _worker_name(request)
-    return _json(worker_view(manager, name, vram=workers_vram(manager), log_lines=20))
+    sample = await sample_workers(manager, [name], log_lines=20)
+    return _json(worker_view(manager, name, sample))
 
 
 MAX_TAIL = 10_000

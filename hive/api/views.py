@@ -1,8 +1,14 @@
-"""JSON views the API serves: desired, observed and status side by side (they only read)."""
+"""JSON views the API serves: desired, observed and status side by side. They only read,
+and never block the event loop: what is read from the disk, /proc or NVML (the catalog, a
+worker's CPU and memory, its log, its VRAM) is read first in a thread (`observe_models`,
+`sample_workers`), then the view is built on the loop from that and from memory."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -78,8 +84,16 @@ def catalog_phase(observed: ObservedModel | None) -> str:
     return _PHASE_OF_ARTIFACT[meta.status].value
 
 
-def models_view(manager: Manager) -> list[dict[str, Any]]:
-    observed = manager.catalog.observe_all()
+async def observe_models(manager: Manager) -> dict[str, ObservedModel]:
+    """Every model directory as the catalog reads it (a thread: it reads the disk)."""
+    return await asyncio.to_thread(manager.catalog.observe_all)
+
+
+async def observe_model(manager: Manager, name: str) -> ObservedModel | None:
+    return await asyncio.to_thread(manager.catalog.observe, name)
+
+
+def models_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> list[dict[str, Any]]:
     keys = {ObjectKey.of(Kind.MODEL, n) for n in observed}
     keys.update(k for k in manager.store.declared_keys() if k.kind is Kind.MODEL)
     return [object_view(manager, k, observed.get(k.name)) for k in sorted(keys)]
@@ -96,10 +110,9 @@ def _worker_counts(manager: Manager) -> dict[str, int]:
     }
 
 
-def status_view(manager: Manager) -> dict[str, Any]:
+def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict[str, Any]:
     now = manager.clock.now()
     counts: dict[str, Counter[str]] = {kind.value: Counter() for kind in Kind}
-    observed = manager.catalog.observe_all()
     keys = {ObjectKey.of(Kind.MODEL, n) for n in observed} | manager.store.declared_keys()
     for key in keys:
         status = manager.statuses.get(key)
@@ -145,9 +158,37 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def worker_facts(
-    manager: Manager, name: str, *, vram: dict[int, int], log_lines: int = 0
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WorkerSample:
+    """What the worker views read outside hive's memory, read in one go in a thread."""
+
+    #: VRAM per pid (NVML), CPU % and memory MB per pid (psutil), log tail per worker.
+    vram: Mapping[int, int]
+    usage: Mapping[int, tuple[float | None, int | None]]
+    logs: Mapping[str, list[str]]
+
+
+async def sample_workers(
+    manager: Manager, names: Iterable[str], *, log_lines: int = 0
+) -> WorkerSample:
+    """Read, in a thread, what the views of workers `names` show from outside memory."""
+    wanted = set(names)
+    instances = [i for n, i in manager.workers.instances.items() if n in wanted]
+    processes = {i.state.pid: i.proc.handle for i in instances}
+    gpu_pids = [i.state.pid for i in instances if i.state.device != "CPU-0"]
+    gpus, home = manager.gpus, manager.settings.home
+
+    def read() -> WorkerSample:
+        return WorkerSample(
+            vram=gpus.process_vram_bytes(gpu_pids) if gpu_pids else {},
+            usage={pid: usage(process) for pid, process in processes.items()},
+            logs={n: tail_lines(log_path(home, n), log_lines) for n in wanted} if log_lines else {},
+        )
+
+    return await asyncio.to_thread(read)
+
+
+def worker_facts(manager: Manager, name: str, sample: WorkerSample) -> dict[str, Any]:
     """rbee's Worker fields (pid, worker_id, model, worker_type, device, port, status,
     cpu_percent, memory_mb, vram_mb, uptime_seconds) plus restarts, health and metrics."""
     supervisor = manager.workers
@@ -167,7 +208,7 @@ def worker_facts(
     }
     if instance is not None:
         state, health = instance.state, instance.health
-        cpu, memory = usage(instance.proc.handle)
+        cpu, memory = sample.usage.get(state.pid, (None, None))
         uptime = (manager.clock.now() - state.started_at).total_seconds()
         out.update(
             pid=state.pid,
@@ -182,7 +223,7 @@ def worker_facts(
             uptime_seconds=max(0, int(uptime)),
             cpu_percent=cpu,
             memory_mb=memory,
-            vram_mb=vram[state.pid] // (1024 * 1024) if state.pid in vram else None,
+            vram_mb=sample.vram[state.pid] // (1024 * 1024) if state.pid in sample.vram else None,
             adopted=instance.proc.adopted,
             health={
                 "healthy": instance.ready and not health.failures,
@@ -193,25 +234,18 @@ def worker_facts(
             metrics=health.metrics.model_dump(mode="json") if health.metrics else None,
             log_path=str(state.log_path),
         )
-    if log_lines:
-        out["log_tail"] = tail_lines(log_path(manager.settings.home, name), log_lines)
+    if name in sample.logs:
+        out["log_tail"] = sample.logs[name]
     return out
 
 
-def worker_view(
-    manager: Manager, name: str, *, vram: dict[int, int], log_lines: int = 0
-) -> dict[str, Any]:
+def worker_view(manager: Manager, name: str, sample: WorkerSample) -> dict[str, Any]:
     key = ObjectKey.of(Kind.WORKER, name)
     out = object_view(manager, key, None)
-    out["observed"] = worker_facts(manager, name, vram=vram, log_lines=log_lines)
+    out["observed"] = worker_facts(manager, name, sample)
     return out
 
 
 def worker_names(manager: Manager) -> list[str]:
     declared = {k.name for k in manager.store.declared_keys() if k.kind is Kind.WORKER}
     return sorted(declared | set(manager.workers.instances))
-
-
-def workers_vram(manager: Manager) -> dict[int, int]:
-    pids = [i.state.pid for i in manager.workers.instances.values() if i.state.device != "CPU-0"]
-    return manager.gpus.process_vram_bytes(pids) if pids else {}

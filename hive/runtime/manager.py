@@ -179,6 +179,15 @@ class Manager:
         names.update(self.workers.serving(model, running=running))
         return sorted(names)
 
+    def delete_model(self, name: str, *, users: list[str]) -> asyncio.Future[None]:
+        """An API deletion of `name`'s files: recorded, queued, and done by the Model's
+        reconcile; the future ends with it. Its workers are told the model was deleted by
+        API request."""
+        self.departures.deleting_by_api(name)
+        request = self.model_reconciler.request_delete(name, users=users)
+        self.queue.add(ObjectKey.of(Kind.MODEL, name))
+        return request.done
+
     def models_changed(self, names: Iterable[str]) -> None:
         """Models whose files may have come or gone: see `ModelPresence.changed`."""
         self.presence.changed(names)

@@ -43,6 +43,7 @@ from hive.core.status import (
 from hive.core.store import Store
 from hive.errors import (
     ActionTimeout,
+    Conflict,
     HiveError,
     InternalError,
     ObserveFailed,
@@ -123,6 +124,15 @@ class Downloads:
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
 
 
+class DeleteRequest:
+    """A `DELETE /v1/models/{name}` waiting for its reconcile: the workers it stops (named
+    in the narration), and the answer the request awaits (None, or the error)."""
+
+    def __init__(self, users: list[str]) -> None:
+        self.users = users
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class ModelReconciler:
     kind = Kind.MODEL
 
@@ -148,6 +158,8 @@ class ModelReconciler:
         self._clock = clock
         self._action_timeout = action_timeout
         self._running: dict[ObjectKey, _Running] = {}
+        #: Deletions asked for over the API, carried out by the key's next reconcile.
+        self._deletions: dict[ObjectKey, DeleteRequest] = {}
         #: What each key was doing when it failed (its narration's verb), until `failed`.
         self._failing: dict[ObjectKey, Action | None] = {}
         #: Set by the manager once it has an HTTP session (network sources need one).
@@ -187,7 +199,19 @@ class ModelReconciler:
             running.cancel.set()
 
     # -- reconcile -----------------------------------------------------------------------
+    def request_delete(self, name: str, *, users: list[str]) -> DeleteRequest:
+        """Record that the API asks for `name`'s files to go (the caller enqueues the key,
+        and awaits `done`): the deletion is the key's next action, so that it never runs
+        beside a download or a check of the same model."""
+        key = ObjectKey.of(Kind.MODEL, name)
+        request = self._deletions.get(key)
+        if request is None or request.done.done():
+            request = self._deletions[key] = DeleteRequest(users)
+        return request
+
     async def reconcile(self, key: ObjectKey) -> Result:
+        if (request := self._deletions.pop(key, None)) is not None:
+            await self._delete_requested(key, request)
         record = self._store.desired(key)
         generation = self._store.generation(key)
         try:
@@ -241,6 +265,42 @@ class ModelReconciler:
         if isinstance(action, ProvisionModel) and meta is not None and not meta.synced:
             return Result(requeue_after=0.0)  # published: now put it on disk
         return Result()
+
+    async def _delete_requested(self, key: ObjectKey, request: DeleteRequest) -> None:
+        """Carry out an API deletion; its outcome goes to the request, not to retries."""
+        record = self._store.desired(key)
+        if (
+            record is not None
+            and isinstance(record.manifest, ModelManifest)
+            and record.manifest.spec.state == "present"
+        ):
+            # Declared since the request was checked: the record wins.
+            error = Conflict(
+                f"{key} is declared present by {record.origin.where()} (source "
+                f"{record.origin.source}); set `state: absent` there to delete it"
+            )
+            if not request.done.done():
+                request.done.set_exception(error)
+            return
+        users = request.users
+        self._bus.narrate(
+            key,
+            "model_delete_start",
+            f"🗑️ Deleting model {key.name} (requested over the API"
+            + (f"; stopping worker(s) {clip(', '.join(users))})" if users else ")"),
+        )
+        try:
+            await asyncio.to_thread(delete_model, key.name, catalog=self._catalog)
+        except Exception as exc:
+            if not request.done.done():
+                request.done.set_exception(exc)
+            return
+        finally:
+            if self._on_deleted is not None:
+                self._on_deleted(key.name)  # its workers are stopped now, told why
+        self._bus.narrate(key, "model_delete_complete", "✅ Model deleted successfully")
+        if not request.done.done():
+            request.done.set_result(None)
 
     def _converged(self, key: ObjectKey, wanted: bool, observed: ObservedModel | None) -> None:
         if not wanted:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from hive.core.clock import FakeClock
 from hive.runtime.queue import WorkQueue
 
 # Long enough that a key that should come is not missed on a slow machine; the waits for
@@ -136,3 +137,49 @@ async def test_after_shutdown_get_returns_none_and_adds_are_ignored() -> None:
     queue.add_after("Model/e", 0.01)
     assert len(queue) == queued
     assert await next_key(queue) is None
+
+
+# -- the rate limiter: per-key failures in a row (was core.backoff.Backoff) -------------
+
+
+async def test_rate_limited_back_off_counts_down_with_the_clock() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    assert queue.backing_off("Model/a") == 0.0
+    assert [queue.add_rate_limited("Model/a") for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert queue.failures("Model/a") == 3
+    assert queue.backing_off("Model/a") == 4.0
+    clock.advance(1.5)
+    assert queue.backing_off("Model/a") == pytest.approx(2.5)
+    clock.advance(100)
+    assert queue.backing_off("Model/a") == 0.0
+    await queue.shutdown()
+
+
+async def test_forget_ends_the_streak_and_keys_are_independent() -> None:
+    queue = WorkQueue(clock=FakeClock())
+    for _ in range(3):
+        queue.add_rate_limited("Model/a")
+    queue.add_rate_limited("Model/b")
+    assert (queue.backing_off("Model/a"), queue.backing_off("Model/b")) == (4.0, 1.0)
+    queue.forget("Model/b")
+    queue.forget("never-failed")
+    assert queue.backing_off("Model/a") == 4.0
+    assert (queue.failures("Model/b"), queue.backing_off("Model/b")) == (0, 0.0)
+    assert queue.add_rate_limited("Model/b") == 1.0
+    await queue.shutdown()
+
+
+async def test_a_long_streak_is_capped() -> None:
+    queue = WorkQueue(clock=FakeClock(), base=2.0, cap=60.0)
+    delays = [queue.add_rate_limited("k") for _ in range(200)]
+    assert delays[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+    assert set(delays[5:]) == {60.0}
+    await queue.shutdown()
+
+
+async def test_a_rate_limited_key_is_handed_out_after_its_back_off() -> None:
+    queue = WorkQueue(base=0.05)
+    queue.add_rate_limited("Model/a")
+    assert len(queue) == 0
+    assert await next_key(queue) == "Model/a"

@@ -3,6 +3,7 @@ bound, cancellation, and a loop that survives failing actuators."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hive.errors import Conflict
 from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey
 from hive.model.status import ObjectStatus
@@ -277,3 +279,36 @@ async def test_an_unsynced_model_of_an_earlier_boot_with_lost_bytes_is_provision
         meta = _metadata(loop, "tiny")
         assert meta["sha256"] == before["sha256"]
         assert meta["synced"] is True
+
+
+async def test_an_api_deletion_is_carried_out_by_the_models_own_reconcile(
+    make_loop: MakeLoop, tiny_model: Path
+) -> None:
+    """DELETE records the intent; the files go only when the Model's key is reconciled
+    (never beside another action on the same key), and the request hears how it ended."""
+    async with make_loop() as loop:
+        manager = loop.manager
+        model = manager.catalog.directory("loose")
+        model.mkdir(parents=True)
+        shutil.copy(tiny_model, model / "model.gguf")
+        request = manager.model_reconciler.request_delete("loose", users=[])
+        assert (model / "model.gguf").exists() and not request.done.done()
+        manager.queue.add(ObjectKey.of(Kind.MODEL, "loose"))
+        async with asyncio.timeout(10):
+            await request.done
+        assert not model.exists()
+        told = loop.actions("loose")
+        assert told.index("model_delete_start") < told.index("model_delete_complete")
+
+
+async def test_an_api_deletion_of_a_model_declared_meanwhile_is_refused(
+    make_loop: MakeLoop, tiny_model: Path
+) -> None:
+    async with make_loop() as loop:
+        manager = loop.manager
+        request = manager.model_reconciler.request_delete("tiny", users=[])
+        write_atomic(loop.desired / "m.yaml", model_yaml("tiny", f"file://{tiny_model}"))
+        with pytest.raises(Conflict, match="declared present"):
+            async with asyncio.timeout(10):
+                await request.done
+        await until(lambda: loop.phase("tiny") == "Available", "the declared model")
