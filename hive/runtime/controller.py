@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,6 +59,19 @@ class Reconciler(Protocol):
         tried again in `retry_in` seconds (None: a permanent failure, which waits for
         the record to change)."""
         ...
+
+
+@runtime_checkable
+class BatchReconciler(Reconciler, Protocol):
+    """A reconciler that also takes the keys of its kind ready at once, each still one
+    action per key: an outcome per key, in order (a `Result`, or what its reconcile
+    raised)."""
+
+    async def reconcile_batch(self, keys: Sequence[ObjectKey]) -> list[Result | Exception]: ...
+
+
+#: The most keys a batch holds: a batch runs without yielding to the loop.
+BATCH = 32
 
 
 class _Failure(BaseModel):
@@ -104,10 +117,22 @@ class Controller:
 
     async def _work(self) -> None:
         while (raw := await self._queue.get()) is not None:
+            keys = [ObjectKey(raw)]
+            reconciler = self._reconcilers[keys[0].kind]
+            if isinstance(reconciler, BatchReconciler):
+                # The keys of its kind ready now come along (B6: 100 Worker records
+                # removed at once get their SIGTERMs in one tight loop).
+                more = self._queue.take(f"{keys[0].kind.value}/", limit=BATCH - 1)
+                keys += [ObjectKey(k) for k in more]
             try:
-                await self.process(ObjectKey(raw))
+                if len(keys) == 1:
+                    await self.process(keys[0])
+                else:
+                    assert isinstance(reconciler, BatchReconciler)
+                    await self._process_batch(reconciler, keys)
             finally:
-                self._queue.done(raw)
+                for key in keys:
+                    self._queue.done(key)
             # A reconcile that never awaited (a spawn, a SIGTERM) and a queue with keys
             # waiting would otherwise run a whole burst without letting health checks, the
             # API or the event stream in.
@@ -123,6 +148,19 @@ class Controller:
         except Exception as exc:
             self._failed(key, reconciler, exc)
             return
+        self._settled(key, result)
+
+    async def _process_batch(self, reconciler: BatchReconciler, keys: list[ObjectKey]) -> None:
+        """Keys of one kind reconciled together, each with its own retry bookkeeping."""
+        ready = [key for key in keys if not self._still_failing(key)]
+        outcomes = await reconciler.reconcile_batch(ready)
+        for key, outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._failed(key, reconciler, outcome)
+            else:
+                self._settled(key, outcome)
+
+    def _settled(self, key: ObjectKey, result: Result) -> None:
         self._succeeded(key)
         if result.requeue_after is not None:
             self._queue.add_after(key, result.requeue_after)

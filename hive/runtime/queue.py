@@ -114,6 +114,18 @@ class WorkQueue:
         self._processing.add(key)
         return key
 
+    def take(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to `limit` more keys ready now that start with `prefix` (a kind: `Worker/`),
+        handed out at once as `get` hands out one (each is being processed until `done`):
+        a controller's batch."""
+        taken = [key for key in self._order if key.startswith(prefix)][:limit]
+        if taken:
+            chosen = set(taken)
+            self._order = deque(key for key in self._order if key not in chosen)
+            self._queued -= chosen
+            self._processing |= chosen
+        return taken
+
     def done(self, key: str) -> None:
         self._processing.discard(key)
         if key in self._dirty:

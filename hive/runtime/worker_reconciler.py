@@ -6,7 +6,7 @@ through the queue only (the process watcher and the health monitor add the key).
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Sequence
 
 import psutil
 
@@ -51,7 +51,8 @@ from hive.runtime.worker_table import Instance, WorkerTable, write_status
 from hive.runtime.worker_watch import ProcessWatcher
 from hive.settings import Settings
 
-log = logging.getLogger(__name__)
+#: What `_decide` found: the record, the live instance, the decision.
+_Decided = tuple[WorkerSpec | None, Instance | None, Decision]
 
 
 class WorkerReconciler:
@@ -160,6 +161,46 @@ class WorkerReconciler:
     async def reconcile(self, key: ObjectKey) -> Result:
         """One look at a Worker key: observe, `plan_worker`, act; raises what it cannot
         handle (the controller retries it with back-off)."""
+        decided = await self._decide(key)
+        if isinstance(decided, Result):
+            return decided
+        return self._carry_out(key, *decided)
+
+    async def reconcile_batch(self, keys: Sequence[ObjectKey]) -> list[Result | Exception]:
+        """Keys ready together (the controller's batch): each decided as `reconcile`
+        does, then every SIGTERM in one tight loop (the first worker to exit competes for
+        the CPU with what follows), then the rest, each key on its own."""
+        outcomes: dict[ObjectKey, Result | Exception] = {}
+        decided: list[tuple[ObjectKey, _Decided]] = []
+        for key in keys:
+            try:
+                found = await self._decide(key)
+            except Exception as exc:
+                outcomes[key] = exc
+                continue
+            if isinstance(found, Result):
+                outcomes[key] = found
+            else:
+                decided.append((key, found))
+        signalled = {
+            key: self._stopper.signal(instance, decision.reason, decision.message)
+            for key, (_, instance, decision) in decided
+            if isinstance(decision, Stop | Replace) and instance is not None
+        }
+        for key, (spec, instance, decision) in decided:
+            try:
+                if key in signalled and instance is not None:
+                    grace = self._stopper.stopping(instance, signalled=signalled[key])
+                    outcomes[key] = Result(requeue_after=grace)
+                else:
+                    outcomes[key] = self._carry_out(key, spec, instance, decision)
+            except Exception as exc:
+                outcomes[key] = exc
+        return [outcomes[key] for key in keys]
+
+    async def _decide(self, key: ObjectKey) -> Result | _Decided:
+        """Observe and decide (nothing done yet but an end recorded), or the Result at
+        once: a spawn in flight wakes the key itself."""
         name = key.name
         if self._spawner.launching(name):
             return Result()  # the spawn wakes the key once it has ended
@@ -172,10 +213,8 @@ class WorkerReconciler:
             self._ended(key, instance, spec)
             instance = None
         facts = await self._facts(key, spec, instance)
-        decision = plan_worker(
-            spec, facts, self._table.history(name), self._now(), rules=self._rules
-        )
-        return self._carry_out(key, spec, instance, decision)
+        history = self._table.history(name)
+        return spec, instance, plan_worker(spec, facts, history, self._now(), rules=self._rules)
 
     def failed(
         self, key: ObjectKey, error: HiveError, *, attempt: int, retry_in: float | None

@@ -55,11 +55,20 @@ class Stopper:
     def stop(self, instance: Instance, reason: str, message: str) -> float:
         """SIGTERM to the worker's group (if it is still that process), told why; the
         worker is Stopping until its grace ends, which is returned."""
+        return self.stopping(instance, signalled=self.signal(instance, reason, message))
+
+    def signal(self, instance: Instance, reason: str, message: str) -> bool:
+        """The first step of `stop` alone (True if the SIGTERM was sent): a batch sends
+        every SIGTERM first, then tells them (`stopping`)."""
         deadline = self._clock.monotonic() + instance.proc.grace
         signalled = is_same(instance.proc.handle) and proc.signal_group(
             instance.state.pid, signal.SIGTERM
         )
         instance.stop = StopOrder(reason=reason, message=message, deadline=deadline)
+        return signalled
+
+    def stopping(self, instance: Instance, *, signalled: bool) -> float:
+        """The rest of `stop`: told why, Stopping; returns the grace."""
         self._say_stopping(instance, signalled=signalled)
         return instance.proc.grace
 

@@ -183,3 +183,22 @@ async def test_a_rate_limited_key_is_handed_out_after_its_back_off() -> None:
     queue.add_rate_limited("Model/a")
     assert len(queue) == 0
     assert await next_key(queue) == "Model/a"
+
+
+async def test_take_hands_out_the_ready_keys_of_a_kind_with_the_first() -> None:
+    """A controller's batch: the keys of one kind ready now, handed out together; each is
+    processed until `done` (added again meanwhile, it comes back after)."""
+    queue = WorkQueue()
+    for key in ["Worker/a", "Model/m", "Worker/b", "Worker/c", "Worker/d"]:
+        queue.add(key)
+    assert await next_key(queue) == "Worker/a"
+    assert queue.take("Worker/", limit=2) == ["Worker/b", "Worker/c"]
+    assert queue.processing == {"Worker/a", "Worker/b", "Worker/c"}
+    assert len(queue) == 2
+    queue.add("Worker/b")  # while it is processed
+    assert await next_key(queue) == "Model/m"
+    assert await next_key(queue) == "Worker/d"
+    for key in ["Worker/a", "Worker/b", "Worker/c"]:
+        queue.done(key)
+    assert await next_key(queue) == "Worker/b"
+    await assert_nothing_handed_out(queue)

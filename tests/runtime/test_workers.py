@@ -16,6 +16,7 @@ import pytest
 from hive.core.clock import FakeClock
 from hive.core.parse import parse_text
 from hive.core.store import Store
+from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey, SourceName
 from hive.model.status import ConditionType, ObjectStatus
 from hive.narration.bus import Bus
@@ -391,3 +392,40 @@ async def test_a_model_gone_stops_its_workers_through_their_reconcile(rig: RigFa
         assert r.status().phase == "Stopping"
         assert r.reason() == "ModelGone"
         assert "worker_model_gone" in r.actions()
+
+
+async def test_removed_records_get_every_sigterm_before_any_is_told(rig: RigFactory) -> None:
+    """Worker keys ready together go to the reconciler as one batch (B6: 100 records
+    removed): every SIGTERM is sent before the first stop is narrated, not one per turn
+    of the loop while the first workers to exit take the CPU."""
+    async with rig() as r:
+        names = ["w", "w2", "w3"]
+        r.declare(*(worker_yaml(n, "tiny") for n in names))
+        for name in names:
+            await r.reconcile(ObjectKey.of(Kind.WORKER, name))
+        await r.woken()
+        seen: dict[str, set[str]] = {}
+
+        def listen(event: Event) -> None:
+            if event.action == "worker_proc_del_start" and not seen:
+                seen["stopping"] = {n for n, i in r.table.instances.items() if i.stop}
+
+        r.bus.add_listener(listen)
+        r.declare()  # every record removed
+        for name in names:
+            r.queue.add(str(ObjectKey.of(Kind.WORKER, name)))
+        controller = Controller(
+            queue=r.queue,
+            store=r.store,
+            statuses=r.statuses,
+            clock=r.clock,
+            reconcilers=[r.workers],
+            workers=1,
+        )
+        controller.start()
+        try:
+            await apoll(lambda: not r.table.instances, within=10, what="every worker to stop")
+        finally:
+            await r.queue.shutdown()
+            await controller.stop()
+        assert seen == {"stopping": set(names)}
