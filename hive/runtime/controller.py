@@ -1,5 +1,7 @@
 """The controller: its workers take keys from the queue and hand each to the reconciler of
-its kind, one at a time per key; it owns retries, as controller-runtime's does.
+its kind, one at a time per key; it owns retries, as controller-runtime's does. A
+`BatchReconciler` (the Worker one) gets the keys of its kind that are ready together in
+one call, each key still its own action with its own outcome.
 
 A reconciler returns a `Result` (come back after `requeue_after` seconds, or on the next
 event), or raises. An error is a `HiveError` (anything else is a bug: logged with its
