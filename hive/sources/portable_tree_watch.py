@@ -5,9 +5,9 @@
 One watch per directory of the tree that is not hidden (`hive.portable_watch`). watchfiles
 names paths added, modified or deleted; what it does not tell is made up here:
 - A file still being written: watchfiles says "modified", not "closed". A file named by
-  a change is read once it has held still: its stamp the same at two looks and its last
-  write `SETTLE` seconds old. A writer that pauses longer than that mid-file is read
-  half-way (the file is read again when it is finished); Linux's inotify knows better.
+  a change is read once its last write is `SETTLE` seconds old (its mtime, looked at
+  again when due). A writer that pauses longer than that mid-file is read half-way (the
+  file is read again when it is finished); Linux's inotify knows better.
 - A directory that came, went or moved: the watches are made again from the tree (the
   old ones would name a moved directory's files by its old path), new ones before the old
   go, and the tree is read again.
@@ -60,7 +60,8 @@ class PortableTreeWatch:
         self._reader: ChangeReader | None = None
         self._dirs: frozenset[Path] = frozenset()
         self._root_id: tuple[int, int] | None = None
-        #: Files named by a change, not read yet: the stamp last seen, and since when.
+        #: Files named by a change, not read yet: the stamp last seen, and when (monotonic)
+        #: the file is still enough to be read if that stamp holds.
         self._settling: dict[Path, tuple[Stamp, float]] = {}
 
     def __enter__(self) -> PortableTreeWatch:
@@ -121,9 +122,10 @@ class PortableTreeWatch:
         while True:
             assert self._reader is not None, "enter first"
             raw: Batch = set()
-            if self._settling:  # look again in a moment, even if nothing new comes
+            if self._settling:  # look again when the first one is due, even if nothing comes
+                due = min(d for _, d in self._settling.values()) - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    raw = await asyncio.wait_for(self._reader.changes(), SETTLE / 2)
+                    raw = await asyncio.wait_for(self._reader.changes(), max(due, 0.001))
             else:
                 raw = await self._reader.changes()
             batch = self._batch(raw)
@@ -168,26 +170,26 @@ class PortableTreeWatch:
                 paths.add(path)
                 removed = True
             elif path not in self._settling:
-                self._settling[path] = ((-1, -1, -1, -1), time.monotonic())
+                self._settling[path] = ((-1, -1, -1, -1), 0.0)  # looked at below
         return TreeChanges(
             paths=frozenset(paths), rescan=rescan, root_gone=root_gone, removed=removed
         )
 
     def _settled(self) -> frozenset[Path]:
-        """The files named by changes that have held still: the same stamp as at the last
-        look, and unwritten for SETTLE seconds (by their mtime, or since first seen, for a
-        clock that does not agree); a file gone is told at once."""
+        """The files named by changes that have held still: unwritten for SETTLE seconds
+        by their mtime, or, for an mtime ahead of this clock, the same stamp for SETTLE
+        seconds since it was first seen; a file gone is told at once."""
         ready: set[Path] = set()
         now, wall = time.monotonic(), time.time_ns()
-        for path, (last, since) in list(self._settling.items()):
+        for path, (last, due) in list(self._settling.items()):
             stamp = _stamp(path)
             if stamp is None:
                 ready.add(path)
-            elif stamp != last:
-                self._settling[path] = (stamp, now)
-                if (wall - stamp[0]) / 1e9 >= SETTLE:
-                    ready.add(path)  # written before the change reached us: whole already
-            elif now - since >= SETTLE or (wall - stamp[0]) / 1e9 >= SETTLE:
+            elif stamp != last:  # new, or written since the last look
+                age = (wall - stamp[0]) / 1e9
+                due = now + (SETTLE if age < 0 else max(SETTLE - age, 0.0))
+                self._settling[path] = (stamp, due)
+            if path not in ready and now >= due:
                 ready.add(path)
         for path in ready:
             del self._settling[path]
