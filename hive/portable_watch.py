@@ -52,8 +52,11 @@ class ChangeReader:
     def open(self) -> None:
         """Watch, on the running loop's behalf. Raises OSError: a directory is gone or
         unreadable, or the kernel refuses the watcher (its limits)."""
+        # A directory that cannot be read is left unwatched, as the inotify watches leave
+        # it (the tree's reader reports it); the callers check their root themselves.
+        paths = [str(d) for d in self.directories]
         try:
-            notify = RustNotify([str(d) for d in self.directories], False, False, 300, False, False)
+            notify = RustNotify(paths, False, False, 300, False, True)
         except WatchfilesRustInternalError as exc:  # the inotify instance limit, above all
             raise OSError(f"cannot watch {len(self.directories)} directories: {exc}") from exc
         self._loop = asyncio.get_running_loop()

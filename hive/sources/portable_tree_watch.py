@@ -65,7 +65,9 @@ class PortableTreeWatch:
         self._settling: dict[Path, tuple[Stamp, float]] = {}
 
     def __enter__(self) -> PortableTreeWatch:
-        st = self.root.stat()  # OSError: gone, as inotify's watch would raise
+        st = self.root.stat()  # OSError: gone or unreadable, as inotify's watch would raise
+        with os.scandir(self.root):
+            pass
         self._root_id = (st.st_dev, st.st_ino)
         self._arm()
         return self
