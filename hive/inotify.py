@@ -1,6 +1,6 @@
 """One inotify instance read on the event loop: the primitive under the catalog watch
 (hive/observers/catalog_watch.py) and the directory source's tree watch
-(hive/sources/tree_watch.py).
+(hive/sources/tree_watch.py), the Linux way; `hive/portable_watch.py` is the other.
 
 Top-level, as errors.py is, because observers and sources both use it and neither should
 import the other. The kernel's queue is read the moment it is readable (`loop.add_reader`):

@@ -93,6 +93,10 @@ class Settings(BaseModel):
     worker_log_backups: int = Field(default=3, ge=1, le=100)
     #: GPU discovery: auto (NVML), none, or fake:/path/gpus.json (tests, demos).
     gpu_probe: str = "auto"
+    #: The portable way for what Linux answers best (`hive/platform.py`): watchfiles for
+    #: directories instead of inotify read on the event loop, psutil instead of pidfds and
+    #: /proc. What hive does off Linux; on Linux, to try that (HIVE_PORTABLE=1).
+    portable: bool = False
 
     @field_validator("home")
     @classmethod

@@ -66,3 +66,9 @@ def test_serve_refuses_a_short_token_from_the_environment(tmp_path: Path) -> Non
     line = serve(tmp_path, "--port", "0", env={"HIVE_TOKEN": "hunter2"})
     assert "is 7 characters long" in line
     assert "hunter2" not in line
+
+
+def test_the_portable_way_is_asked_for_with_hive_portable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().portable is False
+    monkeypatch.setenv("HIVE_PORTABLE", "1")
+    assert Settings.from_env().portable is True

@@ -13,9 +13,10 @@ from hive.actuators import workers as proc
 from hive.observers.processes import LiveWorker, live_workers
 
 
-def stop_left_running(home: Path, *, say: Callable[[str], None]) -> int:
+def stop_left_running(home: Path, *, say: Callable[[str], None], portable: bool = False) -> int:
     """Stop every worker of `home` still running; stale state records are removed (as
-    adoption removes them). The number stopped. The caller holds the home's lock."""
+    adoption removes them). The number stopped. The caller holds the home's lock.
+    `portable`: wait for their ends with psutil rather than pidfds (`hive.platform`)."""
     found, stale, problems = live_workers(home)
     for problem in problems:
         say(problem)
@@ -32,7 +33,7 @@ def stop_left_running(home: Path, *, say: Callable[[str], None]) -> int:
     def killed(f: LiveWorker) -> None:
         say(f"worker {f.state.name} (PID {f.state.pid}) ignored SIGTERM: sent SIGKILL")
 
-    stuck = proc.stop_group(found, home=home, on_kill=killed)
+    stuck = proc.stop_group(found, home=home, on_kill=killed, portable=portable)
     for f in found:
         s = f.state
         if f in stuck:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import shutil
 import signal
 import socket
@@ -23,6 +22,7 @@ from hive.actuators.files import write_atomic
 from hive.errors import TransientError
 from hive.model.workers import WorkerState
 from hive.observers.processes import LiveWorker, group_leftovers, is_same, state_dir
+from hive.platform import ExitWatch, wait_any
 
 #: Seconds after SIGKILL before a process still there is reported as stuck.
 KILL_WAIT = 5.0
@@ -128,15 +128,18 @@ def stop_group(
     signal_term: bool = True,
     on_kill: Callable[[LiveWorker], object] | None = None,
     kill_wait: float = KILL_WAIT,
+    portable: bool = False,
 ) -> list[LiveWorker]:
     """Stop workers as hive does, blocking (run it in a thread from the event loop):
     SIGTERM to each one's process group (unless `signal_term` is False: the caller sent
     it); each one that is still there when its own `grace` runs out gets SIGKILL to its
     group (`on_kill` is told, from this thread) and up to `kill_wait` more to go; then what
-    is left of each one gone is released (`release_group`). Waits on pidfds: a child of
-    the caller is not reaped here, so its exit status stays the caller's to read. Returns
-    the workers still there `kill_wait` after their SIGKILL (uninterruptible, most likely)."""
-    watched = _watch_exits(workers)
+    is left of each one gone is released (`release_group`). Waits on each one's end as
+    `hive.platform.ExitWatch` sees it (a pidfd on Linux, psutil when `portable`): a child
+    of the caller is not reaped here, so its exit status stays the caller's to read.
+    Returns the workers still there `kill_wait` after their SIGKILL (uninterruptible, most
+    likely)."""
+    watched = _watch_exits(workers, portable=portable)
     try:
         if signal_term:
             for worker in workers:
@@ -144,9 +147,8 @@ def stop_group(
                     signal_group(worker.state.pid, signal.SIGTERM)
         stuck = _kill_at_deadlines(watched, on_kill=on_kill, kill_wait=kill_wait)
     finally:
-        for fd in watched.values():
-            if fd is not None:
-                os.close(fd)
+        for watch in watched.values():
+            watch.close()
     for worker in workers:
         if worker not in stuck:
             release_group(home, worker.state)
@@ -154,7 +156,7 @@ def stop_group(
 
 
 def _kill_at_deadlines(
-    watched: dict[LiveWorker, int | None],
+    watched: dict[LiveWorker, ExitWatch],
     *,
     on_kill: Callable[[LiveWorker], object] | None,
     kill_wait: float,
@@ -199,40 +201,29 @@ def release_group(home: Path, state: WorkerState) -> None:
     remove_state(home, state.name)
 
 
-def _watch_exits(workers: Sequence[LiveWorker]) -> dict[LiveWorker, int | None]:
-    """A pidfd per worker still there (None where pidfds are not to be had); opened before
-    the process is checked to be the worker's, so that it cannot be another one's."""
-    watched: dict[LiveWorker, int | None] = {}
+def _watch_exits(workers: Sequence[LiveWorker], *, portable: bool) -> dict[LiveWorker, ExitWatch]:
+    """A watch on the end of each worker still there; opened before the process is checked
+    to be the worker's, so that a pidfd cannot be another one's."""
+    watched: dict[LiveWorker, ExitWatch] = {}
     for worker in workers:
-        try:
-            fd: int | None = os.pidfd_open(worker.state.pid)
-        except ProcessLookupError:
-            continue  # gone, and reaped
-        except (AttributeError, OSError):
-            fd = None
-        if is_same(worker.process):
-            watched[worker] = fd
-        elif fd is not None:
-            os.close(fd)
+        watch = ExitWatch(worker.state.pid, portable=portable)
+        if not watch.ended() and is_same(worker.process):
+            watched[worker] = watch
+        else:
+            watch.close()  # gone (and reaped, or not hive's worker any more)
     return watched
 
 
-def _wait_exits(watched: dict[LiveWorker, int | None], *, timeout: float) -> list[LiveWorker]:
+def _wait_exits(watched: dict[LiveWorker, ExitWatch], *, timeout: float) -> list[LiveWorker]:
     """Up to `timeout` seconds for every watched process to end; those still there."""
     deadline = time.monotonic() + timeout
     alive = dict(watched)
     while alive:
-        poller = select.poll()
-        for fd in alive.values():
-            if fd is not None:
-                poller.register(fd, select.POLLIN)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        # Without a pidfd for some, look again every 50 ms (psutil's own pace).
-        step = remaining if all(fd is not None for fd in alive.values()) else min(remaining, 0.05)
-        poller.poll(step * 1000)
-        alive = {w: fd for w, fd in alive.items() if is_same(w.process)}
+        wait_any(list(alive.values()), remaining)
+        alive = {w: x for w, x in alive.items() if is_same(w.process)}
     return list(alive)
 
 

@@ -110,7 +110,8 @@ def cmd_stop_workers(args: argparse.Namespace) -> int:
     from hive.actuators.home_lock import SERVE, STOP_WORKERS, HomeInUse, hold
     from hive.actuators.stop_workers import stop_left_running
 
-    home = Settings.from_env(home=args.home).home
+    settings = Settings.from_env(home=args.home)
+    home = settings.home
     home_note(home)
     if not (home / "state").is_dir():  # no hive ever ran workers there: nothing to lock
         print(f"no worker left running in {home}")
@@ -126,7 +127,7 @@ def cmd_stop_workers(args: argparse.Namespace) -> int:
             "them along"
         )
     try:
-        stopped = stop_left_running(home, say=print)
+        stopped = stop_left_running(home, say=print, portable=settings.portable)
     finally:
         os.close(lock)
     print(f"{stopped} worker(s) stopped" if stopped else f"no worker left running in {home}")

@@ -6,7 +6,6 @@ read again only when one of them changed.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from hive.model.ids import name_problem
 from hive.model.observed import ModelMetadata, ObservedModel, PartialDownload, PartialState
 from hive.model.text import show_text, show_url
+from hive.platform import boot_id as boot_id  # this boot, as every caller has read it here
 
 METADATA = "metadata.json"
 MODEL_FILE = "model.gguf"
@@ -39,25 +39,6 @@ TRASH_PREFIX = ".deleting-"
 
 
 Stamp = tuple[int | None, ...]
-
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-@functools.cache
-def boot_id() -> str | None:
-    """This boot of the machine: bytes written but not fsynced survive a restart of hive,
-    not one of the machine. Linux's random boot id; elsewhere the boot time as psutil
-    reads it; None if neither can be read (then every unsynced model is hashed again)."""
-    try:
-        return BOOT_ID.read_text().strip() or None
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return f"boot-time-{int(psutil.boot_time())}"
-    except Exception:  # psutil cannot tell on this platform
-        return None
 
 
 def _files_size(entries: dict[str, os.DirEntry[str]], metadata: ModelMetadata | None) -> int | None:

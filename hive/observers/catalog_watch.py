@@ -1,4 +1,5 @@
-"""Which models came or went under `<home>/models`, as inotify tells it.
+"""Which models came or went under `<home>/models`, as inotify tells it: the Linux way
+(`hive.platform.native_watch`; `portable_catalog_watch` is the watchfiles twin).
 
 A watch on the models directory, for directories created, deleted or renamed in it; and
 one on each model's directory for a GGUF file deleted or moved out of it (`rm

@@ -83,6 +83,7 @@ class Manager:
             queue=self.queue,
             bus=self.bus,
             resync_interval=settings.resync_interval,
+            portable=settings.portable,
         )
         self.model_reconciler = ModelReconciler(
             store=self.store,
@@ -111,6 +112,7 @@ class Manager:
                 bus=self.bus,
                 on_change=self.on_change,
                 allow_empty=settings.allow_empty,
+                portable=settings.portable,
             )
             for path in settings.desired
         ]

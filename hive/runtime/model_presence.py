@@ -1,8 +1,9 @@
-"""Which models are on disk, followed as they come and go: an inotify watch on
-`<home>/models` (`CatalogWatch`), the deletions hive carries out, and every resync. The
-workers of a model that went are queued at once, and their reconciles stop them and say
-why (`Departures` keeps why); a model that came or went is looked at (a declared one is
-fetched again), and so are the workers that wait for it."""
+"""Which models are on disk, followed as they come and go: a watch on `<home>/models`
+(`CatalogWatch`, inotify; `PortableCatalogWatch`, watchfiles, off Linux or when `portable`),
+the deletions hive carries out, and every resync. The workers of a model that went are
+queued at once, and their reconciles stop them and say why (`Departures` keeps why); a
+model that came or went is looked at (a declared one is fetched again), and so are the
+workers that wait for it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from hive.model.text import clip, show_text, show_url
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
 from hive.observers.catalog_watch import CatalogWatch
+from hive.observers.portable_catalog_watch import PortableCatalogWatch
+from hive.platform import native_watch
 from hive.runtime.departures import REMOVED, Departures
 from hive.runtime.queue import WorkQueue
 from hive.runtime.worker_table import WorkerTable
@@ -42,6 +45,7 @@ class ModelPresence:
         queue: WorkQueue,
         bus: Bus,
         resync_interval: float,
+        portable: bool = False,
     ) -> None:
         self._catalog = catalog
         self._departures = departures
@@ -51,14 +55,18 @@ class ModelPresence:
         self._queue = queue
         self._bus = bus
         self._resync_interval = resync_interval
-        self._watch: CatalogWatch | None = None
+        #: Watch with watchfiles even where inotify is there (`hive.platform`).
+        self._portable = portable
+        self._watch: CatalogWatch | PortableCatalogWatch | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         """Watch `<home>/models` (armed at once: before the catalog is first read), or say
         why not: a model removed by hand is then noticed at the resync."""
-        watch = CatalogWatch(self._catalog.root)
+        root = self._catalog.root
+        native = native_watch(portable=self._portable)
+        watch = CatalogWatch(root) if native else PortableCatalogWatch(root)
         try:
             watch.arm()
         except OSError as exc:  # the inotify instance or watch limit
@@ -129,9 +137,9 @@ class ModelPresence:
             self._queue.add(ObjectKey.of(Kind.WORKER, worker))
 
     # -- the watch -----------------------------------------------------------------------
-    async def _follow(self, watch: CatalogWatch) -> None:
+    async def _follow(self, watch: CatalogWatch | PortableCatalogWatch) -> None:
         """Model directories that come or go under `<home>/models` are looked at at once;
-        without inotify, the resync notices them."""
+        without a watch, the resync notices them."""
         try:
             while True:
                 batch = await watch.changes()
@@ -164,7 +172,7 @@ class ModelPresence:
     def _watch_lost(self, exc: OSError, when: str) -> None:
         self._bus.emit(
             "catalog_watch_error",
-            f"cannot watch {show_url(self._catalog.root)} with inotify{when} "
+            f"cannot watch {show_url(self._catalog.root)}{when} "
             f"({exc.strerror or type(exc).__name__}): a model removed "
             f"by hand is noticed at the resync (every {self._resync_interval:g} s)",
             level=Level.WARNING,

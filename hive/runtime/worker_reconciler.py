@@ -90,7 +90,7 @@ class WorkerReconciler:
             crashloop_reset=settings.crashloop_reset,
             placement_retry=settings.placement_retry,
         )
-        self._watcher = ProcessWatcher(clock=clock, queue=queue)
+        self._watcher = ProcessWatcher(clock=clock, queue=queue, portable=settings.portable)
         self._monitor = HealthMonitor(
             settings=settings, clock=clock, bus=bus, queue=queue, watcher=self._watcher
         )
@@ -108,6 +108,7 @@ class WorkerReconciler:
         )
         self._stopper = Stopper(
             home=settings.home,
+            portable=settings.portable,
             clock=clock,
             bus=bus,
             table=table,

@@ -37,6 +37,7 @@ class Stopper:
         self,
         *,
         home: Path,
+        portable: bool = False,
         clock: Clock,
         bus: Bus,
         table: WorkerTable,
@@ -45,6 +46,7 @@ class Stopper:
         rules: Rules,
     ) -> None:
         self._home = home
+        self._portable = portable
         self._rules = rules
         self._clock = clock
         self._bus = bus
@@ -177,6 +179,7 @@ class Stopper:
             home=self._home,
             signal_term=False,
             on_kill=lambda w: loop.call_soon_threadsafe(self._say_killed, by_worker[w]),
+            portable=self._portable,
         )
         ended = []
         for worker, instance in by_worker.items():

@@ -39,7 +39,7 @@ class WorkerProcess:
     start_deadline: float = 0.0
     #: Seconds between SIGTERM and SIGKILL (the runtime entry's).
     grace: float = DEFAULT_GRACE
-    #: Stops the exit watch (None: not watched; the health loop notices the end).
+    #: Stops the exit watch (`hive.platform.watch_exit`); None once the end was seen.
     unwatch: Callable[[], None] | None = None
     exit: ExitInfo | None = None
 

@@ -1,47 +1,30 @@
-"""The process watcher: a worker's end wakes its key in the queue (a pidfd on Linux, else
-the health loop's look), and `check_exit` reaps it and records how it ended. The worker
-reconciler reads the end at its next reconcile; nothing else is told."""
+"""The process watcher: a worker's end wakes its key in the queue (`hive.platform`'s
+`watch_exit`: a pidfd on Linux, psutil polled elsewhere or when `portable`), and
+`check_exit` reaps it and records how it ended. The worker reconciler reads the end at
+its next reconcile; nothing else is told."""
 
 from __future__ import annotations
-
-import asyncio
-import os
-from collections.abc import Callable
 
 from hive.core.clock import Clock
 from hive.model.workers import ExitInfo
 from hive.observers.processes import is_same
+from hive.platform import watch_exit
 from hive.runtime.queue import WorkQueue
 from hive.runtime.worker_table import Instance
 
 
-def watch_exit(pid: int, on_exit: Callable[[], None]) -> Callable[[], None] | None:
-    """Call `on_exit` on the running loop once process `pid` has ended; returns what stops
-    the watch, or None where the end cannot be watched (no pidfd: not Linux, an old kernel,
-    the process already gone), and then the caller looks for it itself. The one place that
-    knows how a process's end is watched."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-    loop = asyncio.get_running_loop()
-    loop.add_reader(fd, on_exit)
-
-    def unwatch() -> None:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-    return unwatch
-
-
 class ProcessWatcher:
-    def __init__(self, *, clock: Clock, queue: WorkQueue) -> None:
+    def __init__(self, *, clock: Clock, queue: WorkQueue, portable: bool = False) -> None:
         self._clock = clock
         self._queue = queue
+        self._portable = portable
 
     def watch(self, instance: Instance) -> None:
         """Wake the worker's key when its process ends."""
-        instance.proc.unwatch = watch_exit(instance.state.pid, lambda: self._ended(instance))
+        watch = watch_exit(
+            instance.state.pid, lambda: self._ended(instance), portable=self._portable
+        )
+        instance.proc.unwatch = watch.close
 
     def unwatch(self, instance: Instance) -> None:
         unwatch, instance.proc.unwatch = instance.proc.unwatch, None

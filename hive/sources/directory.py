@@ -1,6 +1,7 @@
 """The watched-directory source: manifest files under a directory, followed with inotify
-(`tree_watch`). Each file's last good records stay in force while it is broken, and a
-directory that suddenly holds nothing does not delete them all (see `ALLOW_EMPTY_MARKER`)."""
+on Linux (`tree_watch`), with watchfiles elsewhere or when asked (`portable_tree_watch`).
+Each file's last good records stay in force while it is broken, and a directory that
+suddenly holds nothing does not delete them all (see `ALLOW_EMPTY_MARKER`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from hive.model.ids import SourceName
 from hive.model.manifests import Record
 from hive.model.text import clip, redact_text
 from hive.narration.bus import Bus
+from hive.platform import native_watch
 from hive.sources.base import OnChange
+from hive.sources.portable_tree_watch import PortableTreeWatch
 from hive.sources.tree_watch import ALLOW_EMPTY_MARKER, TreeChanges, TreeWatch
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class DirectorySource:
         on_change: OnChange,
         missing_poll: float = 1.0,
         allow_empty: bool = False,
+        portable: bool = False,
     ) -> None:
         self.root = root
         self.name = SourceName(f"dir:{root}")
@@ -90,6 +94,8 @@ class DirectorySource:
         self._missing_poll = missing_poll
         #: Whether the source may go from some records to none without the marker file.
         self._allow_empty = allow_empty
+        #: Watch with watchfiles even where inotify is there (`hive.platform`).
+        self._portable = portable
         self._records: dict[Path, tuple[Record, ...]] = {}
         self._problems: dict[Path, tuple[Problem, ...]] = {}
         self._stamps: dict[Path, Stamp] = {}
@@ -102,7 +108,7 @@ class DirectorySource:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watch_problem: str | None = None
-        self._tree: TreeWatch | None = None
+        self._tree: TreeWatch | PortableTreeWatch | None = None
         self._lock = asyncio.Lock()
         store.register(self.name, kind="directory", location=str(root))
 
@@ -331,7 +337,7 @@ class DirectorySource:
             return
         try:
             # The watches exist before the tree is read, so no write falls between.
-            with TreeWatch(self.root) as watch:
+            with self._tree_watch() as watch:
                 self._tree, self._watch_problem = watch, None
                 await self.resync()
                 self._clear_loop_problem()
@@ -349,6 +355,11 @@ class DirectorySource:
             await self._pause()
         finally:
             self._tree = None
+
+    def _tree_watch(self) -> TreeWatch | PortableTreeWatch:
+        if native_watch(portable=self._portable):
+            return TreeWatch(self.root)
+        return PortableTreeWatch(self.root)
 
     def _set_loop_problem(self, exc: Exception) -> None:
         problem = Problem(
@@ -376,7 +387,7 @@ class DirectorySource:
 
     @property
     def watched_directories(self) -> list[Path]:
-        """The directories inotify watches now (none while the root is missing)."""
+        """The directories watched now (none while the root is missing)."""
         return [] if self._tree is None else self._tree.directories
 
     async def _pause(self) -> None:

@@ -1,4 +1,5 @@
-"""A directory tree followed with inotify, read on the event loop.
+"""A directory tree followed with inotify, read on the event loop: the Linux way
+(`hive.platform.native_watch`; `portable_tree_watch` is the watchfiles twin).
 
 The kernel's queue is read the moment it is readable (`hive.inotify.InotifyReader`): no
 thread, no polling step, nothing awake while nothing changes. This module keeps one watch

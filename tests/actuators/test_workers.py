@@ -489,12 +489,14 @@ def test_tail_lines_is_the_last_lines_of_the_file(
 
 
 # -- stopping a group ------------------------------------------------------------------------------
+@pytest.mark.parametrize("portable", [False, True], ids=["pidfd", "portable"])
 def test_stop_group_terms_kills_sweeps_and_leaves_the_exit_status_to_the_parent(
-    spawned: Spawn, tmp_path: Path
+    spawned: Spawn, tmp_path: Path, portable: bool
 ) -> None:
     """One stop for `hive stop-workers` and hive's own exit: SIGTERM, the grace, SIGKILL
     (said through on_kill), what the group left behind killed, the state record removed;
-    a child of the caller is not reaped, so its parent still reads how it ended."""
+    a child of the caller is not reaped, so its parent still reads how it ended. The same
+    with pidfds and with psutil only (`portable`: what macOS has)."""
     home = tmp_path / "home"
     leaves_child = (
         "import os, signal, subprocess, sys, time\n"
@@ -525,7 +527,9 @@ def test_stop_group_terms_kills_sweeps_and_leaves_the_exit_status_to_the_parent(
         workers.append(LiveWorker(state, psutil.Process(proc.pid), grace=0.5))
     killed: list[str] = []
 
-    stuck = stop_group(workers, home=home, on_kill=lambda w: killed.append(w.state.name))
+    stuck = stop_group(
+        workers, home=home, on_kill=lambda w: killed.append(w.state.name), portable=portable
+    )
 
     assert stuck == []
     assert killed == ["b"]

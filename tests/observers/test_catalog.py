@@ -9,11 +9,8 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from hive.actuators.provision import write_metadata
 from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
-from hive.observers import catalog
 from hive.observers.catalog import ModelCatalog
 
 
@@ -75,22 +72,6 @@ def test_a_missing_part_makes_a_split_model_incomplete(tmp_path: Path) -> None:
     assert observed is not None
     assert observed.file_size is None
     assert not observed.complete
-
-
-def test_boot_id_is_linux_s_or_else_the_boot_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    catalog.boot_id.cache_clear()
-    monkeypatch.setattr(catalog, "BOOT_ID", tmp_path / "boot_id")
-    try:
-        (tmp_path / "boot_id").write_text("9132fa0b-cc50-498b-b4db-d32d63b7ccc2\n")
-        assert catalog.boot_id() == "9132fa0b-cc50-498b-b4db-d32d63b7ccc2"
-        catalog.boot_id.cache_clear()
-        (tmp_path / "boot_id").unlink()  # not Linux: no such file
-        fallback = catalog.boot_id()
-        assert fallback is not None and fallback.startswith("boot-time-")
-    finally:
-        catalog.boot_id.cache_clear()
 
 
 SECRET_URL = "https://alice:S3CR3T@h.example/m.gguf?token=T0K"

@@ -1,22 +1,36 @@
-"""The watch on `<home>/models`, on real inotify: a model directory that comes, goes or is
-renamed is named at once; a deletion's trash and the files inside a model are not; the
-models directory itself going is said."""
+"""The watch on `<home>/models`, both ways (real inotify on the event loop, and watchfiles,
+the portable way): a model directory that comes, goes or is renamed is named at once; a
+deletion's trash and the files inside a model are not; the models directory itself going
+is said."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from hive.observers.catalog_watch import CatalogChanges, CatalogWatch
+from hive.observers.portable_catalog_watch import PortableCatalogWatch
+
+Watch = CatalogWatch | PortableCatalogWatch
+Make = Callable[[Path], Watch]
 
 
-async def next_batch(watch: CatalogWatch) -> CatalogChanges:
+@pytest.fixture(params=[CatalogWatch, PortableCatalogWatch], ids=["inotify", "watchfiles"])
+def make(request: pytest.FixtureRequest) -> Make:
+    made: Make = request.param
+    return made
+
+
+async def next_batch(watch: Watch) -> CatalogChanges:
     return await asyncio.wait_for(watch.changes(), 5)
 
 
-async def next_directories(watch: CatalogWatch) -> frozenset[str]:
+async def next_directories(watch: Watch) -> frozenset[str]:
     """The next models named by their directory; a batch of files gone only is the first
     step of the same `rm -rf` (its files go before its directory)."""
     while True:
@@ -25,9 +39,9 @@ async def next_directories(watch: CatalogWatch) -> frozenset[str]:
             return batch.names
 
 
-async def test_model_directories_that_come_and_go_are_named(tmp_path: Path) -> None:
+async def test_model_directories_that_come_and_go_are_named(tmp_path: Path, make: Make) -> None:
     root = tmp_path / "models"
-    with CatalogWatch(root) as watch:
+    with make(root) as watch:
         assert root.is_dir()  # made if missing
         (root / "tiny").mkdir()
         assert (await next_batch(watch)).names == {"tiny"}
@@ -50,9 +64,9 @@ async def test_model_directories_that_come_and_go_are_named(tmp_path: Path) -> N
         assert (await next_batch(watch)).names == {"back"}
 
 
-async def test_the_models_directory_itself_going_is_said(tmp_path: Path) -> None:
+async def test_the_models_directory_itself_going_is_said(tmp_path: Path, make: Make) -> None:
     root = tmp_path / "models"
-    watch = CatalogWatch(root)
+    watch = make(root)
     watch.arm()
     try:
         (root / "tiny").mkdir()
@@ -69,14 +83,14 @@ async def test_the_models_directory_itself_going_is_said(tmp_path: Path) -> None
 
 
 async def test_a_model_file_removed_inside_its_directory_names_the_model(
-    tmp_path: Path,
+    tmp_path: Path, make: Make
 ) -> None:
     """`rm …/model.gguf` (the directory stays) is a model gone too; a download's own steps
     (writing its `.partial`, publishing it by rename, removing a sidecar) wake nothing."""
     root = tmp_path / "models"
     (root / "old").mkdir(parents=True)  # there before the watch: watched from the start
     (root / "old" / "model.gguf").write_bytes(b"GGUF")
-    with CatalogWatch(root) as watch:
+    with make(root) as watch:
         (root / "new").mkdir()
         assert (await next_batch(watch)).names == {"new"}
         partial = root / "new" / "model.gguf.partial"

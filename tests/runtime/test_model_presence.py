@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
+import threading
 import warnings
 from pathlib import Path
 
+import pytest
+
 from hive.model.observed import ObservedModel
 from hive.observers.catalog import ModelCatalog
+from hive.portable_watch import WATCHER_THREAD
 from hive.runtime.manager import Manager
 from hive.runtime.model_presence import ModelPresence
 from hive.settings import Settings
@@ -56,7 +61,9 @@ async def test_a_manager_stopped_at_once_closes_its_catalog_watch(tmp_path: Path
         os.close(write)
 
 
-def beside_a_manager(catalog: ModelCatalog) -> tuple[Manager, ModelPresence]:
+def beside_a_manager(
+    catalog: ModelCatalog, *, portable: bool = False
+) -> tuple[Manager, ModelPresence]:
     """A manager (its queue, bus and workers; not started) and a presence over `catalog`
     whose model `m` is used by worker `w`."""
     settings = Settings(home=catalog.root.parent, desired=(), console=False, gpu_probe="none")
@@ -69,6 +76,7 @@ def beside_a_manager(catalog: ModelCatalog) -> tuple[Manager, ModelPresence]:
         queue=manager.queue,
         bus=manager.bus,
         resync_interval=settings.resync_interval,
+        portable=portable,
     )
     return manager, presence
 
@@ -109,3 +117,33 @@ async def test_a_model_whose_file_went_is_fetched_again_only_once_settled(
     later = await asyncio.wait_for(manager.queue.get(), timeout=5)
     assert later == "Model/m"
     manager.queue.done(later)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["inotify", "watchfiles"])
+@pytest.mark.parametrize("removal", ["rm -rf", "rm model.gguf"])
+async def test_a_model_removed_by_hand_is_looked_at_at_once(
+    tmp_path: Path, portable: bool, removal: str
+) -> None:
+    """Through either watch: its workers at once (to be stopped), and the model itself at
+    once when its directory went; the watch's thread, if it has one, ends with it."""
+    catalog = ModelCatalog(tmp_path / "home")
+    (catalog.root / "m").mkdir(parents=True)
+    (catalog.root / "m" / "model.gguf").write_bytes(b"GGUF")
+    manager, presence = beside_a_manager(catalog, portable=portable)
+    presence.start()
+    try:
+        if removal == "rm -rf":
+            shutil.rmtree(catalog.root / "m")
+            wanted = {"Model/m", "Worker/w"}
+        else:
+            (catalog.root / "m" / "model.gguf").unlink()
+            wanted = {"Worker/w"}  # the model's own fetch waits FILE_SETTLE
+        handed: set[str] = set()
+        while not wanted <= handed:
+            key = await asyncio.wait_for(manager.queue.get(), timeout=10)
+            assert key is not None
+            handed.add(key)
+            manager.queue.done(key)
+    finally:
+        await presence.stop()
+    assert [t for t in threading.enumerate() if t.name == WATCHER_THREAD] == []

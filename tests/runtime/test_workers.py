@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,8 +43,17 @@ class Rig:
     """A store, a model catalog with the tiny model Available, and a worker reconciler
     whose queue no controller reads (the test drives reconcile by hand)."""
 
-    def __init__(self, tmp_path: Path, tiny_model: Path, clock: FakeClock, *, ports: range) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        tiny_model: Path,
+        clock: FakeClock,
+        *,
+        ports: range,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.ports = ports
+        self.settings = settings or {}
         self.home = tmp_path / "home"
         install_scripted_runtime(self.home, grace=1.0)
         self.tiny_model = tiny_model
@@ -72,6 +82,7 @@ class Rig:
                 home=self.home,
                 console=False,
                 worker_ports=f"{self.ports.start}-{self.ports.stop - 1}",
+                **self.settings,
             ),
             store=self.store,
             statuses=self.statuses,
@@ -429,3 +440,33 @@ async def test_removed_records_get_every_sigterm_before_any_is_told(rig: RigFact
             await r.queue.shutdown()
             await controller.stop()
         assert seen == {"stopping": set(names)}
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["pidfd", "psutil"])
+async def test_an_exit_reaches_the_queue_through_the_exit_watch(
+    tmp_path: Path, tiny_model: Path, worker_ports: range, portable: bool
+) -> None:
+    """A worker's end queues its key through `hive.platform.watch_exit`: a pidfd, or
+    psutil polled when `portable` forces the fallback. The health loop looks once an hour
+    here, so only the exit watch can tell."""
+    r = Rig(
+        tmp_path,
+        tiny_model,
+        FakeClock(),
+        ports=worker_ports,
+        settings={"portable": portable, "health_interval": 3600.0},
+    )
+    r.declare(worker_yaml("w", "tiny"))
+    await r.reconciler.reconcile(ObjectKey.of(Kind.MODEL, "tiny"))
+    await r.workers.start()
+    try:
+        await r.reconcile()
+        await r.healthy()
+        await r.woken()
+        instance = r.table.instances["w"]
+        instance.proc.handle.send_signal(signal.SIGKILL)
+        await apoll(lambda: len(r.queue) > 0, within=10, what="the exit to queue the key")
+        assert await r.woken() == [KEY]
+        assert instance.proc.exit is not None and instance.proc.exit.signal == signal.SIGKILL
+    finally:
+        await r.workers.stop(stop_workers=True)
