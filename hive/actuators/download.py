@@ -44,14 +44,7 @@ from hive.actuators.files import (
     write_atomic,
 )
 from hive.actuators.http_get import BadUrl, HttpGet, split_credentials
-from hive.actuators.provision import (
-    Cancelled,
-    Progress,
-    ProvisionOutcome,
-    begin_metadata,
-    finish_metadata,
-    publish_metadata,
-)
+from hive.actuators.provision import begin_metadata, finish_metadata, publish_metadata
 from hive.actuators.remote import RemoteFile, RemoteNotFound, Unauthorized, resolve_remote
 from hive.actuators.space import ensure_space
 from hive.core.ratelimit import TokenBucket
@@ -59,14 +52,17 @@ from hive.errors import ChecksumMismatch, GgufError, PermanentError, TransientEr
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts, parameter_count_label
 from hive.model.observed import ModelFile, PartialState
-from hive.model.text import clip, redact_url, show, show_text, show_url
-from hive.model.units import megabytes
-from hive.observers.catalog import (
-    MODEL_FILE,
+from hive.model.provisioning import (
     PARTIAL_SUFFIX,
     PRIVATE_FILE_MODE,
     SIDECAR_SUFFIX,
+    Cancelled,
+    Progress,
+    ProvisionOutcome,
+    part_names,
 )
+from hive.model.text import clip, redact_url, show, show_text, show_url
+from hive.model.units import megabytes
 from hive.observers.gguf import read_gguf_facts
 
 CHUNK = 1024 * 1024
@@ -591,13 +587,6 @@ async def _fetch(
     return attempt, sha
 
 
-def _part_names(count: int) -> list[str]:
-    """`model.gguf`, or llama.cpp's split names for the parts of a split model."""
-    if count == 1:
-        return [MODEL_FILE]
-    return [f"model-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-
-
 async def download_model(
     action: ProvisionModel,
     *,
@@ -622,7 +611,7 @@ async def download_model(
                 "one file: remove it (each part is verified against the hub's checksum)"
             )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-        names = _part_names(len(remotes))
+        names = part_names(len(remotes))
         total = sum(r.size or 0 for r in remotes)
         # The one check of free space, before anything is written (a record included), for
         # every part at once: a split model that cannot fit fetches none of its parts. Each

@@ -20,9 +20,6 @@ from pydantic import BaseModel, ConfigDict
 
 from hive.actuators.download import Throttle, download_model
 from hive.actuators.provision import (
-    Cancelled,
-    Progress,
-    ProvisionOutcome,
     cleanup_partial,
     delete_model,
     mark_stopped,
@@ -56,6 +53,7 @@ from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, parse_rate
 from hive.model.observed import ObservedModel
+from hive.model.provisioning import Cancelled, Progress, ProvisionOutcome
 from hive.model.status import (
     ConditionType,
     ConditionUpdate,

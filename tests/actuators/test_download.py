@@ -20,11 +20,11 @@ import pytest
 from aiohttp import web
 
 from hive.actuators.download import RetryableHttp, Throttle, download_model, still_needed
-from hive.actuators.provision import Progress, ProvisionOutcome
 from hive.actuators.remote import RemoteFile
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
+from hive.model.provisioning import Progress, ProvisionOutcome
 from testkit.hub import Hub, serving, sizeless_server
 
 
