@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict
 
-from hive.actuators.download import Throttle, download_model
+from hive.actuators.download import Narrate, fetch_model
 from hive.actuators.provision import (
     cleanup_partial,
     delete_model,
@@ -28,6 +29,7 @@ from hive.actuators.provision import (
     why_stopped,
 )
 from hive.actuators.space import provisioning_no_space
+from hive.actuators.transfer import Throttle
 from hive.core.backoff import Backoff
 from hive.core.clock import Clock
 from hive.core.plan import plan_model
@@ -53,7 +55,7 @@ from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, parse_rate
 from hive.model.observed import ObservedModel
-from hive.model.provisioning import Cancelled, Progress, ProvisionOutcome
+from hive.model.provisioning import Cancelled, Progress, ProgressFn, ProvisionOutcome
 from hive.model.status import (
     ConditionType,
     ConditionUpdate,
@@ -119,10 +121,11 @@ def _rate_of(record: Record | None) -> int | None:
 
 
 class Downloads:
-    """What downloads share: an HTTP session, the slots, the hive-wide bandwidth bucket."""
+    """What downloads share: the slots and the hive-wide bandwidth bucket. Each download
+    makes its own requests from its own thread (`fetch_model`): no HTTP session is shared.
+    `session` is not used; it is accepted until the manager stops passing one."""
 
-    def __init__(self, *, session: aiohttp.ClientSession, limit: int, rate: int | None) -> None:
-        self.session = session
+    def __init__(self, *, limit: int, rate: int | None, session: object = None) -> None:
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
@@ -465,6 +468,8 @@ class Reconciler:
         first: list[tuple[float, int]] = []  # when and where this session's bytes began
 
         def progress(p: Progress) -> None:
+            # Called from the one thread that moves the bytes (a copy's, a download's): at
+            # most every PROGRESS_INTERVAL, the one hand-over to the event loop.
             now = self._clock.monotonic()
             if not first:
                 first.append((now, p.done))
@@ -569,7 +574,7 @@ class Reconciler:
         key: ObjectKey,
         action: ProvisionModel,
         running: _Running,
-        progress: Callable[[Progress], None],
+        progress: ProgressFn,
     ) -> ProvisionOutcome:
         """A network source, within the hive's download slots and bandwidth limits."""
         downloads = self._slot_or_wait()
@@ -581,8 +586,13 @@ class Reconciler:
                 shared=downloads.bucket, rate=_rate_of(self._store.desired(key))
             )
 
+            loop = asyncio.get_running_loop()
+
             def narrate(action_name: str, message: str, **data: Any) -> None:
-                self._bus.narrate(key, action_name, message, **data)
+                # Called from the download's thread; the bus is the event loop's. What it
+                # narrates comes before its outcome: both go through the loop's one queue.
+                emit = functools.partial(self._bus.narrate, key, action_name, message, **data)
+                loop.call_soon_threadsafe(emit)
 
             directory = self._catalog.directory(key.name)
             try:
@@ -596,25 +606,32 @@ class Reconciler:
         action: ProvisionModel,
         directory: Path,
         running: _Running,
-        progress: Callable[[Progress], None],
-        narrate: Callable[..., None],
+        progress: ProgressFn,
+        narrate: Narrate,
     ) -> ProvisionOutcome:
-        downloads = self._downloads
-        assert downloads is not None and running.throttle is not None
-        return await self._bounded(
-            download_model(
-                action,
-                directory=directory,
-                session=downloads.session,
-                now=self._clock.now(),
-                cancel=running.cancel,
-                throttle=running.throttle,
-                progress=progress,
-                narrate=narrate,
-            ),
-            running,
-            cancellable=True,
+        """`fetch_model` in a thread of its own, stopped by `running.cancel` alone (a
+        changed record, the action timeout, shutdown); the timeout waits for it to end.
+        Not the loop's default pool: a download holds its thread as long as it lasts."""
+        assert running.throttle is not None
+        work = functools.partial(
+            fetch_model,
+            action,
+            directory=directory,
+            now=self._clock.now(),
+            cancel=running.cancel,
+            throttle=running.throttle,
+            progress=progress,
+            narrate=narrate,
         )
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hive-download")
+
+        async def in_thread() -> ProvisionOutcome:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+        try:
+            return await self._bounded(in_thread(), running)
+        finally:
+            executor.shutdown(wait=False)  # its thread ended: `_bounded` waits for it
 
     def _progress(self, key: ObjectKey, p: Progress, elapsed: float, moved: int) -> None:
         """`moved` bytes in `elapsed` seconds of this session (not counting a resumed prefix)."""
