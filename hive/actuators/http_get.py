@@ -74,9 +74,9 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 class HttpGet:
     """`open()` connects, sends the GET (or the HEAD, with `method="HEAD"`) and follows
-    redirects; then `status`, `headers`
-    and `url` say what answered, and `readinto` reads the body. Blocking calls, for a
-    thread; `abort()` may be called from any thread to end a blocked read at once.
+    redirects; then `status`, `headers` and `url` say what answered, and `readinto` reads
+    the body. Blocking calls, for a thread; `abort()` may be called from any thread to end
+    a blocked read at once.
 
     User info in `url` becomes an `Authorization: Basic` header (unless `headers` has
     one already), sent like any other to the URL's origin only."""
