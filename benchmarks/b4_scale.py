@@ -34,8 +34,9 @@ from benchmarks import (
 from hive.api.views import status_view
 from hive.core.plan import plan
 from hive.model.observed import ModelMetadata, ObservedModel
+from hive.model.provisioning import METADATA, MODEL_FILE, PARTIAL_SUFFIX
 from hive.model.status import ModelPhase
-from hive.observers.catalog import METADATA, MODEL_FILE, PARTIAL_SUFFIX, ModelCatalog
+from hive.observers.catalog import ModelCatalog
 from hive.runtime.manager import Manager
 from hive.settings import Settings
 

@@ -1,7 +1,7 @@
 """A Hugging Face hub look-alike on 127.0.0.1 for tests and benchmarks, with fault switches.
 
-It answers what `huggingface_hub` (2.x, httpx2 based) and hive's aiohttp downloader ask of
-huggingface.co:
+It answers what `huggingface_hub` (2.x, httpx2 based) and hive's downloader (http.client,
+in a thread) ask of huggingface.co:
 
 - ``HEAD|GET /{repo}/resolve/{revision}/{path}``: LFS files answer ``302`` to a signed,
   content-addressed CDN URL (``/cdn/{sha256}?...``) with ``X-Repo-Commit``,

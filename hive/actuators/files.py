@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from hive.observers.catalog import is_partial_name
+from hive.model.provisioning import is_partial_name
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

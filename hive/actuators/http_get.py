@@ -1,17 +1,17 @@
-"""One HTTP GET whose body a thread reads straight into hive's buffers (http.client).
+"""One blocking HTTP request (http.client) whose body a thread reads straight into hive's
+buffers: the downloader's GETs, and the HEAD that resolves an `http(s)://` source.
 
-The downloader's body path. aiohttp hands a body over in the event loop, 256 KiB at a
-time, as new bytes objects; a thread blocked in `readinto` fills a 4 MiB buffer with no
-copy and no turn of the loop, and leaves the GIL to the thread that hashes. B3 measured
-it (docs/benchmarks.md): a GiB in 1.5 s instead of 2.05 s, and 0.05 CPU-s of the event
-loop's time instead of 0.94. Resolution (HEAD requests, the hub's API) stays on aiohttp.
+aiohttp hands a body over in the event loop, 256 KiB at a time, as new bytes objects; a
+thread blocked in `readinto` fills a 4 MiB buffer with no copy and no turn of the loop,
+and leaves the GIL to the thread that hashes. B3 measured it (docs/benchmarks.md): a GiB
+in 1.5 s instead of 2.05 s, and 0.05 CPU-s of the event loop's time instead of 0.94.
 
-It does what the aiohttp session did for these GETs: redirects (at most 10; the
+It does what an aiohttp session did for these requests: redirects (at most 10; the
 `Authorization` header is not sent to another origin), a URL's user info sent as
 `Authorization: Basic` and never as part of a URL (`split_credentials`), proxies from the
 environment (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), TLS with the system's CAs, a connect
-and a read timeout. No compression is asked for (`Accept-Encoding: identity`), so the bytes read are
-the file's bytes.
+and a read timeout. No compression is asked for (`Accept-Encoding: identity`), so the
+bytes read are the file's bytes.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ import socket
 import ssl
 import urllib.request
 from email.message import Message
+from typing import Literal
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
+from hive import __version__
+
 MAX_REDIRECTS = 10
+USER_AGENT = f"hive/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -69,9 +73,10 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 
 class HttpGet:
-    """`open()` connects, sends the GET and follows redirects; then `status`, `headers`
-    and `url` say what answered, and `readinto` reads the body. Blocking calls, for a
-    thread; `abort()` may be called from any thread to end a blocked read at once.
+    """`open()` connects, sends the GET (or the HEAD, with `method="HEAD"`) and follows
+    redirects; then `status`, `headers` and `url` say what answered, and `readinto` reads
+    the body. Blocking calls, for a thread; `abort()` may be called from any thread to end
+    a blocked read at once.
 
     User info in `url` becomes an `Authorization: Basic` header (unless `headers` has
     one already), sent like any other to the URL's origin only."""
@@ -81,10 +86,12 @@ class HttpGet:
         url: str,
         headers: dict[str, str],
         *,
+        method: Literal["GET", "HEAD"] = "GET",
         connect_timeout: float = 30.0,
         read_timeout: float = 60.0,
     ) -> None:
         self.url, auth = split_credentials(url)
+        self._method = method
         self._headers = dict(headers)
         if not any(k.lower() == "authorization" for k in self._headers):
             self._headers.update(auth)
@@ -150,7 +157,9 @@ class HttpGet:
                 target = url  # a plain-HTTP request to a proxy names the absolute URL
                 headers = {**headers, **auth}
         self._conn = conn
-        conn.request("GET", target, headers=headers)
+        conn.request(self._method, target, headers=headers)
+        if self._aborted:  # while it connected, when `abort` had no socket to shut
+            raise ConnectionAbortedError(f"{self._method} {url} was aborted")
         if conn.sock is not None:
             conn.sock.settimeout(self._read_timeout)
         self._response = conn.getresponse()
@@ -172,7 +181,9 @@ class HttpGet:
         return self._response.readinto(view)
 
     def abort(self) -> None:
-        """End a read blocked in another thread (it returns 0 or raises OSError)."""
+        """End a read blocked in another thread (it returns 0 or raises OSError); `open`
+        raises OSError once it is connected (connecting itself is not interrupted: it ends
+        within the connect timeout)."""
         self._aborted = True
         conn = self._conn
         sock = conn.sock if conn is not None else None

@@ -19,11 +19,12 @@ import shutil
 import stat
 import threading
 from asyncio import CancelledError
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hive.actuators.files import (
     clear_partials,
@@ -42,42 +43,26 @@ from hive.errors import (
 from hive.model.actions import ProvisionModel
 from hive.model.gguf import GgufFacts
 from hive.model.observed import ArtifactStatus, ModelFile, ModelMetadata, PartialState
-from hive.model.text import clip, show_text, show_url
-from hive.observers.catalog import (
+from hive.model.provisioning import (
     METADATA,
     MODEL_FILE,
     PARTIAL_SUFFIX,
     PRIVATE_FILE_MODE,
     SIDECAR_SUFFIX,
     TRASH_PREFIX,
-    ModelCatalog,
-    boot_id,
+    Cancelled,
+    Progress,
+    ProgressFn,
+    ProvisionOutcome,
+    partial_name,
+    trash_name,
 )
+from hive.model.text import clip, show_text, show_url
+from hive.observers.catalog import ModelCatalog, boot_id
 from hive.observers.gguf import read_gguf_facts
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-
-
-class Progress(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    done: int
-    total: int
-
-
-class ProvisionOutcome(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    metadata: ModelMetadata
-    method: str  # "hardlink" | "copy"
-
-
-class Cancelled(Exception):
-    """The action was cancelled (its record changed or went away)."""
-
-
-ProgressFn = Callable[[Progress], None]
 
 
 def _sha256_of(path: Path, *, cancel: threading.Event, progress: ProgressFn, total: int) -> str:
@@ -303,7 +288,7 @@ def provision_file(
         _ensure_room_to_copy(directory, src=src, size=st.st_size)
     directory.mkdir(parents=True, exist_ok=True)
     clear_partials(directory)
-    partial = directory / (MODEL_FILE + PARTIAL_SUFFIX)
+    partial = directory / partial_name(MODEL_FILE)
     base = begin_metadata(
         action, directory=directory, path=directory / MODEL_FILE, size=st.st_size, now=now
     )
@@ -311,7 +296,7 @@ def provision_file(
         if not copy and not _hard_link(src, partial):
             copy = True  # a filesystem that refuses hard links: the check comes now
             _ensure_room_to_copy(directory, src=src, size=st.st_size)
-        method = "copy" if copy else "hardlink"
+        method: Literal["copy", "hardlink"] = "copy" if copy else "hardlink"
         if not copy:
             sha = _sha256_of(partial, cancel=cancel, progress=progress, total=st.st_size)
         else:
@@ -391,7 +376,7 @@ def delete_model(name: str, *, catalog: ModelCatalog) -> bool:
     directory = catalog.directory(name)
     if not directory.exists():
         return False
-    trash = catalog.root / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
+    trash = catalog.root / trash_name(name, secrets.token_hex(4))
     os.replace(directory, trash)
     shutil.rmtree(trash, ignore_errors=True)
     return True

@@ -1,5 +1,6 @@
 """Where a network source's bytes are: `hf://` resolved through huggingface_hub (endpoint
 from HF_ENDPOINT, token from HF_TOKEN or the token file), `http(s)://` through a HEAD.
+Blocking: it runs in the download's thread.
 
 The answer is a `RemoteFile`: the URL to GET (never with user info: that goes in its
 headers), its size, ETag, the SHA-256 the hub vouches for, and the commit a revision
@@ -8,14 +9,13 @@ resolved to. Messages show a URL redacted and bounded (`hive.model.text.show_url
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import re
-from typing import Any
+from collections.abc import Callable
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from hive.actuators.http_get import split_credentials
+from hive.actuators.http_get import USER_AGENT, BadUrl, HttpGet, split_credentials
 from hive.errors import PermanentError, TransientError
 from hive.model.text import clip, show, show_text, show_url
 
@@ -30,6 +30,10 @@ _QUANT_RE = re.compile(
     r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=\.gguf$|-\d{5}-of-\d{5}\.gguf$)",
     re.IGNORECASE,
 )
+
+
+#: Told the request in flight (None when there is none), so that a cancellation can abort it.
+Watch = Callable[[HttpGet | None], None]
 
 
 class Unauthorized(PermanentError):
@@ -191,18 +195,24 @@ def _resolve_hf_blocking(source: str) -> list[RemoteFile]:
     return out
 
 
-async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFile:
+def _resolve_http(source: str, watch: Watch) -> RemoteFile:
     # The user info of the URL travels as an Authorization header, on this HEAD and on
-    # every GET (and, as aiohttp and HttpGet do, not to another origin after a redirect).
+    # every GET (and, as HttpGet does, not to another origin after a redirect).
     url, auth = split_credentials(source)
     shown = show_url(source)
     filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
+    request = HttpGet(url, {"User-Agent": USER_AGENT, **auth}, method="HEAD")
+    watch(request)
     try:
-        async with session.head(url, allow_redirects=True, headers=auth) as response:
-            status = response.status
-            headers: Any = response.headers
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        request.open()
+        status, headers = request.status, request.headers
+    except BadUrl as exc:
+        raise PermanentError(f"{shown}: {show_text(str(exc))}") from None
+    except (OSError, http.client.HTTPException) as exc:
         raise TransientError(f"{shown}: {type(exc).__name__}: {show_text(str(exc))}") from exc
+    finally:
+        watch(None)
+        request.close()
     if status == 401:
         raise Unauthorized(f"{shown}: access denied ({status})")
     if status == 404:
@@ -227,13 +237,15 @@ async def _resolve_http(source: str, session: aiohttp.ClientSession) -> RemoteFi
     )
 
 
-async def resolve_remote(source: str, *, session: aiohttp.ClientSession) -> list[RemoteFile]:
+def resolve_remote(source: str, *, watch: Watch) -> list[RemoteFile]:
     """Where `source`'s bytes are, with what the server says about them: one file, or every
-    part of a split model in order."""
+    part of a split model in order. Blocking. `watch` is told each HEAD request before it
+    is sent (and None after), so that a cancellation can abort it; the hub's API, through
+    huggingface_hub, is not interrupted (it ends within its own timeout)."""
     if source.startswith("hf://"):
-        return await asyncio.to_thread(_resolve_hf_blocking, source)
+        return _resolve_hf_blocking(source)
     if source.startswith(("https://", "http://")):
         base, _, query = source.partition("?")
         urls = [p + (f"?{query}" if query else "") for p in split_parts(base)]
-        return [await _resolve_http(url, session) for url in urls]
+        return [_resolve_http(url, watch) for url in urls]
     raise PermanentError(f"{show_url(source)}: not a network source")

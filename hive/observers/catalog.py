@@ -1,7 +1,7 @@
 """The disk catalog observer: `<home>/models/<name>/{metadata.json, model.gguf}`.
 
-rbee-compatible layout. A full pass costs three `stat` calls per model: a directory is
-read again only when one of them changed.
+rbee-compatible layout, named in `hive.model.provisioning`. A full pass costs three `stat`
+calls per model: a directory is read again only when one of them changed.
 """
 
 from __future__ import annotations
@@ -15,28 +15,17 @@ from pydantic import ValidationError
 
 from hive.model.ids import name_problem
 from hive.model.observed import ModelMetadata, ObservedModel, PartialDownload, PartialState
+from hive.model.provisioning import (
+    METADATA,
+    MODEL_FILE,
+    PARTIAL_SUFFIX,
+    SIDECAR_SUFFIX,
+    is_partial_name,
+    model_directory,
+    models_root,
+)
 from hive.model.text import show_text, show_url
 from hive.platform import boot_id as boot_id  # this boot, as every caller has read it here
-
-METADATA = "metadata.json"
-MODEL_FILE = "model.gguf"
-PARTIAL_SUFFIX = ".partial"
-#: Beside `X.partial`, `X.partial.json` says what the partial bytes are a prefix of.
-SIDECAR_SUFFIX = ".json"
-#: The mode of metadata.json and of sidecars: they name where a model came from, and a URL
-#: may hold a secret that redaction cannot recognise (a signature in a path segment), so
-#: only hive's own user reads them. The model's bytes keep their own mode.
-PRIVATE_FILE_MODE = 0o600
-
-
-def is_partial_name(name: str) -> bool:
-    """A partial download or its sidecar: never a model, however long it stays."""
-    return name.endswith((PARTIAL_SUFFIX, PARTIAL_SUFFIX + SIDECAR_SUFFIX))
-
-
-#: Directories being deleted are renamed to this prefix first, so they vanish atomically.
-TRASH_PREFIX = ".deleting-"
-
 
 Stamp = tuple[int | None, ...]
 
@@ -69,15 +58,12 @@ class ModelCatalog:
     """
 
     def __init__(self, home: Path) -> None:
-        self.root = home / "models"
+        self.root = models_root(home)
         self._root = str(self.root)
         self._cache: dict[str, tuple[Stamp, ObservedModel]] = {}
 
     def directory(self, name: str) -> Path:
-        problem = name_problem(name)
-        if problem:  # names are validated long before; this keeps paths inside <home>
-            raise ValueError(f"model name {problem}")
-        return self.root / name
+        return model_directory(self.root, name)
 
     def _stamp(self, name: str, files: tuple[str, ...] = ()) -> Stamp | None:
         """(mtime, inode) of the directory and (mtime, size, inode) of metadata.json,

@@ -10,9 +10,6 @@ import logging
 import socket
 from collections.abc import Iterable
 
-import aiohttp
-
-from hive import __version__
 from hive.actuators.provision import purge_trash, secure_records
 from hive.core.clock import Clock, SystemClock
 from hive.core.plan import plan
@@ -94,6 +91,7 @@ class Manager:
             action_timeout=settings.action_timeout,
             partial_ttl=settings.partial_ttl,
             file_roots=settings.file_roots,
+            downloads=Downloads(limit=settings.max_downloads, rate=settings.download_rate),
             on_deleted=self._model_deleted,
         )
         self.controller = Controller(
@@ -117,7 +115,6 @@ class Manager:
             for path in settings.desired
         ]
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
 
     # -- wiring --------------------------------------------------------------------------
     def on_change(self, result: ReplaceResult) -> None:
@@ -221,18 +218,6 @@ class Manager:
 
     async def _start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60),
-            headers={"User-Agent": f"hive/{__version__}"},
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as huggingface_hub honours them
-        )
-        self.model_reconciler.attach_downloads(
-            Downloads(
-                session=self._session,
-                limit=self.settings.max_downloads,
-                rate=self.settings.download_rate,
-            )
-        )
         await asyncio.to_thread(purge_trash, self.catalog)
         await asyncio.to_thread(secure_records, self.catalog)  # records of an older hive
         hive_id = self.settings.hive_id
@@ -269,10 +254,6 @@ class Manager:
         self._tasks.clear()
         await self.presence.stop()
         await self.worker_reconciler.stop(stop_workers=self.settings.stop_workers_on_exit)
-        self.model_reconciler.attach_downloads(None)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}

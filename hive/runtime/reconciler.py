@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-
-from hive.actuators.download import Throttle, download_model
+from hive.actuators.download import Narrate, fetch_model
 from hive.actuators.provision import (
-    Cancelled,
-    Progress,
-    ProvisionOutcome,
     cleanup_partial,
     delete_model,
     mark_stopped,
@@ -31,6 +28,7 @@ from hive.actuators.provision import (
     why_stopped,
 )
 from hive.actuators.space import provisioning_no_space
+from hive.actuators.transfer import Throttle
 from hive.core.clock import Clock
 from hive.core.plan import plan_model
 from hive.core.ratelimit import TokenBucket
@@ -47,7 +45,6 @@ from hive.errors import (
     HiveError,
     InternalError,
     ObserveFailed,
-    TransientError,
     is_no_space,
 )
 from hive.model.actions import (
@@ -62,6 +59,7 @@ from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import ModelManifest, Record, parse_rate
 from hive.model.observed import ObservedModel
+from hive.model.provisioning import Cancelled, Progress, ProgressFn, ProvisionOutcome
 from hive.model.status import ModelPhase, ObjectStatus, StatusUpdate
 from hive.model.text import clip, show_text, show_url
 from hive.model.units import megabytes, megabytes_of
@@ -95,8 +93,6 @@ class _Running:
         #: identity (a new rate limit, new labels) does not restart the action.
         self.identity = identity
         self.cancel = threading.Event()
-        #: Set for async work (downloads), which is stopped by cancelling its task.
-        self.task: asyncio.Task[Any] | None = None
         self.throttle: Throttle | None = None
 
 
@@ -115,10 +111,10 @@ def _rate_of(record: Record | None) -> int | None:
 
 
 class Downloads:
-    """What downloads share: an HTTP session, the slots, the hive-wide bandwidth bucket."""
+    """What downloads share: the slots and the hive-wide bandwidth bucket. Each download
+    makes its own requests from its own thread (`fetch_model`): no HTTP session is shared."""
 
-    def __init__(self, *, session: aiohttp.ClientSession, limit: int, rate: int | None) -> None:
-        self.session = session
+    def __init__(self, *, limit: int, rate: int | None) -> None:
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
@@ -147,6 +143,7 @@ class ModelReconciler:
         action_timeout: float,
         partial_ttl: float = 24 * 3600.0,
         file_roots: tuple[Path, ...] = (),
+        downloads: Downloads,
         on_deleted: Callable[[str], None] | None = None,
     ) -> None:
         self._partial_ttl = partial_ttl
@@ -162,14 +159,10 @@ class ModelReconciler:
         self._deletions: dict[ObjectKey, DeleteRequest] = {}
         #: What each key was doing when it failed (its narration's verb), until `failed`.
         self._failing: dict[ObjectKey, Action | None] = {}
-        #: Set by the manager once it has an HTTP session (network sources need one).
-        self._downloads: Downloads | None = None
+        self._downloads = downloads
         #: Called with a model's name once `state: absent` has deleted its files (its
         #: workers are stopped).
         self._on_deleted = on_deleted
-
-    def attach_downloads(self, downloads: Downloads | None) -> None:
-        self._downloads = downloads
 
     def set_status(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
         return self._statuses.set(key, update)
@@ -190,8 +183,6 @@ class ModelReconciler:
             running.generation = self._store.generation(key)
             return False
         running.cancel.set()
-        if running.task is not None:
-            running.task.cancel()
         return True
 
     def cancel_all(self) -> None:
@@ -412,27 +403,18 @@ class ModelReconciler:
         finally:
             self._running.pop(key, None)
 
-    async def _bounded(
-        self, work: Coroutine[object, object, T], running: _Running, *, cancellable: bool = False
-    ) -> T:
-        """Await an actuator's work within the action timeout. On timeout or shutdown, tell
-        it to stop and wait for it, so no two attempts ever overlap. `cancellable` work
-        (async downloads) is also stopped by cancelling its task when its record changes."""
+    async def _bounded(self, work: Coroutine[object, object, T], running: _Running) -> T:
+        """Await an actuator's work (a thread) within the action timeout. On timeout or
+        shutdown, set its cancel event and wait for it to end, so no two attempts ever
+        overlap. A record that changes sets the same event (`cancel_if_stale`): the work
+        raises `Cancelled` itself."""
         task = asyncio.ensure_future(work)
-        if cancellable:
-            running.task = task
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._action_timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
             running.cancel.set()
-            if cancellable:
-                task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-            current = asyncio.current_task()
-            stale = isinstance(exc, asyncio.CancelledError) and task.cancelled()
-            if stale and current is not None and not current.cancelling():
-                raise Cancelled from None  # cancel_if_stale stopped it, not a shutdown
             if isinstance(exc, TimeoutError):
                 raise ActionTimeout(
                     f"gave up after {self._action_timeout:g}s (action timeout)"
@@ -458,6 +440,8 @@ class ModelReconciler:
         first: list[tuple[float, int]] = []  # when and where this session's bytes began
 
         def progress(p: Progress) -> None:
+            # Called from the one thread that moves the bytes (a copy's, a download's): at
+            # most every PROGRESS_INTERVAL, the one hand-over to the event loop.
             now = self._clock.monotonic()
             if not first:
                 first.append((now, p.done))
@@ -548,8 +532,6 @@ class ModelReconciler:
         """The downloads, if a slot is free now; else WaitingForSlot, so the key comes back
         later without holding a reconcile worker (copies and deletions go on meanwhile)."""
         downloads = self._downloads
-        if downloads is None:
-            raise TransientError("hive's downloader is not running yet")
         if downloads.slots.locked():
             raise WaitingForSlot(
                 f"waiting for a download slot ({downloads.limit} downloads at a time; "
@@ -562,7 +544,7 @@ class ModelReconciler:
         key: ObjectKey,
         action: ProvisionModel,
         running: _Running,
-        progress: Callable[[Progress], None],
+        progress: ProgressFn,
     ) -> ProvisionOutcome:
         """A network source, within the hive's download slots and bandwidth limits."""
         downloads = self._slot_or_wait()
@@ -574,8 +556,13 @@ class ModelReconciler:
                 shared=downloads.bucket, rate=_rate_of(self._store.desired(key))
             )
 
+            loop = asyncio.get_running_loop()
+
             def narrate(action_name: str, message: str, **data: Any) -> None:
-                self._bus.narrate(key, action_name, message, **data)
+                # Called from the download's thread; the bus is the event loop's. What it
+                # narrates comes before its outcome: both go through the loop's one queue.
+                emit = functools.partial(self._bus.narrate, key, action_name, message, **data)
+                loop.call_soon_threadsafe(emit)
 
             directory = self._catalog.directory(key.name)
             try:
@@ -589,25 +576,32 @@ class ModelReconciler:
         action: ProvisionModel,
         directory: Path,
         running: _Running,
-        progress: Callable[[Progress], None],
-        narrate: Callable[..., None],
+        progress: ProgressFn,
+        narrate: Narrate,
     ) -> ProvisionOutcome:
-        downloads = self._downloads
-        assert downloads is not None and running.throttle is not None
-        return await self._bounded(
-            download_model(
-                action,
-                directory=directory,
-                session=downloads.session,
-                now=self._clock.now(),
-                cancel=running.cancel,
-                throttle=running.throttle,
-                progress=progress,
-                narrate=narrate,
-            ),
-            running,
-            cancellable=True,
+        """`fetch_model` in a thread of its own, stopped by `running.cancel` alone (a
+        changed record, the action timeout, shutdown); the timeout waits for it to end.
+        Not the loop's default pool: a download holds its thread as long as it lasts."""
+        assert running.throttle is not None
+        work = functools.partial(
+            fetch_model,
+            action,
+            directory=directory,
+            now=self._clock.now(),
+            cancel=running.cancel,
+            throttle=running.throttle,
+            progress=progress,
+            narrate=narrate,
         )
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hive-download")
+
+        async def in_thread() -> ProvisionOutcome:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+        try:
+            return await self._bounded(in_thread(), running)
+        finally:
+            executor.shutdown(wait=False)  # its thread ended: `_bounded` waits for it
 
     def _progress(self, key: ObjectKey, p: Progress, elapsed: float, moved: int) -> None:
         """`moved` bytes in `elapsed` seconds of this session (not counting a resumed prefix)."""

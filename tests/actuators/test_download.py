@@ -1,6 +1,7 @@
 """The downloader against small real servers on loopback: servers that say no size, send
 no HEAD, or answer 416 for a partial that is already whole; a source URL with credentials;
-a partial an older hive described; a server whose headers would make endless messages."""
+a partial an older hive described; a server whose headers would make endless messages; a
+server gone silent while the one cancel event is set; the thread its callbacks come from."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from hive.actuators.download import RetryableHttp, Throttle, download_model, still_needed
-from hive.actuators.provision import Progress, ProvisionOutcome
+from hive.actuators.download import RetryableHttp, fetch_model, still_needed
 from hive.actuators.remote import RemoteFile
+from hive.actuators.transfer import Throttle
 from hive.errors import HiveError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import PartialState
+from hive.model.provisioning import Cancelled, Progress, ProvisionOutcome
 from testkit.hub import Hub, serving, sizeless_server
+from testkit.silent_server import Stage, silent_server
+from tests.conftest import apoll
 
 
 @pytest.fixture
@@ -45,20 +48,19 @@ async def download(
     attempts: int = 5,
     narrate: Any = lambda *a, **k: None,
 ) -> ProvisionOutcome:
-    """`download_model` of `url` into `directory`, in a session of its own."""
+    """`fetch_model` of `url` into `directory`, in a thread (the servers run in this loop)."""
     action = ProvisionModel(name="m", reason="test", source=url, resolved_source=url)
-    async with aiohttp.ClientSession() as session:
-        return await download_model(
-            action,
-            directory=directory,
-            session=session,
-            now=datetime.now(UTC),
-            cancel=threading.Event(),
-            throttle=Throttle(shared=None, rate=None),
-            progress=(lambda p: None) if progress is None else progress.append,
-            narrate=narrate,
-            attempts=attempts,
-        )
+    return await asyncio.to_thread(
+        fetch_model,
+        action,
+        directory=directory,
+        now=datetime.now(UTC),
+        cancel=threading.Event(),
+        throttle=Throttle(shared=None, rate=None),
+        progress=(lambda p: None) if progress is None else progress.append,
+        narrate=narrate,
+        attempts=attempts,
+    )
 
 
 async def test_a_server_without_head_or_size(sizeless: tuple[str, bytes], tmp_path: Path) -> None:
@@ -238,3 +240,90 @@ async def test_a_servers_long_content_range_is_quoted_bounded(
         await download(url, directory, attempts=1)
     assert "asked for byte 1000, got range '9999" in failed.value.message
     assert len(failed.value.message) < 600, len(failed.value.message)
+
+
+class InThread:
+    """`fetch_model` of `url` in a thread of its own, as the reconciler runs it: what it
+    returned or raised, what it narrated, and every thread its callbacks were called from."""
+
+    def __init__(self, url: str, directory: Path, *, cancel: threading.Event) -> None:
+        self.url, self.directory, self.cancel = url, directory, cancel
+        self.callers: set[threading.Thread] = set()
+        self.progress: list[Progress] = []
+        self.said: list[str] = []
+        self.outcome: ProvisionOutcome | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-download")
+        self.thread.start()
+
+    def _run(self) -> None:
+        action = ProvisionModel(name="m", reason="test", source=self.url, resolved_source=self.url)
+        try:
+            self.outcome = fetch_model(
+                action,
+                directory=self.directory,
+                now=datetime.now(UTC),
+                cancel=self.cancel,
+                throttle=Throttle(shared=None, rate=None),
+                progress=self._progress,
+                narrate=self._narrate,
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def _progress(self, p: Progress) -> None:
+        self.callers.add(threading.current_thread())
+        self.progress.append(p)
+
+    def _narrate(self, action: str, message: str, **data: object) -> None:
+        self.callers.add(threading.current_thread())
+        self.said.append(action)
+
+    async def ended(self, within: float) -> None:
+        await apoll(lambda: not self.thread.is_alive(), within=within, what="fetch_model's end")
+
+
+@pytest.mark.parametrize("stage", ["head", "headers", "body", "retry"])
+async def test_one_cancel_event_stops_a_download_wherever_it_waits(
+    stage: Stage, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A server silent on the HEAD, on the GET's answer, mid-body, or a Retry-After of five
+    minutes: setting the cancel event ends the download at once (not after a read timeout
+    or the wait), the connection is let go, and no thread of the download is left."""
+    body = await asyncio.to_thread(tiny_model.read_bytes) + bytes(1_000_000)
+    before = set(threading.enumerate())
+    async with silent_server(body, stage=stage) as silent:
+        cancel = threading.Event()
+        run = InThread(silent.url, tmp_path / "m", cancel=cancel)
+        if stage == "retry":
+            await apoll(lambda: "model_download_retry" in run.said, what="the wait to retry")
+        else:
+            await apoll(lambda: silent.holding, what="the server to hold the request")
+        cancel.set()
+        await run.ended(within=5)  # the read timeout is 60 s, the Retry-After 300 s
+        assert isinstance(run.error, Cancelled), repr(run.error)
+        if stage != "retry":
+            await apoll(lambda: silent.gone, within=5, what="the connection to be let go")
+    left = [
+        t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio")
+    ]
+    assert left == []
+
+
+async def test_progress_and_narration_come_from_the_thread_that_moves_the_bytes(
+    sizeless: tuple[str, bytes], tmp_path: Path
+) -> None:
+    """The callbacks are called from the download's own thread, never from the event loop
+    (whose caller hands them over once); a resume narrates, the rest reports progress."""
+    url, body = sizeless
+    directory = tmp_path / "m"
+    directory.mkdir()
+    (directory / "model.gguf.partial").write_bytes(body[:1000])
+    state = PartialState(url=url, etag=None, size=None, started_at=datetime.now(UTC))
+    (directory / "model.gguf.partial.json").write_text(state.model_dump_json())
+    run = InThread(url, directory, cancel=threading.Event())
+    await run.ended(within=30)
+    assert run.error is None and run.outcome is not None
+    assert "model_download_resumed" in run.said
+    assert run.progress[-1].done == len(body)
+    assert run.callers == {run.thread}

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hive.actuators.provision import Cancelled, ProvisionOutcome, provision_file
+from hive.actuators.provision import provision_file
 from hive.errors import InsufficientSpace, PermanentError
 from hive.model.actions import ProvisionModel
 from hive.model.observed import ArtifactStatus, ModelMetadata
-from hive.observers.catalog import METADATA, MODEL_FILE, ModelCatalog
+from hive.model.provisioning import METADATA, MODEL_FILE, Cancelled, ProvisionOutcome
+from hive.observers.catalog import ModelCatalog
 from hive.settings import Settings
 from tests.disk import padded
 

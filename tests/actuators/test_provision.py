@@ -12,7 +12,8 @@ import pytest
 from hive.actuators.provision import provision_file, sync_model, update_metadata
 from hive.model.actions import ProvisionModel
 from hive.model.observed import ModelMetadata
-from hive.observers.catalog import METADATA, ModelCatalog, boot_id
+from hive.model.provisioning import METADATA
+from hive.observers.catalog import ModelCatalog, boot_id
 
 WHEN = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 

@@ -28,7 +28,7 @@ from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.queue import WorkQueue
-from hive.runtime.reconciler import ModelReconciler
+from hive.runtime.reconciler import Downloads, ModelReconciler
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
 from hive.runtime.worker_table import WorkerTable
@@ -70,6 +70,7 @@ class Rig:
             bus=self.bus,
             clock=clock,
             action_timeout=60,
+            downloads=Downloads(limit=1, rate=None),
         )
         self.queue = WorkQueue(clock=clock)
         self.departures = Departures(store=self.store)
