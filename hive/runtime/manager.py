@@ -27,8 +27,8 @@ from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
 from hive.runtime.model_presence import ModelPresence
+from hive.runtime.model_reconciler import Downloads, ModelReconciler
 from hive.runtime.queue import WorkQueue
-from hive.runtime.reconciler import Downloads, ModelReconciler
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
 from hive.runtime.worker_table import WorkerTable
