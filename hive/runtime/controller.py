@@ -16,7 +16,6 @@ ends the key's streak.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -37,11 +36,15 @@ log = logging.getLogger(__name__)
 
 class Result(BaseModel):
     """What a reconcile asks of the queue: come back after `requeue_after` seconds (None:
-    only when something changes)."""
+    only when something changes). `in_progress`: what it did has no outcome yet (a
+    download waiting for a slot, a spawn that runs on its own), so the key's failure
+    streak goes on until a reconcile ends with one (controller-runtime's `Requeue`,
+    which does not `Forget` either)."""
 
     model_config = ConfigDict(frozen=True)
 
     requeue_after: float | None = None
+    in_progress: bool = False
 
 
 class Reconciler(Protocol):
@@ -109,13 +112,24 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._work(), name="reconcile worker"))
 
     async def stop(self) -> None:
-        """Ends the workers (the queue is shut down first by the caller: none takes more)."""
+        """Ends the workers (the queue is shut down first by the caller: none takes more).
+        A worker that died of a bug is logged, never raised: hive's stop goes on."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a reconcile worker had died")
         self._tasks.clear()
+
+    def expedite(self, key: ObjectKey) -> None:
+        """Someone asked for `key` explicitly (an API deletion): it runs at its next turn,
+        whatever its back-off (the streak ends, as when its record changes)."""
+        if key in self._failures:
+            self._succeeded(key)
 
     async def _work(self) -> None:
         while (raw := await self._queue.get()) is not None:
@@ -155,7 +169,10 @@ class Controller:
     async def _process_batch(self, reconciler: BatchReconciler, keys: list[ObjectKey]) -> None:
         """Keys of one kind reconciled together, each with its own retry bookkeeping."""
         ready = [key for key in keys if not self._still_failing(key)]
-        outcomes = await reconciler.reconcile_batch(ready)
+        try:
+            outcomes = await reconciler.reconcile_batch(ready)
+        except Exception as exc:  # a bug in the batch itself: each key failed with it
+            outcomes = [exc] * len(ready)
         for key, outcome in zip(ready, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 self._failed(key, reconciler, outcome)
@@ -163,7 +180,8 @@ class Controller:
                 self._settled(key, outcome)
 
     def _settled(self, key: ObjectKey, result: Result) -> None:
-        self._succeeded(key)
+        if not result.in_progress:
+            self._succeeded(key)
         if result.requeue_after is not None:
             self._queue.add_after(key, result.requeue_after)
 
@@ -188,7 +206,7 @@ class Controller:
         if isinstance(exc, HiveError):
             error = exc
         else:
-            log.exception("reconcile of %s failed", key)
+            log.error("reconcile of %s failed", key, exc_info=exc)
             error = InternalError.of(exc, show_text(str(exc)))
         permanent = isinstance(error, PermanentError)
         self._failures[key] = _Failure(generation=self._store.generation(key), permanent=permanent)

@@ -182,9 +182,11 @@ class Manager:
         """An API deletion of `name`'s files: recorded, queued, and done by the Model's
         reconcile; the future ends with it. Its workers are told the model was deleted by
         API request."""
+        key = ObjectKey.of(Kind.MODEL, name)
         self.departures.deleting_by_api(name)
         request = self.model_reconciler.request_delete(name, users=users)
-        self.queue.add(ObjectKey.of(Kind.MODEL, name))
+        self.controller.expedite(key)  # asked for now: not after a failing key's back-off
+        self.queue.add(key)
         return request.done
 
     def models_changed(self, names: Iterable[str]) -> None:

@@ -45,6 +45,7 @@ from hive.errors import (
     HiveError,
     InternalError,
     ObserveFailed,
+    TransientError,
     is_no_space,
 )
 from hive.model.actions import (
@@ -127,6 +128,17 @@ class DeleteRequest:
     def __init__(self, users: list[str]) -> None:
         self.users = users
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The request may be gone (its client hung up): its error is not an unread one.
+        self.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Answer the request (once): done, or failed with `error`."""
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
 
 
 class ModelReconciler:
@@ -186,8 +198,13 @@ class ModelReconciler:
         return True
 
     def cancel_all(self) -> None:
+        """hive is stopping: every action is told to stop, every API deletion still
+        waiting is answered."""
         for running in self._running.values():
             running.cancel.set()
+        for request in self._deletions.values():
+            request.end(TransientError("hive stopped before the deletion ran; ask again"))
+        self._deletions.clear()
 
     # -- reconcile -----------------------------------------------------------------------
     def request_delete(self, name: str, *, users: list[str]) -> DeleteRequest:
@@ -235,7 +252,7 @@ class ModelReconciler:
             self.set_status(
                 key, model_working(ModelPhase.PENDING, "WaitingForSlot", waiting.message)
             )
-            return Result(requeue_after=SLOT_POLL)
+            return Result(requeue_after=SLOT_POLL, in_progress=True)
         except Cancelled:
             self._bus.narrate(
                 key,
@@ -266,12 +283,12 @@ class ModelReconciler:
             and record.manifest.spec.state == "present"
         ):
             # Declared since the request was checked: the record wins.
-            error = Conflict(
-                f"{key} is declared present by {record.origin.where()} (source "
-                f"{record.origin.source}); set `state: absent` there to delete it"
+            request.end(
+                Conflict(
+                    f"{key} is declared present by {record.origin.where()} (source "
+                    f"{record.origin.source}); set `state: absent` there to delete it"
+                )
             )
-            if not request.done.done():
-                request.done.set_exception(error)
             return
         users = request.users
         self._bus.narrate(
@@ -282,16 +299,17 @@ class ModelReconciler:
         )
         try:
             await asyncio.to_thread(delete_model, key.name, catalog=self._catalog)
+        except asyncio.CancelledError:
+            request.end(TransientError("hive stopped while deleting; ask again"))
+            raise
         except Exception as exc:
-            if not request.done.done():
-                request.done.set_exception(exc)
+            request.end(exc)
             return
         finally:
             if self._on_deleted is not None:
                 self._on_deleted(key.name)  # its workers are stopped now, told why
         self._bus.narrate(key, "model_delete_complete", "✅ Model deleted successfully")
-        if not request.done.done():
-            request.done.set_result(None)
+        request.end()
 
     def _converged(self, key: ObjectKey, wanted: bool, observed: ObservedModel | None) -> None:
         if not wanted:

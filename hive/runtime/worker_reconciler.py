@@ -204,7 +204,7 @@ class WorkerReconciler:
         once: a spawn in flight wakes the key itself."""
         name = key.name
         if self._spawner.launching(name):
-            return Result()  # the spawn wakes the key once it has ended
+            return Result(in_progress=True)  # the spawn wakes the key once it has ended
         error = self._spawner.take_error(name)
         if error is not None:
             raise error
@@ -284,7 +284,9 @@ class WorkerReconciler:
                 assert spec is not None
                 refused = self._spawner.begin(key, spec, decision)
                 if refused is None:
-                    return Result()  # the spawn wakes the key once it has ended
+                    # The spawn wakes the key once it has ended; until then it has no
+                    # outcome (an unexpected error of it keeps the streak growing).
+                    return Result(in_progress=True)
                 self._pending(key, refused, pending_report(refused), narrate=True)
                 self._waiting.add(key)
                 return Result(requeue_after=self._rules.placement_retry)

@@ -172,3 +172,29 @@ async def test_the_status_store_tells_phase_changes_only(rig: Rig) -> None:
         ("Available", None),
     ]
     assert rig.statuses.get(KEY) is None
+
+
+async def test_an_outcome_still_to_come_keeps_the_streak(rig: Rig) -> None:
+    """A reconcile whose work has no outcome yet (a download waiting for a slot, a spawn
+    under way) does not end the streak: the next failure backs off longer."""
+    rig.reconciler.outcomes = [
+        TransientError("down"),
+        Result(requeue_after=0.5, in_progress=True),
+        TransientError("down"),
+    ]
+    await rig.controller.process(KEY)
+    rig.clock.advance(1.0)
+    await rig.controller.process(KEY)
+    assert rig.queue.failures(KEY) == 1
+    await rig.controller.process(KEY)
+    assert rig.reconciler.failures[-1] == ("Transient", 2, 2.0)
+
+
+async def test_an_explicit_request_skips_the_back_off(rig: Rig) -> None:
+    rig.reconciler.outcomes = [TransientError("down"), Result()]
+    await rig.controller.process(KEY)
+    await rig.controller.process(KEY)
+    assert rig.reconciler.calls == 1
+    rig.controller.expedite(KEY)
+    await rig.controller.process(KEY)
+    assert rig.reconciler.calls == 2

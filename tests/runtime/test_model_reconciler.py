@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hive.errors import Conflict
+from hive.errors import Conflict, TransientError
 from hive.model.events import Event
 from hive.model.ids import Kind, ObjectKey
 from hive.model.status import ObjectStatus
@@ -312,3 +312,12 @@ async def test_an_api_deletion_of_a_model_declared_meanwhile_is_refused(
             async with asyncio.timeout(10):
                 await request.done
         await until(lambda: loop.phase("tiny") == "Available", "the declared model")
+
+
+async def test_an_api_deletion_still_waiting_when_hive_stops_is_answered(
+    make_loop: MakeLoop,
+) -> None:
+    async with make_loop() as loop:
+        request = loop.manager.model_reconciler.request_delete("loose", users=[])
+    with pytest.raises(TransientError, match="hive stopped before the deletion ran"):
+        await request.done

@@ -363,14 +363,21 @@ async def test_an_unexpected_spawn_error_is_raised_to_the_controller(rig: RigFac
         assert error.message.startswith("NotADirectoryError: ")
         assert error.data["attempt"] == 1
         assert r.queue.failures(KEY) == 1
+        r.clock.advance(1)
+        await controller.process(KEY)  # the spawn again: no outcome yet, the streak goes on
+        await r.workers.spawns_done()
+        await controller.process(KEY)  # it failed again: attempt 2, a longer back-off
+        errors = [e for e in r.bus.read(0, limit=10_000)[0] if e.action == "reconcile_error"]
+        assert [e.data["attempt"] for e in errors] == [1, 2]
+        assert errors[-1].data["retry_in_seconds"] == 2.0
         logs.unlink()
         await controller.process(KEY)  # still in the controller's back-off
-        assert r.actions().count("worker_spawn_start") == 1
-        r.clock.advance(1)
+        assert r.actions().count("worker_spawn_start") == 2
+        r.clock.advance(2)
         await controller.process(KEY)
         await r.workers.spawns_done()
         assert "w" in r.table.instances
-        assert r.actions().count("worker_spawn_start") == 2
+        assert r.actions().count("worker_spawn_start") == 3
 
 
 async def test_a_model_gone_stops_its_workers_through_their_reconcile(rig: RigFactory) -> None:
