@@ -39,11 +39,18 @@ def worker_names(n: int) -> list[str]:
     return [f"w-{i:03d}" for i in range(1, n + 1)]
 
 
-def workers_manifest(names: Sequence[str]) -> str:
+#: The workers' runtimes: the scripted test worker (a stdlib HTTP server, no inference)
+#: and the built-in llama-cpp runtime (llama.cpp's server through xllamacpp), both on the
+#: tiny model.
+SCRIPTED, LLAMA = "scripted", "llama-cpp"
+
+
+def workers_manifest(names: Sequence[str], runtime: str = SCRIPTED) -> str:
+    args = "  args: {mode: serve}\n" if runtime == SCRIPTED else ""
     return "---\n".join(
         "apiVersion: hive/v1\nkind: Worker\n"
         f"metadata:\n  name: {name}\n"
-        "spec:\n  model: tiny\n  runtime: scripted\n  device: CPU-0\n  args: {mode: serve}\n"
+        f"spec:\n  model: tiny\n  runtime: {runtime}\n  device: CPU-0\n{args}"
         for name in names
     )
 
@@ -77,6 +84,11 @@ def alive(p: psutil.Process) -> bool:
 def workers_cpu(pids: Sequence[int]) -> float:
     """CPU seconds the workers of one start have used, together."""
     return sum(cpu_seconds(psutil.Process(p)) for p in pids)
+
+
+def workers_rss_mb(pids: Sequence[int]) -> float:
+    """The workers' resident memory, per worker (MB, mean)."""
+    return sum(psutil.Process(p).memory_info().rss for p in pids) / max(1, len(pids)) / 1e6
 
 
 def wait_gone(procs: Sequence[psutil.Process], t0: float, *, timeout: float) -> float:
@@ -151,10 +163,11 @@ class Results:
     n: int
     rounds: int
     window: float
+    runtime: str = SCRIPTED
     hive_start: list[Start] = field(default_factory=list)
     hive_stop: list[Stop] = field(default_factory=list)
-    sup_start: dict[str, list[Start]] = field(default_factory=dict)
-    sup_stop: dict[str, list[Stop]] = field(default_factory=dict)
+    sup_start: list[Start] = field(default_factory=list)
+    sup_stop: list[Stop] = field(default_factory=list)
     bare_start: list[Start] = field(default_factory=list)
     bare_stop: list[Stop] = field(default_factory=list)
     idle: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -188,14 +201,16 @@ def wait_model_available(url: str, name: str) -> None:
         time.sleep(0.05)
 
 
-def per_round(bench: str, ratios: Sequence[float], won: str, peer: str) -> list[Row]:
-    """Rows of the ratios peer/hive within each round (its two phases ran next to each
-    other: the least noisy comparison): rounds won, median, range."""
+def per_round(
+    bench: str, ratios: Sequence[float], *, what: str, won: str, goal: str = ""
+) -> list[Row]:
+    """Rows of the ratios peer/hive within each round (its phases ran next to each other:
+    the least noisy comparison): their median (with the goal), range, and rounds won."""
     return [
-        Row(bench, f"{won} (of {len(ratios)})", sum(r >= 1.0 for r in ratios), "rounds",
-            f"{peer} in the same round"),
-        Row(bench, "per round, supervisord's time / hive's: median",
-            statistics.median(ratios), "x", how="computed"),
-        Row(bench, "per round, supervisord's time / hive's: lowest, highest", min(ratios),
-            "x", "highest", max(ratios), how="computed"),
+        Row(bench, f"{what}: per round, peer's time / hive's, median of {len(ratios)}",
+            statistics.median(ratios), "x", goal=goal, how="computed"),
+        Row(bench, f"{what}: per round, lowest and highest", min(ratios), "x", "highest",
+            max(ratios), how="computed"),
+        Row(bench, f"{what}: {won} (of {len(ratios)})", sum(r >= 1.0 for r in ratios),
+            "rounds"),
     ]  # fmt: skip
