@@ -45,9 +45,20 @@ class Tree:
         return {"PYTHONPATH": path}
 
     def check(self) -> None:
-        """Fail early, and say why, when `root` holds no hive package."""
+        """Fail early, and say why, when `root` holds no hive package or a child
+        interpreter with `env()` would import another one."""
         if not (self.root / "hive" / "__init__.py").is_file():
             raise SystemExit(f"--hive-tree {self.root}: no hive/__init__.py there")
+        found = subprocess.run(
+            [PYTHON, "-c", "import hive; print(hive.__file__)"],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env={**os.environ, **self.env()},
+            check=False,
+        ).stdout.strip()
+        if Path(found).resolve() != (self.root / "hive" / "__init__.py").resolve():
+            raise SystemExit(f"--hive-tree {self.root}: a child imports hive from {found!r}")
 
 
 HERE = Tree()
@@ -207,7 +218,7 @@ def hive_serve(
     ready_timeout: float = 60.0,
     env: dict[str, str] | None = None,
     args: Sequence[str] = (),
-    tree: Tree = HERE,
+    tree: Tree,
 ) -> Iterator[tuple[subprocess.Popen[Any], str]]:
     """The real `hive serve` of `tree` on a free port; yields (process, base URL) once
     /health answers. `args`: more flags for `hive serve`."""

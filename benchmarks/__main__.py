@@ -18,8 +18,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from benchmarks import (
     HERE,
@@ -34,8 +34,13 @@ from benchmarks import (
     log,
 )
 
+
+class Benchmark(Protocol):
+    def __call__(self, *, quick: bool, tree: Tree) -> list[Row]: ...
+
+
 #: Each benchmark's run, by the name `--only` takes (B5 measures B6 and B7 too).
-BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
+BENCHMARKS: dict[str, Benchmark] = {
     "B1": b1_reaction.run,
     "B2": b2_gguf_header.run,
     "B3": b3_download.run,

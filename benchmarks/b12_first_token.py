@@ -27,7 +27,6 @@ from pathlib import Path
 import psutil
 
 from benchmarks import (
-    HERE,
     Row,
     Tree,
     free_port,
@@ -135,7 +134,7 @@ def peer_round(argv: Sequence[str], *, env: dict[str, str], log_file: Path, poll
         proc.wait(timeout=STEP_TIMEOUT)
 
 
-def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     rounds = 3 if quick else 15
     samples = Samples(peers={label: [] for label in PEERS})
     with tempfile.TemporaryDirectory(prefix="hive-bench-b12-") as tmp:

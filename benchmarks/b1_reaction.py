@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks import (
     Row,
+    Tree,
     hive_serve,
     log,
     make_tiny_model,
@@ -175,7 +176,7 @@ async def _trials(
     return out
 
 
-def run(*, quick: bool) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     trials = 20 if quick else 100
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="hive-bench-b1-") as tmp:
@@ -184,7 +185,10 @@ def run(*, quick: bool) -> list[Row]:
         desired.mkdir()
         model = make_tiny_model(root / "tiny.gguf")
         log(f"B1: hive serve on {desired}; {trials} atomic + {trials} plain writes")
-        with hive_serve(desired=desired, home=home, log_file=root / "hive.log") as (_, url):
+        with hive_serve(desired=desired, home=home, log_file=root / "hive.log", tree=tree) as (
+            _,
+            url,
+        ):
             results = asyncio.run(_trials(url, desired, model, trials=trials, poll=POLL_INTERVAL))
     ms = 1000.0
     for kind, label in (("atomic", "temp file + rename"), ("plain", "plain write")):

@@ -25,7 +25,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from benchmarks import HERE, Row, Tree, log, run_in_tree
+from benchmarks import Row, Tree, log, run_in_tree
 
 BENCH = "B2 GGUF header"
 PEER = f"gguf.GGUFReader (gguf-py {importlib.metadata.version('gguf')})"
@@ -317,7 +317,7 @@ def _check(facts: dict[str, Any], peer: dict[str, Any], path: Path) -> None:
         raise RuntimeError(f"B2: {path.name} is not read as expected: " + "; ".join(problems))
 
 
-def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     rounds = 2 if quick else 5  # one GGUFReader parse per round
     hive_per_round = 4
     ms, mb = 1000.0, 1e6

@@ -34,7 +34,6 @@ from pathlib import Path
 import psutil
 
 from benchmarks import (
-    HERE,
     PYTHON,
     REPO,
     Row,
@@ -368,7 +367,7 @@ def measure_parts(hub: ThreadedHub, root: Path, size: int, parts: int) -> Result
 PIPELINE = "curl | tee | openssl dgst -sha256"
 
 
-def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     size = 256 * (1 << 20) if quick else GIB
     rounds = 1 if quick else 3
     tmp_root = Path(tempfile.gettempdir())

@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 
 from benchmarks import (
-    HERE,
     PYTHON,
     Row,
     Tree,
@@ -148,7 +147,7 @@ def _idle(
             return out
 
 
-def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     reps = 20 if quick else 50
     window = 15.0 if quick else 60.0
     # The full run keeps the default 30 s resync (two resyncs in 60 s); the quick run

@@ -23,7 +23,6 @@ from pathlib import Path
 import psutil
 
 from benchmarks import (
-    HERE,
     Row,
     Tree,
     b5_start,
@@ -202,7 +201,7 @@ def measure(root: Path, fleet: Fleet, *, env: dict[str, str], tree: Tree) -> Res
     return res
 
 
-def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     fleets = QUICK if quick else FULL
     token = uuid.uuid4().hex
     out: list[Row] = []
