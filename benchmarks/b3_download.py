@@ -432,6 +432,13 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             f"CPU {med(name, 'cpu') / (size / GIB):.2f} s/GiB"
         )
     hive_s = med("hive", "seconds")
+    # Each client's throughput on a row of its own: the labels of the rows below stay the
+    # same from run to run, so that `compare` can pair them.
+    speeds = [
+        Row(bench=BENCH, metric=f"{name} throughput, {label}, {n}", value=mbps(name), unit="MB/s")
+        for name in samples
+        if name != "hive"
+    ]
     hive_disk = float(statistics.median(r.durable or 0.0 for r in samples["hive"]))
     out = [
         Row(
@@ -440,12 +447,13 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             value=mbps("hive"),
             unit="MB/s",
         ),
+        *speeds,
         Row(
             bench=BENCH,
             metric=f"hive time to Available, {label} (hash+GGUF parse incl.), {n}",
             value=hive_s,
             unit="s",
-            peer=f"{PIPELINE} (download, write, hash), {mbps(PIPELINE):.0f} MB/s",
+            peer=f"{PIPELINE} (download, write, hash)",
             peer_value=med(PIPELINE, "seconds"),
             goal="peer/hive >= 1.0",
         ),
@@ -454,7 +462,7 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             metric=f"hive time to Available, {label} (hash+GGUF parse incl.), {n}",
             value=hive_s,
             unit="s",
-            peer=f"curl -L (no hash; a reference), {mbps('curl'):.0f} MB/s",
+            peer="curl -L (no hash; a reference)",
             peer_value=med("curl", "seconds"),
         ),
         Row(
@@ -462,7 +470,7 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             metric=f"hive time to on disk (model_synced), {label}, {n}",
             value=hive_disk,
             unit="s",
-            peer=f"curl -L, then fsync (no hash), {mbps('curl + fsync'):.0f} MB/s",
+            peer="curl -L, then fsync (no hash)",
             peer_value=med("curl + fsync", "seconds"),
         ),
         Row(
@@ -470,7 +478,7 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             metric=f"hive time to Available, {label} (hash+GGUF parse incl.), {n}",
             value=hive_s,
             unit="s",
-            peer=f"hf_hub_download (no hash), {mbps('hf_hub_download'):.0f} MB/s",
+            peer="hf_hub_download (no hash)",
             peer_value=med("hf_hub_download", "seconds"),
             goal="peer/hive >= 1.0",
         ),
@@ -479,7 +487,7 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
             metric=f"hive time, {label}, {n}",
             value=hive_s,
             unit="s",
-            peer=f"aiohttp 1 stream, CDN URL (no hash), {mbps('aiohttp x1'):.0f} MB/s",
+            peer="aiohttp 1 stream, CDN URL (no hash)",
             peer_value=med("aiohttp x1", "seconds"),
         ),
     ]
@@ -527,10 +535,10 @@ def rows(samples: dict[str, list[Result]], size: int, rounds: int) -> list[Row]:
         out.append(
             Row(
                 bench=BENCH,
-                metric=f"design: aiohttp 1 stream ({mbps('aiohttp x1'):.0f} MB/s), {label}, {n}",
+                metric=f"design: aiohttp 1 stream, {label}, {n}",
                 value=one,
                 unit="s",
-                peer=f"aiohttp {parts} Range parts, {mbps(name):.0f} MB/s",
+                peer=f"aiohttp {parts} Range parts",
                 peer_value=med(name, "seconds"),
                 goal="loopback only",
             )
