@@ -21,6 +21,7 @@ from benchmarks.fleet import (
     WORKERS_FILE,
     Results,
     Start,
+    check_listening,
     per_round,
     workers_cpu,
     workers_manifest,
@@ -62,6 +63,7 @@ def hive_start(
         time.sleep(0.05)
     api = time.monotonic() - t0
     pids = [int(i["observed"]["pid"]) for i in items]
+    check_listening(pids, [int(i["observed"]["port"]) for i in items], "hive")
     # Where the time went, from hive's own event timestamps (its wall clock).
     arrivals = events.since(index)
 

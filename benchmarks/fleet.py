@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -57,8 +58,12 @@ def workers_manifest(names: Sequence[str], runtime: str = SCRIPTED) -> str:
 
 def free_port_range(count: int) -> int:
     """The first port of `count` consecutive ports that can all be bound now, below the
-    kernel's ephemeral range (so that no outgoing connection takes one meanwhile)."""
-    for first in range(20000, 32000 - count, 500):
+    kernel's ephemeral range (so that no outgoing connection takes one meanwhile). The
+    search starts at a random place: two benchmarks run side by side (other checkouts on
+    a shared machine) would otherwise pick the same free range at once."""
+    starts = list(range(10000, 32000 - count, 500))
+    offset = random.randrange(len(starts))
+    for first in starts[offset:] + starts[:offset]:
         ok = True
         for port in range(first, first + count):
             with socket.socket() as s:
@@ -79,6 +84,23 @@ def alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def check_listening(pids: Sequence[int], ports: Sequence[int], who: str) -> None:
+    """Every port is listened on by one of `pids`: a health answer from a port that a
+    process of someone else holds (another benchmark on a shared machine) would make a
+    start look instant. Raises, naming the ports, when it is not so."""
+    held: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            held |= {
+                c.laddr.port
+                for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            }
+    foreign = sorted(set(ports) - held)
+    if foreign:
+        raise RuntimeError(f"B5: {who}: ports {foreign[:5]} are not its workers' (taken?)")
 
 
 def workers_cpu(pids: Sequence[int]) -> float:

@@ -29,6 +29,7 @@ from benchmarks.fleet import (
     Start,
     Stop,
     alive,
+    check_listening,
     wait_gone,
     workers_cpu,
     workers_rss_mb,
@@ -173,6 +174,7 @@ def supervisord_start(sup: Supervisord, proc: psutil.Process, ports: Sequence[in
     if sum(i["statename"] == "RUNNING" for i in infos) != sup.count:
         raise RuntimeError(f"B5: supervisord {sup.label}: not every program is RUNNING")
     pids = [int(i["pid"]) for i in infos]
+    check_listening(pids, ports, f"supervisord {sup.label}")
     spawned, running = supervisord_times(sup.log_file, wall0)
     if len(spawned) != sup.count or len(running) != sup.count:
         raise RuntimeError(
