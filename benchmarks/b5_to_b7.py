@@ -128,6 +128,15 @@ def measure(root: Path, fleet: Fleet, *, env: dict[str, str], tree: Tree) -> Res
         time.sleep(SETTLE)
         res.hive_rss_no_workers = hp.memory_info().rss / 1e6
         peers: tuple[Supervisord, psutil.Process, list[int], Bare] | None = None
+        # A first start and stop by hive, not counted: it gives the peers their command
+        # lines, and the fleet's first start, whoever makes it, reads the runtime's files
+        # from disk (xllamacpp's libraries: seconds), which the rounds then share alike.
+        warm = hive_start(
+            url=url, desired=desired, events=events, names=names, proc=hp, runtime=fleet.runtime
+        )
+        _log_start("warm-up", warm)
+        hive_stop(url=url, desired=desired, events=events, start=warm, names=names, proc=hp)
+        time.sleep(SETTLE)
         for r in range(rounds):
             order = ["hive", "supervisord", "floor"]
             order = order[r % 3 :] + order[: r % 3]
