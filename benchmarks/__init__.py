@@ -2,7 +2,8 @@
 prints the ratio. `python -m benchmarks [--quick]`; results go to docs/benchmarks.md.
 
 This module holds what the benchmarks share: result rows, percentiles, a tiny model,
-manifests, and a `hive serve` subprocess that is always stopped.
+manifests, the source tree whose hive is measured (`Tree`), and a `hive serve` subprocess
+that is always stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,43 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The source tree whose hive a benchmark measures: its `hive/` package is what every
+    hive process runs (`hive serve`, the workers it spawns, and the in-process parts, run
+    in a child interpreter). The benchmark's own code, its peers and its client
+    (`hive.client`) are always this checkout's. Default: this checkout."""
+
+    root: Path = REPO
+    label: str = "this tree"
+
+    def env(self) -> dict[str, str]:
+        """The environment a process needs to import this tree's `hive` first (also
+        inherited by the workers hive spawns: the launcher is the tree's too)."""
+        rest = os.environ.get("PYTHONPATH")
+        path = str(self.root) if not rest else f"{self.root}{os.pathsep}{rest}"
+        return {"PYTHONPATH": path}
+
+    def check(self) -> None:
+        """Fail early, and say why, when `root` holds no hive package or a child
+        interpreter with `env()` would import another one."""
+        if not (self.root / "hive" / "__init__.py").is_file():
+            raise SystemExit(f"--hive-tree {self.root}: no hive/__init__.py there")
+        found = subprocess.run(
+            [PYTHON, "-c", "import hive; print(hive.__file__)"],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env={**os.environ, **self.env()},
+            check=False,
+        ).stdout.strip()
+        if Path(found).resolve() != (self.root / "hive" / "__init__.py").resolve():
+            raise SystemExit(f"--hive-tree {self.root}: a child imports hive from {found!r}")
+
+
+HERE = Tree()
 
 
 @dataclass(frozen=True)
@@ -157,12 +195,12 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
 
 @contextlib.contextmanager
 def child(
-    argv: list[str], *, log_file: Path, env: dict[str, str] | None = None
+    argv: list[str], *, log_file: Path, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> Iterator[subprocess.Popen[Any]]:
     """A subprocess with its output in `log_file`, stopped on exit and on any exception."""
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
         )
         try:
             yield proc
@@ -180,9 +218,10 @@ def hive_serve(
     ready_timeout: float = 60.0,
     env: dict[str, str] | None = None,
     args: Sequence[str] = (),
+    tree: Tree,
 ) -> Iterator[tuple[subprocess.Popen[Any], str]]:
-    """The real `hive serve` on a free port; yields (process, base URL) once /health answers.
-    `args`: more flags for `hive serve`."""
+    """The real `hive serve` of `tree` on a free port; yields (process, base URL) once
+    /health answers. `args`: more flags for `hive serve`."""
     port = free_port()
     argv = [PYTHON, "-m", "hive", "serve", "--desired", str(desired), "--home", str(home)]
     argv += ["--port", str(port)]
@@ -190,7 +229,7 @@ def hive_serve(
         argv += ["--resync-interval", str(resync_interval)]
     argv += args
     url = f"http://127.0.0.1:{port}"
-    with child(argv, log_file=log_file, env=env) as proc:
+    with child(argv, log_file=log_file, env={**(env or {}), **tree.env()}, cwd=tree.root) as proc:
         deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
@@ -204,3 +243,20 @@ def hive_serve(
                 raise RuntimeError(f"hive serve not ready after {ready_timeout:.0f}s")
             time.sleep(0.05)
         yield proc, url
+
+
+def run_in_tree(tree: Tree, args: Sequence[str], *, timeout: float) -> Any:
+    """Run `python ARGS` (a script, or `-c CODE ...`, that imports only `hive`, the stdlib
+    and third-party packages) in a child interpreter that imports `tree`'s hive; its last
+    stdout line, as JSON. Raises with its stderr's end when it fails."""
+    proc = subprocess.run(
+        [PYTHON, *args],
+        capture_output=True,
+        cwd=tree.root,
+        env={**os.environ, **tree.env()},
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited with {proc.returncode}: {proc.stderr[-2000:]!r}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])

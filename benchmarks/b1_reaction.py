@@ -1,7 +1,8 @@
 """B1 reaction: from writing a manifest file to the first SSE event about its Model.
 
 The real `hive serve` runs as a subprocess; this process writes one new Model manifest per
-trial (atomically, as editors do, and plainly) and reads GET /v1/events. The peer is a
+trial (atomically, as editors do, and plainly) and reads GET /v1/events (`hive.client`).
+The peer is a
 polling watcher (os.scandir + stat every second, like kubelet's static-pod file source)
 measured on the same writes; kubelet's 20 s and Flux's 60 s intervals are extrapolated.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import tempfile
@@ -18,10 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-import aiohttp
-
 from benchmarks import (
     Row,
+    Tree,
     hive_serve,
     log,
     make_tiny_model,
@@ -30,6 +29,8 @@ from benchmarks import (
     write_atomic,
     write_plain,
 )
+from hive.client import HiveClient
+from hive.model.events import Event
 
 POLL_INTERVAL = 1.0
 KUBELET_INTERVAL = 20.0
@@ -38,12 +39,12 @@ TRIAL_TIMEOUT = 10.0
 
 
 class SseReader:
-    """Reads /v1/events; notes when the first event, and `model_available`, of an object
-    arrive (time.monotonic, the clock the writer and the poller use)."""
+    """Reads /v1/events through `hive.client`; notes when the first event, and
+    `model_available`, of an object arrive (time.monotonic, the clock the writer and the
+    poller use). `connected` is set once hive has subscribed the stream."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self._session = session
-        self._url = url
+    def __init__(self, client: HiveClient) -> None:
+        self._client = client
         self.connected = asyncio.Event()
         self._first: dict[str, asyncio.Future[float]] = {}
         self._available: dict[str, asyncio.Future[float]] = {}
@@ -65,28 +66,16 @@ class SseReader:
         return self._first[obj], self._available[obj]
 
     async def _read(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        async with self._session.get(f"{self._url}/v1/events", timeout=timeout) as response:
-            response.raise_for_status()
-            async for raw in response.content:
-                now = time.monotonic()
-                self.connected.set()
-                if not raw.startswith(b"data: "):
-                    continue
-                event = json.loads(raw[6:])
-                obj = event.get("object")
-                if obj is None:
-                    continue
-                first = self._first.get(obj)
-                if first is not None and not first.done():
-                    first.set_result(now)
-                available = self._available.get(obj)
-                if (
-                    available is not None
-                    and not available.done()
-                    and event.get("action") == "model_available"
-                ):
-                    available.set_result(now)
+        async for event in self._client.events(on_open=self.connected.set):
+            now = time.monotonic()
+            if not isinstance(event, Event) or event.object is None:
+                continue
+            first = self._first.get(event.object)
+            if first is not None and not first.done():
+                first.set_result(now)
+            available = self._available.get(event.object)
+            if available is not None and not available.done() and event.action == "model_available":
+                available.set_result(now)
 
 
 class Poller:
@@ -151,8 +140,8 @@ async def _trials(
     written: list[tuple[str, str, float]] = []  # (kind, file name, t0)
     rng = random.Random(1)
     poller = Poller(desired, interval=poll)
-    async with aiohttp.ClientSession() as session:
-        reader = SseReader(session, url)
+    async with HiveClient(url) as client:
+        reader = SseReader(client)
         reader.start()
         try:
             await asyncio.wait_for(reader.connected.wait(), 10)
@@ -187,7 +176,7 @@ async def _trials(
     return out
 
 
-def run(*, quick: bool) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     trials = 20 if quick else 100
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="hive-bench-b1-") as tmp:
@@ -196,7 +185,10 @@ def run(*, quick: bool) -> list[Row]:
         desired.mkdir()
         model = make_tiny_model(root / "tiny.gguf")
         log(f"B1: hive serve on {desired}; {trials} atomic + {trials} plain writes")
-        with hive_serve(desired=desired, home=home, log_file=root / "hive.log") as (_, url):
+        with hive_serve(desired=desired, home=home, log_file=root / "hive.log", tree=tree) as (
+            _,
+            url,
+        ):
             results = asyncio.run(_trials(url, desired, model, trials=trials, poll=POLL_INTERVAL))
     ms = 1000.0
     for kind, label in (("atomic", "temp file + rename"), ("plain", "plain write")):

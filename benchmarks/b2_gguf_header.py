@@ -5,21 +5,19 @@ and values, a `gpt2` tokenizer with 128,256 tokens, scores, token types and 280,
 and the 291 real tensor infos (names, shapes, quantized types). It is written once with the
 `gguf` package (header, key/values and tensor infos only), then truncated to its full
 declared size, so the tensor data is a hole: the file reads as 4.9 GB and costs a few MB of
-disk. Both parsers read the same file, interleaved, in this process.
+disk. Both parsers read the same file, interleaved: GGUFReader in this process, hive's
+parser in a child interpreter of the tree measured (`Tree`), timed after its imports.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib.metadata
-import json
 import os
 import random
 import statistics
-import subprocess
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from benchmarks import PYTHON, REPO, Row, log
-from hive.model.gguf import GgufFacts
-from hive.observers.gguf import read_gguf_facts
+from benchmarks import Row, Tree, log, run_in_tree
 
 BENCH = "B2 GGUF header"
 PEER = f"gguf.GGUFReader (gguf-py {importlib.metadata.version('gguf')})"
@@ -198,8 +194,38 @@ def make_llama3_8b_header(path: Path) -> tuple[int, int]:
 
 
 # -- the two parsers ---------------------------------------------------------------------
-def hive_parse(path: Path) -> GgufFacts:
-    return read_gguf_facts(path)
+#: hive's parser, `count` times in a child interpreter of the tree measured, each after a
+#: gc.collect() and its result freed after the clock stops; then, with `peak`, the Python
+#: heap peak (tracemalloc) of one more parse. Imports excluded.
+_HIVE_TIMED = """
+import gc, json, sys, time, tracemalloc
+from pathlib import Path
+from hive.observers.gguf import read_gguf_facts
+
+path, count, peak = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "peak"
+seconds = []
+for _ in range(count):
+    gc.collect()
+    t0 = time.perf_counter()
+    result = read_gguf_facts(path)
+    seconds.append(time.perf_counter() - t0)
+    del result
+traced = None
+if peak:
+    gc.collect()
+    tracemalloc.start()
+    result = read_gguf_facts(path)
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+print(json.dumps({"seconds": seconds, "peak": traced}))
+"""
+
+
+def hive_timed(tree: Tree, path: Path, count: int, *, peak: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = run_in_tree(
+        tree, ["-c", _HIVE_TIMED, str(path), str(count), "peak" if peak else "-"], timeout=600
+    )
+    return result
 
 
 def reader_parse(path: Path) -> gguf.GGUFReader:
@@ -214,19 +240,6 @@ def _timed(fn: Callable[[Path], Any], path: Path) -> float:
     elapsed = time.perf_counter() - t0
     del result
     return elapsed
-
-
-def _traced_peak(fn: Callable[[Path], Any], path: Path) -> int:
-    """Peak bytes allocated through Python's allocators during one call."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        result = fn(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return peak
 
 
 _CHILD = """
@@ -260,17 +273,10 @@ print(json.dumps({"rss_growth": (kb("VmHWM") - before) * 1024, "facts": facts}))
 """
 
 
-def _in_child(which: str, path: Path) -> tuple[int, dict[str, Any]]:
+def _in_child(which: str, path: Path, tree: Tree) -> tuple[int, dict[str, Any]]:
     """One parse in a fresh interpreter (both modules imported first): the growth of its peak
     RSS over the parse (mapped file pages it touched included), and what it read."""
-    out = subprocess.run(
-        [PYTHON, "-c", _CHILD, which, str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    ).stdout
-    data = json.loads(out.strip().splitlines()[-1])
+    data = run_in_tree(tree, ["-c", _CHILD, which, str(path)], timeout=600)
     return int(data["rss_growth"]), data["facts"]
 
 
@@ -311,7 +317,7 @@ def _check(facts: dict[str, Any], peer: dict[str, Any], path: Path) -> None:
         raise RuntimeError(f"B2: {path.name} is not read as expected: " + "; ".join(problems))
 
 
-def run(*, quick: bool) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     rounds = 2 if quick else 5  # one GGUFReader parse per round
     hive_per_round = 4
     ms, mb = 1000.0, 1e6
@@ -325,18 +331,19 @@ def run(*, quick: bool) -> list[Row]:
             f"B2: wrote {path.name} in {time.monotonic() - t0:.1f} s: header {header / mb:.2f} MB,"
             f" declared size {size / 1e9:.2f} GB, {disk / mb:.2f} MB on disk"
         )
-        hive_rss, facts = _in_child("hive", path)
-        reader_rss, peer = _in_child("reader", path)
+        hive_rss, facts = _in_child("hive", path, tree)
+        reader_rss, peer = _in_child("reader", path, tree)
         _check(facts, peer, path)
 
         hive_s: list[float] = []
         reader_s: list[float] = []
         log(f"B2: timing {rounds} GGUFReader and {rounds * hive_per_round} hive parses")
-        for _ in range(rounds):
+        hive_peak = 0
+        for r in range(rounds):
             reader_s.append(_timed(reader_parse, path))
-            for _ in range(hive_per_round):
-                hive_s.append(_timed(hive_parse, path))
-        hive_peak = _traced_peak(hive_parse, path)
+            timed = hive_timed(tree, path, hive_per_round, peak=r == rounds - 1)
+            hive_s += timed["seconds"]
+            hive_peak = timed["peak"] or hive_peak
         log("B2: hive, ms in order: " + " ".join(f"{t * 1000:.0f}" for t in hive_s))
         log("B2: GGUFReader, s in order: " + " ".join(f"{t:.1f}" for t in reader_s))
 

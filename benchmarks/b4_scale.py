@@ -1,27 +1,23 @@
-"""B4 scale: 1,000 converged Models. (a) one full observe+plan pass, in-process, against a
-naive pass that parses every metadata.json again; (b) `hive serve`'s CPU while idle,
+"""B4 scale: 1,000 converged Models. (a) one full observe+plan pass, in-process (in a child
+interpreter of the tree measured: `benchmarks/b4_pass.py`), against a naive pass that
+parses every metadata.json again; (b) `hive serve`'s CPU while idle,
 against an idle `python -c "import time; time.sleep(...)"`; (c) its RSS, against a bare
 interpreter with the same third-party imports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from benchmarks import (
     PYTHON,
     Row,
+    Tree,
     child,
     cpu_seconds,
     get_json,
@@ -29,22 +25,14 @@ from benchmarks import (
     log,
     main_thread_cpu,
     make_tiny_model,
+    run_in_tree,
     summary,
 )
-from hive.api.views import status_view
-from hive.core.plan import plan
-from hive.model.observed import ModelMetadata, ObservedModel
-from hive.model.provisioning import METADATA, MODEL_FILE, PARTIAL_SUFFIX
-from hive.model.status import ModelPhase
-from hive.observers.catalog import ModelCatalog
-from hive.runtime.manager import Manager
-from hive.settings import Settings
-
-NOW = datetime.now(UTC)
 
 MODELS = 1000
 FILES = 10
 CONVERGE_TIMEOUT = 300.0
+PASS_SCRIPT = Path(__file__).with_name("b4_pass.py")
 
 
 # -- setup: 1,000 models, converged by hive itself ---------------------------------------
@@ -60,110 +48,10 @@ def write_manifests(desired: Path, model: Path) -> None:
         (desired / f"models-{f:02d}.yaml").write_text("---\n".join(docs))
 
 
-def converged(manager: Manager) -> bool:
-    statuses = manager.statuses
-    return (
-        len(statuses) == MODELS
-        and all(s.phase == ModelPhase.AVAILABLE for s in statuses.values())
-        and len(manager.queue) == 0
-        and not manager.queue.processing
-    )
-
-
-# -- the peer of (a): a pass with no stat cache ------------------------------------------
-def naive_observe_all(root: Path) -> dict[str, ObservedModel]:
-    """What a controller without a cache does: list, stat, read and parse every
-    metadata.json and validate it, on every pass."""
-    out: dict[str, ObservedModel] = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        directory = Path(entry.path)
-        names = os.listdir(directory)
-        raw = json.loads((directory / METADATA).read_bytes())
-        metadata = ModelMetadata.model_validate(raw)
-        size = (directory / MODEL_FILE).stat().st_size if MODEL_FILE in names else None
-        out[entry.name] = ObservedModel(
-            name=entry.name,
-            directory=directory,
-            metadata=metadata,
-            file_size=size,
-            partial=any(n.endswith(PARTIAL_SUFFIX) for n in names),
-        )
-    return out
-
-
-async def _interleaved(
-    fns: dict[str, Callable[[], Any]], reps: int, *, manager: Manager
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, and of the periodic pass the resync loop makes
-    (every source's resync, then resync_now); one of each per round, so that the noise of
-    a shared machine falls on hive and its peers alike."""
-    out: dict[str, list[float]] = {name: [] for name in [*fns, "periodic"]}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for source in manager.sources:
-            await source.resync()
-        manager.resync_now()
-        out["periodic"].append(time.perf_counter() - t0)
-    return out
-
-
-async def _pass_in_process(home: Path, desired: Path, *, reps: int) -> dict[str, list[float]]:
-    settings = Settings(home=home, desired=(desired,), console=False)
-    manager = Manager(settings)
-    t0 = time.perf_counter()
-    await manager.start()
-    try:
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while not converged(manager):
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"B4: not converged after {CONVERGE_TIMEOUT:.0f}s: "
-                    f"{len(manager.statuses)} statuses"
-                )
-            await asyncio.sleep(0.1)
-        converge = time.perf_counter() - t0
-        log(f"B4: {MODELS} models converged in {converge:.1f} s; timing {reps} passes")
-        records = manager.model_records()
-        observed = manager.catalog.observe_all()
-        if plan(records, observed, prune_allowed=True, now=NOW):
-            raise RuntimeError("B4: converged, yet the plan is not empty")
-        if len(naive_observe_all(manager.catalog.root)) != MODELS:
-            raise RuntimeError("B4: the naive observer does not see every model")
-        root = manager.catalog.root
-        timings = await _interleaved(
-            {
-                "resync_now": manager.resync_now,
-                "observe_all": manager.catalog.observe_all,
-                "plan": lambda: plan(records, observed, prune_allowed=True, now=NOW),
-                "naive": lambda: plan(
-                    records, naive_observe_all(root), prune_allowed=True, now=NOW
-                ),
-                "cold": lambda: plan(
-                    records, ModelCatalog(home).observe_all(), prune_allowed=True, now=NOW
-                ),
-                "status_view": lambda: status_view(manager, manager.catalog.observe_all()),
-            },
-            reps,
-            manager=manager,
-        )
-        timings["converge"] = [converge]
-        return timings
-    finally:
-        await manager.stop()
-
-
 # -- (b) and (c): the idle daemon --------------------------------------------------------
 SLEEPER = "import time; print('ready', flush=True); time.sleep(3600)"
 IMPORTS = (
-    "import aiohttp, pydantic, yaml, inotify_simple; import time; "
+    "import aiohttp, pydantic, yaml, inotify_simple, watchfiles; import time; "
     "print('ready', flush=True); time.sleep(3600)"
 )
 HIVE_IMPORTS = (
@@ -195,12 +83,16 @@ def _switches(p: psutil.Process) -> int:
 
 
 def _idle(
-    root: Path, home: Path, desired: Path, *, window: float, resync: float | None
+    root: Path, home: Path, desired: Path, *, window: float, resync: float | None, tree: Tree
 ) -> dict[str, dict[str, float]]:
     log_dir = root / "logs"
     log_dir.mkdir()
     with hive_serve(
-        desired=desired, home=home, log_file=log_dir / "hive.log", resync_interval=resync
+        desired=desired,
+        home=home,
+        log_file=log_dir / "hive.log",
+        resync_interval=resync,
+        tree=tree,
     ) as (hive_proc, url):
         deadline = time.monotonic() + CONVERGE_TIMEOUT
         while True:
@@ -215,7 +107,12 @@ def _idle(
         with (
             child([PYTHON, "-c", SLEEPER], log_file=log_dir / "sleeper.log") as sleeper,
             child([PYTHON, "-c", IMPORTS], log_file=log_dir / "imports.log") as imports,
-            child([PYTHON, "-c", HIVE_IMPORTS], log_file=log_dir / "hive-imports.log") as hmods,
+            child(
+                [PYTHON, "-c", HIVE_IMPORTS],
+                log_file=log_dir / "hive-imports.log",
+                env=tree.env(),
+                cwd=tree.root,
+            ) as hmods,
         ):
             for name in ("sleeper", "imports", "hive-imports"):
                 _wait_ready(log_dir / f"{name}.log")
@@ -250,7 +147,7 @@ def _idle(
             return out
 
 
-def run(*, quick: bool) -> list[Row]:
+def run(*, quick: bool, tree: Tree) -> list[Row]:
     reps = 20 if quick else 50
     window = 15.0 if quick else 60.0
     # The full run keeps the default 30 s resync (two resyncs in 60 s); the quick run
@@ -263,9 +160,13 @@ def run(*, quick: bool) -> list[Row]:
         desired.mkdir()
         model = make_tiny_model(root / "tiny.gguf")
         write_manifests(desired, model)
-        log(f"B4: converging {MODELS} models from {FILES} files (in-process Manager)")
-        t = asyncio.run(_pass_in_process(home, desired, reps=reps))
-        idle = _idle(root, home, desired, window=window, resync=resync)
+        log(f"B4: converging {MODELS} models from {FILES} files (in-process Manager, {tree.label})")
+        t: dict[str, list[float]] = run_in_tree(
+            tree,
+            [str(PASS_SCRIPT), str(home), str(desired), str(reps), str(MODELS)],
+            timeout=2 * CONVERGE_TIMEOUT,
+        )
+        idle = _idle(root, home, desired, window=window, resync=resync, tree=tree)
 
     ms = 1000.0
 
@@ -308,7 +209,8 @@ def run(*, quick: bool) -> list[Row]:
     b = "B4 scale (c)"
     rows += [
         Row(b, f"idle RSS, {MODELS} models", h["rss_mb"], "MB",
-            "python + aiohttp, pydantic, yaml, inotify_simple", imp["rss_mb"], "< 150 MB"),
+            "python + aiohttp, pydantic, yaml, inotify_simple, watchfiles", imp["rss_mb"],
+            "< 150 MB"),
         Row(b, f"idle RSS, {MODELS} models", h["rss_mb"], "MB",
             "python + every hive module, no data", hm["rss_mb"]),
         Row(b, f"peak RSS in the window, {MODELS} models", h["peak_rss_mb"], "MB",

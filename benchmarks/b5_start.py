@@ -1,6 +1,8 @@
-"""B5 start: a file of N Worker records written -> every worker Running (its /health
-answered), for the real `hive serve`, read from its event stream; its rows against
-supervisord and the floor. The phases run in `benchmarks.b5_to_b7`.
+"""B5 start: a file of N Worker records written -> every worker answers /health (hive:
+every worker Running, which hive declares when its probe got an answer), for the real
+`hive serve`, read from its event stream; its rows against supervisord (`startsecs=0` and
+the same health poller) and the floor (bare `Popen` and hive's probe). The phases run in
+`benchmarks.b5_to_b7`.
 """
 
 from __future__ import annotations
@@ -19,19 +21,27 @@ from benchmarks.fleet import (
     WORKERS_FILE,
     Results,
     Start,
+    check_listening,
     per_round,
     workers_cpu,
     workers_manifest,
+    workers_rss_mb,
 )
 from benchmarks.hive_events import EventStream
 
 
 def hive_start(
-    *, url: str, desired: Path, events: EventStream, names: Sequence[str], proc: psutil.Process
+    *,
+    url: str,
+    desired: Path,
+    events: EventStream,
+    names: Sequence[str],
+    proc: psutil.Process,
+    runtime: str,
 ) -> Start:
     objects = {f"Worker/{n}" for n in names}
     index = events.mark()
-    text = workers_manifest(names)
+    text = workers_manifest(names, runtime)
     cpu0 = cpu_seconds(proc)
     wall0 = time.time()
     t0 = time.monotonic()
@@ -53,6 +63,7 @@ def hive_start(
         time.sleep(0.05)
     api = time.monotonic() - t0
     pids = [int(i["observed"]["pid"]) for i in items]
+    check_listening(pids, [int(i["observed"]["port"]) for i in items], "hive")
     # Where the time went, from hive's own event timestamps (its wall clock).
     arrivals = events.since(index)
 
@@ -60,19 +71,19 @@ def hive_start(
         return [
             a.hive_time - wall0
             for a in arrivals
-            if a.event.get("action") == action and a.event.get("object") in objects
+            if a.event.action == action and a.event.object in objects
         ]
 
     applied = hive_times("manifest_applied")
     spawns = hive_times("worker_spawn_start")
     completes = hive_times("worker_spawn_complete")
-    waits = [float(a.event["data"]["seconds"]) for a in ready.values()]
+    waits = [float(a.event.data["seconds"]) for a in ready.values()]
     # worker_spawn_start is narrated just before Popen, worker_spawn_health_check just after
     # it returned and the state record was written.
     begun: dict[str, float] = {}
     popen: list[float] = []
     for a in arrivals:
-        obj, action = a.event.get("object"), a.event.get("action")
+        obj, action = a.event.object, a.event.action
         if obj not in objects:
             continue
         if action == "worker_spawn_start":
@@ -89,35 +100,14 @@ def hive_start(
         "health_wait_max": max(waits),
         "popen_p50": statistics.median(popen),
         "workers_cpu": workers_cpu(pids),
+        "workers_rss_mb": workers_rss_mb(pids),
     }
     return Start(all_ready, first_ready, cpu, pids, extra)
 
 
-def scale_rows(res: Results) -> list[Row]:
-    """B5 with fewer workers: where the goal holds on this machine, and where it stops."""
-    med = statistics.median
-    n, k = res.n, res.rounds
-    hive = med(s.all_ready for s in res.hive_start)
-    cpu = med(s.extra["workers_cpu"] for s in res.hive_start) / (os.cpu_count() or 1)
-    paired = [
-        p.all_ready / h.all_ready for h, p in zip(res.hive_start, res.sup_start["s1"], strict=True)
-    ]
-    b = "B5 scale"
-    metric = f"{n} workers: write -> all Running, median of {k}"
-    return [
-        Row(b, metric, hive, "s", "supervisord startsecs=1 (default): all RUNNING",
-            med(s.all_ready for s in res.sup_start["s1"]), "peer/hive >= 1.0"),
-        Row(b, metric, hive, "s", "bare spawner, hive's grid: all answer /health (the floor)",
-            med(s.all_ready for s in res.bare_start)),
-        Row(b, f"{n} workers: per round, supervisord's time / hive's, median", med(paired),
-            "x", how="computed"),
-        Row(b, f"{n} workers: their start CPU / cores (least time)", cpu, "s",
-            how="computed"),
-    ]  # fmt: skip
-
-
-def rows(res: Results) -> list[Row]:
-    """B5's rows: hive's start against supervisord's (both configs) and the floor's."""
+def rows(res: Results, *, detail: bool) -> list[Row]:
+    """B5's rows for one fleet: hive's start against supervisord's and the floor's, the
+    medians and the per-round ratios; with `detail`, where hive's time went."""
     n, k = res.n, res.rounds
     med = statistics.median
     cores = os.cpu_count() or 1
@@ -125,60 +115,88 @@ def rows(res: Results) -> list[Row]:
     def hs(fn: Callable[[Start], float]) -> float:
         return med(fn(s) for s in res.hive_start)
 
-    def ss(label: str, fn: Callable[[Start], float]) -> float:
-        starts = [s for lb, group in res.sup_start.items() if label in ("*", lb) for s in group]
-        return med(fn(s) for s in starts)
-
-    s1 = "supervisord startsecs=1 (default), nothing else running"
-    s0 = "supervisord startsecs=0, while a client polls /health"
-    both = f"supervisord, both configs ({2 * k} starts)"
-    bare = "bare spawner: Popen each + hive's probe on its 0.25 s grid"
     b = "B5 start"
+    sup = "supervisord startsecs=0 + health poller: start all -> all answer /health"
+    floor = "floor (Popen + hive's probe): all answer /health"
+    fleet = f"{n} {res.runtime} workers"
     all_ready = hs(lambda s: s.all_ready)
-    first_ready = hs(lambda s: s.first_ready)
-    metric = f"{n} workers, one file: write -> all Running, median of {k}"
-    # Round r's phases ran next to each other: the ratio within a round is the least noisy.
-    pairs = zip(res.hive_start, res.sup_start["s1"], strict=True)
-    paired = [p.all_ready / h.all_ready for h, p in pairs]
+    metric = f"{fleet}: write -> all answer /health (Running), median of {k}"
+    paired_sup = [
+        p.all_ready / h.all_ready for h, p in zip(res.hive_start, res.sup_start, strict=True)
+    ]
+    paired_floor = [
+        p.all_ready / h.all_ready for h, p in zip(res.hive_start, res.bare_start, strict=True)
+    ]
     out = [
-        Row(b, metric, all_ready, "s", f"{s1}: start all -> all RUNNING",
-            ss("s1", lambda s: s.all_ready), "peer/hive >= 1.0"),
-        *per_round(b, paired, "rounds in which hive was ready first", f"{s1}: all RUNNING"),
-        Row(b, metric, all_ready, "s", f"{s0}: start all -> all RUNNING",
-            ss("s0", lambda s: s.all_ready)),
-        Row(b, metric, all_ready, "s", f"{s0}: start all -> all answer /health",
-            ss("s0", lambda s: s.extra["health_all"])),
-        Row(b, metric, all_ready, "s", f"{bare}: all answer /health (the floor)",
-            med(s.all_ready for s in res.bare_start)),
-        Row(b, metric, all_ready, "s", f"{s1}: supervisorctl start all returned",
-            ss("s1", lambda s: s.extra["returned"])),
-        Row(b, "write -> first Running", first_ready, "s", f"{s1}: first RUNNING",
-            ss("s1", lambda s: s.first_ready)),
-        Row(b, "write -> first Running", first_ready, "s", f"{s0}: first answers /health",
-            ss("s0", lambda s: s.extra["health_first"])),
-        Row(b, "write -> first Running", first_ready, "s", f"{bare}: first answers",
+        Row(
+            b,
+            metric,
+            all_ready,
+            "s",
+            sup,
+            med(s.all_ready for s in res.sup_start),
+            "peer/hive >= 1.0",
+        ),
+        Row(
+            b,
+            metric,
+            all_ready,
+            "s",
+            floor,
+            med(s.all_ready for s in res.bare_start),
+            "peer/hive >= 0.95 (hive <= 1.05x)",
+        ),
+        *per_round(
+            b, paired_sup, what=f"{fleet}, supervisord", won="rounds hive was first", goal=">= 1.0"
+        ),
+        *per_round(
+            b, paired_floor, what=f"{fleet}, floor", won="rounds hive was first", goal=">= 0.95"
+        ),
+        Row(b, f"{fleet}: RSS per worker", hs(lambda s: s.extra["workers_rss_mb"]), "MB"),
+        Row(
+            b,
+            f"{fleet}: their start CPU (sum) / {cores} cores: least time",
+            hs(lambda s: s.extra["workers_cpu"]) / cores,
+            "s",
+            how="computed",
+        ),
+    ]
+    if not detail:
+        return out
+    first_ready = hs(lambda s: s.first_ready)
+
+    def ss(fn: Callable[[Start], float]) -> float:
+        return med(fn(s) for s in res.sup_start)
+
+    out += [
+        Row(b, f"{fleet}: write -> first answers", first_ready, "s", "supervisord: first",
+            ss(lambda s: s.first_ready)),
+        Row(b, f"{fleet}: write -> first answers", first_ready, "s", "floor: first",
             med(s.first_ready for s in res.bare_start)),
-        Row(b, "write -> last worker_spawn_start (spawn rate)",
-            hs(lambda s: s.extra["last_spawn"]), "s", f"{both}: last spawned:",
-            ss("*", lambda s: s.extra["last_spawn"])),
-        Row(b, "CPU of hive over the start", hs(lambda s: s.cpu), "s", f"CPU of {s1}",
-            ss("s1", lambda s: s.cpu)),
-        Row(b, "CPU of hive over the start", hs(lambda s: s.cpu), "s",
-            f"CPU of the {bare} (in the benchmark's process)",
+        Row(b, f"{fleet}: write -> last worker_spawn_start (spawn rate)",
+            hs(lambda s: s.extra["last_spawn"]), "s", "supervisord: last spawned",
+            ss(lambda s: s.extra["last_spawn"])),
+        Row(b, f"{fleet}: supervisord's last RUNNING (startsecs=0: spawned)",
+            ss(lambda s: s.extra["running_all"]), "s"),
+        Row(b, f"{fleet}: CPU of hive over the start", hs(lambda s: s.cpu), "s",
+            "CPU of supervisord", ss(lambda s: s.cpu)),
+        Row(b, f"{fleet}: CPU of hive over the start", hs(lambda s: s.cpu), "s",
+            "CPU of the floor (spawner + probe, the benchmark's process)",
             med(s.cpu for s in res.bare_start)),
-        Row(b, f"CPU of the {n} workers until ready (sum)", hs(lambda s: s.extra["workers_cpu"]),
-            "s", f"under {s1}", ss("s1", lambda s: s.extra["workers_cpu"])),
-        Row(b, f"that CPU / {cores} cores: least time to start them",
-            hs(lambda s: s.extra["workers_cpu"]) / cores, "s", how="computed"),
-        Row(b, "write -> manifest_applied (hive's clock)", hs(lambda s: s.extra["applied"]), "s"),
-        Row(b, "write -> first worker_spawn_start", hs(lambda s: s.extra["first_spawn"]), "s"),
-        Row(b, "Popen + state record per worker, median", hs(lambda s: s.extra["popen_p50"]),
-            "s"),
-        Row(b, "spawn -> health answered per worker, median",
+        Row(b, f"{fleet}: CPU of the workers until ready (sum)",
+            hs(lambda s: s.extra["workers_cpu"]), "s", "under supervisord",
+            ss(lambda s: s.extra["workers_cpu"])),
+        Row(b, f"{fleet}: write -> manifest_applied (hive's clock)",
+            hs(lambda s: s.extra["applied"]), "s"),
+        Row(b, f"{fleet}: write -> first worker_spawn_start",
+            hs(lambda s: s.extra["first_spawn"]), "s"),
+        Row(b, f"{fleet}: Popen + state record per worker, median",
+            hs(lambda s: s.extra["popen_p50"]), "s"),
+        Row(b, f"{fleet}: spawn -> health answered per worker, median",
             hs(lambda s: s.extra["health_wait_p50"]), "s"),
-        Row(b, "spawn -> health answered per worker, max",
+        Row(b, f"{fleet}: spawn -> health answered per worker, max",
             hs(lambda s: s.extra["health_wait_max"]), "s"),
-        Row(b, "write -> /v1/workers shows all Running",
+        Row(b, f"{fleet}: write -> /v1/workers shows all Running",
             hs(lambda s: s.extra["api_all_running"]), "s"),
     ]  # fmt: skip
     return out

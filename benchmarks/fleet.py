@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -39,19 +40,30 @@ def worker_names(n: int) -> list[str]:
     return [f"w-{i:03d}" for i in range(1, n + 1)]
 
 
-def workers_manifest(names: Sequence[str]) -> str:
+#: The workers' runtimes: the scripted test worker (a stdlib HTTP server, no inference)
+#: and the built-in llama-cpp runtime (llama.cpp's server through xllamacpp), both on the
+#: tiny model.
+SCRIPTED, LLAMA = "scripted", "llama-cpp"
+
+
+def workers_manifest(names: Sequence[str], runtime: str = SCRIPTED) -> str:
+    args = "  args: {mode: serve}\n" if runtime == SCRIPTED else ""
     return "---\n".join(
         "apiVersion: hive/v1\nkind: Worker\n"
         f"metadata:\n  name: {name}\n"
-        "spec:\n  model: tiny\n  runtime: scripted\n  device: CPU-0\n  args: {mode: serve}\n"
+        f"spec:\n  model: tiny\n  runtime: {runtime}\n  device: CPU-0\n{args}"
         for name in names
     )
 
 
 def free_port_range(count: int) -> int:
     """The first port of `count` consecutive ports that can all be bound now, below the
-    kernel's ephemeral range (so that no outgoing connection takes one meanwhile)."""
-    for first in range(20000, 32000 - count, 500):
+    kernel's ephemeral range (so that no outgoing connection takes one meanwhile). The
+    search starts at a random place: two benchmarks run side by side (other checkouts on
+    a shared machine) would otherwise pick the same free range at once."""
+    starts = list(range(10000, 32000 - count, 500))
+    offset = random.randrange(len(starts))
+    for first in starts[offset:] + starts[:offset]:
         ok = True
         for port in range(first, first + count):
             with socket.socket() as s:
@@ -74,9 +86,31 @@ def alive(p: psutil.Process) -> bool:
         return False
 
 
+def check_listening(pids: Sequence[int], ports: Sequence[int], who: str) -> None:
+    """Every port is listened on by one of `pids`: a health answer from a port that a
+    process of someone else holds (another benchmark on a shared machine) would make a
+    start look instant. Raises, naming the ports, when it is not so."""
+    held: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            held |= {
+                c.laddr.port
+                for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            }
+    foreign = sorted(set(ports) - held)
+    if foreign:
+        raise RuntimeError(f"B5: {who}: ports {foreign[:5]} are not its workers' (taken?)")
+
+
 def workers_cpu(pids: Sequence[int]) -> float:
     """CPU seconds the workers of one start have used, together."""
     return sum(cpu_seconds(psutil.Process(p)) for p in pids)
+
+
+def workers_rss_mb(pids: Sequence[int]) -> float:
+    """The workers' resident memory, per worker (MB, mean)."""
+    return sum(psutil.Process(p).memory_info().rss for p in pids) / max(1, len(pids)) / 1e6
 
 
 def wait_gone(procs: Sequence[psutil.Process], t0: float, *, timeout: float) -> float:
@@ -151,10 +185,11 @@ class Results:
     n: int
     rounds: int
     window: float
+    runtime: str = SCRIPTED
     hive_start: list[Start] = field(default_factory=list)
     hive_stop: list[Stop] = field(default_factory=list)
-    sup_start: dict[str, list[Start]] = field(default_factory=dict)
-    sup_stop: dict[str, list[Stop]] = field(default_factory=dict)
+    sup_start: list[Start] = field(default_factory=list)
+    sup_stop: list[Stop] = field(default_factory=list)
     bare_start: list[Start] = field(default_factory=list)
     bare_stop: list[Stop] = field(default_factory=list)
     idle: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -188,14 +223,16 @@ def wait_model_available(url: str, name: str) -> None:
         time.sleep(0.05)
 
 
-def per_round(bench: str, ratios: Sequence[float], won: str, peer: str) -> list[Row]:
-    """Rows of the ratios peer/hive within each round (its two phases ran next to each
-    other: the least noisy comparison): rounds won, median, range."""
+def per_round(
+    bench: str, ratios: Sequence[float], *, what: str, won: str, goal: str = ""
+) -> list[Row]:
+    """Rows of the ratios peer/hive within each round (its phases ran next to each other:
+    the least noisy comparison): their median (with the goal), range, and rounds won."""
     return [
-        Row(bench, f"{won} (of {len(ratios)})", sum(r >= 1.0 for r in ratios), "rounds",
-            f"{peer} in the same round"),
-        Row(bench, "per round, supervisord's time / hive's: median",
-            statistics.median(ratios), "x", how="computed"),
-        Row(bench, "per round, supervisord's time / hive's: lowest, highest", min(ratios),
-            "x", "highest", max(ratios), how="computed"),
+        Row(bench, f"{what}: per round, peer's time / hive's, median of {len(ratios)}",
+            statistics.median(ratios), "x", goal=goal, how="computed"),
+        Row(bench, f"{what}: per round, lowest and highest", min(ratios), "x", "highest",
+            max(ratios), how="computed"),
+        Row(bench, f"{what}: {won} (of {len(ratios)})", sum(r >= 1.0 for r in ratios),
+            "rounds"),
     ]  # fmt: skip

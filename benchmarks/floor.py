@@ -20,6 +20,7 @@ from benchmarks.fleet import (
     PHASE_TIMEOUT,
     Start,
     Stop,
+    check_listening,
     wait_gone,
     workers_cpu,
 )
@@ -48,6 +49,8 @@ class Bare:
         ready = asyncio.run(self._start(t0, spawned))
         cpu = cpu_seconds(me) - cpu0
         pids = [p.pid for p in self.procs]
+        ports = [int(a[a.index("--port") + 1]) for a in self.argvs]
+        check_listening(pids, ports, "the floor")
         return Start(
             all_ready=max(ready),
             first_ready=min(ready),

@@ -1,30 +1,28 @@
-"""hive's event stream as B5 and B6 read it: GET /v1/events in a thread of its own, every
-event kept with the time it arrived.
+"""hive's event stream as B5, B6 and B12 read it: GET /v1/events through `hive.client` (the
+one SSE reader), in a thread of its own, every event kept with the time it arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-import aiohttp
+from hive.client import HiveClient
+from hive.model.events import Event
 
 
 @dataclass(frozen=True)
 class Arrival:
     at: float  # time.monotonic() in this process, when the event arrived
-    event: dict[str, Any]
+    event: Event
 
     @property
     def hive_time(self) -> float:
         """The event's own timestamp (hive's wall clock), as seconds since the epoch."""
-        return datetime.fromisoformat(self.event["time"]).timestamp()
+        return self.event.time.timestamp()
 
 
 class EventStream:
@@ -42,9 +40,9 @@ class EventStream:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HiveClient | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._last_id: str | None = None
+        self._last_id: int | None = None
         self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
 
     def start(self) -> None:
@@ -88,8 +86,8 @@ class EventStream:
         with self._cond:
             while True:
                 for arrival in self._events[position:]:
-                    obj = arrival.event.get("object")
-                    if arrival.event.get("action") == action and obj in objects:
+                    obj = arrival.event.object
+                    if arrival.event.action == action and obj in objects:
                         found.setdefault(obj, arrival)
                 position = len(self._events)
                 if len(found) == len(objects):
@@ -116,8 +114,8 @@ class EventStream:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with aiohttp.ClientSession() as session:
-            self._session = session
+        async with HiveClient(self._url) as client:
+            self._client = client
             await self._start_reading()
             await self._stop.wait()
             await self._stop_reading()
@@ -137,19 +135,15 @@ class EventStream:
                 await self._reader
 
     async def _read(self) -> None:
-        assert self._session is not None
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        headers = {} if self._last_id is None else {"Last-Event-ID": self._last_id}
-        url = f"{self._url}/v1/events"
-        async with self._session.get(url, timeout=timeout, headers=headers) as response:
-            response.raise_for_status()
-            async for raw in response.content:
-                now = time.monotonic()
-                self._connected.set()
-                if not raw.startswith(b"data: "):
-                    continue
-                arrival = Arrival(now, json.loads(raw[6:]))
-                self._last_id = str(arrival.event["id"])
-                with self._cond:
-                    self._events.append(arrival)
-                    self._cond.notify_all()
+        """Every event, as it comes; hive's events-dropped notice (this reader fell
+        behind) is skipped: a wait for the events it lost times out and says so."""
+        assert self._client is not None
+        stream = self._client.events(last_event_id=self._last_id, on_open=self._connected.set)
+        async for item in stream:
+            now = time.monotonic()
+            if not isinstance(item, Event):
+                continue
+            self._last_id = item.id
+            with self._cond:
+                self._events.append(Arrival(now, item))
+                self._cond.notify_all()

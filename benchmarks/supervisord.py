@@ -1,6 +1,8 @@
-"""The peer of B5 to B7: one supervisord (4.3) per config, its programs the same command
-lines hive ran, driven over XML-RPC as supervisorctl drives it; the start and stop phases
-measured against it, timed from its own log.
+"""The peer of B5 to B7: supervisord (4.3), its programs the same command lines hive ran,
+`startsecs=0` (RUNNING once spawned: it makes no claim about health), driven over XML-RPC
+as supervisorctl drives it, while a client polls every worker's /health as hive's probe
+does; the start measured until every worker answered, the stop until every process is
+gone.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from benchmarks.fleet import (
     Start,
     Stop,
     alive,
+    check_listening,
     wait_gone,
     workers_cpu,
+    workers_rss_mb,
 )
 
 
@@ -60,7 +64,7 @@ class Supervisord:
     started (`autostart=false`), driven over XML-RPC as supervisorctl drives it."""
 
     def __init__(
-        self, root: Path, label: str, argvs: Sequence[Sequence[str]], *, startsecs: int | None
+        self, root: Path, label: str, argvs: Sequence[Sequence[str]], *, startsecs: int = 0
     ) -> None:
         self.label = label
         self.dir = root / label
@@ -93,8 +97,7 @@ class Supervisord:
                 "redirect_stderr=true",
                 f"stdout_logfile={self.dir / f'w-{i:03d}.log'}",
             ]
-            if startsecs is not None:
-                lines.append(f"startsecs={startsecs}")
+            lines.append(f"startsecs={startsecs}")
         self.conf.write_text("\n".join(lines) + "\n")
 
     def argv(self) -> list[str]:
@@ -136,14 +139,12 @@ def supervisord_times(log_file: Path, since: float) -> tuple[list[float], list[f
     return spawned, running
 
 
-def supervisord_start(
-    sup: Supervisord, proc: psutil.Process, ports: Sequence[int], *, poll: bool
-) -> Start:
-    """`supervisorctl start all` is `startAllProcesses(wait=True)`. With `poll`, it runs in
-    a thread while a client polls every worker's /health as hive does, which loads the
-    machine (about 0.6 CPU-s over a start); without, nothing else runs. When each process
-    was spawned and became RUNNING comes from supervisord's log, so that nothing polls
-    supervisord."""
+def supervisord_start(sup: Supervisord, proc: psutil.Process, ports: Sequence[int]) -> Start:
+    """`supervisorctl start all` is `startAllProcesses(wait=True)`; it runs in a thread
+    while a client polls every worker's /health on hive's 0.25 s interval (the poller's
+    CPU is this process's, as the floor's probe is). Ready: every worker answered. When
+    each process was spawned and became RUNNING comes from supervisord's log, so that
+    nothing polls supervisord."""
     returned: list[float] = []
     failed: list[BaseException] = []
 
@@ -160,14 +161,10 @@ def supervisord_start(
     cpu0 = cpu_seconds(proc)
     wall0 = time.time()
     t0 = time.monotonic()
-    health: list[float] = []
-    if poll:
-        starter = threading.Thread(target=start_all, name="startAllProcesses")
-        starter.start()
-        health = asyncio.run(_health_times(ports, t0, PHASE_TIMEOUT))
-        starter.join(PHASE_TIMEOUT)
-    else:
-        start_all()
+    starter = threading.Thread(target=start_all, name="startAllProcesses")
+    starter.start()
+    health = asyncio.run(_health_times(ports, t0, PHASE_TIMEOUT))
+    starter.join(PHASE_TIMEOUT)
     if failed:
         raise failed[0]
     if not returned:
@@ -177,6 +174,7 @@ def supervisord_start(
     if sum(i["statename"] == "RUNNING" for i in infos) != sup.count:
         raise RuntimeError(f"B5: supervisord {sup.label}: not every program is RUNNING")
     pids = [int(i["pid"]) for i in infos]
+    check_listening(pids, ports, f"supervisord {sup.label}")
     spawned, running = supervisord_times(sup.log_file, wall0)
     if len(spawned) != sup.count or len(running) != sup.count:
         raise RuntimeError(
@@ -186,11 +184,11 @@ def supervisord_start(
         "returned": returned[0] - t0,
         "first_spawn": min(spawned),
         "last_spawn": max(spawned),
+        "running_all": max(running),
         "workers_cpu": workers_cpu(pids),
+        "workers_rss_mb": workers_rss_mb(pids),
     }
-    if health:
-        extra |= {"health_all": max(health), "health_first": min(health)}
-    return Start(all_ready=max(running), first_ready=min(running), cpu=cpu, pids=pids, extra=extra)
+    return Start(all_ready=max(health), first_ready=min(health), cpu=cpu, pids=pids, extra=extra)
 
 
 def supervisord_stop(sup: Supervisord, start: Start, proc: psutil.Process) -> Stop:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -271,12 +271,17 @@ class HiveClient:
         object: str | None = None,
         last_event_id: int | None = None,
         reconnect: bool = False,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncGenerator[Event | EventsDropped, None]:
         """`/v1/events`: the events after `since` (or, sent as the `Last-Event-ID` header,
         after `last_event_id`), of one `object` (`Kind/name`) when given, as they come.
         With `reconnect`, a stream that ends or breaks is opened again after the last
         event received (`Last-Event-ID`), as an EventSource does; a hive that cannot be
-        reached then raises `HiveUnreachable`."""
+        reached then raises `HiveUnreachable`.
+
+        `on_open` is called each time hive has answered the request with its headers: hive
+        subscribes the stream before it answers, so every event narrated after that call
+        reaches this reader (a benchmark starts its clock there)."""
         query = {"since": since, "object": object}
         params = urlencode({k: v for k, v in query.items() if v is not None})
         path = "/v1/events" + (f"?{params}" if params else "")
@@ -287,6 +292,8 @@ class HiveClient:
             try:
                 async with self._response("GET", path, headers=headers, stream=True) as response:
                     opened = True
+                    if on_open is not None:
+                        on_open()
                     async for message in _messages(response):
                         item = event_of(message)
                         if isinstance(item, Event):

@@ -72,6 +72,25 @@ async def test_events_are_typed_and_resume_after_last_event_id(serve: Serve) -> 
         ]
 
 
+async def test_on_open_is_called_once_subscribed(serve: Serve) -> None:
+    """An event narrated from `on_open` on (nothing replayed: no since) reaches the reader:
+    the benchmarks start their clocks there."""
+    async with serve() as (manager, url), HiveClient(url) as hive:
+        manager.bus.emit("before_open", "not replayed", object="Model/a")
+        opened: list[int] = []
+
+        def on_open() -> None:
+            opened.append(manager.bus.last_id)
+            manager.bus.emit("after_open", "seen", object="Model/a")
+
+        stream = hive.events(on_open=on_open)
+        first = await asyncio.wait_for(anext(stream), 5)
+        await stream.aclose()
+        assert len(opened) == 1
+        assert isinstance(first, Event) and first.action == "after_open"
+        assert first.id == opened[0] + 1
+
+
 async def test_a_gap_is_reported_as_events_dropped(serve: Serve) -> None:
     async with serve(sse_max_lag=5) as (manager, url), HiveClient(url) as hive:
         start = manager.bus.last_id
@@ -111,9 +130,13 @@ async def test_reconnect_resumes_after_the_last_event_received(
 ) -> None:
     url, seen = ending_stream
     got: list[int] = []
+    opened: list[int] = []
 
     async def read(hive: HiveClient) -> None:
-        async for event in hive.events(last_event_id=5, reconnect=True):
+        stream = hive.events(
+            last_event_id=5, reconnect=True, on_open=lambda: opened.append(len(got))
+        )
+        async for event in stream:
             assert isinstance(event, Event)
             got.append(event.id)
 
@@ -121,6 +144,7 @@ async def test_reconnect_resumes_after_the_last_event_received(
         with pytest.raises(ApiError) as raised:
             await read(hive)
     assert got == [11, 12]
+    assert opened == [0, 1]  # each stream that opened, before its event
     assert seen == ["5", "11", "12"]
     assert raised.value.status == 404 and raised.value.message.endswith(": 404 gone")
 
