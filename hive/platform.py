@@ -1,8 +1,9 @@
 """What hive asks of the operating system that Linux answers best, in one place: a
 process's end (a pidfd), this boot's id (`/proc`), and whether directories are watched
 with inotify read on the event loop or with watchfiles. Each has a portable answer
-(psutil, watchfiles) that `portable=True` forces (`Settings.portable`, HIVE_PORTABLE=1):
-the tests run both.
+(psutil, watchfiles) that `portable=True` forces, and the tests run both ways. In `hive
+serve`, `Settings.portable` (HIVE_PORTABLE=1) forces it for the watches and the process
+ends; the boot id falls back by itself where `/proc` has none.
 
 Top-level, as errors.py is: observers, actuators, sources and runtime all ask it.
 """
@@ -78,7 +79,7 @@ class ExitWatch:
         was last seen."""
         if not self._gone:
             if self.fd is not None:
-                self._gone = bool(select.select([self.fd], [], [], 0)[0])
+                self._gone = _readable(self.fd)
             elif self._proc is not None:
                 try:
                     running = self._proc.is_running()
@@ -139,9 +140,10 @@ def wait_any(watches: Sequence[ExitWatch], timeout: float) -> None:
     """Block up to `timeout` seconds, returning as soon as one of `watches` has ended
     (pidfds: one poll(2); a watch without one is looked at every PORTABLE_WAIT_STEP)."""
     deadline = time.monotonic() + timeout
-    poller = select.poll()
     fds = [w.fd for w in watches if w.fd is not None]
+    poller = select.poll() if fds else None  # pidfds exist on Linux only, and poll(2) too
     for fd in fds:
+        assert poller is not None
         poller.register(fd, select.POLLIN)
     every_fd = len(fds) == len(watches)
     while not any(w.ended() for w in watches):
@@ -149,4 +151,15 @@ def wait_any(watches: Sequence[ExitWatch], timeout: float) -> None:
         if left <= 0:
             return
         step = left if every_fd else min(left, PORTABLE_WAIT_STEP)
-        poller.poll(step * 1000)
+        if poller is None:
+            time.sleep(step)
+        else:
+            poller.poll(step * 1000)
+
+
+def _readable(fd: int) -> bool:
+    """A pidfd is readable once its process has ended (poll(2): any descriptor number,
+    where select(2) stops at 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

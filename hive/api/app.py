@@ -1,9 +1,10 @@
 """The HTTP API (aiohttp): routes, JSON errors, and the manager's start and stop.
 
 Routes read the manager (what they read from the disk, /proc or NVML, in a thread: see
-views.py). None changes the world itself: a deletion or a restart records the intent and
-enqueues the key, and the key's reconcile carries it out (one action per key at a time);
-`DELETE /v1/models/{name}` awaits that reconcile to answer.
+views.py; only the worker catalog of `/v1/runtimes`, a few small files re-read when they
+change, is read on the loop). None changes the world itself: a deletion or a restart
+records the intent and enqueues the key, and the key's reconcile carries it out (one action
+per key at a time); `DELETE /v1/models/{name}` awaits that reconcile to answer.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hive.model.ids import Kind
 from hive.model.status import WorkerPhase
 from hive.runtime.manager import Manager
 
@@ -66,8 +67,8 @@ class HiveCollector(Collector):
                 labels=["worker"],
             ),
         }
-        supervisor = manager.workers
-        for name, instance in sorted(supervisor.instances.items()):
+        workers = manager.workers
+        for name, instance in sorted(workers.instances.items()):
             state = instance.state
             status = manager.statuses.get(instance.key)
             running = status is not None and status.phase == WorkerPhase.RUNNING
@@ -79,8 +80,10 @@ class HiveCollector(Collector):
                 value = getattr(metrics, field)
                 if value is not None:
                     family.add_metric([name], float(value))
-        for name, track in sorted(supervisor.tracks.items()):
-            restarts.add_metric([name], track.restarts)
+        # Every worker hive knows of (declared, running, or with a history), 0 for none.
+        for name in sorted(workers.names() | set(declared_workers(manager))):
+            history = workers.histories.get(name)
+            restarts.add_metric([name], history.restarts if history else 0)
         yield up
         yield restarts
         yield from scraped.values()
@@ -94,3 +97,7 @@ def registry_for(manager: Manager) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def declared_workers(manager: Manager) -> list[str]:
+    return [k.name for k in manager.store.declared_keys() if k.kind is Kind.WORKER]

@@ -191,20 +191,21 @@ async def sample_workers(
 def worker_facts(manager: Manager, name: str, sample: WorkerSample) -> dict[str, Any]:
     """rbee's Worker fields (pid, worker_id, model, worker_type, device, port, status,
     cpu_percent, memory_mb, vram_mb, uptime_seconds) plus restarts, health and metrics."""
-    supervisor = manager.workers
-    instance = supervisor.instances.get(name)
-    track = supervisor.tracks.get(name)
+    instance = manager.workers.instances.get(name)
+    history = manager.workers.histories.get(name)
     key = ObjectKey.of(Kind.WORKER, name)
     status = manager.statuses.get(key)
     phase = WorkerPhase(status.phase) if status else WorkerPhase.PENDING
     dead = phase is WorkerPhase.DEAD
     out: dict[str, Any] = {
         "status": _RBEE_STATUS[phase],
-        "restarts": track.restarts if track else 0,
-        "last_exit": track.last_exit.model_dump(mode="json") if track and track.last_exit else None,
-        "last_exit_text": track.last_exit.describe() if track and track.last_exit else None,
-        "next_restart_time": _iso(track.next_start_at) if track and dead else None,
-        "restarted_at": _iso(track.restarted_at) if track else None,
+        "restarts": history.restarts if history else 0,
+        "last_exit": history.last_exit.model_dump(mode="json")
+        if history and history.last_exit
+        else None,
+        "last_exit_text": history.last_exit.describe() if history and history.last_exit else None,
+        "next_restart_time": _iso(history.next_start_at) if history and dead else None,
+        "restarted_at": _iso(history.restarted_at) if history else None,
     }
     if instance is not None:
         state, health = instance.state, instance.health

@@ -103,7 +103,7 @@ def stop_reason(
 ) -> Why | None:
     """Why the running worker `running` must stop, or None. `spec`: its record (None: no
     source declares it; an adopted worker is kept until `sources_synced`); `model`: the
-    record's model. The last three are what the supervisor saw of the process (a restart
+    record's model. The last three are what hive saw of the process (a restart
     asked for, its failing health checks, its start that never answered)."""
     if spec is None:
         if not sources_synced:

@@ -32,8 +32,6 @@ SIDECAR_SUFFIX = ".json"
 PRIVATE_FILE_MODE = 0o600
 #: Directories being deleted are renamed to this prefix first, so they vanish atomically.
 TRASH_PREFIX = ".deleting-"
-#: Linux's id of this boot of the machine (`metadata.json`'s `boot_id` records it).
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 def models_root(home: Path) -> Path:

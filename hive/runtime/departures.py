@@ -2,7 +2,7 @@
 
 A model is gone when its file is no longer on disk (`rm -rf` by hand, a forced `DELETE`,
 `state: absent` carried out) or when its record says `state: absent` (its files are about
-to go). `ModelPresence` reports what it observes; the worker supervisor asks why (as a
+to go). `ModelPresence` reports what it observes; the Worker reconciler asks why (as a
 `ModelView`, see hive/core/worker_plan.py).
 """
 

@@ -56,7 +56,7 @@ def adopt(
     for state in states:
         key = ObjectKey.of(Kind.WORKER, state.name)
         process, why = find_worker(state, instance=instance)
-        table.tracks[state.name] = table.history(state.name).model_copy(
+        table.histories[state.name] = table.history(state.name).model_copy(
             update={"restarts": state.restarts, "args_adjusted": state.args_adjusted}
         )
         if process is None:

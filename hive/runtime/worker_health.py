@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +25,8 @@ from hive.runtime.queue import WorkQueue
 from hive.runtime.worker_table import Instance
 from hive.runtime.worker_watch import ProcessWatcher
 from hive.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class HealthMonitor:
@@ -57,9 +60,18 @@ class HealthMonitor:
     def follow(self, instance: Instance, entry: RuntimeEntry | None) -> None:
         """Start watching the health of `instance` (its runtime `entry`: None when it is
         not in the catalog any more, for an adopted worker)."""
-        instance.health.task = asyncio.create_task(
+        task = asyncio.create_task(
             self._watch(instance, entry), name=f"health {instance.state.name}"
         )
+        task.add_done_callback(self._ended)
+        instance.health.task = task
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        """A health task that died of a bug says so (it would otherwise go unseen, and the
+        worker unprobed until its next start)."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
     @staticmethod
     def drop(instance: Instance) -> None:

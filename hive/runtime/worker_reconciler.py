@@ -312,7 +312,7 @@ class WorkerReconciler:
                     self._report(key, decision.report)
                 return Result()
             case Forget():
-                self._table.tracks.pop(key.name, None)
+                self._table.histories.pop(key.name, None)
                 self._statuses.forget(key)
                 return Result()
 

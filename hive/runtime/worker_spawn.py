@@ -205,7 +205,7 @@ class Spawner:
                 level=Level.WARNING,
                 reason=adjusted[0],
             )
-        self._table.tracks[name] = history.model_copy(update={"args_adjusted": adjusted})
+        self._table.histories[name] = history.model_copy(update={"args_adjusted": adjusted})
         self._bus.narrate(
             key,
             "worker_spawn_start",
@@ -293,7 +293,7 @@ class Spawner:
             now=now,
             rules=self._rules,
         )
-        self._table.tracks[key.name] = history
+        self._table.histories[key.name] = history
         report = Report(
             phase=WorkerPhase.DEAD, reason=reason, message=message, degraded=(reason, message)
         )
@@ -313,7 +313,7 @@ class Spawner:
     ) -> None:
         """A spawned process becomes an instance: watched, health-checked, in status."""
         history = record_start(self._table.history(key.name), restarting=restarting)
-        self._table.tracks[key.name] = history
+        self._table.histories[key.name] = history
         mono = self._clock.monotonic()
         timeout = self._settings.worker_start_timeout or entry.start_timeout_seconds
         instance = Instance(

@@ -216,7 +216,7 @@ class Stopper:
             now=Instant(monotonic=self._clock.monotonic(), wall=self._clock.now()),
             rules=self._rules,
         )
-        self._table.tracks[name] = history
+        self._table.histories[name] = history
         exit = outcome.exit
         if outcome.asked:
             self._bus.narrate(

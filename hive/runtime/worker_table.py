@@ -119,13 +119,13 @@ class WorkerTable:
         self._bus = bus
         self._queue = queue
         self.instances: dict[str, Instance] = {}
-        self.tracks: dict[str, History] = {}
+        self.histories: dict[str, History] = {}
 
     def history(self, name: str) -> History:
-        return self.tracks.get(name) or History()
+        return self.histories.get(name) or History()
 
     def names(self) -> set[str]:
-        return set(self.instances) | set(self.tracks)
+        return set(self.instances) | set(self.histories)
 
     def serving(self, model: str, *, running: bool = False) -> set[str]:
         """The workers whose live process serves `model` (with `running`: not being
@@ -143,7 +143,7 @@ class WorkerTable:
         if instance is None or instance.stop is not None:
             raise LookupError(name)  # no process, or one being stopped: nothing to restart
         instance.restart_requested = True
-        self.tracks[name] = self.history(name).model_copy(
+        self.histories[name] = self.history(name).model_copy(
             update={"restarted_at": self._clock.now()}
         )
         self._bus.narrate(

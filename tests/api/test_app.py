@@ -339,6 +339,9 @@ async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> Non
         async with http.get(url + "/v1/workers/w") as r:
             assert r.status == 200
             assert (await r.json())["observed"]["log_tail"] == []  # nothing ran yet
+        async with http.get(url + "/metrics") as r:
+            # A Pending worker has its series too, as it had before issue 14's split.
+            assert 'hive_worker_restarts_total{worker="w"} 0.0' in await r.text()
         async with http.get(url + "/v1/workers/w/logs") as r:
             assert r.status == 200
             assert await r.text() == ""

@@ -191,8 +191,8 @@ async def test_crash_loop_back_off_doubles_to_the_cap(
             assert starts == spawned, f"{starts} processes started for {spawned} spawns"
             r.clock.advance(1)
         assert delays == [10, 20, 40, 80, 160, 300, 300]
-        assert r.table.tracks["w"].restarts == 6
-        last = r.table.tracks["w"].last_exit
+        assert r.table.histories["w"].restarts == 6
+        last = r.table.histories["w"].last_exit
         assert last is not None
         assert last.code == 3
 
@@ -245,7 +245,7 @@ async def test_on_failure_does_not_restart_a_clean_exit(rig: RigFactory) -> None
         assert await r.reconcile() is None
         assert r.status().phase == "Dead"
         assert r.reason() == "Completed"
-        last = r.table.tracks["w"].last_exit
+        last = r.table.histories["w"].last_exit
         assert last is not None
         assert last.code == 0
 
