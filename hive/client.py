@@ -4,8 +4,8 @@ Server-Sent Events (`/v1/events`, `/v1/workers/{name}/logs?follow=1`).
 The CLI's client commands, the tests and the benchmarks talk to a hive through it. Errors
 are mapped here once, to `hive.errors`: an error answer is an `ApiError` (the HTTP status,
 hive's `error` object and its message), no answer at all is `HiveUnreachable`. Events come
-back as `hive.model.events.Event`; the views (`/v1/models`, `/v1/workers`, `/v1/status`,
-`/v1/runtimes`) have no pydantic type yet and come back as the JSON hive sent, as dicts.
+back as `hive.model.events.Event`, the views (`/v1/models`, `/v1/workers`, `/v1/status`,
+`/v1/runtimes`, a deletion, a restart) as the types of `hive.model.views`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ from yarl import URL
 
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
+from hive.model.views import (
+    Deleted,
+    HiveStatus,
+    ModelInfo,
+    Restarting,
+    Runtimes,
+    WorkerInfo,
+)
 
 #: Seconds a request (or opening a stream) may take.
 REQUEST_TIMEOUT = 30.0
@@ -197,41 +205,37 @@ class HiveClient:
         async with self._response(method, path) as response:
             return json.loads(await response.read())
 
-    # -- reads: the views, as dicts (they have no pydantic type yet) --------------------
+    # -- reads: the views, typed (hive/model/views.py) --------------------------------------
     async def health(self) -> dict[str, Any]:
         """`{"status": "ok", "version": ...}`."""
         result: dict[str, Any] = await self._json("GET", "/health")
         return result
 
-    async def status(self) -> dict[str, Any]:
-        """`GET /v1/status`: hive's id, uptime, sources, object counts (a dict)."""
-        result: dict[str, Any] = await self._json("GET", "/v1/status")
-        return result
+    async def status(self) -> HiveStatus:
+        """`GET /v1/status`: hive's id, uptime, sources, object counts."""
+        return HiveStatus.model_validate(await self._json("GET", "/v1/status"))
 
-    async def models(self) -> dict[str, Any]:
-        """`GET /v1/models`: `{"items": [...]}`, each a model view (a dict)."""
-        result: dict[str, Any] = await self._json("GET", "/v1/models")
-        return result
+    async def models(self) -> list[ModelInfo]:
+        """`GET /v1/models`: every model declared or on disk."""
+        data = await self._json("GET", "/v1/models")
+        return [ModelInfo.model_validate(item) for item in data["items"]]
 
-    async def model(self, name: str) -> dict[str, Any]:
-        """`GET /v1/models/{name}`: one model view (a dict); `ApiError` 404 when unknown."""
-        result: dict[str, Any] = await self._json("GET", f"/v1/models/{_seg(name)}")
-        return result
+    async def model(self, name: str) -> ModelInfo:
+        """`GET /v1/models/{name}`; `ApiError` 404 when unknown."""
+        return ModelInfo.model_validate(await self._json("GET", f"/v1/models/{_seg(name)}"))
 
-    async def workers(self) -> dict[str, Any]:
-        """`GET /v1/workers`: `{"items": [...]}`, each a worker view (a dict)."""
-        result: dict[str, Any] = await self._json("GET", "/v1/workers")
-        return result
+    async def workers(self) -> list[WorkerInfo]:
+        """`GET /v1/workers`: every worker declared or running."""
+        data = await self._json("GET", "/v1/workers")
+        return [WorkerInfo.model_validate(item) for item in data["items"]]
 
-    async def worker(self, name: str) -> dict[str, Any]:
-        """`GET /v1/workers/{name}`: one worker view (a dict); `ApiError` 404 when unknown."""
-        result: dict[str, Any] = await self._json("GET", f"/v1/workers/{_seg(name)}")
-        return result
+    async def worker(self, name: str) -> WorkerInfo:
+        """`GET /v1/workers/{name}`, with its log's last lines; `ApiError` 404 when unknown."""
+        return WorkerInfo.model_validate(await self._json("GET", f"/v1/workers/{_seg(name)}"))
 
-    async def runtimes(self) -> dict[str, Any]:
-        """`GET /v1/runtimes`: `{"items": [...], "errors": [...]}` (a dict)."""
-        result: dict[str, Any] = await self._json("GET", "/v1/runtimes")
-        return result
+    async def runtimes(self) -> Runtimes:
+        """`GET /v1/runtimes`: the worker catalog, and the entries it skipped."""
+        return Runtimes.model_validate(await self._json("GET", "/v1/runtimes"))
 
     def logs_path(self, name: str, *, tail: int) -> str:
         return f"/v1/workers/{_seg(name)}/logs?tail={tail}"
@@ -250,18 +254,17 @@ class HiveClient:
                 yield json.loads(message.data)["line"]
 
     # -- changes (the token is sent when given) -------------------------------------------
-    async def delete_model(self, name: str, *, force: bool = False) -> dict[str, Any]:
-        """`DELETE /v1/models/{name}`: `{"deleted", "partial_bytes_removed", "workers"}`
-        (a dict); `ApiError` with reason `ModelInUse` and `error["workers"]` when workers
-        use it and not `force`."""
+    async def delete_model(self, name: str, *, force: bool = False) -> Deleted:
+        """`DELETE /v1/models/{name}`; `ApiError` with reason `ModelInUse` and
+        `error["workers"]` when workers use it and not `force`."""
         path = f"/v1/models/{_seg(name)}" + ("?force=true" if force else "")
-        result: dict[str, Any] = await self._json("DELETE", path)
-        return result
+        return Deleted.model_validate(await self._json("DELETE", path))
 
-    async def restart_worker(self, name: str) -> dict[str, Any]:
-        """`POST /v1/workers/{name}/restart`: `{"restarting", "pid", "events"}` (a dict)."""
-        result: dict[str, Any] = await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
-        return result
+    async def restart_worker(self, name: str) -> Restarting:
+        """`POST /v1/workers/{name}/restart`."""
+        return Restarting.model_validate(
+            await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
+        )
 
     # -- the event stream -----------------------------------------------------------------
     async def events(

@@ -384,9 +384,10 @@ def test_stop_workers_on_exit_says_each_step(
 def test_the_partial_column_reads_as_the_download_log_does() -> None:
     """`hive get models`' PARTIAL and the narration's "Downloaded 19 MB / 200 MB" agree."""
     from hive.cli.tables import progress as _progress
+    from hive.model.observed import PartialDownload
     from hive.model.units import megabytes_of
 
-    download = {"bytes_on_disk": 19_000_000, "total_bytes": 200_000_000}
+    download = PartialDownload(bytes_on_disk=19_000_000, total_bytes=200_000_000)
     assert _progress(download) == "9% 19 MB / 200 MB"
     assert _progress(download).endswith(megabytes_of(19_000_000, 200_000_000))
-    assert _progress({"bytes_on_disk": 534_752, "total_bytes": None}) == "0.5 MB"
+    assert _progress(PartialDownload(bytes_on_disk=534_752)) == "0.5 MB"

@@ -12,35 +12,38 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from hive.cli.common import EXIT_OK, fail
 from hive.cli.tables import models_table, runtimes_table, size, status_table, workers_table
 from hive.errors import ApiError, HiveUnreachable
+from hive.model.views import Deleted
 
 
-async def _view(url: str, what: str) -> dict[str, Any]:
+async def _view(url: str, what: str) -> tuple[str, Any]:
+    """The table `hive get WHAT` prints, and the view as JSON (for `-o json|yaml`)."""
     from hive.client import HiveClient  # aiohttp: imported by the commands that use it
 
     async with HiveClient(url) as hive:
         if what == "models":
-            return await hive.models()
+            models = await hive.models()
+            return models_table(models), {"items": [_json(m) for m in models]}
         if what == "workers":
-            return await hive.workers()
+            workers = await hive.workers()
+            return workers_table(workers), {"items": [_json(w) for w in workers]}
         if what == "runtimes":
-            return await hive.runtimes()
-        return await hive.status()
+            runtimes = await hive.runtimes()
+            return runtimes_table(runtimes), _json(runtimes)
+        status = await hive.status()
+        return status_table(status), _json(status)
+
+
+def _json(view: BaseModel) -> Any:
+    return view.model_dump(mode="json")
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    data = asyncio.run(_view(args.url, args.what))
-    if args.what == "models":
-        table = models_table(data["items"])
-    elif args.what == "workers":
-        table = workers_table(data["items"])
-    elif args.what == "runtimes":
-        table = runtimes_table(data)
-    else:
-        table = status_table(data)
+    table, data = asyncio.run(_view(args.url, args.what))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "yaml":
@@ -50,7 +53,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _delete(url: str, name: str, *, token: str | None, force: bool) -> dict[str, Any]:
+async def _delete(url: str, name: str, *, token: str | None, force: bool) -> Deleted:
     from hive.client import HiveClient
 
     async with HiveClient(url, token=token) as hive:
@@ -71,12 +74,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
             f"them first, or run `hive delete model {args.name} --force` to delete it anyway "
             "(hive stops them; they start again once the model is back)"
         )
-    removed = data.get("partial_bytes_removed") or 0
+    removed = data.partial_bytes_removed
     extra = f" (with a partial download of {size(removed)})" if removed else ""
-    stopped = data.get("workers") or []
-    if stopped:
-        extra += f"; worker(s) {', '.join(stopped)} are stopped until it is back"
-    print(f"model {data['deleted']} deleted{extra}")
+    if data.workers:
+        extra += f"; worker(s) {', '.join(data.workers)} are stopped until it is back"
+    print(f"model {data.deleted} deleted{extra}")
     return EXIT_OK
 
 

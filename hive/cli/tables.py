@@ -1,11 +1,13 @@
-"""The tables `hive get` prints, from the views hive's API returns (dicts: they have no
-pydantic type yet)."""
+"""The tables `hive get` prints, from the views hive's API returns (`hive.model.views`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
+from hive.model.observed import PartialDownload
+from hive.model.status import ObjectStatus
 from hive.model.units import megabytes, megabytes_of
+from hive.model.views import HiveStatus, ModelInfo, Runtimes, WorkerInfo
 
 
 def table(rows: list[list[str]]) -> str:
@@ -21,101 +23,104 @@ def size(n: int | None) -> str:
     return "-" if n is None else megabytes(n)
 
 
-def progress(download: dict[str, Any] | None) -> str:
+def progress(download: PartialDownload | None) -> str:
     """`45% 450 MB / 1,000 MB` for a partial download (as the log says it), `-` for none."""
-    if not download:
+    if download is None:
         return "-"
-    done, total = download["bytes_on_disk"], download.get("total_bytes")
+    done, total = download.bytes_on_disk, download.total_bytes
     if not total:
         return size(done)
     return f"{100 * done // total}% {megabytes_of(done, total)}"
 
 
-def models_table(items: list[dict[str, Any]]) -> str:
+def models_table(items: list[ModelInfo]) -> str:
     rows = [["NAME", "PHASE", "SIZE", "PARTIAL", "ARCH", "QUANT", "SOURCE", "MESSAGE"]]
     for m in items:
-        observed = m.get("observed") or {}
-        meta = observed.get("metadata") or {}
-        spec = m.get("spec") or {}
-        status = m.get("status") or {}
+        meta = m.observed.metadata if m.observed else None
+        available = meta is not None and meta.status == "Available"
         rows.append(
             [
-                m["name"],
-                status.get("phase", "-"),
-                size(meta.get("size") if meta.get("status") == "Available" else None),
-                progress(observed.get("download")),
-                meta.get("architecture") or "-",
-                meta.get("quantization") or "-",
-                spec.get("source") or meta.get("source") or "-",  # redacted by hive
-                status.get("message") or "",
+                m.name,
+                m.status.phase,
+                size(meta.size if meta is not None and available else None),
+                progress(m.observed.download if m.observed else None),
+                (meta.architecture if meta else None) or "-",
+                (meta.quantization if meta else None) or "-",
+                # redacted by hive
+                str((m.spec or {}).get("source") or (meta.source if meta else None) or "-"),
+                m.status.message,
             ]
         )
     return table(rows)
 
 
-def status_table(data: dict[str, Any]) -> str:
+def status_table(data: HiveStatus) -> str:
     lines = [
-        f"hive id {data['hive_id']} (HIVE_HIVE_ID, else the machine's hostname): "
-        f"{data['status']}, up {data['uptime_seconds']}s, "
-        f"home {data['home']}, synced: {'yes' if data['synced'] else 'no'}",
+        f"hive id {data.hive_id} (HIVE_HIVE_ID, else the machine's hostname): "
+        f"{data.status}, up {data.uptime_seconds}s, "
+        f"home {data.home}, synced: {'yes' if data.synced else 'no'}",
         "",
     ]
     rows = [["SOURCE", "SYNCED", "LAST SYNC", "RECORDS", "ERRORS"]]
-    for s in data["sources"]:
+    for s in data.sources:
         rows.append(
             [
-                s["name"],
-                "yes" if s["synced"] else "no",
-                s["last_sync_time"] or "-",
-                str(s["records"]),
-                str(len(s["errors"])),
+                s.name,
+                "yes" if s.synced else "no",
+                _iso(s.last_sync_time),
+                str(s.records),
+                str(len(s.errors)),
             ]
         )
     lines.append(table(rows))
-    for s in data["sources"]:
-        lines.extend(f"  error: {e['text']}" for e in s["errors"])
+    for s in data.sources:
+        lines.extend(f"  error: {e['text']}" for e in s.errors)
     lines.append("")
-    for kind, counts in data["objects"].items():
+    for kind, counts in data.objects.items():
         summary = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items())) or "none"
         lines.append(f"{kind}s: {summary}")
     return "\n".join(lines)
 
 
-def worker_status(status: dict[str, Any]) -> str:
+def _iso(at: datetime | None) -> str:
+    """As hive sent it (`2026-12-06T10:48:04.003Z`), or `-`."""
+    return at.isoformat().replace("+00:00", "Z") if at is not None else "-"
+
+
+def worker_status(status: ObjectStatus) -> str:
     """STATUS as kubectl shows a pod's: what is wrong when something is (the Degraded
     reason: CrashLoopBackOff, Unschedulable, …), else the phase."""
-    for condition in status.get("conditions") or ():
-        if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return str(condition.get("reason") or status.get("phase", "-"))
-    return str(status.get("phase", "-"))
+    for condition in status.conditions:
+        if condition.type == "Degraded" and condition.status == "True":
+            return condition.reason or status.phase
+    return status.phase
 
 
-def workers_table(items: list[dict[str, Any]]) -> str:
+def workers_table(items: list[WorkerInfo]) -> str:
     rows = [["NAME", "STATUS", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]]
     for w in items:
-        observed = w.get("observed") or {}
-        spec = w.get("spec") or {}
-        status = w.get("status") or {}
-        uptime = observed.get("uptime_seconds")
+        facts = w.observed
+        spec = w.spec or {}
+        uptime = facts.uptime_seconds if facts else None
         rows.append(
             [
-                w["name"],
-                worker_status(status),
-                observed.get("model") or spec.get("model") or "-",
-                observed.get("device") or spec.get("device") or "-",
-                str(observed.get("pid") or "-"),
-                str(observed.get("port") or "-"),
-                str(observed.get("restarts", 0)),
+                w.name,
+                worker_status(w.status),
+                (facts.model if facts else None) or str(spec.get("model") or "-"),
+                (facts.device if facts else None) or str(spec.get("device") or "-"),
+                str((facts.pid if facts else None) or "-"),
+                str((facts.port if facts else None) or "-"),
+                str(facts.restarts if facts else 0),
                 f"{uptime}s" if uptime is not None else "-",
-                status.get("message") or "",
+                w.status.message,
             ]
         )
     return table(rows)
 
 
-def runtimes_table(data: dict[str, Any]) -> str:
+def runtimes_table(data: Runtimes) -> str:
     rows = [["ID", "TYPE", "AVAILABLE", "ARGS", "ORIGIN"]]
-    for r in data["items"]:
+    for r in data.items:
         rows.append(
             [
                 r["id"],
@@ -126,5 +131,5 @@ def runtimes_table(data: dict[str, Any]) -> str:
             ]
         )
     lines = [table(rows)]
-    lines.extend(f"  error: {e['path']}: {e['message']}" for e in data["errors"])
+    lines.extend(f"  error: {e.path}: {e.message}" for e in data.errors)
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,9 +13,12 @@ from aiohttp import web
 from hive.client import HiveClient, SseMessage, event_of, parse_sse
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
+from hive.model.ids import ObjectKey
+from hive.model.status import ObjectStatus
+from hive.model.views import HiveStatus, WorkerInfo
 from testkit.hub import serving
 from tests.api.conftest import Serve
-from tests.conftest import free_port
+from tests.conftest import apoll, free_port, model_yaml, worker_yaml
 
 TOKEN = "s3cret-s3cret-s3cret"
 
@@ -182,3 +186,39 @@ async def test_errors_map_to_hives_errors(serve: Serve) -> None:
         f"cannot reach hive at http://127.0.0.1:{port}: [Errno 111] Connection refused "
         "(is `hive serve` running?)"
     )
+
+
+async def test_views_come_back_typed(serve: Serve, tiny_model: Path) -> None:
+    """Each view is read into hive/model/views.py's types, hive's own types inside."""
+    async with serve() as (manager, url):
+        desired = manager.settings.desired[0]
+        (desired / "m.yaml").write_text(
+            model_yaml("m", f"file:{tiny_model}")
+            + "---\n"
+            + worker_yaml("w", "no-such-model", runtime="llama-cpp")
+        )
+        model_key, worker_key = ObjectKey.parse("Model/m"), ObjectKey.parse("Worker/w")
+        await apoll(
+            lambda: (
+                (s := manager.statuses.get(model_key)) is not None
+                and s.phase == "Available"
+                and manager.statuses.get(worker_key) is not None
+            ),
+            what="the model Available and the worker looked at",
+        )
+        async with HiveClient(url) as hive:
+            status = await hive.status()
+            assert isinstance(status, HiveStatus) and status.synced
+            assert status.objects["Model"] == {"Available": 1}
+            (model,) = await hive.models()
+            assert model == await hive.model("m")
+            assert isinstance(model.status, ObjectStatus) and model.status.phase == "Available"
+            assert model.observed is not None and model.observed.metadata is not None
+            assert model.observed.metadata.architecture == "llama"
+            assert model.source is not None and model.source.file == str(desired / "m.yaml")
+            (worker,) = await hive.workers()
+            assert isinstance(worker, WorkerInfo) and worker.status.phase == "Pending"
+            assert worker.observed is not None and worker.observed.pid is None
+            assert (await hive.worker("w")).observed.log_tail == []  # type: ignore[union-attr]
+            runtimes = await hive.runtimes()
+            assert [e["id"] for e in runtimes.items][:1] == ["llama-cpp"]

@@ -1,0 +1,160 @@
+"""What hive's API answers, typed: the views of `/v1/status`, `/v1/models`, `/v1/workers`,
+`/v1/runtimes` and of a deletion or a restart, as `hive.client` returns them (the server
+builds the same shapes in hive/api/views.py; specs/openapi.yaml describes them).
+
+The parts that are hive's own types elsewhere are those types: a status is an
+`ObjectStatus`, a model's metadata a `ModelMetadata`, a partial download a
+`PartialDownload`, an exit an `ExitInfo`, a worker's scraped metrics `WorkerMetrics`. A
+field a newer hive adds is kept (`extra="allow"`), so a client reads a newer server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from hive.model.observed import ModelMetadata, PartialDownload
+from hive.model.status import ObjectStatus
+from hive.model.workers import ExitInfo, WorkerMetrics
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class SourceRef(View):
+    """Where a record was declared."""
+
+    name: str
+    file: str | None = None
+    line: int | None = None
+
+
+class ModelFacts(View):
+    """What the catalog shows of a model on disk."""
+
+    directory: str
+    file_size: int | None = None
+    partial: bool = False
+    download: PartialDownload | None = None
+    metadata: ModelMetadata | None = None
+    metadata_error: str | None = None
+
+
+class WorkerHealth(View):
+    healthy: bool
+    last_check: datetime | None = None
+    consecutive_failures: int = 0
+    error: str | None = None
+
+
+class WorkerFacts(View):
+    """rbee's Worker fields, plus restarts, health and metrics; the process's fields are
+    there only while a process runs."""
+
+    status: str
+    restarts: int = 0
+    last_exit: ExitInfo | None = None
+    last_exit_text: str | None = None
+    next_restart_time: datetime | None = None
+    restarted_at: datetime | None = None
+    pid: int | None = None
+    worker_id: str | None = None
+    model: str | None = None
+    worker_type: str | None = None
+    device: str | None = None
+    runtime: str | None = None
+    port: int | None = None
+    url: str | None = None
+    started_at: datetime | None = None
+    uptime_seconds: int | None = None
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+    vram_mb: int | None = None
+    adopted: bool = False
+    health: WorkerHealth | None = None
+    metrics: WorkerMetrics | None = None
+    log_path: str | None = None
+    log_tail: list[str] | None = None
+
+
+class ObjectView(View):
+    """A record and its status side by side (desired, observed, status)."""
+
+    kind: str
+    name: str
+    managed: bool
+    source: SourceRef | None = None
+    generation: int | None = None
+    labels: dict[str, str] = {}
+    #: The record's spec as declared (a Model's source redacted).
+    spec: dict[str, Any] | None = None
+    status: ObjectStatus
+
+
+class ModelInfo(ObjectView):
+    observed: ModelFacts | None = None
+
+
+class WorkerInfo(ObjectView):
+    observed: WorkerFacts | None = None
+
+
+class SourceView(View):
+    name: str
+    kind: str
+    location: str
+    synced: bool
+    last_sync_time: datetime | None = None
+    records: int = 0
+    #: Each problem (file, line, field, message) and its `text`, as `hive validate` says it.
+    errors: list[dict[str, Any]] = []
+
+
+class HiveStatus(View):
+    """`GET /v1/status`."""
+
+    hive_id: str
+    status: str
+    started_at: datetime
+    uptime_seconds: int
+    home: str
+    synced: bool
+    sources: list[SourceView]
+    #: Objects by kind, then by phase.
+    objects: dict[str, dict[str, int]]
+    queue: dict[str, int]
+    workers: dict[str, int]
+    last_event_id: int
+
+
+class SkippedEntry(View):
+    path: str
+    message: str
+
+
+class Runtimes(View):
+    """`GET /v1/runtimes`: the worker catalog's entries (as `RuntimeEntry` dumps them) and
+    the entries it skipped."""
+
+    items: list[dict[str, Any]]
+    errors: list[SkippedEntry] = []
+
+
+class Deleted(View):
+    """`DELETE /v1/models/{name}`."""
+
+    deleted: str
+    partial_bytes_removed: int = 0
+    #: The workers it stopped.
+    workers: list[str] = []
+
+
+class Restarting(View):
+    """`POST /v1/workers/{name}/restart`."""
+
+    restarting: str
+    pid: int
+    events: str
