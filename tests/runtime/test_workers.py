@@ -26,8 +26,9 @@ from hive.observers.gpus import NoGpuProbe
 from hive.observers.runtimes import RuntimeCatalog
 from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
+from hive.runtime.model_actions import Downloads
 from hive.runtime.model_presence import ModelPresence
-from hive.runtime.model_reconciler import Downloads, ModelReconciler
+from hive.runtime.model_reconciler import ModelReconciler
 from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
