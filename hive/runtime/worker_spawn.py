@@ -1,22 +1,20 @@
 """The spawner: a start the worker planner decided becomes a process. It reserves a port,
-launches the process in a thread pool (a task of its own, not inside a reconcile), writes
-its state record, and hands the new instance to the process watcher and the health
-monitor. Its end wakes the worker's key: a refused spawn (SpawnFailed, a full disk) after
-its crash-loop back-off, an unexpected error at once, for the next reconcile to raise."""
+launches the process (`worker_launch.py`: its command, then the fork/exec and its state
+record) in a thread pool, as a task of its own, not inside a reconcile, and hands the new
+instance to the process watcher and the health monitor. Its end wakes the worker's key: a
+refused spawn (SpawnFailed, a full disk) after its crash-loop back-off, an unexpected
+error at once, for the next reconcile to raise."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
 import subprocess
-import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import psutil
 
@@ -27,7 +25,6 @@ from hive.core.clock import Clock
 from hive.core.worker_decide import Report, Start
 from hive.core.worker_history import Instant, Rules, record_spawn_failure, record_start
 from hive.core.worker_plan import Why
-from hive.core.workers import cuda_visible_devices, render_command, spec_hash
 from hive.errors import HiveError, is_no_space
 from hive.model.events import Level
 from hive.model.ids import ObjectKey
@@ -41,6 +38,7 @@ from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_adopt import instance_id
 from hive.runtime.worker_health import HealthMonitor
+from hive.runtime.worker_launch import command, run
 from hive.runtime.worker_table import Instance, WorkerProcess, WorkerTable, write_status
 from hive.runtime.worker_watch import ProcessWatcher
 from hive.settings import Settings
@@ -164,38 +162,22 @@ class Spawner:
 
     async def _spawn(self, spawn: _Spawn) -> float | None:
         key, spec, port = spawn.key, spawn.spec, spawn.port
-        launch, name, settings = spawn.start.launch, spawn.key.name, self._settings
+        launch, name = spawn.start.launch, spawn.key.name
         entry = launch.entry
-        meta = launch.meta
-        worker_id = f"{name}-{uuid.uuid4().hex[:8]}"
-        host, queen = settings.worker_host, settings.queen_url or ""
-        builtins = {
-            "model_path": str(meta.path),
-            "model": spec.model,
-            "host": host,
-            "port": str(port),
-            "device": spec.device,
-            "worker_id": worker_id,
-            "queen_url": queen,
-            "python": sys.executable,
-            "binary": str(entry.path or ""),
-            "entry_dir": str(Path(entry.origin).parent) if entry.origin != "built-in" else "",
-        }
-        argv, entry_env = render_command(entry, args=launch.args, builtins=builtins)
-        env = proc.worker_env(
-            base=dict(os.environ),
-            extra={
-                **entry_env,
-                "HIVE_WORKER_ID": worker_id,
-                "HIVE_WORKER_NAME": name,
-                "HIVE_INSTANCE": self.instance_id,
-                "HIVE_QUEEN_URL": queen,
-                "CUDA_VISIBLE_DEVICES": cuda_visible_devices(spec.device),
-            },
-        )
-        log_file = proc.log_path(settings.home, name)
         history = self._table.history(name)
         restarting = history.restart_next
+        now = self._clock.now()
+        run_as = command(
+            settings=self._settings,
+            name=name,
+            spec=spec,
+            launch=launch,
+            port=port,
+            instance=self.instance_id,
+            now=now,
+            restarts=history.restarts + (1 if restarting else 0),
+        )
+        log_file = run_as.log_file
         adjusted = launch.adjusted
         if adjusted is not None and adjusted != history.args_adjusted:
             self._bus.narrate(
@@ -216,48 +198,8 @@ class Spawner:
             device=spec.device,
             port=port,
         )
-        now = self._clock.now()
-        restarts = history.restarts + (1 if restarting else 0)
-
-        def launched() -> tuple[subprocess.Popen[bytes], psutil.Process, WorkerState]:
-            """In a thread: fork/exec waits for the child to exec, which a busy machine
-            delays; meanwhile the loop goes on, and other spawns with it."""
-            popen = proc.spawn(
-                argv=argv,
-                env=env,
-                log_path=log_file,
-                banner=f"{proc.stamp(now)} starting {worker_id}: {' '.join(argv)}",
-            )
-            try:
-                process = psutil.Process(popen.pid)
-                state = WorkerState(
-                    name=name,
-                    worker_id=worker_id,
-                    instance=self.instance_id,
-                    pid=popen.pid,
-                    create_time=process.create_time(),
-                    host=host,
-                    port=port,
-                    argv=tuple(argv),
-                    runtime=entry.id,
-                    worker_type=worker_type(entry, spec.device),
-                    model=spec.model,
-                    model_path=meta.path,
-                    model_sha256=meta.sha256,
-                    device=spec.device,
-                    spec_hash=spec_hash(spec, model_sha256=meta.sha256),
-                    started_at=now,
-                    restarts=restarts,
-                    log_path=log_file,
-                    args_adjusted=adjusted,
-                )
-                proc.write_state(settings.home, state)  # before anything can lose track of it
-            except BaseException:
-                popen.kill()
-                popen.wait()
-                raise
-            return popen, process, state
-
+        # In a thread: meanwhile the loop goes on, and other spawns with it.
+        launched = functools.partial(run, run_as, home=self._settings.home, now=now)
         launching = asyncio.get_running_loop().run_in_executor(self._pool, launched)
         try:
             popen, process, state = await asyncio.shield(launching)
@@ -359,10 +301,3 @@ class Spawner:
             update_metadata(self._models.directory(name), durable=False, last_accessed=now)
         except (OSError, ValueError) as exc:
             log.warning("cannot record last_accessed of %s: %s", name, exc)
-
-
-def worker_type(entry: RuntimeEntry, device: str) -> str:
-    """rbee's worker_type of a run: the entry's, except that a CPU device makes it `cpu`."""
-    if device.startswith("CPU"):
-        return "cpu"
-    return entry.worker_type if entry.worker_type != "cpu" else "cuda"
