@@ -168,33 +168,36 @@ class WorkerReconciler:
         return self._carry_out(key, *decided)
 
     async def reconcile_batch(self, keys: Sequence[ObjectKey]) -> list[Result | Exception]:
-        """Keys ready together (the controller's batch): each decided as `reconcile`
-        does, then every SIGTERM in one tight loop (the first worker to exit competes for
-        the CPU with what follows), then the rest, each key on its own."""
+        """Keys ready together (the controller's batch), each decided as `reconcile` does.
+        The stops are signalled together, every SIGTERM in one tight loop (the first worker
+        to exit competes for the CPU with what follows: B6), then told. Every other
+        decision is carried out at once, letting the loop in after each (a start's checks
+        and spawn are not held back for the rest of the batch: B5)."""
         outcomes: dict[ObjectKey, Result | Exception] = {}
-        decided: list[tuple[ObjectKey, _Decided]] = []
+        stops: list[tuple[ObjectKey, Instance, Stop | Replace]] = []
         for key in keys:
             try:
                 found = await self._decide(key)
+                if isinstance(found, Result):
+                    outcomes[key] = found
+                    continue
+                spec, instance, decision = found
+                if isinstance(decision, Stop | Replace) and instance is not None:
+                    stops.append((key, instance, decision))
+                    continue
+                outcomes[key] = self._carry_out(key, spec, instance, decision)
             except Exception as exc:
                 outcomes[key] = exc
-                continue
-            if isinstance(found, Result):
-                outcomes[key] = found
-            else:
-                decided.append((key, found))
-        signalled = {
-            key: self._stopper.signal(instance, decision.reason, decision.message)
-            for key, (_, instance, decision) in decided
-            if isinstance(decision, Stop | Replace) and instance is not None
-        }
-        for key, (spec, instance, decision) in decided:
+            await asyncio.sleep(0)
+        signalled = [
+            (key, instance, self._stopper.signal(instance, decision.reason, decision.message))
+            for key, instance, decision in stops
+        ]
+        for key, instance, sent in signalled:
             try:
-                if key in signalled and instance is not None:
-                    grace = self._stopper.stopping(instance, signalled=signalled[key])
-                    outcomes[key] = Result(requeue_after=grace)
-                else:
-                    outcomes[key] = self._carry_out(key, spec, instance, decision)
+                outcomes[key] = Result(
+                    requeue_after=self._stopper.stopping(instance, signalled=sent)
+                )
             except Exception as exc:
                 outcomes[key] = exc
         return [outcomes[key] for key in keys]
