@@ -85,6 +85,13 @@ class Store:
         self._sources[name] = SourceState(name=name, kind=kind, location=location)
         self._records[name] = {}
 
+    def unregister(self, name: SourceName) -> None:
+        """Forget a source that holds no records (an HTTP source deleted by its client)."""
+        if self._records.get(name):
+            raise ValueError(f"source {name!r} still holds records")
+        self._sources.pop(name, None)
+        self._records.pop(name, None)
+
     def sources(self) -> list[SourceState]:
         return list(self._sources.values())
 

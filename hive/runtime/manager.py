@@ -36,6 +36,7 @@ from hive.runtime.worker_table import WorkerTable
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
+from hive.sources.http import HttpSource, HttpSources
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,16 @@ class Manager:
             )
             for path in settings.desired
         ]
+        #: `api`, `queen` and the other sets written over HTTP (`/v1/desired`, jobs).
+        self.http_sources = HttpSources(
+            home=settings.home, store=self.store, bus=self.bus, on_change=self.on_change
+        )
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def api_source(self) -> HttpSource:
+        """The set jobs and `hive apply` write."""
+        return self.http_sources.api
 
     # -- wiring --------------------------------------------------------------------------
     def on_change(self, result: ReplaceResult) -> None:
@@ -236,6 +246,7 @@ class Manager:
             self.bus.emit("gpu_probe", f"no GPU found: {self.gpus.error}")
         await self.worker_reconciler.start()  # adopts the workers an earlier hive left running
         self.controller.start()
+        await self.http_sources.load()  # read from files: before the watches begin
         for source in self.sources:
             await source.start()
         self.presence.start()  # armed before the catalog is first read

@@ -155,7 +155,9 @@ async def test_status_reports_sources_and_counts(serve: Serve) -> None:
         async with http.get(url + "/v1/status") as r:
             body = await r.json()
         assert body["synced"] is True
-        (source,) = body["sources"]
+        source, api, queen = body["sources"]
+        assert (api["name"], api["kind"], api["location"]) == ("api", "http", "/v1/desired/api")
+        assert (queen["name"], queen["synced"], queen["records"]) == ("queen", True, 0)
         assert source["name"] == f"dir:{manager.settings.desired[0]}"
         assert source["synced"] is True
         assert source["last_sync_time"] is not None

@@ -64,7 +64,7 @@ def test_broken_yaml_is_reported_with_file_and_line_and_model_is_untouched(
     assert error["data"]["line"] == 6
     assert "scheme 'ftp' is not supported" in error["message"]
     status = hive.get("/v1/status")
-    (source,) = status["sources"]
+    (source,) = [s for s in status["sources"] if s["kind"] == "directory"]
     assert source["errors"] and source["errors"][0]["line"] == 6
 
     model = hive.model("tiny")
