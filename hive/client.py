@@ -28,6 +28,10 @@ from hive.model.events import Event, EventsDropped
 from hive.model.views import (
     Deleted,
     HiveStatus,
+    JobCancelled,
+    JobCreated,
+    JobEnd,
+    JobLine,
     ModelInfo,
     Restarting,
     Runtimes,
@@ -167,6 +171,7 @@ class HiveClient:
         *,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        body: bytes | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The answer to `method path`, or the error it maps to; with `stream`, no total
         time limit (only to connect and for the headers)."""
@@ -182,7 +187,11 @@ class HiveClient:
             sent["Authorization"] = f"Bearer {self._token}"
         try:
             async with self._session.request(
-                method, URL(self._base + path, encoded=True), headers=sent, timeout=timeout
+                method,
+                URL(self._base + path, encoded=True),
+                headers=sent,
+                timeout=timeout,
+                data=body,
             ) as response:
                 if response.status >= 400:
                     raise await self._api_error(response, path)
@@ -265,6 +274,29 @@ class HiveClient:
         return Restarting.model_validate(
             await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
         )
+
+    # -- jobs (rbee's job API) ------------------------------------------------------------
+    async def submit_job(self, operation: dict[str, Any] | bytes) -> JobCreated:
+        """`POST /v1/jobs` with rbee's operation JSON (a dict, or the body's bytes as sent)."""
+        body = operation if isinstance(operation, bytes) else json.dumps(operation).encode()
+        headers = {"Content-Type": "application/json"}
+        async with self._response("POST", "/v1/jobs", headers=headers, body=body) as response:
+            return JobCreated.model_validate(json.loads(await response.read()))
+
+    async def job_stream(self, job_id: str) -> AsyncGenerator[JobLine | JobEnd, None]:
+        """The job's lines from its first, then its end (`JobEnd`), after which it returns."""
+        path = f"/v1/jobs/{_seg(job_id)}/stream"
+        async with self._response("GET", path, stream=True) as response:
+            async for message in _messages(response):
+                end = JobEnd.parse(message.data)
+                if end is not None:
+                    yield end
+                    return
+                yield JobLine.model_validate_json(message.data)
+
+    async def cancel_job(self, job_id: str) -> JobCancelled:
+        """`DELETE /v1/jobs/{id}`."""
+        return JobCancelled.model_validate(await self._json("DELETE", f"/v1/jobs/{_seg(job_id)}"))
 
     # -- the event stream -----------------------------------------------------------------
     async def events(

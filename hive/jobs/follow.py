@@ -64,11 +64,11 @@ async def follow(
     subscription = Subscription(bus, after=after, max_lag=max(bus.last_id - after, 10_000))
     wanted = set(keys)
     while True:
-        _forward(job, subscription, wanted, await subscription.next_batch(wait=0))
+        await _forward(job, bus, subscription, wanted)
         verdict = check()
         if verdict is True:
             # What was said up to now belongs to the job (the last `…_complete` line).
-            _forward(job, subscription, wanted, await subscription.next_batch(wait=0))
+            await _forward(job, bus, subscription, wanted)
             return
         if isinstance(verdict, str):
             raise JobFailed(verdict)
@@ -85,15 +85,19 @@ async def follow(
                     await task
 
 
-def _forward(
-    job: Job, subscription: Subscription, wanted: set[ObjectKey], batch: list[Event | Gap]
-) -> None:
-    for item in batch:
-        if isinstance(item, Event) and item.object in wanted:
-            job.forward(item)
-            reason = permanent_failure(item)
-            if reason is not None:
-                raise JobFailed(f"{item.object}: {reason}")
+async def _forward(job: Job, bus: Bus, subscription: Subscription, wanted: set[ObjectKey]) -> None:
+    """Every event said so far about `wanted` (without waiting for more)."""
+    while bus.last_id > subscription.cursor:
+        for item in await subscription.next_batch(wait=IDLE_CHECK):
+            _one(job, item, wanted)
+
+
+def _one(job: Job, item: Event | Gap, wanted: set[ObjectKey]) -> None:
+    if isinstance(item, Event) and item.object in wanted:
+        job.forward(item)
+        reason = permanent_failure(item)
+        if reason is not None:
+            raise JobFailed(f"{item.object}: {reason}")
 
 
 def _current(status: ObjectStatus | None, generation: int) -> ObjectStatus | None:

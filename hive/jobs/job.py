@@ -78,6 +78,8 @@ class Job:
         self._first = 0
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: A client cancelled it: what it wrote is undone (not when hive itself stops).
+        self.undo = False
 
     # -- writing ---------------------------------------------------------------------------
     def emit(
@@ -285,6 +287,7 @@ class JobRegistry:
         task = job.task
         if task is None or task.done():
             return
+        job.undo = True
         task.cancel()
         await asyncio.wait([task])
 

@@ -158,3 +158,52 @@ class Restarting(View):
     restarting: str
     pid: int
     events: str
+
+
+class JobCreated(View):
+    """`POST /v1/jobs`."""
+
+    job_id: str
+    sse_url: str
+
+
+class JobCancelled(View):
+    """`DELETE /v1/jobs/{id}`."""
+
+    job_id: str
+    status: str
+
+
+class JobLine(View):
+    """One `data:` line of a job's stream: rbee's narration fields, hive's `message`,
+    `level`, `object` and structured `data`."""
+
+    action: str
+    message: str
+    actor: str | None = None
+    target: str | None = None
+    human: str | None = None
+    formatted: str | None = None
+    job_id: str | None = None
+    emitted_at_ms: int | None = None
+    correlation_id: str | None = None
+    level: str = "info"
+    object: str | None = None
+    data: dict[str, Any] = {}
+
+
+class JobEnd(View):
+    """A job stream's last line: `[DONE]`, `[ERROR] <reason>` or `[CANCELLED]`."""
+
+    outcome: str
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, data: str) -> JobEnd | None:
+        """The end marker in `data`, or None when it is not one."""
+        for marker, outcome in (("[DONE]", "done"), ("[CANCELLED]", "cancelled")):
+            if data == marker:
+                return cls(outcome=outcome)
+        if data.startswith("[ERROR]"):
+            return cls(outcome="error", reason=data.removeprefix("[ERROR]").strip())
+        return None
