@@ -360,3 +360,143 @@ async def test_jobs_on_file_owned_objects_get_409_naming_the_owner(
                 message = (await r.json())["error"]["message"]
             assert str(desired) in message and f"source dir:{desired}" in message, message
         assert manager.http_sources.api.records() == ()
+
+
+# -- workers ------------------------------------------------------------------------------------
+@pytest.fixture
+def gpus(tmp_path: Path) -> Path:
+    path = tmp_path / "gpus.json"
+    one = {"index": 0, "name": "Fake A", "vram_total_mb": 24000, "vram_free_mb": 20000}
+    path.write_text(json.dumps({"gpus": [one]}))
+    return path
+
+
+def install_runtimes(home: Path) -> None:
+    """The scripted runtime as a cpu entry and as a cuda one."""
+    install_scripted_runtime(home)
+    cuda = install_scripted_runtime(home, runtime_id="scripted-cuda")
+    entry = json.loads(cuda.read_text())
+    cuda.write_text(json.dumps({**entry, "worker_type": "cuda"}))
+
+
+async def test_worker_jobs_end_to_end(
+    serve: Serve,
+    desired: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    gpus: Path,
+    worker_ports: range,
+) -> None:
+    install_runtimes(tmp_path / "home")
+    files = {"m.yaml": model_yaml("tiny", f"file:{tiny_model}")}
+    settings = {
+        "gpu_probe": f"fake:{gpus}",
+        "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
+    }
+    async with hive_with(serve, desired, files, **settings) as (manager, _u, client):
+        await apoll(available(manager, "tiny"), within=20, what="tiny Available")
+        lines, end = await run_job(
+            client,
+            b'{"operation":"worker_spawn","hive_id":"localhost","model":"tiny","worker":"cpu","device":0}',
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        said = actions(lines)
+        for action in ("worker_spawn_start", "worker_spawn_health_check", "worker_spawn_complete"):
+            assert action in said, said
+        pid = manager.workers.instances["tiny-cpu-0"].state.pid
+        port = manager.workers.instances["tiny-cpu-0"].state.port
+        complete = of(lines, "worker_spawn_complete")[-1]
+        assert complete.message == f"✅ Worker spawned (PID: {pid}, port: {port})"
+        assert manager.http_sources.api.get(K("Worker/tiny-cpu-0")) is not None
+
+        lines, end = await run_job(
+            client, b'{"operation":"worker_process_list","hive_id":"localhost"}'
+        )
+        assert end.outcome == "done"
+        assert (
+            of(lines, "worker_proc_list_entry")[0].message == f"PID {pid} | tiny | CPU 0 | running"
+        )
+        lines, end = await run_job(
+            client,
+            f'{{"operation":"worker_process_get","hive_id":"localhost","pid":{pid}}}'.encode(),
+        )
+        assert end.outcome == "done" and of(lines, "worker_proc_get_found")[0].data["name"] == (
+            "tiny-cpu-0"
+        )
+
+        # rbee's current model_load: a worker on the GPU, from the cuda runtime.
+        lines, end = await run_job(
+            client,
+            b'{"operation":"model_load","hive_id":"localhost","id":"tiny","device":"cuda:0"}',
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        gpu_worker = manager.http_sources.api.get(K("Worker/tiny-gpu-0"))
+        assert gpu_worker is not None
+        assert gpu_worker.manifest.spec.runtime == "scripted-cuda"  # type: ignore[union-attr]
+        assert gpu_worker.manifest.spec.device == "GPU-0"  # type: ignore[union-attr]
+
+        # A device that is not there: unschedulable, [ERROR], and the record goes again.
+        lines, end = await run_job(
+            client,
+            b'{"operation":"worker_spawn","hive_id":"localhost","model":"tiny","worker":"cuda","device":7}',
+        )
+        assert end.outcome == "error" and "Unschedulable" in end.reason, end
+        assert manager.http_sources.api.get(K("Worker/tiny-gpu-7")) is None
+
+        # A worker that crashes at once: [ERROR].
+        lines, end = await run_job(
+            client,
+            {
+                "operation": "worker_spawn",
+                "model": "tiny",
+                "worker": "cpu",
+                "device": 0,
+                "name": "crasher",
+                "args": {"mode": "crash"},
+            },
+        )
+        assert end.outcome == "error" and "crasher" in end.reason, end
+        assert manager.http_sources.api.get(K("Worker/crasher")) is None
+
+        # rbee's current worker_process_delete, by pid.
+        lines, end = await run_job(
+            client,
+            f'{{"operation":"worker_process_delete","hive_id":"localhost","pid":{pid}}}'.encode(),
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        said = actions(lines)
+        for action in ("worker_proc_del_start", "worker_proc_del_sigterm", "worker_proc_del_ok"):
+            assert action in said, said
+        assert "tiny-cpu-0" not in manager.workers.instances
+        assert manager.http_sources.api.get(K("Worker/tiny-cpu-0")) is None
+
+        # model_unload stops the workers of the model (the GPU one).
+        lines, end = await run_job(
+            client, b'{"operation":"model_unload","hive_id":"localhost","id":"tiny"}'
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        assert "worker_proc_del_ok" in actions(lines)
+        assert not manager.workers.instances
+        assert manager.http_sources.api.records() == ()
+
+
+async def test_model_download_of_a_file_then_model_delete(
+    serve: Serve, desired: Path, tiny_model: Path
+) -> None:
+    async with hive_with(serve, desired) as (manager, _u, client):
+        lines, end = await run_job(
+            client,
+            {"operation": "model_download", "model": f"file://{tiny_model}", "name": "copy"},
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        assert await asyncio.to_thread(manager.catalog.observe, "copy") is not None
+        lines, end = await run_job(
+            client, b'{"operation":"model_delete","hive_id":"localhost","id":"copy"}'
+        )
+        assert end.outcome == "done", (end, actions(lines))
+        assert of(lines, "model_delete_complete")
+        assert await asyncio.to_thread(manager.catalog.observe, "copy") is None
+        assert manager.http_sources.api.records() == ()
+        with pytest.raises(ApiError) as info:
+            await client.submit_job({"operation": "model_delete", "id": "copy"})
+        assert info.value.status == 404
