@@ -30,6 +30,16 @@ ArgValue = int | float | str | bool
 class _Job(BaseModel):
     model_config = _Op
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """A field is given or left out; `null` is refused (as rbee's serde would)."""
+        if isinstance(data, dict):
+            nulls = [clip(str(k), 40) for k, v in data.items() if v is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls[:5])}: null is not a value; leave it out")
+        return data
+
     hive_id: Ref = Field(
         default="localhost",
         description="This hive's id (HIVE_HIVE_ID, its hostname by default) or `localhost`.",
