@@ -296,10 +296,12 @@ async def test_cancel_mid_download_stops_it_and_removes_the_record(
     serve: Serve, desired: Path, hub: Hub, tmp_path: Path
 ) -> None:
     big = tmp_path / "big.gguf"
-    big.write_bytes(b"GGUF" + bytes(8 * 1024 * 1024))
+    with big.open("wb") as fh:
+        fh.write(b"GGUF")
+        fh.truncate(16 * 1024 * 1024)
     hub.add_file("big/model", "big.Q8_0.gguf", big)
-    hub.throttle(256 * 1024)  # 32 s for the whole file: the cancel comes first
-    async with hive_with(serve, desired) as (manager, _u, client):
+    # 16 s for the whole file at hive's rate limit: the cancel comes first.
+    async with hive_with(serve, desired, download_rate_limit="1MB/s") as (manager, _u, client):
         created = await client.submit_job(
             b'{"operation":"model_download","hive_id":"localhost","model":"big/model:Q8_0"}'
         )
@@ -500,3 +502,14 @@ async def test_model_download_of_a_file_then_model_delete(
         with pytest.raises(ApiError) as info:
             await client.submit_job({"operation": "model_delete", "id": "copy"})
         assert info.value.status == 404
+
+
+async def test_metrics_count_jobs_by_operation_and_outcome(serve: Serve, desired: Path) -> None:
+    async with hive_with(serve, desired) as (_m, url, client), aiohttp.ClientSession() as http:
+        await run_job(client, b'{"operation":"hive_check","alias":"localhost"}')
+        await run_job(client, b'{"operation":"model_get","hive_id":"localhost","id":"nope"}')
+        async with http.get(url + "/metrics") as r:
+            text = await r.text()
+    assert 'hive_jobs_total{operation="hive_check",outcome="done"} 1.0' in text
+    assert 'hive_jobs_total{operation="model_get",outcome="error"} 1.0' in text
+    assert "hive_jobs_running 0.0" in text
