@@ -33,6 +33,13 @@ class ValidationFailed(HiveError):
         self.problems = problems if problems is not None else [message]
 
 
+class BadRequest(HiveError):
+    """A request hive cannot take as it is (a malformed parameter): 400."""
+
+    reason = "BadRequest"
+    http_status = 400
+
+
 class NotFound(HiveError):
     reason = "NotFound"
     http_status = 404

@@ -24,6 +24,8 @@ from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
+from hive.observers.system import SystemSampler
+from hive.queen.link import QueenLink
 from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
 from hive.runtime.model_actions import Downloads
@@ -102,6 +104,25 @@ class Manager:
             clock=self.clock,
             reconcilers=[self.model_reconciler, self.worker_reconciler],
             workers=settings.max_concurrent_actions,
+        )
+        #: The machine, sampled on an interval in a thread (the API and heartbeats read it).
+        self.system = SystemSampler(
+            home=settings.home,
+            bind_host=settings.host,
+            gpus=self.gpus,
+            interval=settings.system_sample_interval,
+            clock=self.clock,
+            processes=lambda: {i.state.pid: i.proc.handle for i in self.workers.instances.values()},
+        )
+        #: The Queen: heartbeats of both rbee generations, once one is discovered.
+        self.queen = QueenLink(
+            settings=settings,
+            clock=self.clock,
+            bus=self.bus,
+            catalog=self.catalog,
+            workers=self.workers,
+            sample=lambda: self.system.latest,
+            started_at=self.started_at,
         )
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
@@ -241,9 +262,13 @@ class Manager:
         self.presence.start()  # armed before the catalog is first read
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
         self.resync_now()
+        await self.system.start()
+        await self.queen.start()
 
     async def stop(self) -> None:
         self.bus.emit("hive_stop", "hive stopping")
+        await self.queen.stop()
+        await self.system.stop()
         for source in reversed(self.sources):
             await source.stop()
         await self.queue.shutdown()
