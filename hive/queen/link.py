@@ -261,34 +261,35 @@ class QueenLink:
         before, state = change
         tracker = self.push if protocol == "push" else self.ready
         what = "heartbeat" if protocol == "push" else "ready"
+        label = "push heartbeat" if protocol == "push" else "ready callback"
         shown = show_url(url)
         data: dict[str, Any] = {"protocol": protocol, "queen_url": shown}
         reason = tracker.last_failure_reason or "?"
         if state == "ok" and before == "idle":
             self._bus.emit(
                 f"queen_{what}_started",
-                f"💓 Queen at {shown} acknowledged the first {protocol} {what}",
+                f"💓 Queen at {shown} acknowledged the first {label}",
                 data=data,
             )
         elif state == "ok":
             self._bus.emit(
                 f"queen_{what}_restored",
-                f"💚 Queen at {shown} answers the {protocol} {what} again",
+                f"💚 Queen at {shown} answers the {label} again",
                 data=data,
             )
         elif state == "failing":
             self._bus.emit(
                 f"queen_{what}_failed",
-                f"💔 {protocol} {what} to the Queen failed: {reason}; hive goes on, and keeps "
-                "trying with back-off",
+                f"💔 {label} to the Queen failed: {reason}; hive goes on, and tries again "
+                "with back-off",
                 level=Level.WARNING,
                 data={**data, "reason": reason},
             )
         elif state == "unsupported":
             self._bus.emit(
                 "queen_protocol_unsupported",
-                f"the Queen at {shown} does not serve the {protocol} {what} ({reason}): it "
-                "speaks the other generation of rbee's protocol",
+                f"the Queen at {shown} does not serve the {label} ({reason}): it speaks the "
+                "other generation of rbee's protocol",
                 data={**data, "reason": reason},
             )
 
