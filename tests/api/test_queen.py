@@ -6,8 +6,11 @@ and /metrics show of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import stat
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -432,3 +435,14 @@ async def test_metrics_count_heartbeats_by_protocol(hive: Serve) -> None:
         }
         assert lines['hive_queen_heartbeats_total{outcome="success",protocol="push"}'] >= 2
         assert lines['hive_queen_heartbeats_total{outcome="failure",protocol="ready"}'] >= 1
+        assert "hive_queen_telemetry_subscribers 0.0" in text
+        promtool = shutil.which("promtool")
+        if promtool is not None:  # Debian's prometheus package; .ci/run installs it
+            checked = await asyncio.to_thread(
+                subprocess.run,
+                [promtool, "check", "metrics"],
+                input=text,
+                capture_output=True,
+                text=True,
+            )
+            assert checked.returncode == 0, checked.stdout + checked.stderr
