@@ -255,6 +255,9 @@ class Manager:
         self._check_runtimes()
         if self.gpus.error:
             self.bus.emit("gpu_probe", f"no GPU found: {self.gpus.error}")
+        # Before any reconcile: the machine's first sample, then the Queen (if one is known).
+        await self.system.start()
+        await self.queen.start()
         await self.worker_reconciler.start()  # adopts the workers an earlier hive left running
         self.controller.start()
         for source in self.sources:
@@ -262,13 +265,9 @@ class Manager:
         self.presence.start()  # armed before the catalog is first read
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
         self.resync_now()
-        await self.system.start()
-        await self.queen.start()
 
     async def stop(self) -> None:
         self.bus.emit("hive_stop", "hive stopping")
-        await self.queen.stop()
-        await self.system.stop()
         for source in reversed(self.sources):
             await source.stop()
         await self.queue.shutdown()
@@ -282,6 +281,8 @@ class Manager:
         self._tasks.clear()
         await self.presence.stop()
         await self.worker_reconciler.stop(stop_workers=self.settings.stop_workers_on_exit)
+        await self.queen.stop()
+        await self.system.stop()
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}
