@@ -25,6 +25,7 @@ from yarl import URL
 
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
+from hive.model.machine import Capabilities, Device, DeviceList
 from hive.model.views import (
     Deleted,
     HiveStatus,
@@ -245,6 +246,18 @@ class HiveClient:
     async def runtimes(self) -> Runtimes:
         """`GET /v1/runtimes`: the worker catalog, and the entries it skipped."""
         return Runtimes.model_validate(await self._json("GET", "/v1/runtimes"))
+
+    async def devices(self) -> DeviceList:
+        """`GET /v1/devices`: CPU-0 and each GPU, with the workers placed there."""
+        return DeviceList.model_validate(await self._json("GET", "/v1/devices"))
+
+    async def device(self, device_id: str) -> Device:
+        """`GET /v1/devices/{id}`; `ApiError` 404 naming the devices there are."""
+        return Device.model_validate(await self._json("GET", f"/v1/devices/{_seg(device_id)}"))
+
+    async def capabilities(self) -> Capabilities:
+        """`GET /v1/capabilities` (rbee's shape), without discovering a Queen."""
+        return Capabilities.model_validate(await self._json("GET", "/v1/capabilities"))
 
     def logs_path(self, name: str, *, tail: int) -> str:
         return f"/v1/workers/{_seg(name)}/logs?tail={tail}"

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.manifests import parse_rate
+from hive.model.queen import normal_queen_url, queen_url_problem
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -108,6 +109,20 @@ class Settings(BaseModel):
     #: /proc. What hive does off Linux; on Linux, to try that (HIVE_PORTABLE=1).
     portable: bool = False
 
+    # -- the Queen (docs/queen.md) and the system sampler -------------------------------
+    #: Seconds between samples of CPU, memory, disk, GPUs and the workers' processes.
+    system_sample_interval: float = Field(default=2.0, gt=0)
+    #: The seed's push: seconds between `POST {queen}/v1/hive-heartbeat`.
+    queen_heartbeat_interval: float = Field(default=30.0, gt=0)
+    #: A failing push backs off from the interval, doubling, up to this (or the interval).
+    queen_backoff_cap: float = Field(default=120.0, gt=0)
+    #: rbee's ready callback: seconds before each attempt, comma-separated.
+    queen_ready_delays: str = Field(default="0,2,4,8,16", pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$")
+    #: rbee's telemetry stream: seconds between `event: heartbeat` frames.
+    queen_telemetry_interval: float = Field(default=1.0, gt=0)
+    #: Seconds each request to the Queen may take.
+    queen_timeout: float = Field(default=10.0, gt=0)
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -138,6 +153,21 @@ class Settings(BaseModel):
             f"{TOKEN_MIN_LENGTH} visible ASCII characters with no whitespace: "
             "generate one with `openssl rand -hex 32`"
         )
+
+    @field_validator("queen_url")
+    @classmethod
+    def _queen_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host (empty: none); the message never repeats it."""
+        if not value:
+            return None
+        problem = queen_url_problem(value)
+        if problem:
+            raise ValueError(f"the Queen's URL (--queen-url or HIVE_QUEEN_URL) {problem}")
+        return normal_queen_url(value)
+
+    @property
+    def ready_delays(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.queen_ready_delays.split(","))
 
     @field_validator("worker_ports")
     @classmethod

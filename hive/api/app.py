@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from hive import __version__
 from hive.actuators.workers import log_path, tail_lines
 from hive.api.badhttp import one_line_bad_http
+from hive.api.devices import add_routes as add_device_routes
 from hive.api.jobs import add_routes as add_job_routes
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
@@ -335,4 +336,5 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/events", events)
     app.router.add_get("/metrics", metrics)
     add_job_routes(app, manager, metrics=app[REGISTRY])
+    add_device_routes(app, manager)
     return app

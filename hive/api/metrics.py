@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from hive.model.ids import Kind
 from hive.model.status import WorkerPhase
+from hive.queen.metrics import QueenCollector
 from hive.runtime.manager import Manager
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,6 +93,7 @@ class HiveCollector(Collector):
 def registry_for(manager: Manager) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HiveCollector(manager))
+    registry.register(QueenCollector(manager.queen))
     return registry
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from hive.actuators.workers import log_path, tail_lines
+from hive.api.machine import machine_status
 from hive.model.ids import Kind, ObjectKey
 from hive.model.manifests import Manifest
 from hive.model.observed import ArtifactStatus, ObservedModel
@@ -142,6 +143,7 @@ def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict
         "queue": {"pending": len(manager.queue), "in_progress": len(manager.queue.processing)},
         "workers": _worker_counts(manager),
         "last_event_id": manager.bus.last_id,
+        **machine_status(manager, observed),
     }
 
 

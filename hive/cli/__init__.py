@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     stop.set_defaults(func=cmd_stop_workers)
 
     get = sub.add_parser("get", help="show objects of a running hive")
-    get.add_argument("what", choices=["models", "workers", "runtimes", "status"])
+    get.add_argument("what", choices=["models", "workers", "runtimes", "devices", "status"])
     get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     get.set_defaults(func=cmd_get)

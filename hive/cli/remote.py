@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel
 
 from hive.cli.common import EXIT_OK, fail
-from hive.cli.tables import models_table, runtimes_table, size, status_table, workers_table
+from hive.cli.tables import (
+    devices_table,
+    models_table,
+    runtimes_table,
+    size,
+    status_table,
+    workers_table,
+)
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.views import Deleted
 
@@ -34,6 +41,9 @@ async def _view(url: str, what: str) -> tuple[str, Any]:
         if what == "runtimes":
             runtimes = await hive.runtimes()
             return runtimes_table(runtimes), _json(runtimes)
+        if what == "devices":
+            devices = await hive.devices()
+            return devices_table(devices), _json(devices)
         status = await hive.status()
         return status_table(status), _json(status)
 

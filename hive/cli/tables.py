@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from hive.model.machine import DeviceList, SystemMetrics
 from hive.model.observed import PartialDownload
 from hive.model.status import ObjectStatus
 from hive.model.units import megabytes, megabytes_of
@@ -79,6 +80,55 @@ def status_table(data: HiveStatus) -> str:
     for kind, counts in data.objects.items():
         summary = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items())) or "none"
         lines.append(f"{kind}s: {summary}")
+    if data.system is not None:
+        lines.append(system_line(data.system))
+    if data.queen is not None:
+        lines.extend(queen_lines(data))
+    return "\n".join(lines)
+
+
+def system_line(system: SystemMetrics) -> str:
+    load = " ".join(f"{x:g}" for x in system.load_average)
+    return (
+        f"machine: CPU {system.cpu_percent:g}% of {system.cpu_cores} cores, load {load}, "
+        f"RAM {system.memory_used_mb:,} / {system.memory_total_mb:,} MiB, "
+        f"home disk {size(system.disk_free_bytes)} free, up {system.uptime_seconds}s"
+    )
+
+
+def queen_lines(data: HiveStatus) -> list[str]:
+    """The Queen link: where, and each protocol's state and last failure."""
+    queen = data.queen
+    if queen is None or queen.url is None:
+        return ["queen: none discovered (GET /v1/capabilities?queen_url= or --queen-url)"]
+    lines = [f"queen: {queen.url} ({queen.discovered_via})"]
+    for name, link in (("push", queen.push), ("ready", queen.ready)):
+        line = f"  {name}: {link.state}, {link.successes} ok, {link.failures} failed"
+        if link.last_failure_reason and link.state != "ok":
+            line += f" (last: {link.last_failure_reason})"
+        lines.append(line)
+    lines.append(f"  telemetry: {queen.telemetry.subscribers} subscriber(s)")
+    return lines
+
+
+def devices_table(data: DeviceList) -> str:
+    rows = [["ID", "TYPE", "NAME", "MEMORY", "FREE", "UTIL", "TEMP", "WORKERS"]]
+    for d in data.items:
+        rows.append(
+            [
+                d.id,
+                d.device_type,
+                d.name,
+                f"{d.vram_total_mb:,} MiB" if d.vram_total_mb is not None else "-",
+                f"{d.vram_available_mb:,} MiB" if d.vram_available_mb is not None else "-",
+                f"{d.utilization_percent:g}%" if d.utilization_percent is not None else "-",
+                f"{d.temperature_celsius:g}°C" if d.temperature_celsius is not None else "-",
+                ",".join(d.workers) or "-",
+            ]
+        )
+    lines = [table(rows)]
+    if data.gpu_error:
+        lines.append(f"  no GPU: {data.gpu_error}")
     return "\n".join(lines)
 
 

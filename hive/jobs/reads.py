@@ -175,7 +175,7 @@ def device_line(device: dict[str, Any]) -> str:
     free = device["vram_available_mb"] / 1024
     use = f"in use by {len(device['workers'])} worker(s)" if device["in_use"] else "idle"
     return (
-        f"{device['device_id']} | {device['name']} | {total:.2f} GB total, {free:.2f} GB free "
+        f"{device['id']} | {device['name']} | {total:.2f} GB total, {free:.2f} GB free "
         f"| {'available' if device['available'] else 'unavailable'}, {use}"
     )
 

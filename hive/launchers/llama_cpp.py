@@ -22,6 +22,9 @@ from pathlib import Path
 
 import xllamacpp
 
+from hive import __version__
+from hive.model.text import show_text, show_url
+
 PROG = "hive-llama-cpp"
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 # llama.cpp's log verbosity thresholds (common/log.h): 1 errors, 2 warnings, 3 info.
@@ -155,35 +158,54 @@ def served_ctx(base_url: str) -> int:
 
 
 # -- heartbeat ---------------------------------------------------------------------------
+#: rbee's worker contract: what runs the model, and its version.
+IMPLEMENTATION = "hive-llama-cpp"
+
+
 @dataclass(frozen=True)
 class WorkerCard:
-    """What every heartbeat says about this worker."""
+    """What every heartbeat says about this worker: rbee's `WorkerInfo` without its status."""
 
-    worker_id: str
-    model: str
+    id: str
+    model_id: str
     device: str
     port: int
-    url: str
+    implementation: str = IMPLEMENTATION
+    version: str = __version__
 
 
 class Heartbeat:
-    """POSTs the card and a status to the Queen, now and then every `interval` seconds
-    from a daemon thread; a Queen that is down or failing never stops the worker."""
+    """POSTs rbee's worker heartbeat (`{"worker": {...}, "timestamp"}`) to the Queen, now
+    and then every `interval` seconds from a daemon thread; a Queen that is down or
+    failing never stops the worker."""
 
     def __init__(self, *, queen_url: str, card: WorkerCard, interval: float) -> None:
         self.endpoint = queen_url.rstrip("/") + "/v1/worker-heartbeat"
         self.card = card
         self.interval = interval
+        #: rbee's OperationalStatus: starting, then ready.
         self.status = "starting"
         self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
+    def body(self) -> dict[str, object]:
+        card = asdict(self.card)
+        worker = {
+            "id": card["id"],
+            "model_id": card["model_id"],
+            "device": card["device"],
+            "port": card["port"],
+            "status": self.status,
+            "implementation": card["implementation"],
+            "version": card["version"],
+        }
+        return {"worker": worker, "timestamp": _now()}
+
     def send(self) -> None:
-        body = {**asdict(self.card), "status": self.status, "timestamp": _now()}
         request = urllib.request.Request(
             self.endpoint,
-            data=json.dumps(body).encode(),
+            data=json.dumps(self.body()).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -192,13 +214,14 @@ class Heartbeat:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if not self._failing:
                 _say(
-                    f"warning: heartbeat to {self.endpoint} failed ({exc}); "
-                    f"the worker goes on, retrying every {self.interval:g}s"
+                    f"warning: heartbeat to {show_url(self.endpoint)} failed "
+                    f"({show_text(str(exc))}); the worker goes on, retrying every "
+                    f"{self.interval:g}s"
                 )
             self._failing = True
             return
         if self._failing:
-            _say(f"heartbeat to {self.endpoint} works again")
+            _say(f"heartbeat to {show_url(self.endpoint)} works again")
         self._failing = False
 
     def start(self) -> None:
@@ -215,18 +238,11 @@ class Heartbeat:
 
 
 def heartbeat_for(opts: Options) -> Heartbeat | None:
-    """The heartbeat to the Queen, or None without one. A wildcard host is advertised as
-    this machine's hostname."""
+    """The heartbeat to the Queen, or None without one. The worker's id is its
+    HIVE_WORKER_ID (or --worker-id), its model the alias clients ask for."""
     if not opts.queen_url:
         return None
-    public_host = socket.gethostname() if opts.host in ("0.0.0.0", "::") else opts.host
-    card = WorkerCard(
-        worker_id=opts.worker_id,
-        model=opts.alias,
-        device=opts.device,
-        port=opts.port,
-        url=url(public_host, opts.port),
-    )
+    card = WorkerCard(id=opts.worker_id, model_id=opts.alias, device=opts.device, port=opts.port)
     return Heartbeat(queen_url=opts.queen_url, card=card, interval=opts.heartbeat_interval)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from hive.model.machine import Device, QueenLinkView, SystemMetrics
 from hive.model.observed import ModelMetadata, PartialDownload
 from hive.model.status import ObjectStatus
 from hive.model.workers import ExitInfo, WorkerMetrics
@@ -128,6 +129,26 @@ class HiveStatus(View):
     queue: dict[str, int]
     workers: dict[str, int]
     last_event_id: int
+    # rbee's HiveStatus (hive/api/machine.py; the seed's field names), the machine's
+    # metrics and the Queen link.
+    hostname: str = ""
+    ip_address: str = ""
+    port: int = 0
+    cpu_cores: int = 0
+    memory_total_mb: int = 0
+    memory_available_mb: int = 0
+    disk_total_gb: int = 0
+    disk_available_gb: int = 0
+    devices: list[Device] = []
+    workers_running: int = 0
+    workers_starting: int = 0
+    workers_stopping: int = 0
+    workers_total: int = 0
+    models_available: int = 0
+    models_downloading: int = 0
+    models_total_gb: float = 0.0
+    system: SystemMetrics | None = None
+    queen: QueenLinkView | None = None
 
 
 class SkippedEntry(View):

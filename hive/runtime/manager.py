@@ -24,6 +24,8 @@ from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import probe_from_setting
 from hive.observers.runtimes import RuntimeCatalog
+from hive.observers.system import SystemSampler
+from hive.queen.link import QueenLink
 from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
 from hive.runtime.model_actions import Downloads
@@ -103,6 +105,25 @@ class Manager:
             clock=self.clock,
             reconcilers=[self.model_reconciler, self.worker_reconciler],
             workers=settings.max_concurrent_actions,
+        )
+        #: The machine, sampled on an interval in a thread (the API and heartbeats read it).
+        self.system = SystemSampler(
+            home=settings.home,
+            bind_host=settings.host,
+            gpus=self.gpus,
+            interval=settings.system_sample_interval,
+            clock=self.clock,
+            processes=lambda: {i.state.pid: i.proc.handle for i in self.workers.instances.values()},
+        )
+        #: The Queen: heartbeats of both rbee generations, once one is discovered.
+        self.queen = QueenLink(
+            settings=settings,
+            clock=self.clock,
+            bus=self.bus,
+            catalog=self.catalog,
+            workers=self.workers,
+            sample=lambda: self.system.latest,
+            started_at=self.started_at,
         )
         self._runtime_errors: list[str] = []
         self.sources: list[Source] = [
@@ -244,6 +265,9 @@ class Manager:
         self._check_runtimes()
         if self.gpus.error:
             self.bus.emit("gpu_probe", f"no GPU found: {self.gpus.error}")
+        # Before any reconcile: the machine's first sample, then the Queen (if one is known).
+        await self.system.start()
+        await self.queen.start()
         await self.worker_reconciler.start()  # adopts the workers an earlier hive left running
         self.controller.start()
         await self.http_sources.load()  # read from files: before the watches begin
@@ -268,6 +292,8 @@ class Manager:
         self._tasks.clear()
         await self.presence.stop()
         await self.worker_reconciler.stop(stop_workers=self.settings.stop_workers_on_exit)
+        await self.queen.stop()
+        await self.system.stop()
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}

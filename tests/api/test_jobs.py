@@ -183,7 +183,10 @@ async def test_read_jobs_stream_their_result_then_done(
 
         lines, end = await run_job(client, b'{"operation":"device_list","hive_id":"localhost"}')
         assert end.outcome == "done"
-        assert of(lines, "device_list_entry")[0].data["device_id"] == "CPU-0"
+        cpu = of(lines, "device_list_entry")[0]
+        assert (cpu.data["id"], cpu.data["device_id"]) == ("CPU-0", 0)
+        assert cpu.data["device_type"] == "cpu"
+        assert cpu.message.startswith("CPU-0 | ")
         lines, end = await run_job(
             client, b'{"operation":"device_get","hive_id":"localhost","device_id":"CPU-0"}'
         )

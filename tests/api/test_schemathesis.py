@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 
-from tests.conftest import ROOT, Hive, model_yaml
+from tests.conftest import ROOT, Hive, free_port, model_yaml
 
 SPEC_PATH = ROOT / "specs" / "openapi.yaml"
 
@@ -35,6 +35,7 @@ def live_hive(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
             "HIVE_SSE_KEEPALIVE": "0.05",
             "HIVE_CONSOLE": "0",
             "HF_ENDPOINT": "http://127.0.0.1:9",
+            "HIVE_QUEEN_TELEMETRY_INTERVAL": "0.05",
         },
         extra_args=["--gpu-probe", "none"],
     )
@@ -46,9 +47,15 @@ def live_hive(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
         hive.stop()
 
 
+#: Every `?queen_url=` the cases send: a closed loopback port (a generated URL would
+#: start heartbeats to whatever host it names; no test reaches beyond 127.0.0.1).
+QUEEN_URL = f"http://127.0.0.1:{free_port()}"
+
+
 def _config() -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
+            "parameters": {"query.queen_url": QUEEN_URL},
             "request-timeout": 10,
             "max-stream-events": 5,
             "generation": {"max-examples": 5, "no-shrink": True, "database": "none"},
@@ -72,6 +79,11 @@ def _config() -> schemathesis.Config:
                     "include-method": "POST",
                     "checks": {"positive_data_acceptance": {"enabled": False}},
                 },
+                {
+                    "include-path": "/v1/heartbeats/stream",
+                    "request-timeout": 0.3,
+                    "request-retries": 2,
+                },
             ],
         }
     )
@@ -86,3 +98,5 @@ def test_every_answer_is_as_documented(case: schemathesis.Case[Any], live_hive: 
     # SSE event), headers, 4xx for invalid input, 405 with `Allow` for an undeclared method.
     assert live_hive.url.startswith("http://127.0.0.1:")  # never the spec's servers[]
     case.call_and_validate(base_url=live_hive.url)
+    queen = live_hive.get("/v1/status")["queen"]["url"]
+    assert queen in (None, QUEEN_URL), queen  # only ever the loopback Queen above

@@ -773,12 +773,19 @@ def test_llama_cpp_worker_heartbeats_to_the_queen(
         workers=worker_yaml("hb", "tiny", runtime="llama-cpp", args={"ctx_size": 128}),
     )
     w = hive.wait_worker("hb", "Running", timeout=60)
-    poll(lambda: any(b["status"] == "ready" for b in beats), timeout=20, what="a ready beat")
-    beat = next(b for b in beats if b["status"] == "ready")
-    assert beat["worker_id"] == w["observed"]["worker_id"]
-    assert beat["model"] == "tiny"
+    poll(
+        lambda: any(b["worker"]["status"] == "ready" for b in beats),
+        timeout=20,
+        what="a ready beat",
+    )
+    # rbee's worker contract: {"worker": {id, model_id, device, port, status, ...}, timestamp}
+    beat = next(b["worker"] for b in beats if b["worker"]["status"] == "ready")
+    assert beat["id"] == w["observed"]["worker_id"]
+    assert beat["model_id"] == "tiny"
+    assert beat["device"] == "CPU-0"
     assert beat["port"] == w["observed"]["port"]
-    assert beats[0]["status"] == "starting"
+    assert beat["implementation"] == "hive-llama-cpp"
+    assert beats[0]["worker"]["status"] == "starting"
 
 
 def test_the_examples_converge_to_a_model_and_a_worker_that_answers(

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hive import __version__
 from hive.launchers.llama_cpp import heartbeat_for, parse_options
 from tests.conftest import ROOT, answers_health, apoll, free_port, poll
 
@@ -224,7 +225,7 @@ class Queen:
         return web.json_response({}, status=self.status)
 
     def statuses(self) -> list[str]:
-        return [b["status"] for b in self.beats]
+        return [b["worker"]["status"] for b in self.beats]
 
 
 @pytest.fixture
@@ -252,12 +253,16 @@ async def test_heartbeats_say_starting_then_ready_every_interval(
     assert queen.statuses()[0] == "starting"
     assert set(queen.statuses()) == {"starting", "ready"}
     for beat in queen.beats:
-        assert {k: v for k, v in beat.items() if k not in ("status", "timestamp")} == {
-            "worker_id": "w-1",
-            "model": "tiny",
+        # rbee's worker contract (`WorkerHeartbeat`), exactly.
+        assert list(beat) == ["worker", "timestamp"]
+        assert beat["worker"] == {
+            "id": "w-1",
+            "model_id": "tiny",
             "device": "CPU-0",
             "port": worker.port,
-            "url": worker.url,
+            "status": beat["worker"]["status"],
+            "implementation": "hive-llama-cpp",
+            "version": __version__,
         }
         assert datetime.fromisoformat(beat["timestamp"]).utcoffset() is not None
     worker.proc.send_signal(signal.SIGTERM)
@@ -277,7 +282,7 @@ async def test_a_failing_queen_is_warned_about_once_and_on_recovery(
         }
     )
     await apoll(lambda: len(queen.beats) >= 4, within=20, what="four beats")
-    assert queen.beats[0]["worker_id"] == "from-env"
+    assert queen.beats[0]["worker"]["id"] == "from-env"
     warnings = worker.stderr().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(f"{PROG}: warning: heartbeat to ")
     assert worker.healthy()
@@ -317,11 +322,19 @@ def test_worker_id_falls_back_to_the_env_then_the_alias() -> None:
     assert parse_options([*REQUIRED, "--worker-id", "w-1"], env={}).worker_id == "w-1"
 
 
-def test_a_wildcard_host_is_advertised_as_this_machines_hostname() -> None:
+def test_the_heartbeat_goes_to_the_queens_worker_heartbeat_route() -> None:
     opts = parse_options(
         [*REQUIRED, "--host", "0.0.0.0", "--queen-url", "http://queen:7833/"], env={}
     )
     heartbeat = heartbeat_for(opts)
     assert heartbeat is not None
-    assert heartbeat.card.url == f"http://{socket.gethostname()}:9000"
     assert heartbeat.endpoint == "http://queen:7833/v1/worker-heartbeat"
+    assert heartbeat.body()["worker"] == {
+        "id": "tiny",
+        "model_id": "tiny",
+        "device": "CPU-0",
+        "port": 9000,
+        "status": "starting",
+        "implementation": "hive-llama-cpp",
+        "version": __version__,
+    }

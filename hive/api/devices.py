@@ -1,0 +1,120 @@
+"""The routes of the machine and the Queen: `/v1/devices` (+ `/{id}`), rbee's capabilities
+(`/capabilities`, `/v1/capabilities`, whose `?queen_url=` is the discovery that starts the
+heartbeats) and rbee's telemetry stream (`/v1/heartbeats/stream`). The views are in
+machine.py; the job API calls `device_list`, `device_get` and `hive_status` from here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from hive.api.machine import capabilities, device_get, device_list, devices_view, telemetry_frame
+from hive.api.views import observe_models, status_view
+from hive.model.views import HiveStatus
+from hive.queen import discovery
+from hive.runtime.manager import Manager
+
+__all__ = ["add_routes", "device_get", "device_list", "hive_status"]
+
+#: Seconds between checks that hive is stopping, while a telemetry stream waits.
+_STOP_CHECK = 0.25
+
+
+async def hive_status(manager: Manager) -> HiveStatus:
+    """`GET /v1/status` as its type (the job API's `hive_status`): the catalog is read in a
+    thread, the rest from memory."""
+    return HiveStatus.model_validate(status_view(manager, await observe_models(manager)))
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n",
+        status=status,
+        content_type="application/json",
+    )
+
+
+def add_routes(app: web.Application, manager: Manager) -> None:
+    """Register the routes of this module on `app`, serving `manager`."""
+
+    async def list_devices(request: web.Request) -> web.Response:
+        return _json(devices_view(manager).model_dump(mode="json"))
+
+    async def get_device(request: web.Request) -> web.Response:
+        return _json(device_get(manager, request.match_info["id"]).model_dump(mode="json"))
+
+    async def get_capabilities(request: web.Request) -> web.Response:
+        raw = request.query.get("queen_url")
+        if raw is not None:
+            denied = _needs_token(request, manager)
+            if denied is not None:
+                return denied
+            await manager.queen.discover(discovery.check(raw))
+        return _json(capabilities(manager).model_dump(mode="json"))
+
+    async def heartbeats(request: web.Request) -> web.StreamResponse:
+        return await _telemetry_stream(request, manager)
+
+    app.router.add_get("/v1/devices", list_devices)
+    app.router.add_get("/v1/devices/{id}", get_device)
+    app.router.add_get("/capabilities", get_capabilities)
+    app.router.add_get("/v1/capabilities", get_capabilities)
+    app.router.add_get("/v1/heartbeats/stream", heartbeats)
+
+
+def _needs_token(request: web.Request, manager: Manager) -> web.Response | None:
+    """A discovery changes where hive reports: with a token set, it needs the token (on
+    `/capabilities` too, which is outside `/v1`)."""
+    token = manager.settings.token
+    if not token:
+        return None
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return None
+    message = (
+        "?queen_url= starts heartbeats to that Queen: it needs `Authorization: Bearer "
+        "<token>` (hive's --token / HIVE_TOKEN)"
+    )
+    return _json({"error": {"code": "Unauthorized", "message": message}}, status=401)
+
+
+async def _telemetry_stream(request: web.Request, manager: Manager) -> web.StreamResponse:
+    """rbee's telemetry: `event: heartbeat` with a `Telemetry` frame now and every
+    `queen_telemetry_interval` seconds, until the client goes away or hive stops."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    link, interval = manager.queen, manager.settings.queen_telemetry_interval
+    link.subscribers += 1
+    try:
+        while not manager.bus.closed:
+            frame = json.dumps(telemetry_frame(manager).wire(), separators=(",", ":"))
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            await response.write(f"event: heartbeat\ndata: {frame}\n\n".encode())
+            link.frames_sent += 1
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + interval
+            while not manager.bus.closed:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, _STOP_CHECK))
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        link.subscribers -= 1
+    with contextlib.suppress(ConnectionResetError, ConnectionError, RuntimeError):
+        await response.write_eof()
+    return response
