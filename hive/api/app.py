@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from hive import __version__
 from hive.actuators.workers import log_path, tail_lines
+from hive.api import desired
 from hive.api.badhttp import one_line_bad_http
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
@@ -333,4 +334,5 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/runtimes", list_runtimes)
     app.router.add_get("/v1/events", events)
     app.router.add_get("/metrics", metrics)
+    desired.add_routes(app, manager)
     return app
