@@ -102,7 +102,7 @@ async def _records(request: web.Request, source: SourceName) -> tuple[Record, ..
                 ]
             )
         text = text.replace("\t", " ")  # JSON allows tab indentation, YAML does not
-    result = parse_text(text, file=label, source=source, lists=True, empty_ok=True)
+    result = parse_text(text, file=label, source=source, lists=True)
     if not result.ok:
         _refuse(list(result.problems))
     problems = []

@@ -356,25 +356,25 @@ def _items(doc: _Located) -> list[_Located] | None:
     return out
 
 
-def parse_text(
-    text: str, *, file: str, source: SourceName, lists: bool = False, empty_ok: bool = False
-) -> ParseResult:
+def parse_text(text: str, *, file: str, source: SourceName, lists: bool = False) -> ParseResult:
     """Every document of one file: all records, or every problem found (never both).
 
     For a request body (`PUT /v1/desired/{source}`): with `lists`, a document that is a
-    list of manifests, or `kind: List` with `items`, stands for its items; with `empty_ok`,
-    no documents at all is an empty set rather than a problem."""
+    list of manifests, or `kind: List` with `items`, stands for its items (an empty list is
+    an empty set; no document at all is still refused)."""
     records: list[Record] = []
     problems: list[Problem] = []
     if file.lower().endswith(".json"):
         # JSON allows tab indentation, YAML does not; a JSON string cannot hold a raw tab.
         text = text.replace("\t", " ")
+    seen = False
     for found in _documents(text, file):
         if isinstance(found, Problem):
             problems.append(found)
             continue
         if found.data is None:
             continue
+        seen = True
         items = _items(found) if lists else None
         docs = [found] if items is None else items
         for doc in docs:
@@ -383,11 +383,14 @@ def parse_text(
                 records.append(result)
             else:
                 problems.extend(result)
-    if not records and not problems and not empty_ok:
+    if not records and not problems and not seen:
         problems.append(
             Problem(
                 file=file,
-                message="no documents (an empty file is refused; "
+                message="no documents (an empty body is refused; to empty the source, "
+                "send [] with ?allowEmpty=true)"
+                if lists
+                else "no documents (an empty file is refused; "
                 "delete the file to remove its records)",
             )
         )
@@ -398,9 +401,7 @@ def parse_text(
     return ParseResult(records=tuple(records))
 
 
-def parse_bytes(
-    raw: bytes, *, file: str, source: SourceName, lists: bool = False, empty_ok: bool = False
-) -> ParseResult:
+def parse_bytes(raw: bytes, *, file: str, source: SourceName, lists: bool = False) -> ParseResult:
     """Like parse_text, with the size cap and UTF-8 decoding checked first."""
     if len(raw) > MAX_MANIFEST_BYTES:
         return ParseResult(
@@ -426,7 +427,7 @@ def parse_bytes(
                 ),
             )
         )
-    return parse_text(text, file=file, source=source, lists=lists, empty_ok=empty_ok)
+    return parse_text(text, file=file, source=source, lists=lists)
 
 
 def parse_file(path: Path, *, source: SourceName, display: str | None = None) -> ParseResult:

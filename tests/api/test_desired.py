@@ -150,7 +150,11 @@ async def test_an_invalid_body_is_refused_whole_with_every_problem_located(
 
         broken_json = '{"apiVersion": "hive/v1",\n "kind": Model}'
         code, body = await call(
-            http, "PUT", url + "/v1/desired/queen", body=broken_json, content_type="application/json"
+            http,
+            "PUT",
+            url + "/v1/desired/queen",
+            body=broken_json,
+            content_type="application/json",
         )
         assert code == 422
         assert body["error"]["problems"][0].startswith("PUT /v1/desired/queen:2: malformed JSON")
@@ -175,9 +179,14 @@ async def test_emptying_needs_allow_empty_and_delete_removes_the_set(
         code, body = await call(http, "PUT", url + "/v1/desired/queen", body="[]")
         assert code == 409
         assert "?allowEmpty=true" in body["error"]["message"]
-        code, body = await call(http, "PUT", url + "/v1/desired/queen?allowEmpty=maybe", body="")
+        code, body = await call(http, "PUT", url + "/v1/desired/queen?allowEmpty=maybe", body="[]")
         assert code == 422
         code, body = await call(http, "PUT", url + "/v1/desired/queen?allowEmpty=true", body="")
+        assert code == 422  # an empty body is more often a mistake: `[]` says it
+        assert "send [] with ?allowEmpty=true" in body["error"]["message"]
+        code, body = await call(
+            http, "PUT", url + "/v1/desired/queen?allowEmpty=true", body="kind: List\nitems: []\n"
+        )
         assert code == 200, body
         assert body["records"] == 0
         # `mine` declares a and b too: they stay, owned by `mine` now.
@@ -211,7 +220,7 @@ async def test_emptying_needs_allow_empty_and_delete_removes_the_set(
 async def test_patch_merges_by_key_and_one_record_can_be_deleted(
     serve: Serve, tiny_model: Path
 ) -> None:
-    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+    async with serve() as (_, url), aiohttp.ClientSession() as http:
         code, body = await call(http, "PATCH", url + "/v1/desired/api", body=two_models(tiny_model))
         assert code == 200, body
         assert body["applied"] == [
