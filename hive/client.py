@@ -27,7 +27,14 @@ from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
 from hive.model.views import (
     Deleted,
+    DesiredApplied,
+    DesiredDeleted,
+    DesiredSet,
+    DesiredSource,
     HiveStatus,
+    JobAccepted,
+    JobEnd,
+    JobEvent,
     ModelInfo,
     Restarting,
     Runtimes,
@@ -108,6 +115,19 @@ def event_of(message: SseMessage) -> Event | EventsDropped | None:
     )
 
 
+def job_item(data: str) -> JobEvent | JobEnd | None:
+    """One `data:` line of a job's stream: a narration event (JSON), or the end marker."""
+    for marker, outcome in (("[DONE]", "done"), ("[CANCELLED]", "cancelled")):
+        if data == marker:
+            return JobEnd(outcome=outcome)
+    if data.startswith("[ERROR]"):
+        return JobEnd(outcome="error", reason=data.removeprefix("[ERROR]").strip())
+    try:
+        return JobEvent.model_validate_json(data)
+    except ValueError:
+        return None
+
+
 # -- errors -------------------------------------------------------------------------------
 def _cause(exc: BaseException) -> str:
     """One line on why no answer came, as urllib said it (`[Errno 111] Connection refused`,
@@ -167,6 +187,7 @@ class HiveClient:
         *,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        body: bytes | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The answer to `method path`, or the error it maps to; with `stream`, no total
         time limit (only to connect and for the headers)."""
@@ -182,7 +203,11 @@ class HiveClient:
             sent["Authorization"] = f"Bearer {self._token}"
         try:
             async with self._session.request(
-                method, URL(self._base + path, encoded=True), headers=sent, timeout=timeout
+                method,
+                URL(self._base + path, encoded=True),
+                headers=sent,
+                timeout=timeout,
+                data=body,
             ) as response:
                 if response.status >= 400:
                     raise await self._api_error(response, path)
@@ -201,8 +226,13 @@ class HiveClient:
             f"{self.url}{path}: {response.status} {message}", status=response.status, error=error
         )
 
-    async def _json(self, method: str, path: str) -> Any:
-        async with self._response(method, path) as response:
+    async def _json(self, method: str, path: str, *, body: Any = None) -> Any:
+        """The JSON answer to `method path`; `body`, when given, is sent as JSON."""
+        headers, data = {}, None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body, ensure_ascii=False).encode()
+        async with self._response(method, path, headers=headers, body=data) as response:
             return json.loads(await response.read())
 
     # -- reads: the views, typed (hive/model/views.py) --------------------------------------
@@ -265,6 +295,63 @@ class HiveClient:
         return Restarting.model_validate(
             await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
         )
+
+    # -- desired state over HTTP (`/v1/desired`) -------------------------------------------
+    async def desired_sources(self) -> list[DesiredSource]:
+        """`GET /v1/desired`: the HTTP sources (`api`, `queen`, a client's own)."""
+        data = await self._json("GET", "/v1/desired")
+        return [DesiredSource.model_validate(item) for item in data["items"]]
+
+    async def desired(self, source: str) -> DesiredSet:
+        """`GET /v1/desired/{source}`; `ApiError` 404 when there is no such source."""
+        return DesiredSet.model_validate(await self._json("GET", f"/v1/desired/{_seg(source)}"))
+
+    async def put_desired(
+        self, source: str, manifests: list[dict[str, Any]], *, allow_empty: bool = False
+    ) -> DesiredApplied:
+        """`PUT /v1/desired/{source}`: `manifests` become the source's whole set."""
+        path = f"/v1/desired/{_seg(source)}" + ("?allowEmpty=true" if allow_empty else "")
+        return DesiredApplied.model_validate(await self._json("PUT", path, body=manifests))
+
+    async def apply(self, source: str, manifests: list[dict[str, Any]]) -> DesiredApplied:
+        """`PATCH /v1/desired/{source}`: each manifest added or replaced by `Kind/name`
+        (`applied` says created, configured or unchanged); `ApiError` 422 with every
+        problem when one is invalid (nothing applied)."""
+        path = f"/v1/desired/{_seg(source)}"
+        return DesiredApplied.model_validate(await self._json("PATCH", path, body=manifests))
+
+    async def delete_desired(self, source: str) -> DesiredDeleted:
+        """`DELETE /v1/desired/{source}`: the set and its file go."""
+        path = f"/v1/desired/{_seg(source)}"
+        return DesiredDeleted.model_validate(await self._json("DELETE", path))
+
+    async def delete_record(self, source: str, kind: str, name: str) -> DesiredApplied:
+        """`DELETE /v1/desired/{source}/{kind}/{name}`: one record of the source goes;
+        `ApiError` 404 when the source does not hold it (the message names who does)."""
+        path = f"/v1/desired/{_seg(source)}/{_seg(kind)}/{_seg(name)}"
+        return DesiredApplied.model_validate(await self._json("DELETE", path))
+
+    # -- jobs (rbee's job API: `POST /v1/jobs`, its stream, `DELETE`) -----------------------
+    async def submit_job(self, operation: dict[str, Any]) -> JobAccepted:
+        """`POST /v1/jobs` with rbee's operation JSON; `ApiError` 400 for a bad field, 409
+        for an object a file owns."""
+        return JobAccepted.model_validate(await self._json("POST", "/v1/jobs", body=operation))
+
+    async def job_stream(self, sse_url: str) -> AsyncGenerator[JobEvent | JobEnd, None]:
+        """The job's narration (`GET /v1/jobs/{id}/stream`): each `data:` line as a
+        `JobEvent`, then the `JobEnd` of `[DONE]`, `[ERROR] <reason>` or `[CANCELLED]`."""
+        async with self._response("GET", sse_url, stream=True) as response:
+            async for message in _messages(response):
+                item = job_item(message.data)
+                if item is not None:
+                    yield item
+                if isinstance(item, JobEnd):
+                    return
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """`DELETE /v1/jobs/{id}`: `{"job_id", "status": "cancelled"}`; `ApiError` 404."""
+        result: dict[str, Any] = await self._json("DELETE", f"/v1/jobs/{_seg(job_id)}")
+        return result
 
     # -- the event stream -----------------------------------------------------------------
     async def events(
