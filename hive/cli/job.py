@@ -169,6 +169,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ApiError as exc:
+        if api_message(exc) == "POST /v1/jobs: Not Found":  # the route itself is not there
+            return fail(f"the hive at {args.url} has no job API (POST /v1/jobs: 404)")
         return fail(api_message(exc), EXIT_ERRORS)
     finally:
         screen.close()
