@@ -313,3 +313,57 @@ async def test_changes_need_the_token_reads_do_not(serve: Serve) -> None:
             assert code == 401, method
         code, _ = await call(http, "GET", url + "/v1/desired/queen")
         assert code == 200
+
+
+async def test_answers_validate_against_the_spec(serve: Serve, tiny_model: Path) -> None:
+    from tests.api.test_openapi import SPEC_PATH, assert_answer
+
+    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    one = model_yaml("a", f"file:{tiny_model}")
+    record = "/v1/desired/{source}/{kind}/{name}"
+    cases: list[tuple[str, str, str, str | None, str | None, int]] = [
+        ("GET", "/v1/desired", "/v1/desired", None, None, 200),
+        ("PUT", "/v1/desired/queen", "/v1/desired/{source}", two_models(tiny_model), None, 200),
+        ("PATCH", "/v1/desired/queen", "/v1/desired/{source}", one, None, 200),
+        ("GET", "/v1/desired/queen", "/v1/desired/{source}", None, None, 200),
+        ("GET", "/v1/desired/queen", "/v1/desired/{source}", None, "application/yaml", 200),
+        ("PUT", "/v1/desired/queen", "/v1/desired/{source}", "[]", None, 409),
+        ("PUT", "/v1/desired/queen", "/v1/desired/{source}", "x" * (1 << 21), None, 413),
+        ("PUT", "/v1/desired/queen", "/v1/desired/{source}", "kind: Pod", None, 422),
+        ("GET", "/v1/desired/nope", "/v1/desired/{source}", None, None, 404),
+        ("GET", "/v1/desired/dir:x", "/v1/desired/{source}", None, None, 422),
+        ("DELETE", "/v1/desired/queen/Model/a", record, None, None, 200),
+        ("DELETE", "/v1/desired/queen/Model/a", record, None, None, 404),
+        ("DELETE", "/v1/desired/queen/Pod/a", record, None, None, 422),
+        ("DELETE", "/v1/desired/queen", "/v1/desired/{source}", None, None, 200),
+        ("DELETE", "/v1/desired/nope", "/v1/desired/{source}", None, None, 404),
+    ]  # fmt: skip
+    async with serve() as (_, url), aiohttp.ClientSession() as http:
+        for method, path, template, body, accept, status in cases:
+            headers = {"Accept": accept} if accept else {}
+            async with http.request(method, url + path, data=body, headers=headers) as r:
+                raw = await r.read()
+                assert r.status == status, (method, path, raw[:300])
+                json_body = json.loads(raw) if r.content_type == "application/json" else None
+                assert_answer(
+                    spec,
+                    method.lower(),
+                    template,
+                    status=status,
+                    content_type=r.headers["Content-Type"],
+                    body=json_body,
+                )
+    async with (
+        serve(token=TOKEN) as (_, url),
+        aiohttp.ClientSession() as http,
+        http.put(url + "/v1/desired/queen", data="[]") as r,
+    ):
+        assert r.status == 401
+        assert_answer(
+            spec,
+            "put",
+            "/v1/desired/{source}",
+            status=401,
+            content_type=r.headers["Content-Type"],
+            body=await r.json(),
+        )
