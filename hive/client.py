@@ -32,9 +32,10 @@ from hive.model.views import (
     DesiredSet,
     DesiredSource,
     HiveStatus,
-    JobAccepted,
+    JobCancelled,
+    JobCreated,
     JobEnd,
-    JobEvent,
+    JobLine,
     ModelInfo,
     Restarting,
     Runtimes,
@@ -113,19 +114,6 @@ def event_of(message: SseMessage) -> Event | EventsDropped | None:
     return EventsDropped(
         missed=gap.get("missed", 0), after_id=gap.get("after_id", 0), message=data["message"]
     )
-
-
-def job_item(data: str) -> JobEvent | JobEnd | None:
-    """One `data:` line of a job's stream: a narration event (JSON), or the end marker."""
-    for marker, outcome in (("[DONE]", "done"), ("[CANCELLED]", "cancelled")):
-        if data == marker:
-            return JobEnd(outcome=outcome)
-    if data.startswith("[ERROR]"):
-        return JobEnd(outcome="error", reason=data.removeprefix("[ERROR]").strip())
-    try:
-        return JobEvent.model_validate_json(data)
-    except ValueError:
-        return None
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -331,27 +319,28 @@ class HiveClient:
         path = f"/v1/desired/{_seg(source)}/{_seg(kind)}/{_seg(name)}"
         return DesiredApplied.model_validate(await self._json("DELETE", path))
 
-    # -- jobs (rbee's job API: `POST /v1/jobs`, its stream, `DELETE`) -----------------------
-    async def submit_job(self, operation: dict[str, Any]) -> JobAccepted:
-        """`POST /v1/jobs` with rbee's operation JSON; `ApiError` 400 for a bad field, 409
-        for an object a file owns."""
-        return JobAccepted.model_validate(await self._json("POST", "/v1/jobs", body=operation))
+    # -- jobs (rbee's job API) ------------------------------------------------------------
+    async def submit_job(self, operation: dict[str, Any] | bytes) -> JobCreated:
+        """`POST /v1/jobs` with rbee's operation JSON (a dict, or the body's bytes as sent)."""
+        body = operation if isinstance(operation, bytes) else json.dumps(operation).encode()
+        headers = {"Content-Type": "application/json"}
+        async with self._response("POST", "/v1/jobs", headers=headers, body=body) as response:
+            return JobCreated.model_validate(json.loads(await response.read()))
 
-    async def job_stream(self, sse_url: str) -> AsyncGenerator[JobEvent | JobEnd, None]:
-        """The job's narration (`GET /v1/jobs/{id}/stream`): each `data:` line as a
-        `JobEvent`, then the `JobEnd` of `[DONE]`, `[ERROR] <reason>` or `[CANCELLED]`."""
-        async with self._response("GET", sse_url, stream=True) as response:
+    async def job_stream(self, job_id: str) -> AsyncGenerator[JobLine | JobEnd, None]:
+        """The job's lines from its first, then its end (`JobEnd`), after which it returns."""
+        path = f"/v1/jobs/{_seg(job_id)}/stream"
+        async with self._response("GET", path, stream=True) as response:
             async for message in _messages(response):
-                item = job_item(message.data)
-                if item is not None:
-                    yield item
-                if isinstance(item, JobEnd):
+                end = JobEnd.parse(message.data)
+                if end is not None:
+                    yield end
                     return
+                yield JobLine.model_validate_json(message.data)
 
-    async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        """`DELETE /v1/jobs/{id}`: `{"job_id", "status": "cancelled"}`; `ApiError` 404."""
-        result: dict[str, Any] = await self._json("DELETE", f"/v1/jobs/{_seg(job_id)}")
-        return result
+    async def cancel_job(self, job_id: str) -> JobCancelled:
+        """`DELETE /v1/jobs/{id}`."""
+        return JobCancelled.model_validate(await self._json("DELETE", f"/v1/jobs/{_seg(job_id)}"))
 
     # -- the event stream -----------------------------------------------------------------
     async def events(

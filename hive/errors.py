@@ -33,6 +33,21 @@ class ValidationFailed(HiveError):
         self.problems = problems if problems is not None else [message]
 
 
+class BadRequest(ValidationFailed):
+    """A request body that is not what the route takes (an unknown job operation, a field
+    of the wrong type): 400, each problem naming its field path and what to send."""
+
+    reason = "BadRequest"
+    http_status = 400
+
+
+class TooManyRequests(HiveError):
+    """A bound on work in flight is reached (running jobs): try again once some end."""
+
+    reason = "TooManyRequests"
+    http_status = 429
+
+
 class NotFound(HiveError):
     reason = "NotFound"
     http_status = 404

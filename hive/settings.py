@@ -64,6 +64,16 @@ class Settings(BaseModel):
     #: anywhere hive can read.
     file_roots: tuple[Path, ...] = ()
 
+    # -- jobs (POST /v1/jobs) --------------------------------------------------------------
+    #: Seconds a finished job stays readable (its stream replays it, DELETE answers it).
+    job_retention: float = Field(default=3600.0, ge=0)
+    #: The most finished jobs kept (the oldest go first).
+    jobs_kept: int = Field(default=1000, ge=1)
+    #: The most jobs running at once; one more is refused with 429.
+    jobs_running_max: int = Field(default=100, ge=1)
+    #: The most lines one job keeps (the oldest go first; a stream says how many it missed).
+    job_events_max: int = Field(default=1000, ge=10)
+
     # -- workers ------------------------------------------------------------------------
     #: Address workers bind to (0.0.0.0 to serve other machines; the Queen talks to them).
     worker_host: str = "127.0.0.1"

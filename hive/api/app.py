@@ -23,6 +23,7 @@ from hive import __version__
 from hive.actuators.workers import log_path, tail_lines
 from hive.api import desired
 from hive.api.badhttp import one_line_bad_http
+from hive.api.jobs import add_routes as add_job_routes
 from hive.api.metrics import CONTENT_TYPE, registry_for, render
 from hive.api.views import (
     models_view,
@@ -335,4 +336,5 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/events", events)
     app.router.add_get("/metrics", metrics)
     desired.add_routes(app, manager)
+    add_job_routes(app, manager, metrics=app[REGISTRY])
     return app

@@ -15,7 +15,7 @@ from typing import Any
 from hive.cli.common import EXIT_ERRORS, EXIT_OK, fail
 from hive.cli.connect import add_remote_options, api_message, token_of
 from hive.errors import ApiError, HiveError
-from hive.model.views import JobEnd, JobEvent
+from hive.model.views import JobEnd, JobLine
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 #: Keys whose `a,b` value is a list (rbee's kill operations take a pid or name, or lists).
@@ -76,12 +76,11 @@ class _Screen:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
 
-    def event(self, event: JobEvent) -> None:
-        extra = event.model_extra or {}
-        message = event.message or str(extra.get("human") or extra.get("formatted") or "")
+    def event(self, event: JobLine) -> None:
+        message = event.message or event.human or event.formatted or ""
         done, total = event.data.get("bytes_downloaded"), event.data.get("total_bytes")
         if event.action == PROGRESS and self.console.is_terminal and isinstance(done, int):
-            self._bar(str(extra.get("object") or extra.get("target") or ""), done, total)
+            self._bar(event.object or event.target or "", done, total)
             return
         self.line(message)
 
@@ -130,8 +129,8 @@ async def _run(args: argparse.Namespace, fields: dict[str, Any], screen: _Screen
             fields = {"hive_id": (await hive.status()).hive_id, **fields}
         accepted = await hive.submit_job({"operation": args.operation, **fields})
         try:
-            async for item in hive.job_stream(accepted.sse_url):
-                if isinstance(item, JobEvent):
+            async for item in hive.job_stream(accepted.job_id):
+                if isinstance(item, JobLine):
                     screen.event(item)
                     continue
                 screen.close()

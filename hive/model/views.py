@@ -212,24 +212,50 @@ class DesiredDeleted(View):
     changed: list[str] = []
 
 
-class JobAccepted(View):
-    """`POST /v1/jobs`: `{"job_id": "job-<uuid>", "sse_url": "/v1/jobs/<id>/stream"}`."""
+class JobCreated(View):
+    """`POST /v1/jobs`."""
 
     job_id: str
     sse_url: str
 
 
-class JobEvent(View):
-    """One narration line of a job's stream: rbee's `action` and `message` (and its
-    narration fields), hive's structured `data`."""
+class JobCancelled(View):
+    """`DELETE /v1/jobs/{id}`."""
 
-    action: str = ""
-    message: str = ""
+    job_id: str
+    status: str
+
+
+class JobLine(View):
+    """One `data:` line of a job's stream: rbee's narration fields, hive's `message`,
+    `level`, `object` and structured `data`."""
+
+    action: str
+    message: str
+    actor: str | None = None
+    target: str | None = None
+    human: str | None = None
+    formatted: str | None = None
+    job_id: str | None = None
+    emitted_at_ms: int | None = None
+    correlation_id: str | None = None
+    level: str = "info"
+    object: str | None = None
     data: dict[str, Any] = {}
 
 
 class JobEnd(View):
-    """The end of a job's stream: `[DONE]`, `[ERROR] <reason>` or `[CANCELLED]`."""
+    """A job stream's last line: `[DONE]`, `[ERROR] <reason>` or `[CANCELLED]`."""
 
     outcome: str
-    reason: str | None = None
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, data: str) -> JobEnd | None:
+        """The end marker in `data`, or None when it is not one."""
+        for marker, outcome in (("[DONE]", "done"), ("[CANCELLED]", "cancelled")):
+            if data == marker:
+                return cls(outcome=outcome)
+        if data.startswith("[ERROR]"):
+            return cls(outcome="error", reason=data.removeprefix("[ERROR]").strip())
+        return None

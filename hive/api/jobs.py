@@ -1,0 +1,97 @@
+"""The job API: `POST /v1/jobs` (rbee's operation JSON → `{"job_id", "sse_url"}`), `GET
+/v1/jobs/{id}/stream` (the job's lines as SSE, then `[DONE]`, `[ERROR] <reason>` or
+`[CANCELLED]`) and `DELETE /v1/jobs/{id}` (cancel).
+
+A job runs from its POST, whether or not a stream is open. A stream replays the job from
+its first line (a job keeps its own bounded list of lines), so one opened late misses
+nothing, and any number of streams may follow one job, each from the start.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from hive.errors import Conflict, NotFound
+from hive.jobs.job import Job, Outcome
+from hive.jobs.service import JobCollector, JobService
+from hive.model.text import show
+from hive.narration.sse import open_sse
+from hive.runtime.manager import Manager
+
+JOBS = web.AppKey("jobs", JobService)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")) + "\n",
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def create_job(request: web.Request) -> web.Response:
+    service = request.app[JOBS]
+    job = await service.submit(
+        await request.read(), correlation_id=request.headers.get("X-Correlation-Id")
+    )
+    return _json({"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"})
+
+
+def _job(request: web.Request) -> Job:
+    job_id = request.match_info["job_id"]
+    job = request.app[JOBS].registry.get(job_id)
+    if job is None:
+        raise NotFound(
+            f"no job {show(job_id, 80)}: it never existed or ended more than the retention "
+            "ago (HIVE_JOB_RETENTION)"
+        )
+    return job
+
+
+async def stream_job(request: web.Request) -> web.StreamResponse:
+    job = _job(request)
+    keepalive = request.app[JOBS].manager.settings.sse_keepalive
+    response = await open_sse(request)
+    cursor = 0
+    try:
+        while True:
+            frames, cursor = job.read(cursor)
+            if job.outcome is not None and cursor >= job.end:
+                await response.write(b"".join(frames) + job.marker())
+                break
+            if frames:
+                await response.write(b"".join(frames))
+            elif not await job.wait(cursor, within=keepalive):
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job = _job(request)
+    if job.outcome is None:
+        await request.app[JOBS].registry.cancel(job)
+    if job.outcome is not Outcome.CANCELLED:
+        assert job.outcome is not None
+        raise Conflict(f"job {job.id} had already ended ({job.outcome.value}): nothing to cancel")
+    return _json({"job_id": job.id, "status": "cancelled"})
+
+
+def add_routes(app: web.Application, manager: Manager, *, metrics: CollectorRegistry) -> None:
+    """The job routes, the job service, its metrics, and its stop (running jobs end with
+    `[CANCELLED]` when hive stops; what they wrote stays)."""
+    service = JobService(manager)
+    app[JOBS] = service
+    metrics.register(JobCollector(service))
+
+    async def end_jobs(app: web.Application) -> None:
+        await service.registry.stop()
+
+    app.on_shutdown.append(end_jobs)
+    app.router.add_post("/v1/jobs", create_job)
+    app.router.add_get("/v1/jobs/{job_id}/stream", stream_job)
+    app.router.add_delete("/v1/jobs/{job_id}", cancel_job)
