@@ -28,6 +28,10 @@ from hive.model.events import Event, EventsDropped
 from hive.model.machine import Capabilities, Device, DeviceList
 from hive.model.views import (
     Deleted,
+    DesiredApplied,
+    DesiredDeleted,
+    DesiredSet,
+    DesiredSource,
     HiveStatus,
     JobCancelled,
     JobCreated,
@@ -211,8 +215,13 @@ class HiveClient:
             f"{self.url}{path}: {response.status} {message}", status=response.status, error=error
         )
 
-    async def _json(self, method: str, path: str) -> Any:
-        async with self._response(method, path) as response:
+    async def _json(self, method: str, path: str, *, body: Any = None) -> Any:
+        """The JSON answer to `method path`; `body`, when given, is sent as JSON."""
+        headers, data = {}, None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body, ensure_ascii=False).encode()
+        async with self._response(method, path, headers=headers, body=data) as response:
             return json.loads(await response.read())
 
     # -- reads: the views, typed (hive/model/views.py) --------------------------------------
@@ -287,6 +296,41 @@ class HiveClient:
         return Restarting.model_validate(
             await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
         )
+
+    # -- desired state over HTTP (`/v1/desired`) -------------------------------------------
+    async def desired_sources(self) -> list[DesiredSource]:
+        """`GET /v1/desired`: the HTTP sources (`api`, `queen`, a client's own)."""
+        data = await self._json("GET", "/v1/desired")
+        return [DesiredSource.model_validate(item) for item in data["items"]]
+
+    async def desired(self, source: str) -> DesiredSet:
+        """`GET /v1/desired/{source}`; `ApiError` 404 when there is no such source."""
+        return DesiredSet.model_validate(await self._json("GET", f"/v1/desired/{_seg(source)}"))
+
+    async def put_desired(
+        self, source: str, manifests: list[dict[str, Any]], *, allow_empty: bool = False
+    ) -> DesiredApplied:
+        """`PUT /v1/desired/{source}`: `manifests` become the source's whole set."""
+        path = f"/v1/desired/{_seg(source)}" + ("?allowEmpty=true" if allow_empty else "")
+        return DesiredApplied.model_validate(await self._json("PUT", path, body=manifests))
+
+    async def apply(self, source: str, manifests: list[dict[str, Any]]) -> DesiredApplied:
+        """`PATCH /v1/desired/{source}`: each manifest added or replaced by `Kind/name`
+        (`applied` says created, configured or unchanged); `ApiError` 422 with every
+        problem when one is invalid (nothing applied)."""
+        path = f"/v1/desired/{_seg(source)}"
+        return DesiredApplied.model_validate(await self._json("PATCH", path, body=manifests))
+
+    async def delete_desired(self, source: str) -> DesiredDeleted:
+        """`DELETE /v1/desired/{source}`: the set and its file go."""
+        path = f"/v1/desired/{_seg(source)}"
+        return DesiredDeleted.model_validate(await self._json("DELETE", path))
+
+    async def delete_record(self, source: str, kind: str, name: str) -> DesiredApplied:
+        """`DELETE /v1/desired/{source}/{kind}/{name}`: one record of the source goes;
+        `ApiError` 404 when the source does not hold it (the message names who does)."""
+        path = f"/v1/desired/{_seg(source)}/{_seg(kind)}/{_seg(name)}"
+        return DesiredApplied.model_validate(await self._json("DELETE", path))
 
     # -- jobs (rbee's job API) ------------------------------------------------------------
     async def submit_job(self, operation: dict[str, Any] | bytes) -> JobCreated:

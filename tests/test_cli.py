@@ -149,6 +149,7 @@ def test_settings_out_of_bounds_are_one_clear_line(tmp_path: Path) -> None:
 def test_help_lists_every_command_and_each_says_what_it_does() -> None:
     top = run_hive("--help").stdout
     commands = ["serve", "validate", "plan", "stop-workers", "get", "logs", "delete"]
+    commands += ["apply", "events", "job"]
     description = " ".join(top.split("\n\n")[1].split())
     for name in commands:
         assert name in description, name

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from hive import __version__
 from hive.actuators.workers import log_path, tail_lines
+from hive.api import desired
 from hive.api.badhttp import one_line_bad_http
 from hive.api.devices import add_routes as add_device_routes
 from hive.api.jobs import add_routes as add_job_routes
@@ -335,6 +336,7 @@ def create_app(manager: Manager) -> web.Application:
     app.router.add_get("/v1/runtimes", list_runtimes)
     app.router.add_get("/v1/events", events)
     app.router.add_get("/metrics", metrics)
+    desired.add_routes(app, manager)
     add_job_routes(app, manager, metrics=app[REGISTRY])
     add_device_routes(app, manager)
     return app

@@ -1,5 +1,5 @@
-"""The `hive` command: serve, validate, plan, stop-workers, get, logs, delete. Errors are one
-clear line.
+"""The `hive` command: serve, validate, plan, stop-workers, get, logs, delete, apply, events,
+job. Errors are one clear line.
 
 The daemon's start is hive/cli/daemon.py, the offline tools hive/cli/offline.py (with
 plan.py), the client commands hive/cli/remote.py (through `hive.client`)."""
@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from hive import __version__
+from hive.cli import apply, events, job
 from hive.cli.common import HOME_HELP, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
 from hive.cli.offline import cmd_plan, cmd_validate
-from hive.cli.remote import cmd_delete, cmd_get, cmd_logs
+from hive.cli.remote import cmd_get, cmd_logs
 from hive.errors import HiveError
 from hive.settings import DEFAULT_URL
 
@@ -115,8 +116,15 @@ def parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", help="show objects of a running hive")
     get.add_argument("what", choices=["models", "workers", "runtimes", "devices", "status"])
-    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    get.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide", "json", "yaml"],
+        default="table",
+        help="table (default), wide (more columns), json or yaml",
+    )
     get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    get.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
     get.set_defaults(func=cmd_get)
 
     logs = sub.add_parser("logs", help="print a worker's log (-f: follow it)")
@@ -126,9 +134,16 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     logs.set_defaults(func=cmd_logs)
 
-    delete = sub.add_parser("delete", help="delete a model's files (one no record wants)")
-    delete.add_argument("what", choices=["model"])
+    delete = sub.add_parser(
+        "delete",
+        help="delete a model (its api record and files) or a worker (its api record)",
+        description=apply.DELETE_DESCRIPTION,
+    )
+    delete.add_argument("what", choices=["model", "worker"])
     delete.add_argument("name")
+    delete.add_argument(
+        "--source", default=apply.DEFAULT_SOURCE, help="the HTTP source whose record goes"
+    )
     delete.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
     delete.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
     delete.add_argument(
@@ -136,7 +151,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete it even if workers use it (they are stopped until it is back)",
     )
-    delete.set_defaults(func=cmd_delete)
+    delete.set_defaults(func=apply.cmd_delete)
+    apply.register(sub)
+    events.register(sub)
+    job.register(sub)
     for name, command in sub.choices.items():
         if command.description is None:  # `hive NAME --help` says what NAME does
             command.description = _help_of(sub, name)

@@ -1,6 +1,6 @@
-"""The client commands, `hive get`, `hive logs` and `hive delete`: each a request to a
-running hive through `hive.client.HiveClient` (run with `asyncio.run`), its answer printed
-as a table (hive/cli/tables.py), JSON or YAML, or as one line."""
+"""The client commands `hive get` and `hive logs` (`hive delete`: hive/cli/apply.py): each
+a request to a running hive through `hive.client.HiveClient` (run with `asyncio.run`), its
+answer printed as a table (hive/cli/tables.py), JSON or YAML, or as one line."""
 
 from __future__ import annotations
 
@@ -24,20 +24,22 @@ from hive.cli.tables import (
     workers_table,
 )
 from hive.errors import ApiError, HiveUnreachable
-from hive.model.views import Deleted
 
 
-async def _view(url: str, what: str) -> tuple[str, Any]:
-    """The table `hive get WHAT` prints, and the view as JSON (for `-o json|yaml`)."""
+async def _view(
+    url: str, what: str, *, token: str | None = None, wide: bool = False
+) -> tuple[str, Any]:
+    """The table `hive get WHAT` prints (`wide`: with more columns), and the view as JSON
+    (for `-o json|yaml`)."""
     from hive.client import HiveClient  # aiohttp: imported by the commands that use it
 
-    async with HiveClient(url) as hive:
+    async with HiveClient(url, token=token) as hive:
         if what == "models":
             models = await hive.models()
-            return models_table(models), {"items": [_json(m) for m in models]}
+            return models_table(models, wide=wide), {"items": [_json(m) for m in models]}
         if what == "workers":
             workers = await hive.workers()
-            return workers_table(workers), {"items": [_json(w) for w in workers]}
+            return workers_table(workers, wide=wide), {"items": [_json(w) for w in workers]}
         if what == "runtimes":
             runtimes = await hive.runtimes()
             return runtimes_table(runtimes), _json(runtimes)
@@ -53,42 +55,15 @@ def _json(view: BaseModel) -> Any:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    table, data = asyncio.run(_view(args.url, args.what))
+    token = args.token or os.environ.get("HIVE_TOKEN")
+    wide = args.output == "wide"
+    table, data = asyncio.run(_view(args.url, args.what, token=token, wide=wide))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "yaml":
         print(yaml.safe_dump(data, sort_keys=False), end="")
     else:
         print(table)
-    return EXIT_OK
-
-
-async def _delete(url: str, name: str, *, token: str | None, force: bool) -> Deleted:
-    from hive.client import HiveClient
-
-    async with HiveClient(url, token=token) as hive:
-        return await hive.delete_model(name, force=force)
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("HIVE_TOKEN")
-    try:
-        data = asyncio.run(_delete(args.url, args.name, token=token, force=args.force))
-    except ApiError as exc:
-        users = exc.error.get("workers")
-        if exc.reason != "ModelInUse" or not isinstance(users, list):
-            raise
-        listed = ", ".join(str(u) for u in users)
-        return fail(
-            f"model {args.name} is not deleted: worker(s) {listed} use it. Remove or stop "
-            f"them first, or run `hive delete model {args.name} --force` to delete it anyway "
-            "(hive stops them; they start again once the model is back)"
-        )
-    removed = data.partial_bytes_removed
-    extra = f" (with a partial download of {size(removed)})" if removed else ""
-    if data.workers:
-        extra += f"; worker(s) {', '.join(data.workers)} are stopped until it is back"
-    print(f"model {data.deleted} deleted{extra}")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ from hive.model.machine import DeviceList, SystemMetrics
 from hive.model.observed import PartialDownload
 from hive.model.status import ObjectStatus
 from hive.model.units import megabytes, megabytes_of
-from hive.model.views import HiveStatus, ModelInfo, Runtimes, WorkerInfo
+from hive.model.views import HiveStatus, ModelInfo, ObjectView, Runtimes, WorkerInfo
 
 
 def table(rows: list[list[str]]) -> str:
@@ -34,25 +34,44 @@ def progress(download: PartialDownload | None) -> str:
     return f"{100 * done // total}% {megabytes_of(done, total)}"
 
 
-def models_table(items: list[ModelInfo]) -> str:
-    rows = [["NAME", "PHASE", "SIZE", "PARTIAL", "ARCH", "QUANT", "SOURCE", "MESSAGE"]]
+def models_table(items: list[ModelInfo], *, wide: bool = False) -> str:
+    """`wide` adds, as kubectl's does, what takes room: the generation, the declaring
+    source (file:line), the labels and the SHA-256's first 12 digits."""
+    head = ["NAME", "PHASE", "SIZE", "PARTIAL", "ARCH", "QUANT", "SOURCE", "MESSAGE"]
+    rows = [head + (["GEN", "DECLARED BY", "LABELS", "SHA256"] if wide else [])]
     for m in items:
         meta = m.observed.metadata if m.observed else None
         available = meta is not None and meta.status == "Available"
-        rows.append(
-            [
-                m.name,
-                m.status.phase,
-                size(meta.size if meta is not None and available else None),
-                progress(m.observed.download if m.observed else None),
-                (meta.architecture if meta else None) or "-",
-                (meta.quantization if meta else None) or "-",
-                # redacted by hive
-                str((m.spec or {}).get("source") or (meta.source if meta else None) or "-"),
-                m.status.message,
-            ]
-        )
+        row = [
+            m.name,
+            m.status.phase,
+            size(meta.size if meta is not None and available else None),
+            progress(m.observed.download if m.observed else None),
+            (meta.architecture if meta else None) or "-",
+            (meta.quantization if meta else None) or "-",
+            # redacted by hive
+            str((m.spec or {}).get("source") or (meta.source if meta else None) or "-"),
+            m.status.message,
+        ]
+        if wide:
+            sha = (meta.sha256 if meta else None) or ""
+            row += [str(m.generation or "-"), declared_by(m), labels(m.labels), sha[:12] or "-"]
+        rows.append(row)
     return table(rows)
+
+
+def declared_by(item: ObjectView) -> str:
+    """`file:line` of the record in force, the source's name for an HTTP one, `-` for none."""
+    origin = item.source
+    if origin is None:
+        return "-"
+    if origin.file:
+        return f"{origin.file}:{origin.line}" if origin.line else origin.file
+    return origin.name
+
+
+def labels(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
 
 
 def status_table(data: HiveStatus) -> str:
@@ -146,25 +165,36 @@ def worker_status(status: ObjectStatus) -> str:
     return status.phase
 
 
-def workers_table(items: list[WorkerInfo]) -> str:
-    rows = [["NAME", "STATUS", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]]
+def workers_table(items: list[WorkerInfo], *, wide: bool = False) -> str:
+    """`wide` adds the runtime, the URL, CPU and memory, and the declaring source."""
+    head = ["NAME", "STATUS", "MODEL", "DEVICE", "PID", "PORT", "RESTARTS", "AGE", "MESSAGE"]
+    rows = [head + (["RUNTIME", "URL", "CPU%", "MEM", "DECLARED BY"] if wide else [])]
     for w in items:
         facts = w.observed
         spec = w.spec or {}
         uptime = facts.uptime_seconds if facts else None
-        rows.append(
-            [
-                w.name,
-                worker_status(w.status),
-                (facts.model if facts else None) or str(spec.get("model") or "-"),
-                (facts.device if facts else None) or str(spec.get("device") or "-"),
-                str((facts.pid if facts else None) or "-"),
-                str((facts.port if facts else None) or "-"),
-                str(facts.restarts if facts else 0),
-                f"{uptime}s" if uptime is not None else "-",
-                w.status.message,
+        row = [
+            w.name,
+            worker_status(w.status),
+            (facts.model if facts else None) or str(spec.get("model") or "-"),
+            (facts.device if facts else None) or str(spec.get("device") or "-"),
+            str((facts.pid if facts else None) or "-"),
+            str((facts.port if facts else None) or "-"),
+            str(facts.restarts if facts else 0),
+            f"{uptime}s" if uptime is not None else "-",
+            w.status.message,
+        ]
+        if wide:
+            cpu = facts.cpu_percent if facts else None
+            memory = facts.memory_mb if facts else None
+            row += [
+                (facts.runtime if facts else None) or str(spec.get("runtime") or "-"),
+                (facts.url if facts else None) or "-",
+                "-" if cpu is None else f"{cpu:.1f}",
+                "-" if memory is None else f"{memory:.0f} MB",
+                declared_by(w),
             ]
-        )
+        rows.append(row)
     return table(rows)
 
 

@@ -334,29 +334,63 @@ def _validate(doc: _Located, *, file: str, source: SourceName) -> Record | list[
     return Record(manifest=manifest, origin=Origin(source=source, file=Path(file), line=doc.start))
 
 
-def parse_text(text: str, *, file: str, source: SourceName) -> ParseResult:
-    """Every document of one file: all records, or every problem found (never both)."""
+def _items(doc: _Located) -> list[_Located] | None:
+    """The documents inside a list: a JSON/YAML list of manifests, or `kind: List` with
+    `items` (as `kubectl get -o yaml` writes one); None when `doc` is not a list. Each
+    item keeps the lines of the text it came from."""
+    data = doc.data
+    prefix: FieldPath
+    if isinstance(data, list):
+        prefix = ()
+    elif isinstance(data, dict) and data.get("kind") == "List" and "items" in data:
+        if not isinstance(data["items"], list):
+            return None
+        data, prefix = data["items"], ("items",)
+    else:
+        return None
+    out = []
+    for index, item in enumerate(data):
+        head = (*prefix, index)
+        lines = {p[len(head) :]: n for p, n in doc.lines.items() if p[: len(head)] == head}
+        out.append(_Located(item, lines, doc.line_of(head)))
+    return out
+
+
+def parse_text(text: str, *, file: str, source: SourceName, lists: bool = False) -> ParseResult:
+    """Every document of one file: all records, or every problem found (never both).
+
+    For a request body (`PUT /v1/desired/{source}`): with `lists`, a document that is a
+    list of manifests, or `kind: List` with `items`, stands for its items (an empty list is
+    an empty set; no document at all is still refused)."""
     records: list[Record] = []
     problems: list[Problem] = []
     if file.lower().endswith(".json"):
         # JSON allows tab indentation, YAML does not; a JSON string cannot hold a raw tab.
         text = text.replace("\t", " ")
-    for doc in _documents(text, file):
-        if isinstance(doc, Problem):
-            problems.append(doc)
+    seen = False
+    for found in _documents(text, file):
+        if isinstance(found, Problem):
+            problems.append(found)
             continue
-        if doc.data is None:
+        if found.data is None:
             continue
-        result = _validate(doc, file=file, source=source)
-        if isinstance(result, Record):
-            records.append(result)
-        else:
-            problems.extend(result)
-    if not records and not problems:
+        seen = True
+        items = _items(found) if lists else None
+        docs = [found] if items is None else items
+        for doc in docs:
+            result = _validate(doc, file=file, source=source)
+            if isinstance(result, Record):
+                records.append(result)
+            else:
+                problems.extend(result)
+    if not records and not problems and not seen:
         problems.append(
             Problem(
                 file=file,
-                message="no documents (an empty file is refused; "
+                message="no documents (an empty body is refused; to empty the source, "
+                "send [] with ?allowEmpty=true)"
+                if lists
+                else "no documents (an empty file is refused; "
                 "delete the file to remove its records)",
             )
         )
@@ -367,7 +401,7 @@ def parse_text(text: str, *, file: str, source: SourceName) -> ParseResult:
     return ParseResult(records=tuple(records))
 
 
-def parse_bytes(raw: bytes, *, file: str, source: SourceName) -> ParseResult:
+def parse_bytes(raw: bytes, *, file: str, source: SourceName, lists: bool = False) -> ParseResult:
     """Like parse_text, with the size cap and UTF-8 decoding checked first."""
     if len(raw) > MAX_MANIFEST_BYTES:
         return ParseResult(
@@ -393,7 +427,7 @@ def parse_bytes(raw: bytes, *, file: str, source: SourceName) -> ParseResult:
                 ),
             )
         )
-    return parse_text(text, file=file, source=source)
+    return parse_text(text, file=file, source=source, lists=lists)
 
 
 def parse_file(path: Path, *, source: SourceName, display: str | None = None) -> ParseResult:

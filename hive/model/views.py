@@ -181,6 +181,58 @@ class Restarting(View):
     events: str
 
 
+class DesiredSource(View):
+    """One entry of `GET /v1/desired`."""
+
+    name: str
+    records: int
+    builtin: bool = False
+    path: str
+    errors: list[str] = []
+
+
+class DesiredSet(View):
+    """`GET /v1/desired/{source}`: the records as sent (a Model's source redacted)."""
+
+    source: str
+    items: list[dict[str, Any]]
+
+
+class Applied(View):
+    """What `PATCH /v1/desired/{source}` did with one record."""
+
+    key: str
+    #: created, configured or unchanged.
+    result: str
+
+
+class DesiredConflict(View):
+    key: str
+    owner: str
+    other: str
+    message: str
+
+
+class DesiredApplied(View):
+    """The answer of PUT, PATCH and a record's DELETE under `/v1/desired/{source}`."""
+
+    source: str
+    records: int
+    applied: list[Applied] = []
+    deleted: str | None = None
+    changed: list[str] = []
+    conflicts: list[DesiredConflict] = []
+
+
+class DesiredDeleted(View):
+    """`DELETE /v1/desired/{source}`."""
+
+    source: str
+    deleted: bool
+    removed: list[str] = []
+    changed: list[str] = []
+
+
 class JobCreated(View):
     """`POST /v1/jobs`."""
 
