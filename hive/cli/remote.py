@@ -19,7 +19,6 @@ from hive.cli.tables import (
     devices_table,
     models_table,
     runtimes_table,
-    size,
     status_table,
     workers_table,
 )
