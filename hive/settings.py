@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.manifests import parse_rate
+from hive.model.text import show
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -23,6 +24,7 @@ def default_home() -> Path:
 #: The shortest token hive takes (a bearer token anyone could guess protects nothing).
 TOKEN_MIN_LENGTH = 16
 _TOKEN = re.compile(rf"[!-~]{{{TOKEN_MIN_LENGTH},}}")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
 class Settings(BaseModel):
@@ -50,8 +52,12 @@ class Settings(BaseModel):
     #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
     sse_max_lag: int = Field(default=1000, ge=1)
     sse_keepalive: float = Field(default=15.0, gt=0)
-    #: Bearer token required on every mutating request; required to bind beyond loopback.
+    #: Bearer token required on every request but `GET /health` (reads too: logs and
+    #: events can hold prompts); required to bind beyond loopback.
     token: str | None = Field(default=None, repr=False)
+    #: Browser origins (`scheme://host[:port]`) whose pages may call the API (CORS); none:
+    #: no CORS header at all. HIVE_CORS_ORIGINS: separated by commas or spaces.
+    cors_origins: tuple[str, ...] = ()
     #: Print one line per event on stderr.
     console: bool = True
     #: Network downloads at the same time; the others wait as Pending.
@@ -129,6 +135,21 @@ class Settings(BaseModel):
             "generate one with `openssl rand -hex 32`"
         )
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each an origin as a browser sends it: `http(s)://host[:port]`, no path."""
+        out = []
+        for origin in value:
+            origin = origin.rstrip("/")
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{show(origin)} is not an origin: give scheme, host and port only, as "
+                    "a browser sends them (e.g. https://dashboard.example:8443)"
+                )
+            out.append(origin.lower())
+        return tuple(out)
+
     @field_validator("worker_ports")
     @classmethod
     def _ports(cls, value: str) -> str:
@@ -163,6 +184,8 @@ class Settings(BaseModel):
                 continue
             if name in ("desired", "file_roots"):
                 values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)
+            elif name == "cors_origins":
+                values[name] = tuple(o for o in re.split(r"[,\s]+", raw) if o)
             elif field.annotation is bool:
                 values[name] = raw.lower() in {"1", "true", "yes", "on"}
             else:

@@ -7,24 +7,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from hive.cli.common import EXIT_OK, fail
+from hive.cli.common import EXIT_OK, fail, token_of
 from hive.cli.tables import models_table, runtimes_table, size, status_table, workers_table
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.views import Deleted
 
 
-async def _view(url: str, what: str) -> tuple[str, Any]:
+async def _view(url: str, what: str, *, token: str | None) -> tuple[str, Any]:
     """The table `hive get WHAT` prints, and the view as JSON (for `-o json|yaml`)."""
     from hive.client import HiveClient  # aiohttp: imported by the commands that use it
 
-    async with HiveClient(url) as hive:
+    async with HiveClient(url, token=token) as hive:
         if what == "models":
             models = await hive.models()
             return models_table(models), {"items": [_json(m) for m in models]}
@@ -43,7 +42,7 @@ def _json(view: BaseModel) -> Any:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    table, data = asyncio.run(_view(args.url, args.what))
+    table, data = asyncio.run(_view(args.url, args.what, token=token_of(args)))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "yaml":
@@ -61,9 +60,8 @@ async def _delete(url: str, name: str, *, token: str | None, force: bool) -> Del
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("HIVE_TOKEN")
     try:
-        data = asyncio.run(_delete(args.url, args.name, token=token, force=args.force))
+        data = asyncio.run(_delete(args.url, args.name, token=token_of(args), force=args.force))
     except ApiError as exc:
         users = exc.error.get("workers")
         if exc.reason != "ModelInUse" or not isinstance(users, list):
@@ -82,10 +80,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _logs(url: str, name: str, *, tail: int, follow: bool) -> None:
+async def _logs(url: str, name: str, *, token: str | None, tail: int, follow: bool) -> None:
     from hive.client import HiveClient
 
-    async with HiveClient(url) as hive:
+    async with HiveClient(url, token=token) as hive:
         if not follow:
             sys.stdout.write(await hive.logs(name, tail=tail))
             return
@@ -100,7 +98,9 @@ async def _logs(url: str, name: str, *, tail: int, follow: bool) -> None:
 def cmd_logs(args: argparse.Namespace) -> int:
     """`hive logs NAME [-f]`: the worker's log, and with -f every new line as it comes."""
     try:
-        asyncio.run(_logs(args.url, args.name, tail=args.tail, follow=args.follow))
+        asyncio.run(
+            _logs(args.url, args.name, token=token_of(args), tail=args.tail, follow=args.follow)
+        )
     except KeyboardInterrupt:
         if not args.follow:
             raise

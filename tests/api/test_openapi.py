@@ -376,8 +376,9 @@ class Answer:
         return json.loads(self.body)
 
 
-def call(hive: Hive, method: str, path: str, *, token: str | None = None) -> Answer:
-    """One request to hive; an error status is an answer, not an exception."""
+def call(hive: Hive, method: str, path: str, *, token: str | None = TOKEN) -> Answer:
+    """One request to hive (with the token unless told None); an error status is an
+    answer, not an exception."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(hive.url + path, method=method, headers=headers)
     try:
@@ -389,7 +390,8 @@ def call(hive: Hive, method: str, path: str, *, token: str | None = None) -> Ans
 
 def first_sse_data(hive: Hive, path: str) -> tuple[str, dict[str, Any]]:
     """The Content-Type of an SSE answer and the JSON of its first `data:` line."""
-    with urllib.request.urlopen(hive.url + path, timeout=10) as r:
+    request = urllib.request.Request(hive.url + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
         for raw in r:
             line = raw.decode().rstrip("\n")
             if line.startswith("data: "):
@@ -481,7 +483,7 @@ def test_worker_responses_validate_against_the_spec(
     assert 'hive_worker_up{device="CPU-0",model="tiny",worker="w"} 1.0' in metrics
 
     restart = "/v1/workers/{name}/restart"
-    check("POST", "/v1/workers/w/restart", restart, 401)
+    check("POST", "/v1/workers/w/restart", restart, 401, token=None)
     accepted = check("POST", "/v1/workers/w/restart", restart, 202, token=TOKEN).json()
     assert accepted == {"restarting": "w", "pid": pid, "events": "/v1/events?object=Worker/w"}
     again = hive.wait_worker("w", "Running", restarts=1)
