@@ -49,8 +49,14 @@ class Settings(BaseModel):
     backoff_base: float = Field(default=1.0, gt=0)
     backoff_cap: float = Field(default=300.0, gt=0)
     event_buffer: int = Field(default=10_000, ge=1)
-    #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
-    sse_max_lag: int = Field(default=1000, ge=1)
+    #: Events a slow SSE client may lag behind before it skips ahead with a gap marker;
+    #: None: only what left the event buffer is skipped (a client that keeps up loses
+    #: nothing the buffer holds).
+    sse_max_lag: int | None = Field(default=None, ge=1)
+    #: Seconds an SSE stream that is caught up waits before its next write: a burst of
+    #: events goes out in a few large writes per stream (the first event after a quiet
+    #: spell goes out at once).
+    sse_flush_interval: float = Field(default=0.05, ge=0)
     sse_keepalive: float = Field(default=15.0, gt=0)
     #: Bearer token required on every request but `GET /health` (reads too: logs and
     #: events can hold prompts); required to bind beyond loopback.

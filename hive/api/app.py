@@ -243,7 +243,10 @@ async def events(request: web.Request) -> web.StreamResponse:
         manager.bus, after=after, object=object_filter, max_lag=manager.settings.sse_max_lag
     )
     return await stream_subscription(
-        request, subscription, keepalive=manager.settings.sse_keepalive
+        request,
+        subscription,
+        keepalive=manager.settings.sse_keepalive,
+        flush_interval=manager.settings.sse_flush_interval,
     )
 
 

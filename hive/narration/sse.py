@@ -27,9 +27,13 @@ def sse_frame(data: dict[str, Any] | str, *, event_id: int | None = None) -> byt
 
 def event_frame(item: Event | Gap) -> bytes:
     if isinstance(item, Gap):
-        # No id: a client that reconnects resumes after the last event it really got.
-        return sse_frame(item.as_data())
+        return gap_frame(item)
     return sse_frame(item.model_dump(mode="json"), event_id=item.id)
+
+
+def gap_frame(gap: Gap) -> bytes:
+    # No id: a client that reconnects resumes after the last event it really got.
+    return sse_frame(gap.as_data())
 
 
 async def open_sse(request: web.Request) -> web.StreamResponse:
@@ -45,24 +49,38 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def stream_subscription(
-    request: web.Request, subscription: Subscription, *, keepalive: float
+    request: web.Request,
+    subscription: Subscription,
+    *,
+    keepalive: float,
+    flush_interval: float = 0.0,
 ) -> web.StreamResponse:
-    """Write events to the client until it goes away; a comment line every `keepalive` s."""
+    """Write events to the client until it goes away; a comment line every `keepalive` s.
+
+    Each write carries every event the client has not had (up to the bus's READ_LIMIT),
+    each encoded once for all streams (`Bus.frames`), and waits until the client took it.
+    A write that carried several events (they come faster than the loop turns: a burst)
+    is followed by a pause of `flush_interval` seconds once caught up, so that a burst goes
+    out in a few large writes per stream rather than one per turn of the loop; events that
+    come one at a time go out at once."""
     response = await open_sse(request)
     await response.write(b": connected\n\n")
     try:
         while not subscription.closed:
-            batch = await subscription.next_batch(wait=keepalive)
+            arrived = await subscription.ready(keepalive)
             transport = request.transport
             if transport is None or transport.is_closing():
-                # The client went away: serialize nothing for it (after 100 workers stop,
-                # one batch is hundreds of events, on a loop that the exiting workers
-                # already starve).
+                # The client went away: encode nothing for it (after 100 workers stop, a
+                # batch is hundreds of events, on a loop the exiting workers starve).
                 break
-            if not batch:
+            if not arrived:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await response.write(b"".join(event_frame(item) for item in batch))
+            data, frames = subscription.take_frames(encode=event_frame, encode_gap=gap_frame)
+            if data:
+                await response.write(data)
+            if flush_interval > 0 and frames > 1 and not subscription.behind:
+                await asyncio.sleep(flush_interval)
     except (ConnectionResetError, ConnectionError):
         pass
     return response
