@@ -3,8 +3,8 @@ one place where errors become JSON answers (never a traceback), CORS for the ori
 was told to trust, the bearer token, and the body limit.
 
 With a token, every route needs it, reads included (logs and events can hold prompts):
-deny by default, `GET /health` the one route open to all, so a route added later is
-guarded without a word. A CORS preflight from a trusted origin is answered without it (a
+deny by default, `/health` the one path open to all, so a route added later is guarded
+without a word. A CORS preflight from a trusted origin is answered without it (a
 browser sends none).
 """
 
@@ -125,14 +125,16 @@ async def body_limit(request: web.Request, handler: Handler) -> web.StreamRespon
 
 # -- the token ----------------------------------------------------------------------------
 def is_open(request: web.Request) -> bool:
-    """Whether the request reaches a route open to all (`GET`/`HEAD /health`)."""
+    """Whether the request is to a path open to all (`/health`): GET and HEAD answer, any
+    other method its 405 (nothing there is secret)."""
     match = request.match_info
-    route = match.route
-    return (
-        match.http_exception is None
-        and route.resource is not None
-        and route.resource.canonical in OPEN_ROUTES
-    )
+    exc = match.http_exception
+    if exc is not None and not isinstance(exc, web.HTTPMethodNotAllowed):
+        return False  # no such path: a 404 only a token holder may see
+    if exc is None:
+        resource = match.route.resource
+        return resource is not None and resource.canonical in OPEN_ROUTES
+    return request.path in OPEN_ROUTES
 
 
 def bearer_token(token: str | None) -> Middleware:

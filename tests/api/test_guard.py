@@ -95,15 +95,18 @@ async def test_with_the_right_token_every_route_answers(
         assert body == b": connected\n\n"
 
 
-async def test_health_needs_no_token_but_other_methods_on_it_do(serve: Serve) -> None:
+async def test_health_needs_no_token_and_only_health(serve: Serve) -> None:
     async with serve(token=TOKEN) as (_, url), aiohttp.ClientSession() as http:
         assert (await status_of(http, "GET", url + "/health"))[0] == 200
         assert (await status_of(http, "HEAD", url + "/health"))[0] == 200
         assert (await status_of(http, "GET", url + "/health", {"Authorization": "x"}))[0] == 200
-        assert (await status_of(http, "PUT", url + "/health"))[0] == 401
+        # Another method there is its 405 (with Allow), token or not: nothing is secret.
+        assert (await status_of(http, "TRACE", url + "/health"))[0] == 405
         assert (await status_of(http, "PUT", url + "/health", RIGHT))[0] == 405
-        # A path that only looks like it.
+        # Paths that only look like it.
         assert (await status_of(http, "GET", url + "/health/"))[0] == 401
+        assert (await status_of(http, "GET", url + "/healthz"))[0] == 401
+        assert (await status_of(http, "GET", url + "/v1/health"))[0] == 401
 
 
 async def test_every_route_of_the_app_is_guarded_by_default(serve: Serve) -> None:
@@ -118,7 +121,8 @@ async def test_every_route_of_the_app_is_guarded_by_default(serve: Serve) -> Non
         }
         assert len(routes) >= 12
         open_ = set()
-        for method, path in sorted(routes | {("GET", "/v1/nothing-here"), ("GET", "/")}):
+        more = {("GET", "/v1/nothing-here"), ("GET", "/"), ("POST", "/v1/status")}
+        for method, path in sorted(routes | more):
             status, _, _ = await status_of(http, method, url + path)
             if status != 401:
                 open_.add((method, path))

@@ -86,11 +86,34 @@ def test_every_ref_points_at_a_component(spec: dict[str, Any]) -> None:
             return [r for v in node for r in refs(v)]
         return []
 
-    schemas = spec["components"]["schemas"]
-    prefix = "#/components/schemas/"
     for ref in refs(spec):
-        assert ref.startswith(prefix), ref
-        assert ref.removeprefix(prefix) in schemas, f"{ref} is not defined"
+        section, _, name = ref.removeprefix("#/components/").partition("/")
+        assert ref.startswith("#/components/") and section in ("schemas", "responses"), ref
+        assert name in spec["components"][section], f"{ref} is not defined"
+
+
+def test_every_operation_but_health_needs_the_token(spec: dict[str, Any]) -> None:
+    # Deny by default, as hive/api/guard.py: the spec's global `security`, which only
+    # /health lifts, and a documented 401 on every other operation.
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        **spec["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            where = f"{method.upper()} {path}"
+            if (path, method) == ("/health", "get"):
+                assert operation["security"] == [], where
+                assert "401" not in operation["responses"], where
+                continue
+            assert "security" not in operation, f"{where} must not lift the token"
+            assert operation["responses"]["401"] == {
+                "$ref": "#/components/responses/Unauthorized"
+            }, f"{where}: document its 401"
 
 
 @pytest.mark.parametrize(
@@ -132,6 +155,8 @@ def documented(spec: dict[str, Any], method: str, path: str, status: int) -> dic
     operation = spec["paths"][path][method]
     assert str(status) in operation["responses"], f"{method.upper()} {path}: {status} undocumented"
     response: dict[str, Any] = operation["responses"][str(status)]
+    if "$ref" in response:  # a shared one, under components/responses
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     return response
 
 

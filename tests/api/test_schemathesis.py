@@ -15,6 +15,9 @@ import schemathesis
 from tests.conftest import ROOT, Hive, model_yaml
 
 SPEC_PATH = ROOT / "specs" / "openapi.yaml"
+#: The live hive has a token: schemathesis sends it, and checks that every operation the
+#: spec secures refuses a request without it or with another (its `ignored_auth` check).
+TOKEN = "fuzz-token-fuzz-token-fuzz"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def live_hive(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
         home=root / "home",
         desired=[desired],
         log=root / "hive.log",
-        env={"HIVE_SSE_KEEPALIVE": "0.05", "HIVE_CONSOLE": "0"},
+        env={"HIVE_SSE_KEEPALIVE": "0.05", "HIVE_CONSOLE": "0", "HIVE_TOKEN": TOKEN},
         extra_args=["--gpu-probe", "none"],
     )
     try:
@@ -45,6 +48,7 @@ def _config() -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
             "request-timeout": 10,
+            "auth": {"openapi": {"bearer": {"bearer": TOKEN}}},
             "max-stream-events": 5,
             "generation": {"max-examples": 5, "no-shrink": True, "database": "none"},
             "phases": {
