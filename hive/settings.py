@@ -53,9 +53,9 @@ class Settings(BaseModel):
     #: None: only what left the event buffer is skipped (a client that keeps up loses
     #: nothing the buffer holds).
     sse_max_lag: int | None = Field(default=None, ge=1)
-    #: Seconds an SSE stream that is caught up waits before its next write: a burst of
-    #: events goes out in a few large writes per stream (the first event after a quiet
-    #: spell goes out at once).
+    #: Seconds an SSE stream in a burst (100 events within 0.1 s) waits, once caught up,
+    #: before its next write: the burst goes out in a few large writes per stream. Outside
+    #: a burst every event goes out at once.
     sse_flush_interval: float = Field(default=0.05, ge=0)
     sse_keepalive: float = Field(default=15.0, gt=0)
     #: Bearer token required on every request but `GET /health` (reads too: logs and
