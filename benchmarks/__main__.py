@@ -1,7 +1,7 @@
 """Run the benchmarks and print one table (hive, its peer, and the ratio peer/hive); B5 also
 measures B6 and B7. Benchmarks, not tests: timings never fail the run.
 
-    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B9|B12 ...] [--hive-tree DIR]
+    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B8|B9|B12 ...] [--hive-tree DIR]
                          [--json PATH]
     python -m benchmarks compare --before DIR [--after DIR] [--quick] [--only ...] [--repeat K]
 
@@ -31,6 +31,7 @@ from benchmarks import (
     b3_download,
     b4_scale,
     b5_to_b7,
+    b8_fanout,
     b9_jobs,
     b12_first_token,
     log,
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "B3": b3_download.run,
     "B4": b4_scale.run,
     "B5": b5_to_b7.run,
+    "B8": b8_fanout.run,
     "B9": b9_jobs.run,
     "B12": b12_first_token.run,
 }

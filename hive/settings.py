@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.manifests import parse_rate
 from hive.model.queen import normal_queen_url, queen_url_problem
+from hive.model.text import show
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -24,6 +25,7 @@ def default_home() -> Path:
 #: The shortest token hive takes (a bearer token anyone could guess protects nothing).
 TOKEN_MIN_LENGTH = 16
 _TOKEN = re.compile(rf"[!-~]{{{TOKEN_MIN_LENGTH},}}")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
 class Settings(BaseModel):
@@ -48,11 +50,21 @@ class Settings(BaseModel):
     backoff_base: float = Field(default=1.0, gt=0)
     backoff_cap: float = Field(default=300.0, gt=0)
     event_buffer: int = Field(default=10_000, ge=1)
-    #: Events a slow SSE client may lag behind before it skips ahead with a gap marker.
-    sse_max_lag: int = Field(default=1000, ge=1)
+    #: Events a slow SSE client may lag behind before it skips ahead with a gap marker;
+    #: None: only what left the event buffer is skipped (a client that keeps up loses
+    #: nothing the buffer holds).
+    sse_max_lag: int | None = Field(default=None, ge=1)
+    #: Seconds an SSE stream in a burst (100 events within 0.1 s) waits, once caught up,
+    #: before its next write: the burst goes out in a few large writes per stream. Outside
+    #: a burst every event goes out at once.
+    sse_flush_interval: float = Field(default=0.05, ge=0)
     sse_keepalive: float = Field(default=15.0, gt=0)
-    #: Bearer token required on every mutating request; required to bind beyond loopback.
+    #: Bearer token required on every request but `GET /health` (reads too: logs and
+    #: events can hold prompts); required to bind beyond loopback.
     token: str | None = Field(default=None, repr=False)
+    #: Browser origins (`scheme://host[:port]`) whose pages may call the API (CORS); none:
+    #: no CORS header at all. HIVE_CORS_ORIGINS: separated by commas or spaces.
+    cors_origins: tuple[str, ...] = ()
     #: Print one line per event on stderr.
     console: bool = True
     #: Network downloads at the same time; the others wait as Pending.
@@ -169,6 +181,21 @@ class Settings(BaseModel):
     def ready_delays(self) -> tuple[float, ...]:
         return tuple(float(d) for d in self.queen_ready_delays.split(","))
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each an origin as a browser sends it: `http(s)://host[:port]`, no path."""
+        out = []
+        for origin in value:
+            origin = origin.rstrip("/")
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{show(origin)} is not an origin: give scheme, host and port only, as "
+                    "a browser sends them (e.g. https://dashboard.example:8443)"
+                )
+            out.append(origin.lower())
+        return tuple(out)
+
     @field_validator("worker_ports")
     @classmethod
     def _ports(cls, value: str) -> str:
@@ -203,6 +230,8 @@ class Settings(BaseModel):
                 continue
             if name in ("desired", "file_roots"):
                 values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)
+            elif name == "cors_origins":
+                values[name] = tuple(o for o in re.split(r"[,\s]+", raw) if o)
             elif field.annotation is bool:
                 values[name] = raw.lower() in {"1", "true", "yes", "on"}
             else:

@@ -358,6 +358,8 @@ class Hive:
         self.log = log
         self.resync = resync
         self.events: list[dict[str, Any]] = []
+        #: The token hive is given (HIVE_TOKEN in `env`): sent with every request.
+        self.token = (env or {}).get("HIVE_TOKEN")
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
 
@@ -411,17 +413,22 @@ class Hive:
     async def _follow_events(self) -> None:
         """Every event since hive started, through the client's one SSE reader, kept as the
         JSON hive sent (the gap marker too)."""
-        async with HiveClient(self.url) as client:
+        async with HiveClient(self.url, token=self.token) as client:
             async for item in client.events(since=0):
                 self.events.append(as_json(item))
 
+    def request(self, path: str, *, method: str = "GET", data: bytes | None = None) -> Any:
+        """A urllib request to `path`, with the token when hive has one."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return urllib.request.Request(self.url + path, method=method, data=data, headers=headers)
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+        with urllib.request.urlopen(self.request(path), timeout=10) as r:
             return json.load(r)
 
     def get_status(self, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            with urllib.request.urlopen(self.request(path), timeout=10) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
@@ -482,9 +489,10 @@ class Hive:
         )
 
     def post(self, path: str) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path, method="POST", data=b"")
         try:
-            with urllib.request.urlopen(request, timeout=10) as r:
+            with urllib.request.urlopen(
+                self.request(path, method="POST", data=b""), timeout=10
+            ) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)

@@ -480,6 +480,7 @@ def fetch_model(
     progress: ProgressFn,
     narrate: Narrate,
     attempts: int = 5,
+    written: Callable[[int], None] | None = None,
 ) -> ProvisionOutcome:
     """Fetch a network source into the catalog: resumable, verified, published atomically.
     A split model is fetched as one set and published only when every part is verified.
@@ -489,10 +490,11 @@ def fetch_model(
     a second (`transfer.CANCEL_POLL`) wherever it waits: a read, a retry's wait, a HEAD;
     except a request still connecting (it ends within its connect timeout) and the hub's
     API (within huggingface_hub's own timeout). Once every byte is verified it finishes
-    publishing. Its helper thread is joined before it returns or raises."""
+    publishing. Its helper thread is joined before it returns or raises. `written(n)` is
+    told of every `n` bytes written to a partial file (from the helper thread)."""
     if cancel.is_set():
         raise Cancelled
-    with Sink(cancel) as sink:
+    with Sink(cancel, written=written) as sink:
         return _fetch_all(
             action,
             directory=directory,

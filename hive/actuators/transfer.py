@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -35,10 +36,14 @@ class Sink:
 
     The first write error (ENOSPC, mostly) is raised to the receiver, by `buffer` and by
     `drain`; the buffers submitted after it are dropped. A context manager: the thread
-    runs from `__enter__` to `__exit__`, which joins it."""
+    runs from `__enter__` to `__exit__`, which joins it. `written(n)` is told of each `n`
+    bytes written (hive's download-bytes counter), from the sink's thread."""
 
-    def __init__(self, cancel: threading.Event) -> None:
+    def __init__(
+        self, cancel: threading.Event, *, written: Callable[[int], None] | None = None
+    ) -> None:
         self._cancel = cancel
+        self._written = written
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._made = 0
         self._full: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -117,6 +122,8 @@ class Sink:
                     with memoryview(buffer) as view, view[:size] as data:
                         write_all(fd, data)
                         hasher.update(data)
+                    if self._written is not None:
+                        self._written(size)
                 except Exception as exc:
                     self._error = exc
             self._free.put(buffer)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from typing import Any
 
@@ -50,10 +49,7 @@ def add_routes(app: web.Application, manager: Manager) -> None:
 
     async def get_capabilities(request: web.Request) -> web.Response:
         raw = request.query.get("queen_url")
-        if raw is not None:
-            denied = _needs_token(request, manager)
-            if denied is not None:
-                return denied
+        if raw is not None:  # with a token set, the guard has checked it (guard.py)
             await manager.queen.discover(discovery.check(raw))
         return _json(capabilities(manager).model_dump(mode="json"))
 
@@ -65,22 +61,6 @@ def add_routes(app: web.Application, manager: Manager) -> None:
     app.router.add_get("/capabilities", get_capabilities)
     app.router.add_get("/v1/capabilities", get_capabilities)
     app.router.add_get("/v1/heartbeats/stream", heartbeats)
-
-
-def _needs_token(request: web.Request, manager: Manager) -> web.Response | None:
-    """A discovery changes where hive reports: with a token set, it needs the token (on
-    `/capabilities` too, which is outside `/v1`)."""
-    token = manager.settings.token
-    if not token:
-        return None
-    given = request.headers.get("Authorization", "")
-    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        return None
-    message = (
-        "?queen_url= starts heartbeats to that Queen: it needs `Authorization: Bearer "
-        "<token>` (hive's --token / HIVE_TOKEN)"
-    )
-    return _json({"error": {"code": "Unauthorized", "message": message}}, status=401)
 
 
 async def _telemetry_stream(request: web.Request, manager: Manager) -> web.StreamResponse:

@@ -16,12 +16,11 @@ from pydantic import ValidationError
 
 from hive import __version__
 from hive.cli import apply, events, job
-from hive.cli.common import HOME_HELP, fail
+from hive.cli.common import HOME_HELP, client_options, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
 from hive.cli.offline import cmd_plan, cmd_validate
 from hive.cli.remote import cmd_get, cmd_logs
 from hive.errors import HiveError
-from hive.settings import DEFAULT_URL
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +61,15 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token",
-        help="bearer token for mutating requests (HIVE_TOKEN); required to bind beyond loopback",
+        help="bearer token every request but GET /health must carry (HIVE_TOKEN); required "
+        "to bind beyond loopback",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin (https://host:port) whose pages may call the API (repeatable; "
+        "HIVE_CORS_ORIGINS); default: no CORS headers",
     )
     serve.add_argument(
         "--download-rate-limit",
@@ -123,15 +130,14 @@ def parser() -> argparse.ArgumentParser:
         default="table",
         help="table (default), wide (more columns), json or yaml",
     )
-    get.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
-    get.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
+    client_options(get)
     get.set_defaults(func=cmd_get)
 
     logs = sub.add_parser("logs", help="print a worker's log (-f: follow it)")
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true", help="stream new lines")
     logs.add_argument("--tail", type=int, default=100, help="lines from the end (default 100)")
-    logs.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    client_options(logs)
     logs.set_defaults(func=cmd_logs)
 
     delete = sub.add_parser(
@@ -144,8 +150,7 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument(
         "--source", default=apply.DEFAULT_SOURCE, help="the HTTP source whose record goes"
     )
-    delete.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
-    delete.add_argument("--token", help="hive's token (default: HIVE_TOKEN)")
+    client_options(delete)
     delete.add_argument(
         "--force",
         action="store_true",

@@ -1,10 +1,14 @@
 """What the `hive` commands share: the exit codes, one-line errors, the note on a missing
-home."""
+home, and the options of every command that talks to a running hive (`--url`, `--token`)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from pathlib import Path
+
+from hive.settings import DEFAULT_URL
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
 HOME_HELP = "state directory (default: $HIVE_HOME, else ~/.cache/hive; `make run` uses .hive-home)"
@@ -24,3 +28,18 @@ def home_note(home: Path) -> None:
             "HIVE_HOME to the home `hive serve` uses; `make run` uses .hive-home)",
             file=sys.stderr,
         )
+
+
+def client_options(command: argparse.ArgumentParser) -> None:
+    """`--url` and `--token`, for a command that talks to a running hive (its reads need
+    the token too, when hive has one)."""
+    command.add_argument("--url", default=DEFAULT_URL, help=f"hive's URL (default {DEFAULT_URL})")
+    command.add_argument(
+        "--token", help="the token hive was started with (default: $HIVE_TOKEN, if set)"
+    )
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The token to send: --token, else $HIVE_TOKEN, else none."""
+    token: str | None = args.token or os.environ.get("HIVE_TOKEN") or None
+    return token

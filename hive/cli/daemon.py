@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         resync_interval=args.resync_interval,
         token=args.token,
+        cors_origins=tuple(args.cors_origin) if args.cors_origin else None,
         download_rate_limit=args.download_rate_limit,
         max_downloads=args.max_downloads,
         queen_url=args.queen_url,

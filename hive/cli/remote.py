@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from hive.cli.common import EXIT_OK, fail
+from hive.cli.common import EXIT_OK, fail, token_of
 from hive.cli.tables import (
     devices_table,
     models_table,
@@ -54,9 +53,8 @@ def _json(view: BaseModel) -> Any:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("HIVE_TOKEN")
     wide = args.output == "wide"
-    table, data = asyncio.run(_view(args.url, args.what, token=token, wide=wide))
+    table, data = asyncio.run(_view(args.url, args.what, token=token_of(args), wide=wide))
     if args.output == "json":
         print(json.dumps(data, indent=2))
     elif args.output == "yaml":
@@ -66,10 +64,10 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _logs(url: str, name: str, *, tail: int, follow: bool) -> None:
+async def _logs(url: str, name: str, *, token: str | None, tail: int, follow: bool) -> None:
     from hive.client import HiveClient
 
-    async with HiveClient(url) as hive:
+    async with HiveClient(url, token=token) as hive:
         if not follow:
             sys.stdout.write(await hive.logs(name, tail=tail))
             return
@@ -84,7 +82,9 @@ async def _logs(url: str, name: str, *, tail: int, follow: bool) -> None:
 def cmd_logs(args: argparse.Namespace) -> int:
     """`hive logs NAME [-f]`: the worker's log, and with -f every new line as it comes."""
     try:
-        asyncio.run(_logs(args.url, args.name, tail=args.tail, follow=args.follow))
+        asyncio.run(
+            _logs(args.url, args.name, token=token_of(args), tail=args.tail, follow=args.follow)
+        )
     except KeyboardInterrupt:
         if not args.follow:
             raise

@@ -1,10 +1,16 @@
 """The narration bus: every event hive emits, kept in a ring buffer that SSE streams,
 the console and metrics read from. Publishing never waits for a reader. Every URL in an
-event's message and data is redacted here, the one way into the ring."""
+event's message and data is redacted here, the one way into the ring.
+
+A reader loses only what left the ring (it fell `capacity` events behind), unless it
+asked to skip ahead sooner (`max_lag`). Each event is encoded for the wire once, by the
+first reader that sends it, and kept beside it in the ring for every other reader
+(`Subscription.next_frames`): 100 streams cost one encoding per event, not 100."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +19,11 @@ from hive.model.events import Event, Level
 from hive.model.text import redact_text
 
 Listener = Callable[[Event], None]
+#: An event as a stream sends it (an SSE frame); the bus keeps what it returns.
+Encoder = Callable[[Event], bytes]
+#: The most events one read returns: a reader far behind catches up in reads of this size
+#: (each one write to its client, awaited), never in one write of the whole ring.
+READ_LIMIT = 1000
 
 
 class Gap:
@@ -51,6 +62,8 @@ class Bus:
         self._clock = clock
         self._capacity = capacity
         self._ring: list[Event | None] = [None] * capacity
+        #: Beside each event of the ring, its encoding, once a reader made it.
+        self._frames: list[bytes | None] = [None] * capacity
         self._last_id = 0
         self._changed = asyncio.Event()
         self._listeners: list[Listener] = []
@@ -87,7 +100,9 @@ class Bus:
             message=redact_text(message),
             data=_redacted(data) if data else {},
         )
-        self._ring[self._last_id % self._capacity] = event
+        slot = self._last_id % self._capacity
+        self._ring[slot] = event
+        self._frames[slot] = None
         for listener in self._listeners:
             try:
                 listener(event)
@@ -117,6 +132,48 @@ class Bus:
         events = [self._ring[i % self._capacity] for i in range(start, stop + 1)]
         return [e for e in events if e is not None], gap
 
+    def frames(
+        self, after: int, *, limit: int, encode: Encoder
+    ) -> tuple[list[bytes], int, Gap | None]:
+        """`read`, encoded: the encodings of up to `limit` events with id > after, the id
+        of the last of them (`after` when none), and a Gap as `read` gives it. An event is
+        encoded by the first reader that asks (with `encode`: the bus has one encoding,
+        the SSE frame) and kept in the ring; slices of the ring, not a loop per event."""
+        if after > self._last_id:
+            after = 0
+        gap = None
+        start = after + 1
+        if start < self.first_id:
+            gap = Gap(missed=self.first_id - start, after_id=after)
+            start = self.first_id
+        stop = min(self._last_id, start + limit - 1)
+        if stop < start:
+            return [], after, gap
+        out: list[bytes] = []
+        cap = self._capacity
+        first, last = start % cap, stop % cap
+        spans = [(first, last + 1)] if first <= last else [(first, cap), (0, last + 1)]
+        for lo, hi in spans:
+            chunk = self._frames[lo:hi]
+            if None in chunk:
+                for i, frame in enumerate(chunk):
+                    if frame is None:
+                        event = self._ring[lo + i]
+                        assert event is not None
+                        chunk[i] = self._frames[lo + i] = encode(event)
+            out += chunk  # type: ignore[arg-type]  # every None was filled
+        return out, stop, gap
+
+    def frame(self, event: Event, encode: Encoder) -> bytes:
+        """One event's encoding, kept in the ring while the event is."""
+        slot = event.id % self._capacity
+        if self._ring[slot] is not event:
+            return encode(event)
+        frame = self._frames[slot]
+        if frame is None:
+            frame = self._frames[slot] = encode(event)
+        return frame
+
     def close(self) -> None:
         """No more events: readers waiting now return, so streams end at shutdown."""
         self.closed = True
@@ -131,11 +188,18 @@ class Bus:
 class Subscription:
     """One reader: yields events (optionally for one object) and gap markers.
 
-    A reader that lags more than `max_lag` events behind skips ahead and gets a Gap, so a
-    slow client costs the bus nothing."""
+    A reader behind the ring (more than its capacity) gets a Gap and goes on from the
+    oldest event kept; publishing never waits for it. With `max_lag`, a reader that lags
+    more than that skips ahead sooner (a Gap too). None, the default: it loses nothing the
+    ring still holds, so a reader that keeps up loses nothing in a burst the ring holds."""
 
     def __init__(
-        self, bus: Bus, *, after: int | None, object: str | None = None, max_lag: int = 1000
+        self,
+        bus: Bus,
+        *,
+        after: int | None,
+        object: str | None = None,
+        max_lag: int | None = None,
     ) -> None:
         self._bus = bus
         if after is not None and after > bus.last_id:
@@ -153,19 +217,41 @@ class Subscription:
         """The bus is closed and every event up to its end was read."""
         return self._bus.closed and self._cursor >= self._bus.last_id
 
-    async def next_batch(self, *, wait: float) -> list[Event | Gap]:
-        """Events after the cursor; empty when none came within `wait` seconds."""
+    @property
+    def behind(self) -> bool:
+        """Whether events after the cursor are waiting (a read left some for the next)."""
+        return self._cursor < self._bus.last_id
+
+    async def ready(self, wait: float) -> bool:
+        """Whether an event after the cursor exists within `wait` seconds."""
+        if self._bus.last_id > self._cursor:
+            return True
         try:
-            await asyncio.wait_for(self._bus.wait(self._cursor), wait)
+            async with asyncio.timeout(wait):
+                await self._bus.wait(self._cursor)
         except TimeoutError:
+            return False
+        return True
+
+    def _skip_ahead(self) -> Gap | None:
+        """With a `max_lag` that the reader passed: a Gap, the cursor moved up to it."""
+        if self._max_lag is None or self._bus.last_id - self._cursor <= self._max_lag:
+            return None
+        skip_to = self._bus.last_id - self._max_lag
+        gap = Gap(missed=skip_to - self._cursor, after_id=self._cursor)
+        self._cursor = skip_to
+        return gap
+
+    async def next_batch(self, *, wait: float) -> list[Event | Gap]:
+        """Events after the cursor (READ_LIMIT at most); empty when none came within
+        `wait` seconds."""
+        if not await self.ready(wait):
             return []
         out: list[Event | Gap] = []
-        lag = self._bus.last_id - self._cursor
-        if lag > self._max_lag:
-            skip_to = self._bus.last_id - self._max_lag
-            out.append(Gap(missed=skip_to - self._cursor, after_id=self._cursor))
-            self._cursor = skip_to
-        events, gap = self._bus.read(self._cursor, limit=self._max_lag)
+        skipped = self._skip_ahead()
+        if skipped is not None:
+            out.append(skipped)
+        events, gap = self._bus.read(self._cursor, limit=READ_LIMIT)
         if gap is not None:
             out.append(gap)
         for event in events:
@@ -173,3 +259,38 @@ class Subscription:
             if self._object is None or event.object == self._object:
                 out.append(event)
         return out
+
+    async def next_frames(
+        self, *, wait: float, encode: Encoder, encode_gap: Callable[[Gap], bytes]
+    ) -> tuple[bytes, int]:
+        """`next_batch`, encoded and joined: what a stream writes next, and how many frames
+        it holds (none when nothing came within `wait` seconds). Each event is encoded once
+        for every reader."""
+        if not await self.ready(wait):
+            return b"", 0
+        return self.take_frames(encode=encode, encode_gap=encode_gap)
+
+    def take_frames(
+        self, *, encode: Encoder, encode_gap: Callable[[Gap], bytes]
+    ) -> tuple[bytes, int]:
+        """The frames after the cursor, now (none when there are none), the cursor moved
+        past them: what `next_frames` returns once `ready`."""
+        out: list[bytes] = []
+        skipped = self._skip_ahead()
+        if skipped is not None:
+            out.append(encode_gap(skipped))
+        if self._object is None:
+            frames, self._cursor, gap = self._bus.frames(
+                self._cursor, limit=READ_LIMIT, encode=encode
+            )
+            if gap is not None:
+                out.append(encode_gap(gap))
+            return b"".join(itertools.chain(out, frames)), len(out) + len(frames)
+        events, gap = self._bus.read(self._cursor, limit=READ_LIMIT)
+        if gap is not None:
+            out.append(encode_gap(gap))
+        for event in events:
+            self._cursor = event.id
+            if event.object == self._object:
+                out.append(self._bus.frame(event, encode))
+        return b"".join(out), len(out)

@@ -27,9 +27,20 @@ def sse_frame(data: dict[str, Any] | str, *, event_id: int | None = None) -> byt
 
 def event_frame(item: Event | Gap) -> bytes:
     if isinstance(item, Gap):
-        # No id: a client that reconnects resumes after the last event it really got.
-        return sse_frame(item.as_data())
+        return gap_frame(item)
     return sse_frame(item.model_dump(mode="json"), event_id=item.id)
+
+
+def gap_frame(gap: Gap) -> bytes:
+    # No id: a client that reconnects resumes after the last event it really got.
+    return sse_frame(gap.as_data())
+
+
+#: A stream that wrote this many events within BURST_WINDOW seconds is in a burst (1,000
+#: events a second: 100 workers stopping at once, a benchmark; a model's whole download
+#: narrates a few dozen).
+BURST_FRAMES = 100
+BURST_WINDOW = 0.1
 
 
 async def open_sse(request: web.Request) -> web.StreamResponse:
@@ -45,24 +56,45 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def stream_subscription(
-    request: web.Request, subscription: Subscription, *, keepalive: float
+    request: web.Request,
+    subscription: Subscription,
+    *,
+    keepalive: float,
+    flush_interval: float = 0.0,
 ) -> web.StreamResponse:
-    """Write events to the client until it goes away; a comment line every `keepalive` s."""
+    """Write events to the client until it goes away; a comment line every `keepalive` s.
+
+    Each write carries every event the client has not had (up to the bus's READ_LIMIT),
+    each encoded once for all streams (`Bus.frames`), and waits until the client took it.
+    In a burst (BURST_FRAMES events written within BURST_WINDOW seconds: far more than
+    hive narrates at work), a stream that caught up pauses `flush_interval` seconds before
+    its next write, so that the burst goes out in a few large writes per stream rather than
+    one per turn of the loop; otherwise every event goes out at once."""
     response = await open_sse(request)
     await response.write(b": connected\n\n")
+    loop = asyncio.get_running_loop()
+    window_start, window_frames = loop.time(), 0
     try:
         while not subscription.closed:
-            batch = await subscription.next_batch(wait=keepalive)
+            arrived = await subscription.ready(keepalive)
             transport = request.transport
             if transport is None or transport.is_closing():
-                # The client went away: serialize nothing for it (after 100 workers stop,
-                # one batch is hundreds of events, on a loop that the exiting workers
-                # already starve).
+                # The client went away: encode nothing for it (after 100 workers stop, a
+                # batch is hundreds of events, on a loop the exiting workers starve).
                 break
-            if not batch:
+            if not arrived:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await response.write(b"".join(event_frame(item) for item in batch))
+            data, frames = subscription.take_frames(encode=event_frame, encode_gap=gap_frame)
+            if data:
+                await response.write(data)
+            now = loop.time()
+            if now - window_start > BURST_WINDOW:
+                window_start, window_frames = now, 0
+            window_frames += frames
+            bursting = window_frames >= BURST_FRAMES
+            if flush_interval > 0 and bursting and not subscription.behind:
+                await asyncio.sleep(flush_interval)
     except (ConnectionResetError, ConnectionError):
         pass
     return response

@@ -11,6 +11,9 @@ meanwhile (a resync, a watch) still waits out its back-off, unless its record ch
 `PermanentError` waits for the record to change. Either way the reconciler's `failed`
 records the failure in its own words (status and narration). A reconcile that returns
 ends the key's streak.
+
+Each reconcile is counted, timed and (when it raised) counted as an error, by kind
+(`ReconcileMetrics`, exported on `/metrics`); a batch's time is shared by its keys.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hive.core.store import Store
 from hive.errors import HiveError, InternalError, PermanentError
 from hive.model.ids import Kind, ObjectKey
 from hive.model.text import show_text
+from hive.runtime.metrics import Metrics, ReconcileMetrics
 from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 
@@ -96,6 +100,7 @@ class Controller:
         clock: Clock,
         reconcilers: Iterable[Reconciler],
         workers: int,
+        metrics: ReconcileMetrics | None = None,
     ) -> None:
         self._queue = queue
         self._store = store
@@ -103,6 +108,10 @@ class Controller:
         self._clock = clock
         self._reconcilers = {r.kind: r for r in reconcilers}
         self._workers = workers
+        #: Counted for /metrics (the manager's; a controller of its own in a unit test).
+        self._metrics = metrics or ReconcileMetrics(Metrics())
+        for kind in self._reconcilers:
+            self._metrics.declare(kind.value)
         #: Keys whose last reconcile failed, and at which generation of their record.
         self._failures: dict[ObjectKey, _Failure] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,25 +168,39 @@ class Controller:
         if self._still_failing(key):
             return
         reconciler = self._reconcilers[key.kind]
+        began = self._clock.monotonic()
         try:
             result = await reconciler.reconcile(key)
         except Exception as exc:
+            self._count(key, began, share=1, error=exc)
             self._failed(key, reconciler, exc)
             return
+        self._count(key, began, share=1, error=None)
         self._settled(key, result)
 
     async def _process_batch(self, reconciler: BatchReconciler, keys: list[ObjectKey]) -> None:
         """Keys of one kind reconciled together, each with its own retry bookkeeping."""
         ready = [key for key in keys if not self._still_failing(key)]
+        began = self._clock.monotonic()
         try:
             outcomes = await reconciler.reconcile_batch(ready)
         except Exception as exc:  # a bug in the batch itself: each key failed with it
             outcomes = [exc] * len(ready)
         for key, outcome in zip(ready, outcomes, strict=True):
+            error = outcome if isinstance(outcome, Exception) else None
+            self._count(key, began, share=len(ready), error=error)
             if isinstance(outcome, Exception):
                 self._failed(key, reconciler, outcome)
             else:
                 self._settled(key, outcome)
+
+    def _count(self, key: ObjectKey, began: float, *, share: int, error: Exception | None) -> None:
+        """One reconcile of `key` for the metrics: its share of the time since `began`."""
+        reason = None
+        if error is not None:
+            reason = error.reason if isinstance(error, HiveError) else InternalError.reason
+        seconds = (self._clock.monotonic() - began) / share
+        self._metrics.observe(key.kind.value, seconds, error=reason)
 
     def _settled(self, key: ObjectKey, result: Result) -> None:
         if not result.in_progress:

@@ -28,6 +28,7 @@ from hive.observers.system import SystemSampler
 from hive.queen.link import QueenLink
 from hive.runtime.controller import Controller
 from hive.runtime.departures import Departures
+from hive.runtime.metrics import HiveMetrics
 from hive.runtime.model_actions import Downloads
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.model_reconciler import ModelReconciler
@@ -48,6 +49,8 @@ class Manager:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.started_at = self.clock.now()
+        #: What /metrics exports; other parts of hive declare their families here.
+        self.metrics = HiveMetrics()
         self.bus = Bus(clock=self.clock, capacity=settings.event_buffer)
         if settings.console:
             self.bus.add_listener(ConsolePrinter())
@@ -95,7 +98,11 @@ class Manager:
             action_timeout=settings.action_timeout,
             partial_ttl=settings.partial_ttl,
             file_roots=settings.file_roots,
-            downloads=Downloads(limit=settings.max_downloads, rate=settings.download_rate),
+            downloads=Downloads(
+                limit=settings.max_downloads,
+                rate=settings.download_rate,
+                written=self.metrics.download_bytes,
+            ),
             on_deleted=self._model_deleted,
         )
         self.controller = Controller(
@@ -105,6 +112,7 @@ class Manager:
             clock=self.clock,
             reconcilers=[self.model_reconciler, self.worker_reconciler],
             workers=settings.max_concurrent_actions,
+            metrics=self.metrics.reconcile,
         )
         #: The machine, sampled on an interval in a thread (the API and heartbeats read it).
         self.system = SystemSampler(

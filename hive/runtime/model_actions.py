@@ -34,6 +34,7 @@ from hive.model.text import clip, show_url
 from hive.model.units import megabytes, megabytes_of
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
+from hive.runtime.metrics import Counter, Metrics
 from hive.runtime.status_store import StatusStore
 
 T = TypeVar("T")
@@ -72,13 +73,19 @@ def rate_of(record: Record | None) -> int | None:
 
 
 class Downloads:
-    """What downloads share: the slots and the hive-wide bandwidth bucket. Each download
-    makes its own requests from its own thread (`fetch_model`): no HTTP session is shared."""
+    """What downloads share: the slots, the hive-wide bandwidth bucket and the counter of
+    bytes written (`/metrics`). Each download makes its own requests from its own thread
+    (`fetch_model`): no HTTP session is shared."""
 
-    def __init__(self, *, limit: int, rate: int | None) -> None:
+    def __init__(self, *, limit: int, rate: int | None, written: Counter | None = None) -> None:
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
+        self.written = written or Metrics().counter("hive_download_bytes", "Bytes written.")
+
+    def count_written(self, n: int) -> None:
+        """`n` more bytes of a download are on disk (called from its helper thread)."""
+        self.written.inc(by=n)
 
 
 class ModelActions:
@@ -292,6 +299,7 @@ class ModelActions:
             throttle=running.throttle,
             progress=progress,
             narrate=narrate,
+            written=self._downloads.count_written,
         )
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hive-download")
 

@@ -18,6 +18,7 @@ from tests.api.conftest import Serve
 from tests.conftest import apoll, install_scripted_runtime, model_yaml, worker_yaml
 
 TOKEN = "s3cret-s3cret-s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def read_frames(
@@ -88,7 +89,7 @@ async def test_a_405_names_the_methods_the_route_serves(
     async with (
         serve(token=TOKEN) as (_, url),
         aiohttp.ClientSession() as http,
-        http.request(method, url + path) as r,
+        http.request(method, url + path, headers=AUTH) as r,
     ):
         assert r.status == 405
         assert set(r.headers["Allow"].split(",")) == allow
@@ -237,14 +238,16 @@ async def test_delete_refuses_a_declared_model_and_needs_the_token(
         async with http.delete(url + "/v1/models/m") as r:
             assert r.status == 401
             assert "Bearer" in (await r.json())["error"]["message"]
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = AUTH
         async with http.delete(url + "/v1/models/m", headers=auth) as r:
             assert r.status == 409
             assert "state: absent" in (await r.json())["error"]["message"]
         async with http.delete(url + "/v1/models/ghost", headers=auth) as r:
             assert r.status == 404
         assert (manager.catalog.root / "m" / "model.gguf").exists()
-        async with http.get(url + "/v1/models/m") as r:  # reads need no token
+        async with http.get(url + "/v1/models/m") as r:  # reads need it too
+            assert r.status == 401
+        async with http.get(url + "/v1/models/m", headers=auth) as r:
             assert r.status == 200
 
 
@@ -322,7 +325,7 @@ async def test_delete_of_a_model_a_worker_serves_is_refused_unless_forced(
 
 async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> None:
     # A declared Worker whose Model does not exist stays Pending: no process is started.
-    async with serve(token=TOKEN) as (manager, url), aiohttp.ClientSession() as http:
+    async with serve(token=TOKEN) as (manager, url), aiohttp.ClientSession(headers=AUTH) as http:
         desired = manager.settings.desired[0]
         (desired / "w.yaml").write_text(worker_yaml("w", "no-such-model", runtime="llama-cpp"))
         key = ObjectKey.parse("Worker/w")
@@ -347,8 +350,9 @@ async def test_worker_routes_for_a_worker_without_a_process(serve: Serve) -> Non
         async with http.get(url + "/v1/workers/w/logs") as r:
             assert r.status == 200
             assert await r.text() == ""
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        async with http.post(url + "/v1/workers/w/restart") as r:
+        auth = AUTH
+        wrong = {"Authorization": "Bearer not-the-token-of-this-hive"}
+        async with http.post(url + "/v1/workers/w/restart", headers=wrong) as r:
             assert r.status == 401  # the token is checked first
         async with http.post(url + "/v1/workers/w/restart", headers=auth) as r:
             assert r.status == 409

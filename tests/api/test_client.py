@@ -166,14 +166,19 @@ async def test_without_reconnect_the_stream_ends_with_hives(
 async def test_errors_map_to_hives_errors(serve: Serve) -> None:
     async with serve(token=TOKEN) as (_manager, url):
         async with HiveClient(url) as hive:
+            with pytest.raises(ApiError) as unauthorized:
+                await hive.delete_model("nope")
+            assert unauthorized.value.status == 401
+            with pytest.raises(ApiError) as unauthorized:
+                await hive.model("nope")  # reads need the token too
+            assert unauthorized.value.status == 401
+            assert unauthorized.value.reason == "Unauthorized"
+            assert (await hive.health())["status"] == "ok"  # but /health
+        async with HiveClient(url, token=TOKEN) as hive:
             with pytest.raises(ApiError) as missing:
                 await hive.model("nope")
             assert missing.value.status == 404 and missing.value.reason == "NotFound"
             assert missing.value.message.startswith(f"{url}/v1/models/nope: 404 ")
-            with pytest.raises(ApiError) as unauthorized:
-                await hive.delete_model("nope")
-            assert unauthorized.value.status == 401
-        async with HiveClient(url, token=TOKEN) as hive:
             with pytest.raises(ApiError) as refused:
                 await hive.restart_worker("nope")
             assert refused.value.status == 404  # past the token check

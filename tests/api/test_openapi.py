@@ -86,11 +86,34 @@ def test_every_ref_points_at_a_component(spec: dict[str, Any]) -> None:
             return [r for v in node for r in refs(v)]
         return []
 
-    schemas = spec["components"]["schemas"]
-    prefix = "#/components/schemas/"
     for ref in refs(spec):
-        assert ref.startswith(prefix), ref
-        assert ref.removeprefix(prefix) in schemas, f"{ref} is not defined"
+        section, _, name = ref.removeprefix("#/components/").partition("/")
+        assert ref.startswith("#/components/") and section in ("schemas", "responses"), ref
+        assert name in spec["components"][section], f"{ref} is not defined"
+
+
+def test_every_operation_but_health_needs_the_token(spec: dict[str, Any]) -> None:
+    # Deny by default, as hive/api/guard.py: the spec's global `security`, which only
+    # /health lifts, and a documented 401 on every other operation.
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        **spec["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            where = f"{method.upper()} {path}"
+            if (path, method) == ("/health", "get"):
+                assert operation["security"] == [], where
+                assert "401" not in operation["responses"], where
+                continue
+            assert "security" not in operation, f"{where} must not lift the token"
+            assert operation["responses"]["401"] == {
+                "$ref": "#/components/responses/Unauthorized"
+            }, f"{where}: document its 401"
 
 
 @pytest.mark.parametrize(
@@ -132,6 +155,8 @@ def documented(spec: dict[str, Any], method: str, path: str, status: int) -> dic
     operation = spec["paths"][path][method]
     assert str(status) in operation["responses"], f"{method.upper()} {path}: {status} undocumented"
     response: dict[str, Any] = operation["responses"][str(status)]
+    if "$ref" in response:  # a shared one, under components/responses
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     return response
 
 
@@ -376,8 +401,9 @@ class Answer:
         return json.loads(self.body)
 
 
-def call(hive: Hive, method: str, path: str, *, token: str | None = None) -> Answer:
-    """One request to hive; an error status is an answer, not an exception."""
+def call(hive: Hive, method: str, path: str, *, token: str | None = TOKEN) -> Answer:
+    """One request to hive (with the token unless told None); an error status is an
+    answer, not an exception."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(hive.url + path, method=method, headers=headers)
     try:
@@ -389,7 +415,8 @@ def call(hive: Hive, method: str, path: str, *, token: str | None = None) -> Ans
 
 def first_sse_data(hive: Hive, path: str) -> tuple[str, dict[str, Any]]:
     """The Content-Type of an SSE answer and the JSON of its first `data:` line."""
-    with urllib.request.urlopen(hive.url + path, timeout=10) as r:
+    request = urllib.request.Request(hive.url + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
         for raw in r:
             line = raw.decode().rstrip("\n")
             if line.startswith("data: "):
@@ -481,7 +508,7 @@ def test_worker_responses_validate_against_the_spec(
     assert 'hive_worker_up{device="CPU-0",model="tiny",worker="w"} 1.0' in metrics
 
     restart = "/v1/workers/{name}/restart"
-    check("POST", "/v1/workers/w/restart", restart, 401)
+    check("POST", "/v1/workers/w/restart", restart, 401, token=None)
     accepted = check("POST", "/v1/workers/w/restart", restart, 202, token=TOKEN).json()
     assert accepted == {"restarting": "w", "pid": pid, "events": "/v1/events?object=Worker/w"}
     again = hive.wait_worker("w", "Running", restarts=1)

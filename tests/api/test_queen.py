@@ -372,7 +372,7 @@ async def test_a_token_guards_discovery_on_both_paths(hive: Serve) -> None:
             assert code == 401, body
         assert manager.queen.url is None
         async with aiohttp.ClientSession() as http, http.get(url + "/capabilities") as r:
-            assert r.status == 200  # reading the devices (this module's check) stays open
+            assert r.status == 401  # every route but /health needs it (guard.py)
         code, _ = await discover(url, queen.url, token=TOKEN, path="/capabilities")
         assert code == 200
         await apoll(lambda: queen.beats, what="a beat")

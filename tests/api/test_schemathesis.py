@@ -15,6 +15,9 @@ import schemathesis
 from tests.conftest import ROOT, Hive, free_port, model_yaml
 
 SPEC_PATH = ROOT / "specs" / "openapi.yaml"
+#: The live hive has a token: schemathesis sends it, and checks that every operation the
+#: spec secures refuses a request without it or with another (its `ignored_auth` check).
+TOKEN = "fuzz-token-fuzz-token-fuzz"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,7 @@ def live_hive(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
             "HIVE_CONSOLE": "0",
             "HF_ENDPOINT": "http://127.0.0.1:9",
             "HIVE_QUEEN_TELEMETRY_INTERVAL": "0.05",
+            "HIVE_TOKEN": TOKEN,
         },
         extra_args=["--gpu-probe", "none"],
     )
@@ -57,6 +61,7 @@ def _config() -> schemathesis.Config:
         {
             "parameters": {"query.queen_url": QUEEN_URL},
             "request-timeout": 10,
+            "auth": {"openapi": {"bearer": {"bearer": TOKEN}}},
             "max-stream-events": 5,
             "generation": {"max-examples": 5, "no-shrink": True, "database": "none"},
             "phases": {

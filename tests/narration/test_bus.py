@@ -215,3 +215,48 @@ async def test_subscription_with_a_cursor_from_a_previous_run_starts_over() -> N
     sub = Subscription(bus, after=500)
     batch = await sub.next_batch(wait=0.2)
     assert ids(batch) == [1, 2, 3]
+
+
+async def test_a_reader_that_keeps_up_loses_nothing_of_a_burst_the_ring_holds() -> None:
+    # 10,000 events narrated in one turn of the loop (no reader runs meanwhile): the ring
+    # holds them all, so a reader subscribed before the burst gets every one, no gap.
+    bus, _ = make_bus(capacity=10_000)
+    sub = Subscription(bus, after=None)
+    emit_many(bus, 10_000)
+    got: list[Event | Gap] = []
+    while batch := await sub.next_batch(wait=0.05):
+        got += batch
+    assert not any(isinstance(e, Gap) for e in got)
+    assert ids(got) == list(range(1, 10_001))
+
+
+async def test_frames_encode_each_event_once_for_every_reader() -> None:
+    bus, _ = make_bus(capacity=100)
+    encoded: list[int] = []
+
+    def encode(event: Event) -> bytes:
+        encoded.append(event.id)
+        return f"<{event.id}>".encode()
+
+    def encode_gap(gap: Gap) -> bytes:
+        return f"<gap {gap.missed}>".encode()
+
+    subs = [Subscription(bus, after=0) for _ in range(3)]
+    filtered = Subscription(bus, after=0, object="Model/a")
+    emit_many(bus, 5)
+    bus.emit("x", "about a", object="Model/a")
+    for sub in subs:
+        assert await sub.next_frames(wait=1.0, encode=encode, encode_gap=encode_gap) == (
+            b"<1><2><3><4><5><6>",
+            6,
+        )
+    assert await filtered.next_frames(wait=1.0, encode=encode, encode_gap=encode_gap) == (
+        b"<6>",
+        1,
+    )
+    assert encoded == [1, 2, 3, 4, 5, 6]  # once each, whoever read it
+    # The ring wraps: frames of events that left it are not served, a gap is.
+    emit_many(bus, 150)
+    data, count = await subs[0].next_frames(wait=1.0, encode=encode, encode_gap=encode_gap)
+    assert data.startswith(b"<gap 50>") and data.endswith(b"<156>") and count == 101
+    assert encoded[6:] == list(range(57, 157))

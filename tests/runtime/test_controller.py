@@ -17,6 +17,7 @@ from hive.errors import HiveError, PermanentError, TransientError
 from hive.model.ids import Kind, ObjectKey, SourceName
 from hive.model.status import ModelPhase, StatusUpdate
 from hive.runtime.controller import Controller, Result
+from hive.runtime.metrics import Metrics, ReconcileMetrics
 from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 from tests.conftest import model_yaml
@@ -198,3 +199,38 @@ async def test_an_explicit_request_skips_the_back_off(rig: Rig) -> None:
     rig.controller.expedite(KEY)
     await rig.controller.process(KEY)
     assert rig.reconciler.calls == 2
+
+
+async def test_reconciles_errors_and_durations_are_counted_by_kind(rig: Rig) -> None:
+    metrics = ReconcileMetrics(Metrics())
+    clock = rig.clock
+
+    class Timed(Scripted):
+        async def reconcile(self, key: ObjectKey) -> Result:
+            clock.advance(0.3)  # a reconcile that takes 0.3 s of the fake clock
+            return await super().reconcile(key)
+
+    reconciler = Timed(rig.statuses)
+    controller = Controller(
+        queue=rig.queue,
+        store=rig.store,
+        statuses=rig.statuses,
+        clock=clock,
+        reconcilers=[reconciler],
+        workers=1,
+        metrics=metrics,
+    )
+    assert metrics.reconciles.samples() == [(("Model",), 0.0)]  # declared before any
+    reconciler.outcomes = [TransientError("down"), ZeroDivisionError("bug"), Result()]
+    for _ in range(3):
+        await controller.process(KEY)
+        clock.advance(rig.queue.backing_off(KEY))
+    await controller.process(KEY)  # no failure streak: reconciled again
+    assert metrics.reconciles.value("Model") == 4
+    assert metrics.errors.samples() == [
+        (("Model", "InternalError"), 1.0),
+        (("Model", "Transient"), 1.0),
+    ]
+    ((labels, buckets, total),) = metrics.duration.samples()
+    assert labels == ("Model",) and total == pytest.approx(1.2)
+    assert dict(buckets)["0.1"] == 0 and dict(buckets)["0.5"] == 4 and buckets[-1] == ("+Inf", 4)
