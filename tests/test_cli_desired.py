@@ -94,12 +94,12 @@ def test_apply_delete_and_a_restart_keep_the_api_and_queen_sources(
     hive.wait_phase("tiny2", "Available")
     pid = hive.wait_worker("w", "Running", restarts=0, saying="serving")["observed"]["pid"]
 
-    wide = run_hive("get", "workers", "-o", "wide", "--url", hive.url)
+    wide = run_hive("get", "workers", "-o", "wide", "--url", hive.url, env=env)
     assert wide.returncode == 0, wide.stderr
     header, row = wide.stdout.splitlines()
     assert header.split()[-6:] == ["RUNTIME", "URL", "CPU%", "MEM", "DECLARED", "BY"]
     assert row.split()[0] == "w" and row.split()[-1] == "api" and "scripted" in row.split()
-    models = run_hive("get", "models", "-o", "wide", "--url", hive.url).stdout.splitlines()
+    models = run_hive("get", "models", "-o", "wide", "--url", hive.url, env=env).stdout.splitlines()
     assert models[0].split()[-5:] == ["GEN", "DECLARED", "BY", "LABELS", "SHA256"]
     assert {line.split()[0]: line.split()[-3] for line in models[1:]} == {
         "tiny": "api",

@@ -277,7 +277,7 @@ async def test_a_body_over_one_mib_is_413(serve: Serve, tiny_model: Path) -> Non
     async with serve() as (manager, url), aiohttp.ClientSession() as http:
         code, body = await call(http, "PUT", url + "/v1/desired/queen", body=big)
         assert code == 413, body
-        assert body["error"]["code"] == "RequestEntityTooLarge"
+        assert body["error"]["code"] == "ContentTooLarge"
         assert manager.store.declared_keys() == set()
 
 
@@ -306,13 +306,14 @@ async def test_a_key_a_watched_directory_owns_is_accepted_and_reported(
         assert f"declared by {desired}/m.yaml:1" in body["error"]["message"]
 
 
-async def test_changes_need_the_token_reads_do_not(serve: Serve) -> None:
+async def test_changes_and_reads_need_the_token(serve: Serve) -> None:
     async with serve(token=TOKEN) as (_, url), aiohttp.ClientSession() as http:
-        for method in ("PUT", "PATCH", "DELETE"):
+        for method in ("PUT", "PATCH", "DELETE", "GET"):
             code, _ = await call(http, method, url + "/v1/desired/queen", body="[]")
             assert code == 401, method
-        code, _ = await call(http, "GET", url + "/v1/desired/queen")
-        assert code == 200
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.get(url + "/v1/desired/queen", headers=auth) as r:
+            assert r.status == 200
 
 
 async def test_answers_validate_against_the_spec(serve: Serve, tiny_model: Path) -> None:

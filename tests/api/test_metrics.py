@@ -51,10 +51,10 @@ async def test_metrics_of_a_hive_at_work(
     }
     async with serve(**settings) as (manager, url), aiohttp.ClientSession(headers=AUTH) as http:
         # Another part of hive adds its family with one line, counts with another.
-        jobs = manager.metrics.counter(
-            "hive_jobs", "Jobs by operation and outcome.", labels=("operation", "outcome")
+        things = manager.metrics.counter(
+            "hive_example_things", "Things by kind and outcome.", labels=("kind", "outcome")
         )
-        jobs.inc("model_get", "done")
+        things.inc("widget", "done")
         before = samples(await scrape(http, url))
         assert before['hive_reconciles_total{kind="Model"}'] == 0
         assert before["hive_download_bytes_total"] == 0
@@ -96,7 +96,7 @@ async def test_metrics_of_a_hive_at_work(
             == (during['hive_reconciles_total{kind="Model"}'])
         )
         assert during["hive_download_bytes_total"] == size
-        assert during['hive_jobs_total{operation="model_get",outcome="done"}'] == 1
+        assert during['hive_example_things_total{kind="widget",outcome="done"}'] == 1
         assert "# TYPE hive_reconcile_duration_seconds histogram" in text
 
         async def closed() -> bool:
