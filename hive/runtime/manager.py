@@ -78,6 +78,7 @@ class Manager:
             bus=self.bus,
             clock=self.clock,
             queue=self.queue,
+            queen_url=lambda: self.queen.url,  # --queen-url, or the one discovered since
         )
         self.presence = ModelPresence(
             catalog=self.catalog,

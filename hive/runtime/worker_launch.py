@@ -39,6 +39,7 @@ class Command:
 def command(
     *,
     settings: Settings,
+    queen_url: str | None,
     name: str,
     spec: WorkerSpec,
     launch: Launch,
@@ -50,7 +51,7 @@ def command(
     """The command line, environment and state record of worker `name`'s next run."""
     entry, meta = launch.entry, launch.meta
     worker_id = f"{name}-{uuid.uuid4().hex[:8]}"
-    host, queen = settings.worker_host, settings.queen_url or ""
+    host, queen = settings.worker_host, queen_url or ""
     builtins = {
         "model_path": str(meta.path),
         "model": spec.model,

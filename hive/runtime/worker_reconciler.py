@@ -6,7 +6,7 @@ through the queue only (the process watcher and the health monitor add the key).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psutil
 
@@ -72,6 +72,7 @@ class WorkerReconciler:
         bus: Bus,
         clock: Clock,
         queue: WorkQueue,
+        queen_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -105,6 +106,7 @@ class WorkerReconciler:
             monitor=self._monitor,
             queue=queue,
             rules=self._rules,
+            queen_url=queen_url,
         )
         self._stopper = Stopper(
             home=settings.home,

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,7 +72,11 @@ class Spawner:
         monitor: HealthMonitor,
         queue: WorkQueue,
         rules: Rules,
+        queen_url: Callable[[], str | None] = lambda: None,
     ) -> None:
+        #: The Queen's URL now (`--queen-url`, or one discovered since): given to each
+        #: worker at its start for its own heartbeats.
+        self._queen_url = queen_url
         self._settings = settings
         self._clock = clock
         self._bus = bus
@@ -169,6 +174,7 @@ class Spawner:
         now = self._clock.now()
         run_as = command(
             settings=self._settings,
+            queen_url=self._queen_url(),
             name=name,
             spec=spec,
             launch=launch,

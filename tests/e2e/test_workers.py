@@ -788,6 +788,23 @@ def test_llama_cpp_worker_heartbeats_to_the_queen(
     assert beats[0]["worker"]["status"] == "starting"
 
 
+def test_a_queen_found_by_discovery_reaches_the_workers_started_after(
+    setup: Callable[..., tuple[Hive, Path]], queen: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """rbee's usual order: the Queen finds the hive (`/v1/capabilities?queen_url=`), no
+    `--queen-url`; a worker started afterwards heartbeats to it."""
+    url, beats = queen
+    hive, desired = setup(env={"HIVE_HEARTBEAT_INTERVAL": "0.2"})
+    hive.wait_phase("tiny", "Available")
+    found = worker_get(hive.url, f"/v1/capabilities?queen_url={url}")
+    assert found["devices"][-1]["id"] == "CPU-0"
+    workers = worker_yaml("hb", "tiny", runtime="llama-cpp", args={"ctx_size": 128})
+    (desired / "workers.yaml").write_text(workers)
+    hive.wait_worker("hb", "Running", timeout=60)
+    poll(lambda: beats, timeout=20, what="a worker heartbeat to the discovered Queen")
+    assert beats[0]["worker"]["model_id"] == "tiny"
+
+
 def test_the_examples_converge_to_a_model_and_a_worker_that_answers(
     tmp_path: Path, tiny_model: Path, hive_factory: Callable[..., Hive], ports: range
 ) -> None:
