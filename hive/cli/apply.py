@@ -11,8 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hive.cli.common import EXIT_ERRORS, EXIT_OK, fail
-from hive.cli.connect import add_remote_options, api_message, api_problems, token_of
+from hive.cli.common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    api_message,
+    api_problems,
+    client_options,
+    fail,
+    token_of,
+)
 from hive.cli.tables import size
 from hive.errors import ApiError
 from hive.model.ids import SourceName
@@ -50,7 +57,7 @@ def register(sub: Any) -> None:
         default=DEFAULT_SOURCE,
         help=f"the HTTP source to write (default {DEFAULT_SOURCE})",
     )
-    add_remote_options(apply)
+    client_options(apply)
     apply.set_defaults(func=cmd_apply)
 
 

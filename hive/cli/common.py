@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from hive.errors import ApiError
 from hive.settings import DEFAULT_URL
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERRORS = 0, 1, 2
@@ -43,3 +44,15 @@ def token_of(args: argparse.Namespace) -> str | None:
     """The token to send: --token, else $HIVE_TOKEN, else none."""
     token: str | None = args.token or os.environ.get("HIVE_TOKEN") or None
     return token
+
+
+def api_message(exc: ApiError) -> str:
+    """hive's own message (without the URL and status the client puts before it)."""
+    message = exc.error.get("message")
+    return str(message) if message else exc.message
+
+
+def api_problems(exc: ApiError) -> list[str]:
+    """Every problem of a 422 (`file:line: field: message`), or none."""
+    problems = exc.error.get("problems")
+    return [str(p) for p in problems] if isinstance(problems, list) else []

@@ -10,8 +10,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from hive.cli.common import EXIT_OK, fail
-from hive.cli.connect import add_remote_options, api_message, token_of
+from hive.cli.common import EXIT_OK, api_message, client_options, fail, token_of
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
 from hive.model.ids import ObjectKey
@@ -36,7 +35,7 @@ def register(sub: Any) -> None:
     events.add_argument(
         "--since", type=int, metavar="ID", help="only events after this id (default: all held)"
     )
-    add_remote_options(events)
+    client_options(events)
     events.set_defaults(func=cmd_events)
 
 

@@ -12,8 +12,7 @@ import json
 import sys
 from typing import Any
 
-from hive.cli.common import EXIT_ERRORS, EXIT_OK, fail
-from hive.cli.connect import add_remote_options, api_message, token_of
+from hive.cli.common import EXIT_ERRORS, EXIT_OK, api_message, client_options, fail, token_of
 from hive.errors import ApiError, HiveError
 from hive.model.views import JobEnd, JobLine
 
@@ -38,7 +37,7 @@ def register(sub: Any) -> None:
     )
     job.add_argument("operation", help="model_list, model_download, worker_spawn, …")
     job.add_argument("fields", nargs="*", metavar="key=value", help="the operation's fields")
-    add_remote_options(job)
+    client_options(job)
     job.set_defaults(func=cmd_job)
 
 
