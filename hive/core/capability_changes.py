@@ -1,5 +1,5 @@
 """The seed heartbeat's `capability_changes`: what models and worker processes came or went
-since the last beat the Queen acknowledged. Pure; `hive.queen.push` keeps the inventory
+since the last beat the Queen acknowledged. Pure; `hive.queen.link` keeps the inventory
 of that beat and sends what this returns."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ generations' names and fields, as one union discriminated by `operation`.
 
 `parse_operation` turns a request body into one of them, or raises `BadRequest` with one
 problem per bad field: its path, what was wrong, and what to send. Pure: which hive, which
-model or worker a name means, is the job's business (hive/jobs/plan.py).
+model or worker a name means, is the job's business (hive/jobs/reads.py, writes.py and names.py).
 """
 
 from __future__ import annotations

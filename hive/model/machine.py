@@ -1,6 +1,6 @@
 """What this machine has and how hive shows it: the system sampler's samples (produced by
 `hive.observers.system`), and the views of `/v1/devices`, `/v1/capabilities` and the
-system and Queen parts of `/v1/status` (built by `hive.api.devices`)."""
+system and Queen parts of `/v1/status` (built by `hive.api.machine`)."""
 
 from __future__ import annotations
 
