@@ -118,8 +118,8 @@ async def delete_model_files(request: web.Request) -> web.Response:
     record = manager.store.desired(key)
     if record is not None and getattr(record.manifest.spec, "state", None) == "present":
         raise Conflict(
-            f"{key} is declared present by {record.origin.where()} (source "
-            f"{record.origin.source}); set `state: absent` there to delete it"
+            f"{key} is declared present by {record.origin.described()}; "
+            "set `state: absent` there to delete it"
         )
     observed = await observe_model(manager, name)
     if observed is None:

@@ -43,8 +43,8 @@ class ConflictNote(BaseModel):
     @property
     def message(self) -> str:
         return (
-            f"{self.key} is declared by {self.other.where()} (source {self.other.source}) "
-            f"but is owned by {self.owner.where()} (source {self.owner.source}); "
+            f"{self.key} is declared by {self.other.described()} "
+            f"but is owned by {self.owner.described()}; "
             "the first owner keeps it: remove one of the two declarations"
         )
 

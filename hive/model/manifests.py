@@ -249,6 +249,13 @@ class Origin(BaseModel):
             return f"source {self.source}"
         return f"{self.file}:{self.line}" if self.line else str(self.file)
 
+    def described(self) -> str:
+        """Where, and the source when a file is named: `a.yaml:3 (source dir:/srv/d)`, or
+        `source api` for a record written over HTTP."""
+        if self.file is None:
+            return self.where()
+        return f"{self.where()} (source {self.source})"
+
 
 class Record(BaseModel):
     """One validated desired-state document and where it came from."""

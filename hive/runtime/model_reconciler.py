@@ -247,8 +247,8 @@ class ModelReconciler:
             # Declared since the request was checked: the record wins.
             request.end(
                 Conflict(
-                    f"{key} is declared present by {record.origin.where()} (source "
-                    f"{record.origin.source}); set `state: absent` there to delete it"
+                    f"{key} is declared present by {record.origin.described()}; "
+                    "set `state: absent` there to delete it"
                 )
             )
             return

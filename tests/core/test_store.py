@@ -95,7 +95,7 @@ def test_first_claimer_keeps_the_key_and_the_other_gets_a_conflict_note(store: S
     assert note.owner == ours.origin
     assert note.other == theirs.origin
     assert "/desired/m.yaml:3 (source desired)" in note.message
-    assert "source api (source api)" in note.message
+    assert "declared by source api but is owned by" in note.message
     assert "first owner keeps it" in note.message
     assert store.conflicts(key("x")) == [note]
 
