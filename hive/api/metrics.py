@@ -1,6 +1,6 @@
 """`GET /metrics`: Prometheus text for the objects hive manages, read from the manager at
 scrape time (a collector), including the performance it scraped from each worker's own
-`/metrics`, and every family of the manager's `HiveMetrics` (hive/runtime/metrics.py:
+`/metrics`, and every family in the manager's registry (hive/runtime/metrics.py:
 reconciles, open streams, download bytes, and what other parts declare there).
 
 Open Server-Sent Event streams count themselves: any answer prepared as
@@ -13,11 +13,10 @@ from collections import Counter
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
@@ -26,7 +25,6 @@ from hive.api.guard import Handler
 from hive.model.ids import Kind
 from hive.model.status import WorkerPhase
 from hive.queen.metrics import QueenCollector
-from hive.runtime import metrics as plain
 from hive.runtime.manager import Manager
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,23 +99,7 @@ class HiveCollector(Collector):
         yield up
         yield restarts
         yield from scraped.values()
-        for own in manager.metrics.families():
-            yield exported(own)
-
-
-def exported(family: plain.Family) -> Metric:
-    """One of hive's plain families as Prometheus' (a counter gains `_total`)."""
-    labels = list(family.labels)
-    if isinstance(family, plain.Histogram):
-        histogram = HistogramMetricFamily(family.name, family.help, labels=labels)
-        for values, buckets, total in family.samples():
-            histogram.add_metric(list(values), buckets, total)
-        return histogram
-    kind = CounterMetricFamily if isinstance(family, plain.Counter) else GaugeMetricFamily
-    out = kind(family.name, family.help, labels=labels)
-    for values, value in family.samples():
-        out.add_metric(list(values), value)
-    return out
+        yield from manager.metrics.registry.collect()
 
 
 #: The route of the event stream a request opened (set while its handler runs).
@@ -125,7 +107,7 @@ _STREAM = web.RequestKey("hive_stream_route", str)
 _IN_HANDLER = web.RequestKey("hive_in_handler", bool)
 
 
-def count_streams(app: web.Application, gauge: plain.Gauge) -> None:
+def count_streams(app: web.Application, gauge: Gauge) -> None:
     """Count every open `text/event-stream` answer in `gauge`, by route template: one more
     when a handler prepares it, one less when that handler returns (however it ends)."""
 
@@ -134,7 +116,7 @@ def count_streams(app: web.Application, gauge: plain.Gauge) -> None:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "?"
             request[_STREAM] = route
-            gauge.add(route)
+            gauge.labels(route).inc()
 
     @web.middleware
     async def closed(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -145,7 +127,7 @@ def count_streams(app: web.Application, gauge: plain.Gauge) -> None:
             request[_IN_HANDLER] = False
             route = request.get(_STREAM)
             if route is not None:
-                gauge.add(route, by=-1)
+                gauge.labels(route).dec()
 
     app.on_response_prepare.append(opened)
     app.middlewares.append(closed)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict
 
 from hive.core.clock import Clock
@@ -31,7 +32,7 @@ from hive.core.store import Store
 from hive.errors import HiveError, InternalError, PermanentError
 from hive.model.ids import Kind, ObjectKey
 from hive.model.text import show_text
-from hive.runtime.metrics import Metrics, ReconcileMetrics
+from hive.runtime.metrics import ReconcileMetrics
 from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 
@@ -109,7 +110,7 @@ class Controller:
         self._reconcilers = {r.kind: r for r in reconcilers}
         self._workers = workers
         #: Counted for /metrics (the manager's; a controller of its own in a unit test).
-        self._metrics = metrics or ReconcileMetrics(Metrics())
+        self._metrics = metrics or ReconcileMetrics(CollectorRegistry())
         for kind in self._reconcilers:
             self._metrics.declare(kind.value)
         #: Keys whose last reconcile failed, and at which generation of their record.

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from hive.actuators.download import Narrate, fetch_model
 from hive.actuators.provision import mark_stopped, provision_file, sync_model, why_stopped
 from hive.actuators.transfer import Throttle
@@ -34,7 +36,6 @@ from hive.model.text import clip, show_url
 from hive.model.units import megabytes, megabytes_of
 from hive.narration.bus import Bus
 from hive.observers.catalog import ModelCatalog
-from hive.runtime.metrics import Counter, Metrics
 from hive.runtime.status_store import StatusStore
 
 T = TypeVar("T")
@@ -81,11 +82,12 @@ class Downloads:
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
         self.bucket = TokenBucket(rate=rate, burst=max(64 * 1024, (rate or 0) // 4))
-        self.written = written or Metrics().counter("hive_download_bytes", "Bytes written.")
+        #: Not registered anywhere unless given (the manager's `hive_download_bytes`).
+        self.written = written or Counter("hive_download_bytes", "Bytes written.", registry=None)
 
     def count_written(self, n: int) -> None:
         """`n` more bytes of a download are on disk (called from its helper thread)."""
-        self.written.inc(by=n)
+        self.written.inc(n)
 
 
 class ModelActions:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import Counter
 
 from hive.model.ids import ObjectKey
 from testkit.hub import ThreadedHub
@@ -51,10 +52,13 @@ async def test_metrics_of_a_hive_at_work(
     }
     async with serve(**settings) as (manager, url), aiohttp.ClientSession(headers=AUTH) as http:
         # Another part of hive adds its family with one line, counts with another.
-        things = manager.metrics.counter(
-            "hive_example_things", "Things by kind and outcome.", labels=("kind", "outcome")
+        things = Counter(
+            "hive_example_things",
+            "Things by kind and outcome.",
+            ["kind", "outcome"],
+            registry=manager.metrics.registry,
         )
-        things.inc("widget", "done")
+        things.labels("widget", "done").inc()
         before = samples(await scrape(http, url))
         assert before['hive_reconciles_total{kind="Model"}'] == 0
         assert before["hive_download_bytes_total"] == 0
@@ -129,7 +133,15 @@ async def test_an_error_of_a_reconcile_is_counted_by_reason(serve: Serve, tmp_pa
         desired = manager.settings.desired[0]
         (desired / "m.yaml").write_text(model_yaml("m", f"file:{tmp_path / 'missing.gguf'}"))
         await apoll(
-            lambda: manager.metrics.reconcile.errors.value("Model", "SourceNotFound") >= 1,
+            lambda: (
+                (
+                    manager.metrics.registry.get_sample_value(
+                        "hive_reconcile_errors_total", {"kind": "Model", "reason": "SourceNotFound"}
+                    )
+                    or 0
+                )
+                >= 1
+            ),
             what="the failed reconcile to be counted",
         )
         text = await scrape(http, url)

@@ -9,6 +9,7 @@ test is the controller's bookkeeping, on a fake clock and the real queue and sto
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hive.core.clock import FakeClock
 from hive.core.parse import parse_text
@@ -17,7 +18,7 @@ from hive.errors import HiveError, PermanentError, TransientError
 from hive.model.ids import Kind, ObjectKey, SourceName
 from hive.model.status import ModelPhase, StatusUpdate
 from hive.runtime.controller import Controller, Result
-from hive.runtime.metrics import Metrics, ReconcileMetrics
+from hive.runtime.metrics import ReconcileMetrics
 from hive.runtime.queue import WorkQueue
 from hive.runtime.status_store import StatusStore
 from tests.conftest import model_yaml
@@ -202,7 +203,9 @@ async def test_an_explicit_request_skips_the_back_off(rig: Rig) -> None:
 
 
 async def test_reconciles_errors_and_durations_are_counted_by_kind(rig: Rig) -> None:
-    metrics = ReconcileMetrics(Metrics())
+    registry = CollectorRegistry()
+    metrics = ReconcileMetrics(registry)
+    value = registry.get_sample_value
     clock = rig.clock
 
     class Timed(Scripted):
@@ -220,17 +223,16 @@ async def test_reconciles_errors_and_durations_are_counted_by_kind(rig: Rig) -> 
         workers=1,
         metrics=metrics,
     )
-    assert metrics.reconciles.samples() == [(("Model",), 0.0)]  # declared before any
+    assert value("hive_reconciles_total", {"kind": "Model"}) == 0  # declared before any
     reconciler.outcomes = [TransientError("down"), ZeroDivisionError("bug"), Result()]
     for _ in range(3):
         await controller.process(KEY)
         clock.advance(rig.queue.backing_off(KEY))
     await controller.process(KEY)  # no failure streak: reconciled again
-    assert metrics.reconciles.value("Model") == 4
-    assert metrics.errors.samples() == [
-        (("Model", "InternalError"), 1.0),
-        (("Model", "Transient"), 1.0),
-    ]
-    ((labels, buckets, total),) = metrics.duration.samples()
-    assert labels == ("Model",) and total == pytest.approx(1.2)
-    assert dict(buckets)["0.1"] == 0 and dict(buckets)["0.5"] == 4 and buckets[-1] == ("+Inf", 4)
+    assert value("hive_reconciles_total", {"kind": "Model"}) == 4
+    for reason in ("InternalError", "Transient"):
+        assert value("hive_reconcile_errors_total", {"kind": "Model", "reason": reason}) == 1
+    model = {"kind": "Model"}
+    assert value("hive_reconcile_duration_seconds_sum", model) == pytest.approx(1.2)
+    for le, count in (("0.1", 0), ("0.5", 4), ("+Inf", 4)):
+        assert value("hive_reconcile_duration_seconds_bucket", {**model, "le": le}) == count

@@ -1,79 +1,41 @@
-"""hive's plain metric families: counters that only go up, gauges, histograms with
-cumulative buckets, names checked, no family declared twice, counts from many threads."""
+"""hive's own metric families in the manager's registry: declared at once, each kind of
+reconcile exported from 0, a family declared twice refused, and one registry per hive (two
+managers in one process count apart)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+from prometheus_client import Counter, generate_latest
 
-from hive.runtime.metrics import HiveMetrics, Metrics
-
-
-def test_a_counter_counts_by_label_values() -> None:
-    jobs = Metrics().counter("hive_jobs", "Jobs.", labels=("operation", "outcome"))
-    jobs.inc("model_get", "done")
-    jobs.inc("model_get", "done")
-    jobs.declare("model_list", "failed")
-    assert jobs.samples() == [(("model_get", "done"), 2.0), (("model_list", "failed"), 0.0)]
-    with pytest.raises(ValueError, match="only goes up"):
-        jobs.inc("model_get", "done", by=-1)
-    with pytest.raises(ValueError, match="takes labels"):
-        jobs.inc("model_get")
+from hive.runtime.metrics import HiveMetrics
 
 
-def test_an_unlabelled_counter_is_exported_from_zero() -> None:
-    assert Metrics().counter("hive_things", "Things.").samples() == [((), 0.0)]
-
-
-def test_a_gauge_goes_up_and_down() -> None:
-    streams = Metrics().gauge("hive_streams", "Open.", labels=("route",))
-    streams.add("/v1/events")
-    streams.add("/v1/events")
-    streams.add("/v1/events", by=-1)
-    streams.set("/logs", to=5)
-    assert streams.samples() == [(("/logs",), 5.0), (("/v1/events",), 1.0)]
-
-
-def test_a_histogram_has_cumulative_buckets_and_a_sum() -> None:
-    durations = Metrics().histogram("hive_d_seconds", "D.", labels=("kind",), buckets=(0.1, 1))
-    for value in (0.05, 0.1, 0.5, 3.0):
-        durations.observe("Model", value=value)
-    ((labels, buckets, total),) = durations.samples()
-    assert labels == ("Model",)
-    assert buckets == [("0.1", 2.0), ("1.0", 3.0), ("+Inf", 4.0)]
-    assert total == pytest.approx(3.65)
-    assert durations.count("Model") == 4 and durations.count("Worker") == 0
-
-
-@pytest.mark.parametrize("name", ["jobs", "hive_Jobs", "hive_jobs_total", "hive-jobs", "hive_"])
-def test_names_are_checked(name: str) -> None:
-    with pytest.raises(ValueError, match="metric name"):
-        Metrics().counter(name, "x")
-
-
-def test_a_family_is_declared_once() -> None:
+def test_hives_families_are_declared_at_once() -> None:
     metrics = HiveMetrics()
-    with pytest.raises(ValueError, match="declared twice"):
-        metrics.counter("hive_download_bytes", "again")
-    names = [f.name for f in metrics.families()]
-    assert names[:3] == [
-        "hive_reconciles",
-        "hive_reconcile_errors",
-        "hive_reconcile_duration_seconds",
-    ]
+    metrics.reconcile.declare("Model")
+    text = generate_latest(metrics.registry).decode()
+    assert 'hive_reconciles_total{kind="Model"} 0.0' in text
+    assert 'hive_reconcile_duration_seconds_count{kind="Model"} 0.0' in text
+    assert "hive_download_bytes_total 0.0" in text
+    assert "# TYPE hive_sse_subscribers gauge" in text
 
 
-def test_counts_from_many_threads_are_all_kept() -> None:
-    written = Metrics().counter("hive_bytes", "Bytes.")
+def test_reconciles_errors_and_durations_by_kind() -> None:
+    metrics = HiveMetrics()
+    metrics.reconcile.observe("Worker", 0.02, error=None)
+    metrics.reconcile.observe("Worker", 0.7, error="Transient")
+    value = metrics.registry.get_sample_value
+    assert value("hive_reconciles_total", {"kind": "Worker"}) == 2
+    assert value("hive_reconcile_errors_total", {"kind": "Worker", "reason": "Transient"}) == 1
+    bucket = {"kind": "Worker", "le": "0.05"}
+    assert value("hive_reconcile_duration_seconds_bucket", bucket) == 1
+    assert value("hive_reconcile_duration_seconds_sum", {"kind": "Worker"}) == pytest.approx(0.72)
 
-    def count() -> None:
-        for _ in range(10_000):
-            written.inc(by=3)
 
-    threads = [threading.Thread(target=count) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert written.value() == 8 * 10_000 * 3
+def test_a_family_is_declared_once_and_each_hive_counts_apart() -> None:
+    one, two = HiveMetrics(), HiveMetrics()
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("hive_download_bytes", "again", registry=one.registry)
+    one.download_bytes.inc(5)
+    assert one.registry.get_sample_value("hive_download_bytes_total") == 5
+    assert two.registry.get_sample_value("hive_download_bytes_total") == 0
