@@ -1,0 +1,58 @@
+"""The job API and desired state over HTTP as an attacker sees them: a secret in a request
+never comes back (names, stream lines, events), hostile bodies end in a bounded answer, a
+large body does not stall the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+from hive.client import HiveClient
+from hive.model.views import JobEnd, JobLine
+from tests.api.conftest import Serve
+from tests.conftest import apoll
+
+#: What a credential in a URL looks like here: a password, and a Hugging Face token.
+PASSWORD = "pw-s3cr3t-attack"
+HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a download from it fails at once, and retries)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def lines_until(client: HiveClient, job_id: str, action: str) -> list[JobLine]:
+    """The job's lines up to the first `action` (the job goes on)."""
+    lines: list[JobLine] = []
+
+    async def read() -> None:
+        async for item in client.job_stream(job_id):
+            assert not isinstance(item, JobEnd), (item, lines)
+            lines.append(item)
+            if item.action == action:
+                return
+
+    await asyncio.wait_for(read(), 30)
+    return lines
+
+
+async def test_a_download_url_with_a_password_shows_it_nowhere(serve: Serve) -> None:
+    """`https://user:password@host/x.gguf` without `name`: the Model's name is the file's
+    (never taken from the user info), and neither a line of the job nor an event of hive
+    repeats the password."""
+    url = f"https://user:{PASSWORD}@127.0.0.1:{closed_port()}/models/x.gguf"
+    async with serve() as (manager, base), HiveClient(base) as client:
+        created = await client.submit_job({"operation": "model_download", "model": url})
+        lines = await lines_until(client, created.job_id, "model_download_failed")
+        await client.cancel_job(created.job_id)
+        said = json.dumps([line.model_dump(mode="json") for line in lines])
+        assert PASSWORD not in said
+        start = next(line for line in lines if line.action == "model_download_start")
+        assert start.object == "Model/x"
+        events, _ = manager.bus.read(0, limit=10_000)
+        assert PASSWORD not in json.dumps([e.model_dump(mode="json") for e in events])
+        await apoll(lambda: not manager.http_sources.api.records(), what="the record undone")
