@@ -41,18 +41,21 @@ async def lines_until(client: HiveClient, job_id: str, action: str) -> list[JobL
 
 
 async def test_a_download_url_with_a_password_shows_it_nowhere(serve: Serve) -> None:
-    """`https://user:password@host/x.gguf` without `name`: the Model's name is the file's
-    (never taken from the user info), and neither a line of the job nor an event of hive
-    repeats the password."""
-    url = f"https://user:{PASSWORD}@127.0.0.1:{closed_port()}/models/x.gguf"
+    """`https://user:password@host/<hf token>/x.gguf` without `name`: the Model's name is
+    the file's (never taken from the user info), and neither a line of the job nor an event
+    of hive repeats the password or the token."""
+    url = f"https://user:{PASSWORD}@127.0.0.1:{closed_port()}/{HF_TOKEN}/x.gguf#{HF_TOKEN}"
     async with serve() as (manager, base), HiveClient(base) as client:
         created = await client.submit_job({"operation": "model_download", "model": url})
         lines = await lines_until(client, created.job_id, "model_download_failed")
         await client.cancel_job(created.job_id)
         said = json.dumps([line.model_dump(mode="json") for line in lines])
         assert PASSWORD not in said
+        assert HF_TOKEN not in said
         start = next(line for line in lines if line.action == "model_download_start")
         assert start.object == "Model/x"
         events, _ = manager.bus.read(0, limit=10_000)
-        assert PASSWORD not in json.dumps([e.model_dump(mode="json") for e in events])
+        narrated = json.dumps([e.model_dump(mode="json") for e in events])
+        assert PASSWORD not in narrated
+        assert HF_TOKEN not in narrated
         await apoll(lambda: not manager.http_sources.api.records(), what="the record undone")
