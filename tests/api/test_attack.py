@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 from hive.client import HiveClient
 from hive.model.views import JobEnd, JobLine
 from tests.api.conftest import Serve
-from tests.conftest import apoll
+from tests.conftest import apoll, install_scripted_runtime, model_yaml
 
 #: What a credential in a URL looks like here: a password, and a Hugging Face token.
 PASSWORD = "pw-s3cr3t-attack"
@@ -59,3 +60,40 @@ async def test_a_download_url_with_a_password_shows_it_nowhere(serve: Serve) -> 
         assert PASSWORD not in narrated
         assert HF_TOKEN not in narrated
         await apoll(lambda: not manager.http_sources.api.records(), what="the record undone")
+
+
+async def test_worker_spawn_on_a_port_another_process_holds_ends_in_error(
+    serve: Serve, tmp_path: Path, tiny_model: Path, worker_ports: range
+) -> None:
+    """A port in use by a process that is not hive's: the job ends ([ERROR] naming the
+    port) and its record is undone, instead of waiting for ever."""
+    install_scripted_runtime(tmp_path / "home")
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    settings = {"worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with serve(**settings) as (manager, base), HiveClient(base) as client:
+            created = await client.submit_job(
+                {
+                    "operation": "worker_spawn",
+                    "model": "tiny",
+                    "worker": "cpu",
+                    "runtime": "scripted",
+                    "port": port,
+                }
+            )
+
+            async def read() -> JobEnd:
+                async for item in client.job_stream(created.job_id):
+                    if isinstance(item, JobEnd):
+                        return item
+                raise AssertionError("the stream ended without a marker")
+
+            end = await asyncio.wait_for(read(), 30)
+            assert end.outcome == "error", end
+            assert f"port {port}" in end.reason and "PortInUse" in end.reason
+            assert manager.http_sources.api.records() == ()
