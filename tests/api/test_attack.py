@@ -7,8 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from hive.api import desired as desired_api
+from hive.api.guard import MAX_BODY
 from hive.client import HiveClient
 from hive.model.views import JobEnd, JobLine
 from tests.api.conftest import Serve
@@ -97,3 +103,65 @@ async def test_worker_spawn_on_a_port_another_process_holds_ends_in_error(
             assert end.outcome == "error", end
             assert f"port {port}" in end.reason and "PortInUse" in end.reason
             assert manager.http_sources.api.records() == ()
+
+
+def tiny_records(count: int) -> bytes:
+    """`count` small Model records as one JSON list (the Queen's way to send a set)."""
+    return json.dumps(
+        [
+            {
+                "apiVersion": "hive/v1",
+                "kind": "Model",
+                "metadata": {"name": f"m{i}"},
+                "spec": {"source": "file:/nowhere/m.gguf", "state": "absent"},
+            }
+            for i in range(count)
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+async def test_a_put_of_eight_thousand_records_in_one_json_list_is_taken(serve: Serve) -> None:
+    """8,000 records (the bound is 10,000) as one JSON list under 1 MiB: applied, not
+    refused as an alias bomb (a long list may hold a value per four characters)."""
+    body = tiny_records(8_000)
+    assert len(body) < MAX_BODY
+    async with serve() as (manager, base), aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{base}/v1/desired/many", data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            answer = await response.json()
+            assert response.status == 200, answer
+        assert answer["records"] == 8_000
+        assert len(manager.http_sources.api.records()) == 0
+        source = manager.http_sources.get("many")
+        assert source is not None and len(source.records()) == 8_000
+
+
+async def test_a_put_is_parsed_off_the_loop(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a body is parsed (a second for 1 MiB), hive answers other requests."""
+    parsing, answered = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    real = desired_api.parse_text
+
+    def slow_parse(*args: object, **kwargs: object) -> object:
+        parsing.set()
+        waited.append(answered.wait(5))  # False: nothing could answer while it parsed
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(desired_api, "parse_text", slow_parse)
+    async with serve() as (_manager, base), aiohttp.ClientSession() as session:
+        put = asyncio.ensure_future(
+            session.put(
+                f"{base}/v1/desired/one",
+                data=tiny_records(1),
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        await apoll(parsing.is_set, what="the parse to start")
+        async with session.get(f"{base}/health") as health:
+            assert health.status == 200
+        answered.set()
+        async with await put as response:
+            assert response.status == 200, await response.text()
+    assert waited == [True]
