@@ -16,6 +16,7 @@ import pytest
 from hive.api import desired as desired_api
 from hive.api.guard import MAX_BODY
 from hive.client import HiveClient
+from hive.core.parse import parse_text
 from hive.model.views import JobEnd, JobLine
 from tests.api.conftest import Serve
 from tests.conftest import apoll, install_scripted_runtime, model_yaml
@@ -142,7 +143,7 @@ async def test_a_put_is_parsed_off_the_loop(serve: Serve, monkeypatch: pytest.Mo
     """While a body is parsed (a second for 1 MiB), hive answers other requests."""
     parsing, answered = threading.Event(), threading.Event()
     waited: list[bool] = []
-    real = desired_api.parse_text
+    real = parse_text
 
     def slow_parse(*args: object, **kwargs: object) -> object:
         parsing.set()
