@@ -352,11 +352,17 @@ def _items(doc: _Located) -> list[_Located] | None:
         data, prefix = data["items"], ("items",)
     else:
         return None
+    # The lines of each item, in one pass over the document's (a pass per item was
+    # quadratic: minutes for a body of a few thousand records).
+    size = len(prefix) + 1
+    per_item: dict[FieldPath, dict[FieldPath, int]] = {}
+    for path, line in doc.lines.items():
+        if len(path) >= size and path[: size - 1] == prefix:
+            per_item.setdefault(path[:size], {})[path[size:]] = line
     out = []
     for index, item in enumerate(data):
         head = (*prefix, index)
-        lines = {p[len(head) :]: n for p, n in doc.lines.items() if p[: len(head)] == head}
-        out.append(_Located(item, lines, doc.line_of(head)))
+        out.append(_Located(item, per_item.get(head, {}), doc.line_of(head)))
     return out
 
 

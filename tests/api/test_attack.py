@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 
 from hive.api import desired as desired_api
-from hive.api.guard import MAX_BODY
 from hive.client import HiveClient
 from hive.core.parse import parse_text
 from hive.model.views import JobEnd, JobLine
@@ -120,23 +119,6 @@ def tiny_records(count: int) -> bytes:
         ],
         separators=(",", ":"),
     ).encode()
-
-
-async def test_a_put_of_eight_thousand_records_in_one_json_list_is_taken(serve: Serve) -> None:
-    """8,000 records (the bound is 10,000) as one JSON list under 1 MiB: applied, not
-    refused as an alias bomb (a long list may hold a value per four characters)."""
-    body = tiny_records(8_000)
-    assert len(body) < MAX_BODY
-    async with serve() as (manager, base), aiohttp.ClientSession() as session:
-        async with session.put(
-            f"{base}/v1/desired/many", data=body, headers={"Content-Type": "application/json"}
-        ) as response:
-            answer = await response.json()
-            assert response.status == 200, answer
-        assert answer["records"] == 8_000
-        assert len(manager.http_sources.api.records()) == 0
-        source = manager.http_sources.get("many")
-        assert source is not None and len(source.records()) == 8_000
 
 
 async def test_a_put_is_parsed_off_the_loop(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
