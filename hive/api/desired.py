@@ -10,6 +10,7 @@ reading and rewriting the whole set. A body applies whole or not at all: every p
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, NoReturn
 
@@ -86,7 +87,7 @@ async def _records(request: web.Request, source: SourceName) -> tuple[Record, ..
         _refuse([Problem(file=label, line=line, message="not UTF-8 text (send YAML or JSON)")])
     if _is_json(request.content_type, text):
         try:
-            data = json.loads(text)
+            data = await asyncio.to_thread(json.loads, text)
         except ValueError as exc:
             at = getattr(exc, "lineno", None)
             message = f"malformed JSON: {clip(getattr(exc, 'msg', str(exc)))}"
@@ -102,7 +103,8 @@ async def _records(request: web.Request, source: SourceName) -> tuple[Record, ..
                 ]
             )
         text = text.replace("\t", " ")  # JSON allows tab indentation, YAML does not
-    result = parse_text(text, file=label, source=source, lists=True)
+    # A body of 1 MiB takes a second to parse: off the loop, which goes on answering.
+    result = await asyncio.to_thread(parse_text, text, file=label, source=source, lists=True)
     if not result.ok:
         _refuse(list(result.problems))
     problems = []

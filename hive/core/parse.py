@@ -25,6 +25,7 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: The most values (scalars, lists, mappings) one document may hold once its aliases are
 #: expanded, each use of an anchor counted whole. A manifest holds a few dozen; an alias
 #: bomb (`&a [x, x]`, `&b [*a, *a]`, … nested) holds billions in a few hundred bytes.
+#: A text longer than four times this may hold a value per four of its characters.
 MAX_EXPANDED_VALUES = 100_000
 #: The most characters of one part of a field path (a key as written in the file).
 _FIELD_PART_LIMIT = 80
@@ -212,6 +213,9 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
     loader: yaml.SafeLoader | None = None
     document: int | None = None  # the line of the document being read
+    # A value written out takes a few characters: a long text (a request body of 10,000
+    # records as one JSON list) may hold that many; only aliases expand beyond it.
+    limit = max(MAX_EXPANDED_VALUES, len(text) // 4)
     try:
         loader = _Loader(text)
         while loader.check_node():
@@ -219,7 +223,7 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
             if node is None:
                 continue
             document = node.start_mark.line + 1
-            too_big = _expansion_problem(node, file=file, limit=MAX_EXPANDED_VALUES)
+            too_big = _expansion_problem(node, file=file, limit=limit)
             if too_big is not None:
                 yield too_big
                 continue
@@ -348,11 +352,17 @@ def _items(doc: _Located) -> list[_Located] | None:
         data, prefix = data["items"], ("items",)
     else:
         return None
+    # The lines of each item, in one pass over the document's (a pass per item was
+    # quadratic: minutes for a body of a few thousand records).
+    size = len(prefix) + 1
+    per_item: dict[FieldPath, dict[FieldPath, int]] = {}
+    for path, line in doc.lines.items():
+        if len(path) >= size and path[: size - 1] == prefix:
+            per_item.setdefault(path[:size], {})[path[size:]] = line
     out = []
     for index, item in enumerate(data):
         head = (*prefix, index)
-        lines = {p[len(head) :]: n for p, n in doc.lines.items() if p[: len(head)] == head}
-        out.append(_Located(item, lines, doc.line_of(head)))
+        out.append(_Located(item, per_item.get(head, {}), doc.line_of(head)))
     return out
 
 

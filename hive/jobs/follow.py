@@ -24,7 +24,7 @@ IDLE_CHECK = 1.0
 #: Why a Worker is Pending that will not change without a change of its record or of
 #: the machine: the job ends with [ERROR] (waiting for its model is not one of them).
 WORKER_STUCK = frozenset(
-    {"UnknownRuntime", "RuntimeUnavailable", "InvalidArgs", "Unschedulable", "NoPort"}
+    {"UnknownRuntime", "RuntimeUnavailable", "InvalidArgs", "Unschedulable", "NoPort", "PortInUse"}
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from urllib.parse import urlsplit
 
 from hive.errors import BadRequest
 from hive.model.ids import NAME_MAX_LENGTH, name_problem
@@ -44,10 +45,19 @@ def _slug(text: str) -> str:
 def model_name_of(model: str) -> str:
     """A Model name for `model` (a source or an id): the GGUF file's stem, or the
     repository and its quantization; '' when nothing usable is left."""
-    rest = model
-    for scheme in _SCHEMES:
-        rest = rest.removeprefix(scheme)
-    rest = rest.split("?", 1)[0].split("#", 1)[0].split("@", 1)[0].rstrip("/")
+    if model.startswith(("https://", "http://")):
+        # The path alone: a name must never take a password or a token from the user
+        # info (`https://user:token@host/…`: its `@` is no revision), the query or the
+        # fragment.
+        try:
+            rest = urlsplit(model).path.rstrip("/")
+        except ValueError:
+            return ""
+    else:
+        rest = model
+        for scheme in _SCHEMES:
+            rest = rest.removeprefix(scheme)
+        rest = rest.split("?", 1)[0].split("#", 1)[0].split("@", 1)[0].rstrip("/")
     last = rest.rsplit("/", 1)[-1]
     if last.lower().endswith(".gguf"):
         stem = re.sub(r"-\d{5}-of-\d{5}$", "", last[: -len(".gguf")], flags=re.IGNORECASE)

@@ -45,7 +45,7 @@ from hive.jobs.operations import (
 from hive.jobs.reads import worker_by_pid
 from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.model.manifests import ModelManifest, Origin, Record, WorkerManifest
-from hive.model.text import clip, show
+from hive.model.text import clip, redact_url, show
 from hive.runtime.manager import Manager
 from hive.sources.http import API
 
@@ -195,7 +195,7 @@ class WriteJob:
                 f"📥 Downloading {name} from {show(source)} on hive "
                 f"'{self.manager.settings.hive_id}'",
                 object=key,
-                data={"model": name, "source": source},
+                data={"model": name, "source": redact_url(source)},
             )
             await writes.upsert([record])
             generation = self.manager.store.generation(key)

@@ -23,6 +23,9 @@ _SECRET_PARAM = re.compile(
     r"|^code$|^hash$)",
     re.IGNORECASE,
 )
+#: A Hugging Face access token (`hf_` and 34 letters and digits; older ones `api_…`):
+#: hidden wherever it stands, in a URL's path, fragment or query, or in free text.
+_HF_TOKEN = re.compile(r"(?:hf|api(?:_org)?)_[A-Za-z0-9]{30,}")
 #: A URL inside free text (an exception's message, a log line).
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
 #: Characters that end a sentence or a bracket more often than they end a URL.
@@ -137,7 +140,7 @@ def redact_url(url: str) -> str:
     except ValueError:
         return _redact_opaque(url)
     if not parts.scheme or (not parts.netloc and not parts.query):
-        return url
+        return _HF_TOKEN.sub(REDACTED, url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -152,7 +155,9 @@ def redact_url(url: str) -> str:
                 + (REDACTED if _SECRET_PARAM.search(name) else quote(value, safe="-_.~/:"))
                 for name, value in pairs
             )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _HF_TOKEN.sub(
+        REDACTED, urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    )
 
 
 def _redact_opaque(url: str) -> str:
@@ -162,7 +167,9 @@ def _redact_opaque(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Every URL inside `text` redacted (an exception's message, a log line)."""
+    """Every URL inside `text` redacted (an exception's message, a log line), and every
+    Hugging Face token."""
+    text = _HF_TOKEN.sub(REDACTED, text)
     if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(_redact_match, text)

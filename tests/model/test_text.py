@@ -127,3 +127,27 @@ def test_show_hides_a_url_cut_by_its_window() -> None:
     is hidden whole after its scheme."""
     value = "x" * 8180 + "https://user:" + "P" * 100 + "@h.test/"
     assert "PPP" not in show([value], limit=10_000)
+
+
+HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"https://host/{HF}/m.gguf", "https://host/***/m.gguf"),
+        (f"https://host/m.gguf#{HF}", "https://host/m.gguf#***"),
+        (f"https://host/m.gguf?{HF}", "https://host/m.gguf?***"),
+        (f"https://host/m.gguf?access={HF}", "https://host/m.gguf?access=***"),
+        (f"hf://org/repo/m.gguf?x={HF}", "hf://org/repo/m.gguf?x=***"),
+        (f"file:/models/{HF}.gguf", "file:/models/***.gguf"),
+        ("https://host/hf_model.gguf", "https://host/hf_model.gguf"),
+    ],
+)
+def test_a_hugging_face_token_is_hidden_wherever_it_stands(url: str, shown: str) -> None:
+    """rbee's users paste HF tokens into URLs in every place (the path of a mirror, a
+    query without a name, a fragment): a token is recognised by its shape."""
+    assert redact_url(url) == shown
+    assert redact_text(f"GET {url} failed") == f"GET {shown} failed"
+    assert HF not in show(url)
+    assert redact_text(f"the token {HF} was refused") == "the token *** was refused"
