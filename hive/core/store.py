@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from hive.core.clock import Clock
 from hive.core.parse import Problem
-from hive.model.ids import ObjectKey, SourceName
-from hive.model.manifests import Origin, Record
+from hive.model.ids import Kind, ObjectKey, SourceName
+from hive.model.manifests import Origin, Record, WorkerManifest
 
 
 class SourceState(BaseModel):
@@ -77,6 +77,9 @@ class Store:
         #: Sources that claim each key, in the order they claimed it; the first owns it.
         self._claims: dict[ObjectKey, list[SourceName]] = {}
         self._generations: dict[ObjectKey, tuple[int, str]] = {}
+        #: The Workers whose owning record names each Model (a Model's reconcile asks for
+        #: them: walking every record each time made thousands of Models quadratic).
+        self._workers_by_model: dict[str, set[str]] = {}
 
     # -- sources -------------------------------------------------------------------------
     def register(self, name: SourceName, *, kind: str, location: str) -> None:
@@ -136,6 +139,8 @@ class Store:
                 changed.add(key)
                 if now is not None:
                     self._bump_generation(key, now)
+                if key.kind is Kind.WORKER:
+                    self._index_worker(key.name, was, now)
             newly_claimed = key in new and key not in old
             owner = self.owner(key)
             lost = newly_claimed and owner != name
@@ -152,6 +157,23 @@ class Store:
         generation, previous = self._generations.get(key, (0, ""))
         if previous != fingerprint:
             self._generations[key] = (generation + 1, fingerprint)
+
+    def _index_worker(self, name: str, was: Record | None, now: Record | None) -> None:
+        for record, keep in ((was, False), (now, True)):
+            if record is None or not isinstance(record.manifest, WorkerManifest):
+                continue
+            model = record.manifest.spec.model
+            names = self._workers_by_model.setdefault(model, set())
+            if keep:
+                names.add(name)
+            else:
+                names.discard(name)
+                if not names:
+                    del self._workers_by_model[model]
+
+    def workers_naming(self, model: str) -> set[str]:
+        """The Workers whose owning record names `model` (any `state`)."""
+        return set(self._workers_by_model.get(model, ()))
 
     def owner(self, key: ObjectKey) -> SourceName | None:
         claims = self._claims.get(key)

@@ -210,11 +210,9 @@ class Manager:
         every process that serves it. With `running`, only those running or meant to run
         (not `state: stopped`, not being stopped)."""
         names = {
-            record.name
-            for record in self.store.records()
-            if isinstance(record.manifest, WorkerManifest)
-            and record.manifest.spec.model == model
-            and not (running and record.manifest.spec.state == "stopped")
+            name
+            for name in self.store.workers_naming(model)
+            if not (running and _stopped(self.store.desired(ObjectKey.of(Kind.WORKER, name))))
         }
         names.update(self.workers.serving(model, running=running))
         return sorted(names)
@@ -349,3 +347,9 @@ class Manager:
                     f"{type(exc).__name__}: {show_text(str(exc))}",
                     level=Level.ERROR,
                 )
+
+
+def _stopped(record: Record | None) -> bool:
+    """Whether a Worker's record says `state: stopped`."""
+    manifest = record.manifest if record is not None else None
+    return isinstance(manifest, WorkerManifest) and manifest.spec.state == "stopped"

@@ -228,3 +228,30 @@ def test_errors_do_not_drop_the_last_good_records(store: Store) -> None:
 def test_registering_a_source_twice_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="registered twice"):
         store.register(DIR, kind="directory", location="/elsewhere")
+
+
+def worker(name: str, model: str, *, source: SourceName = DIR) -> Record:
+    return Record.model_validate(
+        {
+            "manifest": {
+                "apiVersion": "hive/v1",
+                "kind": "Worker",
+                "metadata": {"name": name},
+                "spec": {"model": model, "runtime": "llama-cpp"},
+            },
+            "origin": Origin(source=source),
+        }
+    )
+
+
+def test_the_workers_naming_a_model_follow_the_owning_records(store: Store) -> None:
+    store.replace(DIR, [worker("a", "m1"), worker("b", "m1"), worker("c", "m2")])
+    assert store.workers_naming("m1") == {"a", "b"}
+    store.replace(DIR, [worker("a", "m2"), worker("c", "m2")])  # a moved, b removed
+    assert store.workers_naming("m1") == set()
+    assert store.workers_naming("m2") == {"a", "c"}
+    store.replace(API, [worker("a", "m3", source=API)])  # a second claim: DIR still owns a
+    assert store.workers_naming("m3") == set()
+    store.replace(DIR, [worker("c", "m2")])  # DIR lets a go: API's record owns it now
+    assert store.workers_naming("m2") == {"c"}
+    assert store.workers_naming("m3") == {"a"}
