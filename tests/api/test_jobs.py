@@ -167,7 +167,9 @@ async def test_read_jobs_stream_their_result_then_done(
         entry = of(lines, "model_list_entry")[0]
         assert entry.message == f"tiny | {gb(tiny_model)} | available"
         assert entry.actor == "hive" and entry.human == entry.message
-        assert entry.formatted == f"[hive      ] model_list_entry: {entry.message}"
+        assert entry.formatted == (
+            f"\x1b[1m{'hive':<40}\x1b[0m \x1b[2m{'model_list_entry':<20}\x1b[0m\n{entry.message}\n"
+        )
         assert entry.job_id and entry.emitted_at_ms and entry.data["name"] == "tiny"
 
         lines, end = await run_job(
