@@ -114,11 +114,6 @@ def available(manager: Manager, name: str) -> Any:
         (b'{"operation":"model_get","hive_id":"localhost","id":"a","ids":1}', "ids: not a field"),
         (b'{"operation":"model_get","hive_id":"localhost"}', "exactly one of"),
         (
-            b'{"operation":"model_list","hive_id":"elsewhere"}',
-            "hive_id: 'elsewhere' is not this hive",
-        ),
-        (b'{"operation":"hive_check","alias":"elsewhere"}', "alias: 'elsewhere' is not this hive"),
-        (
             b'{"operation":"model_download","hive_id":"localhost","model":"nonsense"}',
             "model: 'nonsense' is neither a source",
         ),
@@ -134,6 +129,24 @@ async def test_bad_requests_get_400_with_the_field_path(
         assert error["code"] == "BadRequest"
         assert any(needle in p for p in error["problems"]), error
         assert len(manager.http_sources.api.records()) == 0
+
+
+async def test_any_hive_id_or_alias_is_this_hive_and_is_narrated_first(
+    serve: Serve, desired: Path
+) -> None:
+    async with hive_with(serve, desired) as (manager, _url, client):
+        lines, end = await run_job(client, b'{"operation":"model_list","hive_id":"queens-name"}')
+        assert end.outcome == "done"
+        assert lines[0].action == "hive_alias" and "'queens-name'" in lines[0].message
+        assert lines[0].data == {"hive_id": "queens-name"}
+        assert "model_list_start" in actions(lines)
+        lines, end = await run_job(client, b'{"operation":"hive_check","alias":"elsewhere"}')
+        assert end.outcome == "done" and "'elsewhere'" in lines[0].message
+        own = manager.settings.hive_id
+        for name in ("localhost", own):
+            body = json.dumps({"operation": "model_list", "hive_id": name}).encode()
+            lines, end = await run_job(client, body)
+            assert end.outcome == "done" and "hive_alias" not in actions(lines)
 
 
 async def test_an_oversized_operation_name_is_echoed_bounded(serve: Serve, desired: Path) -> None:
@@ -333,13 +346,15 @@ async def test_cancel_mid_download_stops_it_and_removes_the_record(
             within=15,
             what="the download to stop",
         )
-        # A second cancel of a cancelled job says so again; a finished job's is refused.
+        # A second cancel of a cancelled job says so again; a finished job's is a 404 that
+        # says it had ended (as rbee's hive answers).
         assert (await client.cancel_job(created.job_id)).status == "cancelled"
         done = await client.submit_job({"operation": "hive_check"})
         await read_stream(client, done.job_id)
         with pytest.raises(ApiError) as info:
             await client.cancel_job(done.job_id)
-        assert info.value.status == 409
+        assert info.value.status == 404
+        assert "had already ended (done)" in str(info.value)
 
 
 # -- ownership ----------------------------------------------------------------------------------
