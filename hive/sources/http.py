@@ -196,10 +196,19 @@ class HttpSource:
 
     async def upsert(self, records: Sequence[Record]) -> ReplaceResult:
         """Add records, or replace those with the same key."""
+        result, _ = await self.swap(records)
+        return result
+
+    async def swap(
+        self, records: Sequence[Record]
+    ) -> tuple[ReplaceResult, dict[ObjectKey, Record | None]]:
+        """`upsert`, and what each key held just before (taken under the lock, so a write
+        in between cannot make it stale): what an undo puts back."""
         async with self._lock:
+            before = {r.key: self._records.get(r.key) for r in records}
             new = dict(self._records)
             new.update((r.key, r) for r in records)
-            return await self._write(new, records)
+            return await self._write(new, records), before
 
     async def remove(self, keys: Iterable[ObjectKey]) -> ReplaceResult:
         """Drop the records with these keys (keys it does not hold are ignored)."""
