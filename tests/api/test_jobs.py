@@ -210,6 +210,12 @@ async def test_read_jobs_stream_their_result_then_done(
             client, b'{"operation":"device_get","hive_id":"localhost","device_id":3}'
         )
         assert end.outcome == "error" and "no device 3" in end.reason
+        # No GPU here: index 0 is the CPU, as device_list numbers it.
+        lines, end = await run_job(
+            client, b'{"operation":"device_get","hive_id":"localhost","device_id":0}'
+        )
+        assert end.outcome == "done", end
+        assert of(lines, "device_get_found")[0].data["id"] == "CPU-0"
 
         lines, end = await run_job(client, b'{"operation":"hive_status","hive_id":"localhost"}')
         assert end.outcome == "done"
