@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
 from hive.api.app import create_app
+from hive.observers.runtimes import built_in_entries
 from hive.runtime.manager import Manager
 from hive.settings import Settings
 from testkit.queen import FakeQueen
@@ -515,3 +517,44 @@ async def test_the_telemetry_streams_last_frame_says_stopping(tmp_path: Path) ->
             await closing
     assert "ready" in statuses
     assert statuses[-1] == "stopping", statuses
+
+
+def test_the_built_in_llama_cpp_gets_the_queen_from_its_environment_only() -> None:
+    entry = next(e for e in built_in_entries() if e.id == "llama-cpp")
+    assert "{queen_url}" not in entry.argv and "--queen-url" not in entry.argv
+
+
+async def test_the_queens_password_stays_off_a_workers_log_record_and_answers(
+    hive: Serve, tmp_path: Path, tiny_model: Path, worker_ports: range
+) -> None:
+    # A third-party runtime that takes {queen_url} on its command line (the scripted
+    # worker ignores what --model says).
+    entry = install_scripted_runtime(tmp_path / "home")
+    metadata = json.loads(entry.read_text())
+    metadata["argv"][metadata["argv"].index("{model}")] = "{queen_url}"
+    entry.write_text(json.dumps(metadata))
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "model.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
+    secret = "pw-0f-the-queen"
+    queen_url = f"http://hive:{secret}@127.0.0.1:{free_port()}"
+    async with (
+        hive(queen_url=queen_url, worker_ports=f"{worker_ports.start}-{worker_ports.stop - 1}") as (
+            manager,
+            url,
+        ),
+        aiohttp.ClientSession() as http,
+    ):
+        await apoll(lambda: "w" in manager.workers.instances, within=20, what="the worker")
+        pid = manager.workers.instances["w"].state.pid
+        assert psutil.Process(pid).environ()["HIVE_QUEEN_URL"] == queen_url
+        for path in ("/v1/workers/w", "/v1/workers/w/logs", "/v1/workers", "/v1/status"):
+            async with http.get(url + path) as r:
+                text = await r.text()
+                assert r.status == 200 and secret not in text, (path, text)
+        async with http.get(url + "/v1/workers/w/logs") as r:
+            assert "hive:***@127.0.0.1" in await r.text()
+        for file in (tmp_path / "home").rglob("*"):
+            if file.is_file() and file.name != "queen.json":
+                assert secret.encode() not in file.read_bytes(), file
