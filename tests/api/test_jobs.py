@@ -70,6 +70,7 @@ def gb(path: Path) -> str:
 
 
 K = ObjectKey.parse
+JSON = {"Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -123,7 +124,7 @@ async def test_bad_requests_get_400_with_the_field_path(
     serve: Serve, desired: Path, body: bytes, needle: str
 ) -> None:
     async with hive_with(serve, desired) as (manager, url, _), aiohttp.ClientSession() as http:
-        async with http.post(url + "/v1/jobs", data=body) as r:
+        async with http.post(url + "/v1/jobs", data=body, headers=JSON) as r:
             assert r.status == 400, await r.text()
             error = (await r.json())["error"]
         assert error["code"] == "BadRequest"
@@ -154,7 +155,7 @@ async def test_an_oversized_operation_name_is_echoed_bounded(serve: Serve, desir
     async with (
         hive_with(serve, desired) as (_, url, _c),
         aiohttp.ClientSession() as http,
-        http.post(url + "/v1/jobs", data=body) as r,
+        http.post(url + "/v1/jobs", data=body, headers=JSON) as r,
     ):
         assert r.status == 400
         assert len(await r.text()) < 2000
@@ -383,7 +384,7 @@ async def test_jobs_on_file_owned_objects_get_409_naming_the_owner(
             b'{"operation":"worker_delete","hive_id":"localhost","name":"w1"}',
             b'{"operation":"worker_spawn","hive_id":"localhost","model":"tiny","worker":"cpu","device":0,"name":"w1"}',
         ):
-            async with http.post(url + "/v1/jobs", data=body) as r:
+            async with http.post(url + "/v1/jobs", data=body, headers=JSON) as r:
                 assert r.status == 409, (body, await r.text())
                 message = (await r.json())["error"]["message"]
             assert str(desired) in message and f"source dir:{desired}" in message, message
