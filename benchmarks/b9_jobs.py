@@ -120,7 +120,11 @@ async def status_load(url: str, seconds: float) -> tuple[float, list[float]]:
 async def record(url: str) -> dict[str, str]:
     """What the peer answers: hive's own bytes for the same requests."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(url + "/v1/jobs", data=json.dumps(MODEL_GET)) as r:
+        async with http.post(
+            url + "/v1/jobs",
+            data=json.dumps(MODEL_GET),
+            headers={"Content-Type": "application/json"},
+        ) as r:
             created = await r.text()
         job_id = json.loads(created)["job_id"]
         async with http.get(f"{url}/v1/jobs/{job_id}/stream") as r:

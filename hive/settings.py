@@ -92,7 +92,7 @@ class Settings(BaseModel):
     worker_host: str = "127.0.0.1"
     #: Ports handed to workers without a spec.port: "first-last".
     worker_ports: str = Field(default="9000-9999", pattern=r"^\d{1,5}-\d{1,5}$")
-    #: The Queen, passed to workers as {queen_url} and HIVE_QUEEN_URL (heartbeats).
+    #: The Queen, passed to workers as HIVE_QUEEN_URL (and {queen_url} where asked for).
     queen_url: str | None = None
     #: Worker processes being spawned at the same time (each `fork`/`exec` waits, on a busy
     #: machine, for the child to be scheduled); a spawn holds no reconcile worker meanwhile.

@@ -174,6 +174,11 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
     return data
 
 
+def _yaml_text(manifests: list[dict[str, Any]]) -> str:
+    """Up to 10,000 records as YAML documents (run in a thread: it takes a while)."""
+    return yaml.safe_dump_all(manifests, sort_keys=False)
+
+
 def _record_key(request: web.Request) -> ObjectKey:
     kind_text, name = request.match_info["kind"], request.match_info["name"]
     kinds = {k.value.lower(): k for k in Kind}
@@ -218,7 +223,7 @@ class DesiredRoutes:
         source = _known(manager, _source_name(request))
         manifests = [_manifest_json(r.manifest) for r in source.records()]
         if any(t in request.headers.get("Accept", "") for t in ("yaml",)):
-            text = yaml.safe_dump_all(manifests, sort_keys=False) if manifests else ""
+            text = await asyncio.to_thread(_yaml_text, manifests) if manifests else ""
             return web.Response(text=text, content_type="application/yaml")
         return _json({"source": source.name, "items": manifests})
 
@@ -229,7 +234,11 @@ class DesiredRoutes:
         allow_empty = _bool_param(request.query.get("allowEmpty"), "allowEmpty")
         records = await _records(request, name)
         source = manager.http_sources.open(name)
-        result = await source.replace(records, allow_empty=allow_empty)
+        try:
+            result = await source.replace(records, allow_empty=allow_empty)
+        except BaseException:
+            await manager.http_sources.forget(source)  # no empty source left behind
+            raise
         return _json(_summary(manager, source, result))
 
     async def patch_source(self, request: web.Request) -> web.Response:
@@ -250,7 +259,11 @@ class DesiredRoutes:
                 else "configured"
             )
             applied.append({"key": record.key, "result": outcome})
-        result = await source.upsert(records)
+        try:
+            result = await source.upsert(records)
+        except BaseException:
+            await manager.http_sources.forget(source)
+            raise
         return _json(_summary(manager, source, result, applied=applied))
 
     async def delete_source(self, request: web.Request) -> web.Response:
@@ -261,7 +274,6 @@ class DesiredRoutes:
         source = _known(manager, name)
         keys = sorted(r.key for r in source.records())
         result = await manager.http_sources.drop(name)
-        assert result is not None
         return _json(
             {
                 "source": name,

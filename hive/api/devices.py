@@ -1,7 +1,8 @@
 """The routes of the machine and the Queen: `/v1/devices` (+ `/{id}`), rbee's capabilities
 (`/capabilities`, `/v1/capabilities`, whose `?queen_url=` is the discovery that starts the
 heartbeats) and rbee's telemetry stream (`/v1/heartbeats/stream`). The views are in
-machine.py; the job API calls `device_list`, `device_get` and `hive_status` from here."""
+machine.py; the job API (hive/jobs/hive_views.py) reads `device_list`, `device_get` and
+`hive_status` from here."""
 
 from __future__ import annotations
 
@@ -76,14 +77,20 @@ async def _telemetry_stream(request: web.Request, manager: Manager) -> web.Strea
     await response.prepare(request)
     link, interval = manager.queen, manager.settings.queen_telemetry_interval
     link.subscribers += 1
+
+    async def send() -> bool:
+        frame = json.dumps(telemetry_frame(manager).wire(), separators=(",", ":"))
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        await response.write(f"event: heartbeat\ndata: {frame}\n\n".encode())
+        link.frames_sent += 1
+        return True
+
     try:
         while not manager.bus.closed:
-            frame = json.dumps(telemetry_frame(manager).wire(), separators=(",", ":"))
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            if not await send():
                 break
-            await response.write(f"event: heartbeat\ndata: {frame}\n\n".encode())
-            link.frames_sent += 1
             loop = asyncio.get_running_loop()
             deadline = loop.time() + interval
             while not manager.bus.closed:
@@ -91,6 +98,8 @@ async def _telemetry_stream(request: web.Request, manager: Manager) -> web.Strea
                 if left <= 0:
                     break
                 await asyncio.sleep(min(left, _STOP_CHECK))
+        if manager.bus.closed:
+            await send()  # the last frame says `stopping`, so the Queen knows why it ends
     except (ConnectionResetError, ConnectionError):
         pass
     finally:

@@ -1,6 +1,7 @@
 """Every request's way in, before its route (hive/api/app.py installs it with `guard`): the
 one place where errors become JSON answers (never a traceback), CORS for the origins hive
-was told to trust, the bearer token, and the body limit.
+was told to trust, the refusal of what a web page on another site asks to change, the
+bearer token, the body limit and the media types of request bodies.
 
 With a token, every route needs it, reads included (logs and events can hold prompts):
 deny by default, `/health` the one path open to all, so a route added later is guarded
@@ -20,7 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from hive.api.responses import error_response
 from hive.errors import HiveError, ValidationFailed
-from hive.model.text import clip, show_url
+from hive.model.text import clip, show_text, show_url
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,18 @@ _PREPARED = web.RequestKey("hive_prepared", web.StreamResponse)
 
 
 def guard(app: web.Application, *, token: str | None, cors_origins: tuple[str, ...]) -> None:
-    """Install the middlewares (outermost first: errors, CORS preflight, token, body limit)
+    """Install the middlewares (outermost first: errors, CORS preflight, cross-site requests,
+    token, body limit, media types)
     and the hook that adds CORS headers to every answer, streams included."""
     app.middlewares.extend(
-        [errors_middleware, cors_preflight(cors_origins), bearer_token(token), body_limit]
+        [
+            errors_middleware,
+            cors_preflight(cors_origins),
+            cross_site(cors_origins),
+            bearer_token(token),
+            body_limit,
+            media_types,
+        ]
     )
     app.on_response_prepare.append(_remember_prepared)
     if cors_origins:
@@ -233,3 +242,100 @@ def cors_headers(origins: tuple[str, ...]) -> Callable[..., Awaitable[None]]:
             response.headers["Access-Control-Allow-Origin"] = origin
 
     return add
+
+
+# -- cross-site requests ------------------------------------------------------------------
+#: Methods that change nothing (a request with one of them is not refused for its origin).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The GET routes whose `?queen_url=` changes where hive reports (the Queen's discovery).
+DISCOVERY_ROUTES = frozenset({"/capabilities", "/v1/capabilities"})
+
+
+def changes_state(request: web.Request) -> bool:
+    """Whether the request asks hive to change something: any method but GET, HEAD and
+    OPTIONS, and a discovery (`GET /capabilities?queen_url=`)."""
+    if request.method not in SAFE_METHODS:
+        return True
+    return request.path in DISCOVERY_ROUTES and "queen_url" in request.query
+
+
+def cross_site(origins: tuple[str, ...]) -> Middleware:
+    """A request that changes state and comes from a web page of another site (its
+    `Origin` is neither hive's own nor one of `--cors-origin`, or, without an `Origin`, the
+    browser's `Sec-Fetch-Site` says `cross-site` or `same-site`) is refused with 403: with no
+    token set, any page the user opens could otherwise download models, start workers or
+    redirect the heartbeats. Clients that are not browsers (curl, the hive CLI, rbee's
+    Queen) send neither header and pass."""
+    trusted = frozenset(origins)
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not changes_state(request):
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            own = f"{request.scheme}://{request.host}"
+            if origin in trusted or origin == own:
+                return await handler(request)
+            why = f"its Origin {show_text(origin, 200)} is not one hive trusts"
+        else:
+            site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+            if site not in ("cross-site", "same-site"):
+                return await handler(request)
+            why = f"the browser says it comes from another site (Sec-Fetch-Site: {site})"
+        return error_response(
+            403,
+            "CrossSiteRequest",
+            f"{_where(request)} changes hive's state and {why}: a web page cannot drive "
+            "hive. To let a web UI you trust do it, start hive with --cors-origin <its "
+            "origin> (HIVE_CORS_ORIGINS); curl and the hive CLI send no Origin and are not "
+            "affected",
+        )
+
+    return check
+
+
+# -- media types --------------------------------------------------------------------------
+#: What a job's body must be: rbee's operation JSON.
+JSON_TYPES = ("application/json",)
+#: What a desired set may be sent as.
+MANIFEST_TYPES = (
+    "application/yaml",
+    "application/json",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+)
+
+
+def _needed_types(request: web.Request) -> tuple[str, ...] | None:
+    """The media types the request's body must have (None: any, or no body read)."""
+    route = request.match_info.route.resource
+    canonical = route.canonical if route is not None else ""
+    if canonical == "/v1/jobs" and request.method == "POST":
+        return JSON_TYPES
+    if canonical == "/v1/desired/{source}" and request.method in ("PUT", "PATCH"):
+        return MANIFEST_TYPES
+    return None
+
+
+@web.middleware
+async def media_types(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`POST /v1/jobs` takes `application/json`, `PUT`/`PATCH /v1/desired/{source}` JSON or
+    YAML (`application/json`, `application/yaml`, …; a `+json` type too): anything else is a
+    415 saying what to send. (A web page can send `text/plain` or a form without asking the
+    browser's leave first; it cannot send these.)"""
+    needed = _needed_types(request)
+    if needed is None:
+        return await handler(request)
+    given = request.content_type if "Content-Type" in request.headers else ""
+    if given in needed or (given.startswith("application/") and given.endswith("+json")):
+        return await handler(request)
+    sent = f"Content-Type {show_text(given, 100)}" if given else "no Content-Type"
+    return error_response(
+        415,
+        "UnsupportedMediaType",
+        f"{_where(request)} takes {', '.join(needed)} (or a +json type), and {sent} was "
+        f"sent: say what the body is (curl: -H 'Content-Type: {needed[0]}')",
+        accepted=list(needed),
+    )

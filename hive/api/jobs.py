@@ -14,7 +14,7 @@ import json
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from hive.errors import Conflict, NotFound
+from hive.errors import NotFound
 from hive.jobs.job import Job, Outcome
 from hive.jobs.service import JobCollector, JobService
 from hive.model.text import show
@@ -75,9 +75,12 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = _job(request)
     if job.outcome is None:
         await request.app[JOBS].registry.cancel(job)
-    if job.outcome is not Outcome.CANCELLED:
+    if job.outcome is not Outcome.CANCELLED:  # rbee answers 404 too: already completed/failed
         assert job.outcome is not None
-        raise Conflict(f"job {job.id} had already ended ({job.outcome.value}): nothing to cancel")
+        raise NotFound(
+            f"job {job.id} had already ended ({job.outcome.value}): nothing to cancel (its "
+            "stream still tells how it ended)"
+        )
     return _json({"job_id": job.id, "status": "cancelled"})
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hive.model.queen import CapabilityChanges, ModelChange, WorkerChange
+from hive.model.queen import CapabilityChanges, ModelChange
 
 #: Sizes are decimal gigabytes (as disks count them), to two decimals.
 GB = 1_000_000_000
@@ -39,11 +39,11 @@ def capability_changes(before: Inventory | None, now: Inventory) -> CapabilityCh
         for name in sorted(old.models.keys() - now.models.keys())
     ]
 
-    def worker(action: str, name: str, inventory: Inventory) -> WorkerChange:
+    def worker(action: str, name: str, inventory: Inventory) -> ModelChange:
         model = inventory.workers[name]
         size = inventory.models.get(model, old.models.get(model, now.models.get(model, 0)))
-        return WorkerChange.model_validate(
-            {"action": action, "model_id": model, "size_gb": size_gb(size), "worker_id": name}
+        return ModelChange.model_validate(
+            {"action": action, "model_id": model, "size_gb": size_gb(size)}
         )
 
     # A worker whose model changed (same name) is one removal and one addition.

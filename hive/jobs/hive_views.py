@@ -18,12 +18,15 @@ async def device_list(manager: Manager) -> list[dict[str, Any]]:
 
 
 async def device_get(manager: Manager, ref: int | str) -> dict[str, Any] | None:
-    """The device `ref` names: CPU-0, GPU-<n>, rbee's `cuda:0` / `cpu`, or a GPU's index."""
-    try:
-        device = device_of(manager, f"GPU-{ref}" if isinstance(ref, int) else ref)
-    except NotFound:
-        return None
-    return device.model_dump(mode="json")
+    """The device `ref` names: CPU-0, GPU-<n>, rbee's `cuda:0` / `cpu`, or an index: GPU-<n>
+    when that GPU exists, else 0 is CPU-0 (device_list's `device_id` of the CPU)."""
+    names = [ref] if isinstance(ref, str) else [f"GPU-{ref}", *(["CPU-0"] if ref == 0 else [])]
+    for name in names:
+        try:
+            return device_of(manager, name).model_dump(mode="json")
+        except NotFound:
+            continue
+    return None
 
 
 async def hive_status(manager: Manager) -> dict[str, Any]:

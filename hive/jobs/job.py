@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 ACTOR = "hive"
 
 
+def formatted(actor: str, action: str, human: str) -> str:
+    """rbee's `formatted` as narration-core writes it (format.rs at 6ca91007, with the actor
+    where rbee puts the function name it lacks): bold name, dim action, then the message."""
+    return f"\x1b[1m{actor:<40}\x1b[0m \x1b[2m{action:<20}\x1b[0m\n{human}\n"
+
+
 class Outcome(StrEnum):
     DONE = "done"
     ERROR = "error"
@@ -94,6 +100,32 @@ class Job:
         emitted_at_ms: int | None = None,
     ) -> None:
         """One narration line of this job (`message` redacted and bounded here)."""
+        self._append(
+            _frame(
+                self._event(
+                    action,
+                    message,
+                    target=target,
+                    level=level,
+                    object=object,
+                    data=data,
+                    emitted_at_ms=emitted_at_ms,
+                )
+            )
+        )
+
+    def _event(
+        self,
+        action: str,
+        message: str,
+        *,
+        target: str | None = None,
+        level: Level = Level.INFO,
+        object: str | None = None,
+        data: dict[str, Any] | None = None,
+        emitted_at_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """A line's fields: rbee's narration and hive's own."""
         human = clip(redact_text(message), 2000)
         event: dict[str, Any] = {
             "action": action,
@@ -101,7 +133,7 @@ class Job:
             "actor": ACTOR,
             "target": target or object or self.id,
             "human": human,
-            "formatted": f"[{ACTOR:<10}] {action:<15}: {human}",
+            "formatted": formatted(ACTOR, action, human),
             "job_id": self.id,
             "emitted_at_ms": emitted_at_ms
             if emitted_at_ms is not None
@@ -112,7 +144,7 @@ class Job:
         }
         if self.correlation_id is not None:
             event["correlation_id"] = self.correlation_id
-        self._append(_frame(event))
+        return event
 
     def forward(self, event: Event) -> None:
         """A bus event about an object this job follows, as a line of the job."""
@@ -136,7 +168,7 @@ class Job:
         if self.outcome is not None:
             return
         self.outcome = outcome
-        self.reason = show_text(reason, 1000).replace("\n", " ")
+        self.reason = " ".join(show_text(reason, 1000).splitlines())
         self.finished_at = self._clock.monotonic()
         self._changed.set()
 
@@ -154,14 +186,13 @@ class Job:
             missed = self._first - cursor
             out.append(
                 _frame(
-                    {
-                        "action": "events_dropped",
-                        "message": f"{missed} earlier lines of this job were dropped (a job "
-                        f"keeps its last {self._frames.maxlen})",
-                        "job_id": self.id,
-                        "level": Level.WARNING.value,
-                        "data": {"missed": missed},
-                    }
+                    self._event(
+                        "events_dropped",
+                        f"{missed} earlier lines of this job were dropped (a job keeps its "
+                        f"last {self._frames.maxlen})",
+                        level=Level.WARNING,
+                        data={"missed": missed},
+                    )
                 )
             )
             cursor = self._first

@@ -42,7 +42,11 @@ class _Job(BaseModel):
 
     hive_id: Ref = Field(
         default="localhost",
-        description="This hive's id (HIVE_HIVE_ID, its hostname by default) or `localhost`.",
+        description=(
+            "The hive the job is for, as the caller names it (this hive's id HIVE_HIVE_ID, "
+            "`localhost`, or the caller's own alias for it; any name is taken as this hive "
+            "and narrated)."
+        ),
     )
 
 

@@ -10,16 +10,15 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hive.errors import BadRequest
 from hive.jobs.follow import Moved
 from hive.jobs.job import Job, JobRegistry, Outcome, Runner
-from hive.jobs.operations import HiveCheck, parse_operation
+from hive.jobs.operations import HiveCheck, Operation, parse_operation
 from hive.jobs.reads import READS
 from hive.jobs.writes import WriteJob
 from hive.model.text import clip, redact_text, show
 from hive.runtime.manager import Manager
 
-#: The ids a job may name its hive by besides this hive's own (rbee-keeper's default).
+#: The names of this hive a job sends that need no word (rbee-keeper's default).
 LOCAL_ALIASES = frozenset({"localhost", "127.0.0.1"})
 
 
@@ -42,29 +41,40 @@ class JobService:
     def _ended(self, job: Job) -> None:
         self.ended[(job.operation, (job.outcome or Outcome.CANCELLED).value)] += 1
 
-    def _check_hive(self, hive_id: str, field: str) -> None:
+    def _named(self, op: Operation) -> str | None:
+        """What the job's first line says when the request names this hive otherwise than
+        by its own id or `localhost` (rbee's Queen sends its own alias for a hive; rbee's
+        hive narrates `hive_id` and never refuses it)."""
         mine = self.manager.settings.hive_id
-        if hive_id != mine and hive_id not in LOCAL_ALIASES:
-            raise BadRequest(
-                f"{field}: {show(hive_id, 80)} is not this hive; send {mine!r} or 'localhost'"
-            )
+        names = [op.hive_id, *([op.alias] if isinstance(op, HiveCheck) else [])]
+        other = [n for n in dict.fromkeys(names) if n != mine and n not in LOCAL_ALIASES]
+        if not other:
+            return None
+        return (
+            f"📛 The request names this hive {', '.join(show(n, 80) for n in other)}; this "
+            f"hive is {mine!r} (any name is taken as this hive, as rbee's hive takes it)"
+        )
 
     async def submit(self, body: bytes, *, correlation_id: str | None = None) -> Job:
         """Parse, check and start a job; 400/404/409/429 as HiveErrors, nothing written."""
         op = parse_operation(body)
-        self._check_hive(op.hive_id, "hive_id")
-        if isinstance(op, HiveCheck):
-            self._check_hive(op.alias, "alias")
+        named = self._named(op)
         read = READS.get(type(op))
-        runner: Runner
+        work: Runner
         if read is not None:
             manager = self.manager
 
-            async def runner(job: Job) -> None:
+            async def work(job: Job) -> None:
                 await read(manager, job, op)
 
         else:
-            runner = await self._writes.prepare(op)  # type: ignore[arg-type]
+            work = await self._writes.prepare(op)  # type: ignore[arg-type]
+
+        async def runner(job: Job) -> None:
+            if named is not None:
+                job.emit("hive_alias", named, data={"hive_id": op.hive_id})
+            await work(job)
+
         correlation = clip(redact_text(correlation_id), 100) if correlation_id else None
         return self.registry.start(op.operation, runner, correlation_id=correlation)
 

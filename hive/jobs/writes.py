@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hive.api.views import observe_model, worker_names
-from hive.errors import BadRequest, Conflict, NotFound
+from hive.errors import BadRequest, Conflict, HiveError, NotFound
 from hive.jobs.follow import Check, Moved, Verdict, follow, model_available, workers_running
 from hive.jobs.job import Job, JobFailed
 from hive.jobs.names import (
@@ -90,10 +90,13 @@ class Writes:
     added: dict[ObjectKey, tuple[Record | None, Record]] = field(default_factory=dict)
 
     async def upsert(self, records: Sequence[Record]) -> None:
-        source = self.manager.api_source
+        _, before = await self.manager.api_source.swap(records)
         for record in records:
-            self.added.setdefault(record.key, (source.get(record.key), record))
-        await source.upsert(records)
+            first = self.added.get(record.key)
+            self.added[record.key] = (
+                before[record.key] if first is None else first[0],
+                record,
+            )
         for record in records:
             self.job.emit(
                 "desired_state_written",
@@ -135,6 +138,8 @@ class WriteJob:
     def __init__(self, manager: Manager, moved: Moved) -> None:
         self.manager = manager
         self.moved = moved
+        #: Held while a spawn picks its workers' names and writes them.
+        self._naming = asyncio.Lock()
 
     async def _run(
         self,
@@ -160,6 +165,9 @@ class WriteJob:
         except JobFailed:
             await writes.undo()
             raise
+        except HiveError as exc:  # a full disk, a set the source refuses: said, and undone
+            await writes.undo()
+            raise JobFailed(exc.message) from None
         except asyncio.CancelledError:
             if job.undo:
                 await asyncio.shield(writes.undo())
@@ -296,35 +304,49 @@ class WriteJob:
             problem = name_problem(name)
             if problem is not None:
                 raise BadRequest(f"name: {problem}")
-            names = new_worker_names(name, count, taken=()) if count > 1 else [name]
-        else:
-            base = worker_base(model, device)
-            names = new_worker_names(base, count, taken=set(worker_names(self.manager)))
+        base = name if name is not None else worker_base(model, device)
         spec: dict[str, Any] = {"model": model, "runtime": runtime_id, "device": device}
         if port is not None:
             spec["port"] = port
         if args:
             spec["args"] = args
-        records = []
-        for worker_name in names:
+
+        def record_of(worker_name: str) -> Record:
             doc = {
                 "apiVersion": "hive/v1",
                 "kind": "Worker",
                 "metadata": {"name": worker_name},
                 "spec": spec,
             }
-            record = _validated(WorkerManifest, doc)
-            _owned_elsewhere(self.manager, record.key)
-            records.append(record)
+            return _validated(WorkerManifest, doc)
+
+        record_of(base)  # a 400 for what no name mends, before anything runs
+        if name is not None and count == 1:
+            _owned_elsewhere(self.manager, record_of(name).key)
 
         async def work(writes: Writes) -> tuple[list[ObjectKey], Check]:
-            writes.job.emit(
-                "worker_spawn_start",
-                f"🚀 Spawning {count} worker(s) {clip(', '.join(names))} with model {model} "
-                f"on {device} ({runtime_id})",
-                data={"workers": names, "model": model, "device": device, "runtime": runtime_id},
-            )
-            await writes.upsert(records)
+            # Names are picked and written under one lock: a job started meanwhile sees
+            # these names as taken (two spawns of one model get two workers).
+            async with self._naming:
+                if name is not None and count == 1:
+                    names = [name]
+                else:
+                    names = new_worker_names(base, count, taken=set(worker_names(self.manager)))
+                records = [record_of(n) for n in names]
+                for record in records:
+                    _owned_elsewhere(self.manager, record.key)
+                writes.job.emit(
+                    "worker_spawn_start",
+                    f"🚀 Spawning {count} worker(s) {clip(', '.join(names))} with model "
+                    f"{model} on {device} ({runtime_id})",
+                    data={
+                        "workers": names,
+                        "model": model,
+                        "device": device,
+                        "runtime": runtime_id,
+                    },
+                )
+                await writes.upsert(records)
             generations = {r.key: self.manager.store.generation(r.key) for r in records}
             return list(generations), workers_running(self.manager.statuses, generations)
 

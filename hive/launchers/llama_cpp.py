@@ -6,6 +6,7 @@ with a heartbeat to the Queen when one is known.
 from __future__ import annotations
 
 import argparse
+import base64
 import errno
 import http.client
 import json
@@ -14,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -174,13 +176,28 @@ class WorkerCard:
     version: str = __version__
 
 
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """`http://user:pw@queen:7833` as the URL without its credentials and the
+    `Authorization: Basic` value that carries them (urllib would take `user:pw@queen` for a
+    host name); a URL without credentials as it is, and None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
+
+
 class Heartbeat:
     """POSTs rbee's worker heartbeat (`{"worker": {...}, "timestamp"}`) to the Queen, now
     and then every `interval` seconds from a daemon thread; a Queen that is down or
     failing never stops the worker."""
 
     def __init__(self, *, queen_url: str, card: WorkerCard, interval: float) -> None:
-        self.endpoint = queen_url.rstrip("/") + "/v1/worker-heartbeat"
+        base, self.authorization = split_userinfo(queen_url.rstrip("/"))
+        self.endpoint = base + "/v1/worker-heartbeat"
         self.card = card
         self.interval = interval
         #: rbee's OperationalStatus: starting, then ready.
@@ -203,10 +220,11 @@ class Heartbeat:
         return {"worker": worker, "timestamp": _now()}
 
     def send(self) -> None:
+        headers = {"Content-Type": "application/json"}
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization
         request = urllib.request.Request(
-            self.endpoint,
-            data=json.dumps(self.body()).encode(),
-            headers={"Content-Type": "application/json"},
+            self.endpoint, data=json.dumps(self.body()).encode(), headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=HEARTBEAT_TIMEOUT_S):

@@ -39,16 +39,11 @@ class ModelChange(_Wire):
     size_gb: float
 
 
-class WorkerChange(ModelChange):
-    """A worker process that came or went: the model it serves (`model_id`, `size_gb` as
-    for a model) and, hive's addition, its name."""
-
-    worker_id: str
-
-
 class CapabilityChanges(_Wire):
     models: list[ModelChange]
-    workers: list[WorkerChange]
+    #: A worker process that came or went: the model it serves (`model_id`, `size_gb` as
+    #: for a model), exactly the seed's fields.
+    workers: list[ModelChange]
 
 
 class HiveHeartbeat(_Wire):

@@ -66,8 +66,8 @@ def built_in_entries() -> list[RuntimeEntry]:
                 "-m",
                 "hive.launchers.llama_cpp",
                 *_COMMON_ARGV,
-                "--queen-url",
-                "{queen_url}",
+                # No --queen-url: the launcher reads HIVE_QUEEN_URL, so the Queen's
+                # credentials stay off the command line (ps, /proc/<pid>/cmdline, the log).
                 "--worker-id",
                 "{worker_id}",
                 "--device",

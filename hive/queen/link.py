@@ -74,6 +74,7 @@ class QueenLink:
         self._push_task: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -88,19 +89,26 @@ class QueenLink:
             await self._connect(found.queen_url, via="persisted", at=found.discovered_at)
 
     async def stop(self) -> None:
-        await self._cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """End the link: a discovery after this (a request still in flight) starts nothing."""
+        async with self._lock:
+            self._stopped = True
+            await self._cancel()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
     async def discover(self, url: str) -> None:
         """The Queen called `/v1/capabilities?queen_url=URL` (`url` checked already). The
         same Queen again: a new ready round unless one runs (as rbee does); another: the
         old link ends, the new one starts, and it is kept for a restarted hive."""
         async with self._lock:
+            if self._stopped:
+                return  # hive is stopping: nothing new starts
             if url == self.url:
                 if self._ready_task is None or self._ready_task.done():
                     self._ready_task = self._spawn(self._ready_round(url), "queen-ready")
+                if self._push_task is None or self._push_task.done():
+                    self._push_task = self._spawn(self._push_loop(url), "queen-push")
                 return
             now = self._clock.now()
             found = discovery.Discovered(queen_url=url, discovered_at=now)
@@ -293,7 +301,7 @@ class QueenLink:
                 data={**data, "reason": reason},
             )
 
-    # -- the telemetry stream (hive/api/queen.py serves it) -------------------------------
+    # -- the telemetry stream (hive/api/devices.py serves it) -----------------------------
     def view(self) -> QueenLinkView:
         return QueenLinkView(
             url=show_url(self.url) if self.url else None,

@@ -20,6 +20,7 @@ from hive.core.worker_plan import Launch
 from hive.core.workers import cuda_visible_devices, render_command, spec_hash
 from hive.model.manifests import WorkerSpec
 from hive.model.runtimes import RuntimeEntry
+from hive.model.text import redact_text
 from hive.model.workers import WorkerState
 from hive.settings import Settings
 
@@ -83,7 +84,7 @@ def command(
         "instance": instance,
         "host": host,
         "port": port,
-        "argv": tuple(argv),
+        "argv": tuple(redact_text(a) for a in argv),  # a {queen_url} keeps no password
         "runtime": entry.id,
         "worker_type": worker_type(entry, spec.device),
         "model": spec.model,
@@ -108,7 +109,8 @@ def run(
         argv=run_as.argv,
         env=run_as.env,
         log_path=run_as.log_file,
-        banner=f"{proc.stamp(now)} starting {run_as.worker_id}: {' '.join(run_as.argv)}",
+        banner=f"{proc.stamp(now)} starting {run_as.worker_id}: "
+        + redact_text(" ".join(run_as.argv)),
     )
     try:
         process = psutil.Process(popen.pid)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from hive.actuators.files import write_atomic
 from hive.core.parse import Problem
 from hive.core.store import ReplaceResult, Store
-from hive.errors import Conflict, TransientError, ValidationFailed
+from hive.errors import Conflict, NotFound, TransientError, ValidationFailed
 from hive.model.events import Level
 from hive.model.ids import ObjectKey, SourceName, name_problem
 from hive.model.manifests import MANIFEST_TYPES, Manifest, ModelManifest, Origin, Record
@@ -116,9 +116,14 @@ def _load(path: Path, *, source: SourceName) -> tuple[Record, ...]:
         raise ValueError(f"cannot read it: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise ValueError(f"not a version {FORMAT_VERSION} record set")
+    docs = data.get("records", [])
+    if not isinstance(docs, list):
+        raise ValueError(f"`records` is a {type(docs).__name__}, not a list")
     records = []
-    for index, doc in enumerate(data.get("records", [])):
-        kind = doc.get("kind") if isinstance(doc, dict) else None
+    for index, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise ValueError(f"record {index} is a {type(doc).__name__}, not a manifest")
+        kind = doc.get("kind")
         manifest_type = MANIFEST_TYPES.get(kind) if isinstance(kind, str) else None
         if manifest_type is None:
             raise ValueError(f"record {index}: unknown kind {show(kind)}")
@@ -126,6 +131,8 @@ def _load(path: Path, *, source: SourceName) -> tuple[Record, ...]:
             manifest = manifest_type.model_validate(doc)
         except ValidationError as exc:
             raise ValueError(f"record {index}: {exc.errors()[0]['msg']}") from None
+        except Exception as exc:  # whatever else a hand-edited file provokes
+            raise ValueError(f"record {index}: {type(exc).__name__}: {exc}") from None
         records.append(Record(manifest=manifest, origin=Origin(source=source)))
     return tuple(records)
 
@@ -149,7 +156,19 @@ class HttpSource:
         self._on_change = on_change
         self._records: dict[ObjectKey, Record] = {}
         self._lock = asyncio.Lock()
+        #: Deleted (DELETE /v1/desired/{name}) or never written: a write that waited on the
+        #: lock meanwhile is a 404, and leaves no file behind.
+        self.dropped = False
+        #: Whether a write of this source ever succeeded (or a file was there at start).
+        self.written = False
         store.register(name, kind="http", location=f"/v1/desired/{name}")
+
+    def _check_alive(self) -> None:
+        if self.dropped:
+            raise NotFound(
+                f"source {self.name} was deleted meanwhile; PUT /v1/desired/{self.name} "
+                "creates it again"
+            )
 
     def records(self) -> tuple[Record, ...]:
         return tuple(self._records.values())
@@ -177,6 +196,7 @@ class HttpSource:
             )
             return
         self._records = {r.key: r for r in records}
+        self.written = True
         self._store.mark_synced(self.name)
         self._on_change(self._store.replace(self.name, records))
 
@@ -186,6 +206,7 @@ class HttpSource:
         """Make `records` this source's whole set. Emptying a source that has records needs
         `allow_empty` (an empty PUT is more often a mistake than a wish to stop everything)."""
         async with self._lock:
+            self._check_alive()
             if not records and self._records and not allow_empty:
                 raise Conflict(
                     f"source {self.name} has {len(self._records)} record(s) and this would "
@@ -196,14 +217,25 @@ class HttpSource:
 
     async def upsert(self, records: Sequence[Record]) -> ReplaceResult:
         """Add records, or replace those with the same key."""
+        result, _ = await self.swap(records)
+        return result
+
+    async def swap(
+        self, records: Sequence[Record]
+    ) -> tuple[ReplaceResult, dict[ObjectKey, Record | None]]:
+        """`upsert`, and what each key held just before (taken under the lock, so a write
+        in between cannot make it stale): what an undo puts back."""
         async with self._lock:
+            self._check_alive()
+            before = {r.key: self._records.get(r.key) for r in records}
             new = dict(self._records)
             new.update((r.key, r) for r in records)
-            return await self._write(new, records)
+            return await self._write(new, records), before
 
     async def remove(self, keys: Iterable[ObjectKey]) -> ReplaceResult:
         """Drop the records with these keys (keys it does not hold are ignored)."""
         async with self._lock:
+            self._check_alive()
             gone = set(keys)
             new = {k: r for k, r in self._records.items() if k not in gone}
             return await self._write(new, ())
@@ -226,6 +258,7 @@ class HttpSource:
                 "nothing was applied (free space under hive's home, then ask again)"
             ) from None
         self._records = new
+        self.written = True
         self._store.set_errors(self.name, [])
         self._store.mark_synced(self.name)
         result = self._store.replace(self.name, records)
@@ -236,9 +269,12 @@ class HttpSource:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.path, data, mode=0o600)
 
-    async def drop(self) -> ReplaceResult:
-        """Remove every record and the persisted file (DELETE /v1/desired/{name})."""
+    async def drop(self, *, final: bool) -> ReplaceResult:
+        """Remove every record and the persisted file (DELETE /v1/desired/{name}); `final`:
+        the source itself goes too, and any write that waited for this is a 404."""
         async with self._lock:
+            self._check_alive()
+            self.dropped = final
             await asyncio.to_thread(self.path.unlink, missing_ok=True)
             self._records = {}
             self._store.set_errors(self.name, [])
@@ -246,6 +282,15 @@ class HttpSource:
             result = self._store.replace(self.name, [])
             self._on_change(result)
             return result
+
+    async def abandon(self) -> bool:
+        """Mark a source that was never written as dropped (its creator's first write
+        failed); False when a write succeeded since, or it is gone already."""
+        async with self._lock:
+            if self.written or self.dropped:
+                return False
+            self.dropped = True
+            return True
 
 
 class HttpSources:
@@ -283,7 +328,8 @@ class HttpSources:
         return self._sources.get(SourceName(name))
 
     def open(self, name: str) -> HttpSource:
-        """The source called `name`, created (empty, not yet persisted) when new."""
+        """The source called `name`, created (empty, not yet persisted) when new; a caller
+        whose first write fails calls `forget` (no empty source is left behind)."""
         problem = http_source_problem(name)
         if problem is not None:
             raise ValidationFailed(problem)
@@ -299,16 +345,31 @@ class HttpSources:
         self._store.mark_synced(source.name)
         return source
 
-    async def drop(self, name: str) -> ReplaceResult | None:
-        """Delete source `name`'s records and file; the built-in ones stay, empty."""
+    async def drop(self, name: str) -> ReplaceResult:
+        """Delete source `name`'s records and file; the built-in ones stay, empty. A 404
+        when there is no such source (or another DELETE took it first)."""
         source = self._sources.get(SourceName(name))
         if source is None:
-            return None
-        result = await source.drop()
-        if source.name not in BUILT_IN:
+            raise NotFound(
+                f"no HTTP source {name} (GET /v1/desired lists them; PUT /v1/desired/{name} "
+                "creates it)"
+            )
+        final = source.name not in BUILT_IN
+        result = await source.drop(final=final)
+        if final:
+            self._unlist(source)
+        return result
+
+    async def forget(self, source: HttpSource) -> None:
+        """A source `open` created whose first write failed: it goes again, unless a write
+        since succeeded."""
+        if source.name not in BUILT_IN and await source.abandon():
+            self._unlist(source)
+
+    def _unlist(self, source: HttpSource) -> None:
+        if self._sources.get(source.name) is source:
             del self._sources[source.name]
             self._store.unregister(source.name)
-        return result
 
     @property
     def api(self) -> HttpSource:

@@ -5,12 +5,17 @@ PATCH's merge, names refused, 413, and a conflict with a watched directory repor
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
+import hive.api.desired
+from hive.core.parse import parse_text
 from hive.model.ids import Kind, ObjectKey
 from tests.api.conftest import Serve
 from tests.conftest import apoll, model_yaml, worker_yaml
@@ -28,6 +33,11 @@ async def call(
     accept: str | None = None,
 ) -> tuple[int, Any]:
     headers = {}
+    if content_type is None and method in ("PUT", "PATCH") and body is not None:
+        # What the body is, as a client says it (hive refuses a write without: 415).
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        json_like = text.lstrip()[:1] in ("{", "[")
+        content_type = "application/json" if json_like else "application/yaml"
     if content_type:
         headers["Content-Type"] = content_type
     if accept:
@@ -338,10 +348,13 @@ async def test_answers_validate_against_the_spec(serve: Serve, tiny_model: Path)
         ("DELETE", "/v1/desired/queen/Pod/a", record, None, None, 422),
         ("DELETE", "/v1/desired/queen", "/v1/desired/{source}", None, None, 200),
         ("DELETE", "/v1/desired/nope", "/v1/desired/{source}", None, None, 404),
+        ("PATCH", "/v1/desired/queen", "/v1/desired/{source}", one, "text/plain", 415),
     ]  # fmt: skip
     async with serve() as (_, url), aiohttp.ClientSession() as http:
         for method, path, template, body, accept, status in cases:
             headers = {"Accept": accept} if accept else {}
+            if method in ("PUT", "PATCH"):  # (the `accept` column: the body's type, here)
+                headers = {"Content-Type": accept or "application/yaml"}
             async with http.request(method, url + path, data=body, headers=headers) as r:
                 raw = await r.read()
                 assert r.status == status, (method, path, raw[:300])
@@ -368,3 +381,49 @@ async def test_answers_validate_against_the_spec(serve: Serve, tiny_model: Path)
             content_type=r.headers["Content-Type"],
             body=await r.json(),
         )
+
+
+async def test_a_refused_put_or_patch_to_a_new_source_leaves_no_source(
+    serve: Serve, tiny_model: Path, tmp_path: Path
+) -> None:
+    # Nothing can be saved: a file stands where the sets' directory goes.
+    (tmp_path / "home" / "state").mkdir(parents=True)
+    (tmp_path / "home" / "state" / "desired").write_text("not a directory")
+    async with serve() as (_manager, url), aiohttp.ClientSession() as http:
+        for method in ("PUT", "PATCH"):
+            code, body = await call(
+                http, method, url + "/v1/desired/ghost", body=two_models(tiny_model),
+                content_type="application/yaml",
+            )  # fmt: skip
+            assert code == 503, body
+            code, body = await call(http, "GET", url + "/v1/desired")
+            assert "ghost" not in [item["name"] for item in body["items"]]
+            code, _ = await call(http, "GET", url + "/v1/desired/ghost")
+            assert code == 404
+
+
+async def test_yaml_is_parsed_and_written_off_the_event_loop(
+    serve: Serve, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: dict[str, str] = {}
+
+    def spy(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call_real(*args: Any, **kwargs: Any) -> Any:
+            threads[name] = threading.current_thread().name
+            return real(*args, **kwargs)
+
+        return call_real
+
+    monkeypatch.setattr(hive.api.desired, "parse_text", spy("parse", parse_text))
+    monkeypatch.setattr(yaml, "safe_dump_all", spy("dump", yaml.safe_dump_all))
+    async with serve() as (_manager, url), aiohttp.ClientSession() as http:
+        code, _ = await call(
+            http, "PUT", url + "/v1/desired/queen", body=two_models(tiny_model),
+            content_type="application/yaml",
+        )  # fmt: skip
+        assert code == 200
+        code, _ = await call(http, "GET", url + "/v1/desired/queen", accept="application/yaml")
+        assert code == 200
+    loop_thread = threading.main_thread().name
+    assert set(threads) == {"parse", "dump"}
+    assert loop_thread not in threads.values(), threads

@@ -109,11 +109,19 @@ async def test_health_needs_no_token_and_only_health(serve: Serve) -> None:
         assert (await status_of(http, "GET", url + "/v1/health"))[0] == 401
 
 
-async def test_every_route_of_the_app_is_guarded_by_default(serve: Serve) -> None:
+async def test_every_route_of_the_app_is_guarded_by_default(tmp_path: Path) -> None:
     """Deny by default: each route the app registers (whoever added it) and an unknown one
     answer 401 without the token; only GET/HEAD /health do not."""
-    async with serve(token=TOKEN) as (manager, url), aiohttp.ClientSession() as http:
-        app = create_app(manager)
+    (tmp_path / "desired").mkdir()
+    manager = Manager(
+        Settings(home=tmp_path / "home", desired=(tmp_path / "desired",), console=False,
+                 token=TOKEN)
+    )  # fmt: skip
+    app = create_app(manager)  # the app served: its routes are read, not a second app's
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
         routes = {
             (route.method, re.sub(r"\{[^}]+\}", "x", route.resource.canonical))
             for route in app.router.routes()
@@ -122,10 +130,13 @@ async def test_every_route_of_the_app_is_guarded_by_default(serve: Serve) -> Non
         assert len(routes) >= 12
         open_ = set()
         more = {("GET", "/v1/nothing-here"), ("GET", "/"), ("POST", "/v1/status")}
-        for method, path in sorted(routes | more):
-            status, _, _ = await status_of(http, method, url + path)
-            if status != 401:
-                open_.add((method, path))
+        async with aiohttp.ClientSession() as http:
+            for method, path in sorted(routes | more):
+                status, _, _ = await status_of(http, method, url + path)
+                if status != 401:
+                    open_.add((method, path))
+    finally:
+        await server.close()
     assert open_ == {("GET", "/health"), ("HEAD", "/health")}
 
 
@@ -294,3 +305,101 @@ async def test_a_bug_is_a_500_with_a_reference_and_the_traceback_only_in_the_log
             assert r.status == 200
             assert await r.read() == b": connected\n\n"  # the stream ends, nothing else
     assert any("GET /v1/boom-stream failed" in r.getMessage() for r in caplog.records)
+
+
+# -- cross-site requests and media types ------------------------------------------------
+EVIL = "https://evil.example"
+JOB = b'{"operation":"hive_check"}'
+AS_JSON = {"Content-Type": "application/json"}
+
+
+async def answer(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None = None,
+) -> tuple[int, dict[str, object]]:
+    async with http.request(method, url, data=body, headers=headers) as r:
+        assert r.content_type == "application/json"
+        return r.status, await r.json()
+
+
+async def test_a_web_page_of_another_site_cannot_change_hives_state(serve: Serve) -> None:
+    """Without a token (the loopback default), a page the user opens could POST a job
+    (text/plain needs no preflight) or discover a Queen with an <img>: refused with 403
+    saying why and what to do; reads, and clients that are no browser, are not affected."""
+    async with (
+        serve(cors_origins=(ORIGIN,)) as (manager, url),
+        aiohttp.ClientSession() as http,
+    ):
+        queen = f"{url}/v1/capabilities?queen_url=http://127.0.0.1:9"
+        refused = [
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Origin": EVIL}, JOB),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Origin": "null"}, JOB),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Sec-Fetch-Site": "cross-site"}, JOB),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Sec-Fetch-Site": "same-site"}, JOB),
+            ("DELETE", url + "/v1/jobs/job-x", {"Origin": EVIL}, None),
+            ("DELETE", url + "/v1/desired/queen", {"Sec-Fetch-Site": "cross-site"}, None),
+            ("POST", url + "/v1/workers/ghost/restart", {"Origin": EVIL}, None),
+            ("GET", queen, {"Sec-Fetch-Site": "cross-site"}, None),
+            ("GET", queen.replace("/v1/capabilities", "/capabilities"), {"Origin": EVIL}, None),
+        ]
+        for method, target, headers, body in refused:
+            status, error = await answer(http, method, target, headers, body)
+            assert status == 403, (method, target, headers, error)
+            message = error["error"]["message"]  # type: ignore[index]
+            assert error["error"]["code"] == "CrossSiteRequest"  # type: ignore[index]
+            assert "--cors-origin" in message, message
+        assert manager.queen.url is None  # no discovery happened
+        assert manager.http_sources.api.records() == ()
+
+        allowed = [  # a read from anywhere; a trusted origin; hive's own; no browser at all
+            ("GET", url + "/v1/capabilities", {"Sec-Fetch-Site": "cross-site"}, None, 200),
+            ("GET", url + "/v1/status", {"Origin": EVIL}, None, 200),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Origin": ORIGIN}, JOB, 200),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Origin": url}, JOB, 200),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Sec-Fetch-Site": "same-origin"}, JOB, 200),
+            ("POST", url + "/v1/jobs", {**AS_JSON, "Sec-Fetch-Site": "none"}, JOB, 200),
+            ("POST", url + "/v1/jobs", AS_JSON, JOB, 200),
+        ]
+        for method, target, headers, body, expected in allowed:
+            status, _ = await answer(http, method, target, headers, body)
+            assert status == expected, (method, target, headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "expected"),
+    [
+        ("POST", "/v1/jobs", None, 415),
+        ("POST", "/v1/jobs", "text/plain", 415),
+        ("POST", "/v1/jobs", "application/x-www-form-urlencoded", 415),
+        ("POST", "/v1/jobs", "multipart/form-data; boundary=x", 415),
+        ("POST", "/v1/jobs", "application/yaml", 415),
+        ("POST", "/v1/jobs", "application/json", 200),
+        ("POST", "/v1/jobs", "application/json; charset=utf-8", 200),
+        ("POST", "/v1/jobs", "application/vnd.rbee+json", 200),
+        ("PUT", "/v1/desired/team", "text/plain", 415),
+        ("PUT", "/v1/desired/team", None, 415),
+        ("PATCH", "/v1/desired/team", "application/x-www-form-urlencoded", 415),
+        ("PUT", "/v1/desired/team", "application/json", 200),
+        ("PUT", "/v1/desired/team", "application/yaml", 200),
+        ("PATCH", "/v1/desired/team", "text/yaml", 200),
+    ],
+)
+async def test_writes_take_only_the_media_types_they_read(
+    serve: Serve, method: str, path: str, content_type: str | None, expected: int
+) -> None:
+    body = JOB if path == "/v1/jobs" else b"[]"
+    async with serve() as (manager, url), aiohttp.ClientSession() as http:
+        # aiohttp names bytes application/octet-stream unless told; None: no header at all.
+        headers = {"Content-Type": content_type} if content_type else {}
+        async with http.request(
+            method, url + path, data=body, headers=headers, skip_auto_headers=["Content-Type"]
+        ) as r:
+            assert r.status == expected, await r.text()
+            if expected == 415:
+                error = (await r.json())["error"]
+                assert error["code"] == "UnsupportedMediaType"
+                assert "Content-Type" in error["message"] and error["accepted"]
+                assert "team" not in manager.http_sources.names()

@@ -70,6 +70,7 @@ def gb(path: Path) -> str:
 
 
 K = ObjectKey.parse
+JSON = {"Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -114,11 +115,6 @@ def available(manager: Manager, name: str) -> Any:
         (b'{"operation":"model_get","hive_id":"localhost","id":"a","ids":1}', "ids: not a field"),
         (b'{"operation":"model_get","hive_id":"localhost"}', "exactly one of"),
         (
-            b'{"operation":"model_list","hive_id":"elsewhere"}',
-            "hive_id: 'elsewhere' is not this hive",
-        ),
-        (b'{"operation":"hive_check","alias":"elsewhere"}', "alias: 'elsewhere' is not this hive"),
-        (
             b'{"operation":"model_download","hive_id":"localhost","model":"nonsense"}',
             "model: 'nonsense' is neither a source",
         ),
@@ -128,7 +124,7 @@ async def test_bad_requests_get_400_with_the_field_path(
     serve: Serve, desired: Path, body: bytes, needle: str
 ) -> None:
     async with hive_with(serve, desired) as (manager, url, _), aiohttp.ClientSession() as http:
-        async with http.post(url + "/v1/jobs", data=body) as r:
+        async with http.post(url + "/v1/jobs", data=body, headers=JSON) as r:
             assert r.status == 400, await r.text()
             error = (await r.json())["error"]
         assert error["code"] == "BadRequest"
@@ -136,12 +132,30 @@ async def test_bad_requests_get_400_with_the_field_path(
         assert len(manager.http_sources.api.records()) == 0
 
 
+async def test_any_hive_id_or_alias_is_this_hive_and_is_narrated_first(
+    serve: Serve, desired: Path
+) -> None:
+    async with hive_with(serve, desired) as (manager, _url, client):
+        lines, end = await run_job(client, b'{"operation":"model_list","hive_id":"queens-name"}')
+        assert end.outcome == "done"
+        assert lines[0].action == "hive_alias" and "'queens-name'" in lines[0].message
+        assert lines[0].data == {"hive_id": "queens-name"}
+        assert "model_list_start" in actions(lines)
+        lines, end = await run_job(client, b'{"operation":"hive_check","alias":"elsewhere"}')
+        assert end.outcome == "done" and "'elsewhere'" in lines[0].message
+        own = manager.settings.hive_id
+        for name in ("localhost", own):
+            body = json.dumps({"operation": "model_list", "hive_id": name}).encode()
+            lines, end = await run_job(client, body)
+            assert end.outcome == "done" and "hive_alias" not in actions(lines)
+
+
 async def test_an_oversized_operation_name_is_echoed_bounded(serve: Serve, desired: Path) -> None:
     body = json.dumps({"operation": "x" * 100_000}).encode()
     async with (
         hive_with(serve, desired) as (_, url, _c),
         aiohttp.ClientSession() as http,
-        http.post(url + "/v1/jobs", data=body) as r,
+        http.post(url + "/v1/jobs", data=body, headers=JSON) as r,
     ):
         assert r.status == 400
         assert len(await r.text()) < 2000
@@ -167,7 +181,9 @@ async def test_read_jobs_stream_their_result_then_done(
         entry = of(lines, "model_list_entry")[0]
         assert entry.message == f"tiny | {gb(tiny_model)} | available"
         assert entry.actor == "hive" and entry.human == entry.message
-        assert entry.formatted == f"[hive      ] model_list_entry: {entry.message}"
+        assert entry.formatted == (
+            f"\x1b[1m{'hive':<40}\x1b[0m \x1b[2m{'model_list_entry':<20}\x1b[0m\n{entry.message}\n"
+        )
         assert entry.job_id and entry.emitted_at_ms and entry.data["name"] == "tiny"
 
         lines, end = await run_job(
@@ -195,6 +211,12 @@ async def test_read_jobs_stream_their_result_then_done(
             client, b'{"operation":"device_get","hive_id":"localhost","device_id":3}'
         )
         assert end.outcome == "error" and "no device 3" in end.reason
+        # No GPU here: index 0 is the CPU, as device_list numbers it.
+        lines, end = await run_job(
+            client, b'{"operation":"device_get","hive_id":"localhost","device_id":0}'
+        )
+        assert end.outcome == "done", end
+        assert of(lines, "device_get_found")[0].data["id"] == "CPU-0"
 
         lines, end = await run_job(client, b'{"operation":"hive_status","hive_id":"localhost"}')
         assert end.outcome == "done"
@@ -331,13 +353,15 @@ async def test_cancel_mid_download_stops_it_and_removes_the_record(
             within=15,
             what="the download to stop",
         )
-        # A second cancel of a cancelled job says so again; a finished job's is refused.
+        # A second cancel of a cancelled job says so again; a finished job's is a 404 that
+        # says it had ended (as rbee's hive answers).
         assert (await client.cancel_job(created.job_id)).status == "cancelled"
         done = await client.submit_job({"operation": "hive_check"})
         await read_stream(client, done.job_id)
         with pytest.raises(ApiError) as info:
             await client.cancel_job(done.job_id)
-        assert info.value.status == 409
+        assert info.value.status == 404
+        assert "had already ended (done)" in str(info.value)
 
 
 # -- ownership ----------------------------------------------------------------------------------
@@ -360,7 +384,7 @@ async def test_jobs_on_file_owned_objects_get_409_naming_the_owner(
             b'{"operation":"worker_delete","hive_id":"localhost","name":"w1"}',
             b'{"operation":"worker_spawn","hive_id":"localhost","model":"tiny","worker":"cpu","device":0,"name":"w1"}',
         ):
-            async with http.post(url + "/v1/jobs", data=body) as r:
+            async with http.post(url + "/v1/jobs", data=body, headers=JSON) as r:
                 assert r.status == 409, (body, await r.text())
                 message = (await r.json())["error"]["message"]
             assert str(desired) in message and f"source dir:{desired}" in message, message

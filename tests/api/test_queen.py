@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
 from hive.api.app import create_app
+from hive.observers.runtimes import built_in_entries
 from hive.runtime.manager import Manager
 from hive.settings import Settings
 from testkit.queen import FakeQueen
@@ -71,6 +73,12 @@ def hive(tmp_path: Path) -> Serve:
     return run
 
 
+def link_tasks() -> list[str]:
+    """The Queen link's running tasks, by name."""
+    names = {"queen-push", "queen-ready"}
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name() in names)
+
+
 def size_gb(path: Path) -> float:
     return round(path.stat().st_size / 1e9, 2)
 
@@ -104,7 +112,9 @@ async def test_no_beat_before_discovery_then_the_seed_push_with_its_payload(
             )
 
         await apoll(lambda: running_for(5 * FAST["queen_heartbeat_interval"]), what="hive to run")
-        assert queen.hits == {}
+        assert link_tasks() == []  # no beat is even tried (the port is unknown to hive anyway)
+        assert manager.queen.push.view().state == "idle"
+        assert manager.queen.ready.view().state == "idle"
         assert manager.queen.view().url is None
         assert (await status_queen(url))["push"] == {
             "state": "idle",
@@ -175,7 +185,7 @@ async def test_capability_changes_follow_models_and_workers_since_the_acknowledg
         (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
         await apoll(lambda: len(with_changes()) >= 2, within=20, what="the worker added")
         assert with_changes()[1]["workers"] == [
-            {"action": "added", "model_id": "tiny", "size_gb": size, "worker_id": "w"}
+            {"action": "added", "model_id": "tiny", "size_gb": size}
         ]
         (desired / ".hive-allow-empty").touch()
         (desired / "worker.yaml").unlink()
@@ -378,6 +388,31 @@ async def test_a_token_guards_discovery_on_both_paths(hive: Serve) -> None:
         await apoll(lambda: queen.beats, what="a beat")
 
 
+async def test_a_discovery_after_stop_starts_nothing_and_a_dead_push_is_restarted(
+    hive: Serve,
+) -> None:
+    async with FakeQueen("seed") as queen, hive() as (manager, url):
+        code, _ = await discover(url, queen.url)
+        assert code == 200
+        await apoll(lambda: len(queen.beats) >= 1, what="a push beat")
+        assert link_tasks() in (["queen-push"], ["queen-push", "queen-ready"])
+        # The push task dies: the same Queen discovering again starts it again.
+        push = next(t for t in asyncio.all_tasks() if t.get_name() == "queen-push")
+        push.cancel()
+        await asyncio.wait([push])
+        code, _ = await discover(url, queen.url)
+        assert code == 200
+        assert "queen-push" in link_tasks()
+        seen = len(queen.beats)
+        await apoll(lambda: len(queen.beats) > seen, what="beats after the restart")
+        # hive stops its link; a discovery still in flight then starts nothing.
+        await manager.queen.stop()
+        assert link_tasks() == []
+        await manager.queen.discover(queen.url.replace("127.0.0.1", "localhost"))
+        await manager.queen.discover(queen.url)
+        assert link_tasks() == []
+
+
 async def test_another_queen_replaces_the_link(hive: Serve, tmp_path: Path) -> None:
     async with (
         FakeQueen("seed") as first,
@@ -446,3 +481,80 @@ async def test_metrics_count_heartbeats_by_protocol(hive: Serve) -> None:
                 text=True,
             )
             assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_the_telemetry_streams_last_frame_says_stopping(tmp_path: Path) -> None:
+    (tmp_path / "desired").mkdir()
+    manager = Manager(
+        Settings(
+            home=tmp_path / "home",
+            desired=(tmp_path / "desired",),
+            console=False,
+            gpu_probe="none",
+            **FAST,
+        )
+    )
+    server = TestServer(create_app(manager), host="127.0.0.1")
+    await server.start_server()
+    statuses: list[str] = []
+    closing: asyncio.Task[None] | None = None
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(str(server.make_url("/v1/heartbeats/stream"))) as r,
+        ):
+            async for raw in r.content:
+                line = raw.decode()
+                if not line.startswith("data: "):
+                    continue
+                statuses.append(json.loads(line[6:])["hive_info"]["operational_status"])
+                if closing is None and statuses[-1] == "ready":
+                    closing = asyncio.create_task(server.close())  # hive stops
+    finally:
+        if closing is None:
+            await server.close()
+        else:
+            await closing
+    assert "ready" in statuses
+    assert statuses[-1] == "stopping", statuses
+
+
+def test_the_built_in_llama_cpp_gets_the_queen_from_its_environment_only() -> None:
+    entry = next(e for e in built_in_entries() if e.id == "llama-cpp")
+    assert "{queen_url}" not in entry.argv and "--queen-url" not in entry.argv
+
+
+async def test_the_queens_password_stays_off_a_workers_log_record_and_answers(
+    hive: Serve, tmp_path: Path, tiny_model: Path, worker_ports: range
+) -> None:
+    # A third-party runtime that takes {queen_url} on its command line (the scripted
+    # worker ignores what --model says).
+    entry = install_scripted_runtime(tmp_path / "home")
+    metadata = json.loads(entry.read_text())
+    metadata["argv"][metadata["argv"].index("{model}")] = "{queen_url}"
+    entry.write_text(json.dumps(metadata))
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "model.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
+    secret = "pw-0f-the-queen"
+    queen_url = f"http://hive:{secret}@127.0.0.1:{free_port()}"
+    async with (
+        hive(queen_url=queen_url, worker_ports=f"{worker_ports.start}-{worker_ports.stop - 1}") as (
+            manager,
+            url,
+        ),
+        aiohttp.ClientSession() as http,
+    ):
+        await apoll(lambda: "w" in manager.workers.instances, within=20, what="the worker")
+        pid = manager.workers.instances["w"].state.pid
+        assert psutil.Process(pid).environ()["HIVE_QUEEN_URL"] == queen_url
+        for path in ("/v1/workers/w", "/v1/workers/w/logs", "/v1/workers", "/v1/status"):
+            async with http.get(url + path) as r:
+                text = await r.text()
+                assert r.status == 200 and secret not in text, (path, text)
+        async with http.get(url + "/v1/workers/w/logs") as r:
+            assert "hive:***@127.0.0.1" in await r.text()
+        for file in (tmp_path / "home").rglob("*"):
+            if file.is_file() and file.name != "queen.json":
+                assert secret.encode() not in file.read_bytes(), file

@@ -25,9 +25,7 @@ TWO = Inventory(models={"a": 2 * GB, "b": GB // 2}, workers={"w1": "a"})
                     {"action": "added", "model_id": "a", "size_gb": 2.0},
                     {"action": "added", "model_id": "b", "size_gb": 0.5},
                 ],
-                "workers": [
-                    {"action": "added", "model_id": "a", "size_gb": 2.0, "worker_id": "w1"}
-                ],
+                "workers": [{"action": "added", "model_id": "a", "size_gb": 2.0}],
             },
         ),
         (
@@ -35,9 +33,7 @@ TWO = Inventory(models={"a": 2 * GB, "b": GB // 2}, workers={"w1": "a"})
             Inventory(models={"a": 2 * GB}, workers={}),
             {
                 "models": [{"action": "removed", "model_id": "b", "size_gb": 0.5}],
-                "workers": [
-                    {"action": "removed", "model_id": "a", "size_gb": 2.0, "worker_id": "w1"}
-                ],
+                "workers": [{"action": "removed", "model_id": "a", "size_gb": 2.0}],
             },
         ),
         (  # the model went with its worker: the worker's size is what the model had
@@ -45,9 +41,7 @@ TWO = Inventory(models={"a": 2 * GB, "b": GB // 2}, workers={"w1": "a"})
             Inventory(models={"b": GB // 2}, workers={}),
             {
                 "models": [{"action": "removed", "model_id": "a", "size_gb": 2.0}],
-                "workers": [
-                    {"action": "removed", "model_id": "a", "size_gb": 2.0, "worker_id": "w1"}
-                ],
+                "workers": [{"action": "removed", "model_id": "a", "size_gb": 2.0}],
             },
         ),
         (  # a worker that serves another model now: removed, then added
@@ -56,8 +50,8 @@ TWO = Inventory(models={"a": 2 * GB, "b": GB // 2}, workers={"w1": "a"})
             {
                 "models": [],
                 "workers": [
-                    {"action": "added", "model_id": "b", "size_gb": 0.5, "worker_id": "w1"},
-                    {"action": "removed", "model_id": "a", "size_gb": 2.0, "worker_id": "w1"},
+                    {"action": "added", "model_id": "b", "size_gb": 0.5},
+                    {"action": "removed", "model_id": "a", "size_gb": 2.0},
                 ],
             },
         ),

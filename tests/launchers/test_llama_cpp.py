@@ -3,6 +3,8 @@ model over loopback HTTP, its pre-flight errors, and its heartbeats to a real Qu
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import signal
@@ -214,6 +216,7 @@ class Queen:
 
     def __init__(self) -> None:
         self.beats: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self.status = 200
         app = web.Application()
         app.router.add_post("/v1/worker-heartbeat", self._beat)
@@ -222,6 +225,7 @@ class Queen:
 
     async def _beat(self, request: web.Request) -> web.Response:
         self.beats.append(await request.json())
+        self.authorizations.append(request.headers.get("Authorization"))
         return web.json_response({}, status=self.status)
 
     def statuses(self) -> list[str]:
@@ -338,3 +342,19 @@ def test_the_heartbeat_goes_to_the_queens_worker_heartbeat_route() -> None:
         "implementation": "hive-llama-cpp",
         "version": __version__,
     }
+
+
+async def test_credentials_in_the_queen_url_are_sent_as_basic_auth(queen: Queen) -> None:
+    secret_url = queen.url.replace("http://", "http://hive%40gpu:p%3Ass@")
+    opts = parse_options([*REQUIRED, "--queen-url", secret_url], env={})
+    heartbeat = heartbeat_for(opts)
+    assert heartbeat is not None
+    assert "p%3Ass" not in heartbeat.endpoint and "@" not in heartbeat.endpoint
+    await asyncio.to_thread(heartbeat.send)
+    assert len(queen.beats) == 1
+    expected = base64.b64encode(b"hive@gpu:p:ss").decode()
+    assert queen.authorizations == [f"Basic {expected}"]
+    plain = heartbeat_for(parse_options([*REQUIRED, "--queen-url", queen.url], env={}))
+    assert plain is not None
+    await asyncio.to_thread(plain.send)
+    assert queen.authorizations[-1] is None

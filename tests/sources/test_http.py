@@ -3,6 +3,7 @@ apply, applied whole, read back by a new hive, and never emptied or pruned by mi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from hive.core.clock import SystemClock
 from hive.core.store import ReplaceResult, Store
-from hive.errors import Conflict, TransientError, ValidationFailed
+from hive.errors import Conflict, NotFound, TransientError, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, SourceName
 from hive.model.manifests import ModelManifest, Origin, Record, WorkerManifest
 from hive.narration.bus import Bus
@@ -183,7 +184,8 @@ async def test_client_sources_are_created_loaded_and_deleted(tmp_path: Path) -> 
     assert not (desired_dir(tmp_path) / "team-a.json").exists()
     await again.sources.drop(QUEEN)  # a built-in source stays, empty
     assert again.sources.names() == [API, QUEEN]
-    assert await again.sources.drop("never-made") is None
+    with pytest.raises(NotFound):
+        await again.sources.drop("never-made")
 
 
 @pytest.mark.parametrize(
@@ -201,3 +203,64 @@ def test_names_that_cannot_be_http_sources(name: str, problem: str) -> None:
     found = http_source_problem(name)
     assert found is not None and problem in found
     assert http_source_problem("team-a") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"version": 1, "records": 5}',
+        '{"version": 1, "records": {"kind": "Model"}}',
+        '{"version": 1, "records": [5]}',
+        '{"version": 1, "records": [["Model"]]}',
+        '{"version": 1, "records": [{"kind": "Model", "metadata": 5, "spec": []}]}',
+    ],
+)
+async def test_valid_json_of_the_wrong_shape_is_reported_not_fatal(
+    tmp_path: Path, body: str
+) -> None:
+    directory = desired_dir(tmp_path)
+    directory.mkdir(parents=True)
+    (directory / "queen.json").write_text(body)
+    h = Harness(tmp_path)
+    await h.sources.load()  # hive starts
+    state = next(s for s in h.store.sources() if s.name == QUEEN)
+    assert not state.synced and "queen.json" in state.errors[0].file
+    assert (directory / "queen.json").read_text() == body  # kept
+
+
+async def test_writes_racing_a_delete_are_404s_and_leave_no_file(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.sources.load()
+    team = h.sources.open("team-a")
+    await team.replace([model("a", src="team-a")])
+    path = desired_dir(tmp_path) / "team-a.json"
+    assert path.exists()
+    # A DELETE and, holding the same source, a PUT, a PATCH and a second DELETE at once.
+    results = await asyncio.gather(
+        h.sources.drop("team-a"),
+        team.replace([model("b", src="team-a")]),
+        team.upsert([model("c", src="team-a")]),
+        h.sources.drop("team-a"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ReplaceResult)
+    assert all(isinstance(r, NotFound) for r in results[1:]), results
+    assert not path.exists()
+    assert "team-a" not in h.sources.names()
+    assert "team-a" not in {s.name for s in h.store.sources()}
+    assert h.owners() == {}
+
+
+async def test_a_source_whose_first_write_fails_is_forgotten(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.sources.load()
+    new = h.sources.open("team-b")
+    with pytest.raises(ValidationFailed):
+        await new.replace([model("a", src="team-b"), model("a", src="team-b")])
+    await h.sources.forget(new)
+    assert "team-b" not in h.sources.names()
+    assert "team-b" not in {s.name for s in h.store.sources()}
+    kept = h.sources.open("team-c")
+    await kept.replace([model("a", src="team-c")])
+    await h.sources.forget(kept)  # written once: stays
+    assert "team-c" in h.sources.names()
