@@ -59,6 +59,11 @@ def _check_source(value: str) -> str:
             f"{show(value)} is not a Hugging Face source "
             "(use hf://org/repo/path/file.gguf[@revision] or hf://org/repo:QUANT[@revision])"
         )
+    if value.startswith("hf://") and {".", ".."} & set(value.split("@", 1)[0][5:].split("/")):
+        raise ValueError(
+            f"{show(value)}: a Hugging Face repository or file path has no '.' or '..' part "
+            "(the hub refuses them; name the file as the repository lists it)"
+        )
     if value.startswith(("https://", "http://")):
         parts = urlsplit(value)
         if not parts.hostname:

@@ -151,6 +151,9 @@ def test_manifests_are_immutable() -> None:
         ({"source": "s3://bucket/x.gguf"}, "source"),
         ({"source": "hf://org"}, "source"),
         ({"source": "hf://org/repo/x.gguf@"}, "source"),
+        ({"source": "hf://a/../../etc/passwd.gguf"}, "source"),
+        ({"source": "hf://org/../x.gguf"}, "source"),
+        ({"source": "hf://org/repo/./x.gguf"}, "source"),
         ({"source": "http://"}, "source"),
         ({"source": "file:"}, "source"),
         ({"sha256": "ABC"}, "sha256"),
@@ -162,6 +165,11 @@ def test_model_spec_refuses(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         ModelManifest.model_validate(model_data(**spec))
     assert [e["loc"] for e in info.value.errors()] == [("spec", field)]
+
+
+def test_a_revision_may_hold_dots() -> None:
+    source = "hf://org/repo.v2/dir/x.gguf@v1.2"
+    assert ModelManifest.model_validate(model_data(source=source)).spec.source == source
 
 
 def test_a_source_is_at_most_4096_characters() -> None:
