@@ -21,7 +21,7 @@ from typing import Any
 from hive.core.clock import Clock
 from hive.errors import TooManyRequests
 from hive.model.events import Event, Level
-from hive.model.text import clip, redact_text, show_text
+from hive.model.text import clip, redact_data, redact_text, show_text
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Job:
             else int(self._clock.now().timestamp() * 1000),
             "level": level.value,
             "object": object,
-            "data": data or {},
+            "data": redact_data(data) if data else {},
         }
         if self.correlation_id is not None:
             event["correlation_id"] = self.correlation_id

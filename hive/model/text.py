@@ -51,6 +51,18 @@ def show_text(text: str, limit: int = ECHO_LIMIT) -> str:
     return clip(redact_text(text), limit)
 
 
+def redact_data(value: Any) -> Any:
+    """Structured data (an event's, a job line's) with every URL in its strings redacted,
+    in nested lists and dicts too (hive builds them, a few levels deep at most)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    return value
+
+
 def show(value: Any, limit: int = ECHO_LIMIT) -> str:
     """A value as an error message quotes it (its repr), bounded in size and redacted.
 

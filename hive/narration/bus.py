@@ -16,7 +16,7 @@ from typing import Any
 
 from hive.core.clock import Clock
 from hive.model.events import Event, Level
-from hive.model.text import redact_text
+from hive.model.text import redact_data, redact_text
 
 Listener = Callable[[Event], None]
 #: An event as a stream sends it (an SSE frame); the bus keeps what it returns.
@@ -41,18 +41,6 @@ class Gap:
             "re-read the objects you follow (GET /v1/models) to resync",
             "data": {"missed": self.missed, "after_id": self.after_id},
         }
-
-
-def _redacted(value: Any) -> Any:
-    """An event's data with every URL in its strings redacted (in nested lists and dicts
-    too: hive builds them, a few levels deep at most)."""
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    return value
 
 
 class Bus:
@@ -98,7 +86,7 @@ class Bus:
             action=action,
             level=level,
             message=redact_text(message),
-            data=_redacted(data) if data else {},
+            data=redact_data(data) if data else {},
         )
         slot = self._last_id % self._capacity
         self._ring[slot] = event

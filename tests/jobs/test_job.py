@@ -49,3 +49,12 @@ def test_an_error_reason_with_any_line_break_stays_one_sse_line() -> None:
     body = marker.removesuffix("\n\n")
     assert not any(c in body for c in "\r\n\u2028"), repr(body)
     assert body.startswith("data: [ERROR] first")
+
+
+def test_a_lines_data_is_redacted_as_an_events_is() -> None:
+    one = job()
+    secret = "https://user:s3cret@host/x.gguf?token=abc123"
+    one.emit("model_download_start", f"from {secret}", data={"source": secret, "n": [secret]})
+    (line,) = lines(one.read(0)[0])
+    assert "s3cret" not in json.dumps(line) and "abc123" not in json.dumps(line)
+    assert line["data"]["source"].startswith("https://user:***@host/x.gguf")  # type: ignore[index]
