@@ -118,7 +118,7 @@ def event_of(message: SseMessage) -> Event | EventsDropped | None:
 
 
 # -- errors -------------------------------------------------------------------------------
-def _cause(exc: BaseException) -> str:
+def connection_cause(exc: BaseException) -> str:
     """One line on why no answer came, as urllib said it (`[Errno 111] Connection refused`,
     `timed out`), not aiohttp's longer wording."""
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -202,7 +202,7 @@ class HiveClient:
                     raise await self._api_error(response, path)
                 yield response
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise HiveUnreachable(url=self.url, cause=_cause(exc)) from None
+            raise HiveUnreachable(url=self.url, cause=connection_cause(exc)) from None
 
     async def _api_error(self, response: aiohttp.ClientResponse, path: str) -> ApiError:
         body = await response.read()

@@ -25,6 +25,7 @@ from hive.api.devices import add_routes as add_device_routes
 from hive.api.guard import MAX_BODY, guard
 from hive.api.jobs import add_routes as add_job_routes
 from hive.api.metrics import CONTENT_TYPE, count_streams, registry_for, render
+from hive.api.params import bool_param, int_param
 from hive.api.responses import error_response
 from hive.api.responses import json_response as _json
 from hive.api.views import (
@@ -39,7 +40,7 @@ from hive.api.views import (
 )
 from hive.errors import Conflict, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
-from hive.model.text import clip, show
+from hive.model.text import clip
 from hive.narration.bus import Subscription
 from hive.narration.sse import stream_file_lines, stream_subscription
 from hive.runtime.manager import Manager
@@ -79,42 +80,13 @@ async def get_model(request: web.Request) -> web.Response:
     return _json(object_view(manager, key, observed))
 
 
-#: The largest integer a query parameter or header takes (an int64, as the spec says).
-MAX_INT = 2**63 - 1
-
-
-def _int_param(raw: str | None, what: str, *, kind: str = "an event id") -> int | None:
-    """`raw` as an integer from 0 to MAX_INT; None when absent. Only ASCII digits: `int()`
-    would also take `+1`, `1_0` and other scripts' digits. Empty is refused (the spec says
-    integer; an EventSource sends no `Last-Event-ID` rather than an empty one)."""
-    if raw is None:
-        return None
-    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_INT))
-    if not digits or int(raw) > MAX_INT:
-        raise ValidationFailed(
-            f"{what} must be {kind} (an integer from 0 to {MAX_INT}), got {show(raw)}"
-        )
-    return int(raw)
-
-
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
-
-
-def _bool_param(raw: str | None, what: str) -> bool:
-    if raw is None or raw.lower() in _FALSE:
-        return False
-    if raw.lower() in _TRUE:
-        return True
-    raise ValidationFailed(f"{what} must be true or false, got {show(raw)}")
-
-
 async def delete_model_files(request: web.Request) -> web.Response:
     """`hive delete model NAME`: remove a model's files (and any partial download) that no
     record wants present. A declared model is changed through its record, not here. A
     model that Workers use is refused (409, naming them) unless `?force=true`: then they
     are stopped, and told that the model was deleted by API request."""
     manager, name, key = _model_key(request)
-    force = _bool_param(request.query.get("force"), "force")
+    force = bool_param(request.query.get("force"), "force")
     record = manager.store.desired(key)
     if record is not None and getattr(record.manifest.spec, "state", None) == "present":
         raise Conflict(
@@ -173,7 +145,7 @@ async def worker_logs(request: web.Request) -> web.StreamResponse:
     """The worker's log: the last `tail` lines (default 100) as text, or with `follow=1`
     those and every new line as SSE (`data: {"line": ...}`)."""
     manager, name = _worker_name(request)
-    tail = _int_param(request.query.get("tail"), "tail", kind="a number of lines")
+    tail = int_param(request.query.get("tail"), "tail", kind="a number of lines")
     tail = min(100 if tail is None else tail, MAX_TAIL)
     path = log_path(manager.settings.home, name)
     if request.query.get("follow", "") in {"1", "true", "yes"}:
@@ -233,8 +205,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     # Both are checked, whichever wins: a bad `since` is refused with or without the header.
-    resume = _int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
-    since = _int_param(request.query.get("since"), "since")
+    resume = int_param(request.headers.get("Last-Event-ID"), "Last-Event-ID header")
+    since = int_param(request.query.get("since"), "since")
     after = since if resume is None else resume
     object_filter = request.query.get("object")
     if object_filter is not None:

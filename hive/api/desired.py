@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import yaml
 from aiohttp import web
 
+from hive.api.params import bool_param
 from hive.core.parse import Problem, parse_text
 from hive.core.store import ReplaceResult
 from hive.errors import NotFound, ValidationFailed
@@ -36,17 +37,6 @@ def _json(data: Any, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
-
-
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
-
-
-def _bool_param(raw: str | None, what: str) -> bool:
-    if raw is None or raw.lower() in _FALSE:
-        return False
-    if raw.lower() in _TRUE:
-        return True
-    raise ValidationFailed(f"{what} must be true or false, got {show(raw)}")
 
 
 def _source_name(request: web.Request) -> SourceName:
@@ -231,7 +221,7 @@ class DesiredRoutes:
         """The body becomes the source's whole set; an emptying one needs `?allowEmpty=true`."""
         manager = self._manager
         name = _source_name(request)
-        allow_empty = _bool_param(request.query.get("allowEmpty"), "allowEmpty")
+        allow_empty = bool_param(request.query.get("allowEmpty"), "allowEmpty")
         records = await _records(request, name)
         source = manager.http_sources.open(name)
         try:

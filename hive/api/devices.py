@@ -16,6 +16,7 @@ from aiohttp import web
 from hive.api.machine import capabilities, device_get, device_list, devices_view, telemetry_frame
 from hive.api.views import observe_models, status_view
 from hive.model.views import HiveStatus
+from hive.narration.sse import open_sse
 from hive.queen import discovery
 from hive.runtime.manager import Manager
 
@@ -67,14 +68,7 @@ def add_routes(app: web.Application, manager: Manager) -> None:
 async def _telemetry_stream(request: web.Request, manager: Manager) -> web.StreamResponse:
     """rbee's telemetry: `event: heartbeat` with a `Telemetry` frame now and every
     `queen_telemetry_interval` seconds, until the client goes away or hive stops."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    response = await open_sse(request)
     link, interval = manager.queen, manager.settings.queen_telemetry_interval
     link.subscribers += 1
 

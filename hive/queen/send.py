@@ -4,26 +4,15 @@ redacted line (the reason the status and the events show), never an exception.""
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import aiohttp
 
+from hive.client import connection_cause
 from hive.model.text import show_text, show_url
 
 #: Bytes of the Queen's answer read (an ack is a few dozen).
 _MAX_ANSWER = 64 * 1024
-
-
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        exc = exc.os_error
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        text = os.strerror(exc.errno) if exc.errno > 0 else exc.strerror
-        return f"[Errno {exc.errno}] {text}"
-    return show_text(str(exc)) or type(exc).__name__
 
 
 async def post_json(
@@ -43,4 +32,4 @@ async def post_json(
     except asyncio.CancelledError:
         raise
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-        return None, f"POST {show_url(url)}: {_cause(exc)}"
+        return None, f"POST {show_url(url)}: {show_text(connection_cause(exc))}"
