@@ -197,7 +197,6 @@ def machine_status(manager: Manager, observed: Mapping[str, ObservedModel]) -> d
         if o.download is not None
         or (o.metadata is not None and o.metadata.status == ArtifactStatus.DOWNLOADING)
     ]
-    phases = [s.phase for k, s in manager.statuses.items() if k.kind is Kind.WORKER]
     return {
         "hostname": sample.hostname,
         "ip_address": sample.ip_address,
@@ -208,10 +207,6 @@ def machine_status(manager: Manager, observed: Mapping[str, ObservedModel]) -> d
         "disk_total_gb": sample.disk_total_bytes // GB,
         "disk_available_gb": sample.disk_free_bytes // GB,
         "devices": [d.model_dump(mode="json") for d in device_list(manager)],
-        "workers_running": phases.count(WorkerPhase.RUNNING),
-        "workers_starting": phases.count(WorkerPhase.STARTING),
-        "workers_stopping": phases.count(WorkerPhase.STOPPING),
-        "workers_total": len(manager.workers.instances),
         "models_available": len(available),
         "models_downloading": len(downloading),
         "models_total_gb": round(sum(o.metadata.size for o in available if o.metadata) / GB, 2),

@@ -131,6 +131,7 @@ def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict
         }
         for s in manager.store.sources()
     ]
+    workers = _worker_counts(manager)
     return {
         "hive_id": manager.settings.hive_id,
         "status": "running",
@@ -141,8 +142,9 @@ def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict
         "sources": sources,
         "objects": {kind: dict(c) for kind, c in counts.items()},
         "queue": {"pending": len(manager.queue), "in_progress": len(manager.queue.processing)},
-        "workers": _worker_counts(manager),
+        "workers": workers,
         "last_event_id": manager.bus.last_id,
+        **workers,  # the seed's HiveStatus has them at the top
         **machine_status(manager, observed),
     }
 
