@@ -6,8 +6,6 @@ machine.py; the job API (hive/jobs/hive_views.py) reads `device_list`, `device_g
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -16,14 +14,11 @@ from aiohttp import web
 from hive.api.machine import capabilities, device_get, device_list, devices_view, telemetry_frame
 from hive.api.views import observe_models, status_view
 from hive.model.views import HiveStatus
-from hive.narration.sse import open_sse
+from hive.narration.sse import NextFrames, stream_frames
 from hive.queen import discovery
 from hive.runtime.manager import Manager
 
 __all__ = ["add_routes", "device_get", "device_list", "hive_status"]
-
-#: Seconds between checks that hive is stopping, while a telemetry stream waits.
-_STOP_CHECK = 0.25
 
 
 async def hive_status(manager: Manager) -> HiveStatus:
@@ -65,39 +60,40 @@ def add_routes(app: web.Application, manager: Manager) -> None:
     app.router.add_get("/v1/heartbeats/stream", heartbeats)
 
 
-async def _telemetry_stream(request: web.Request, manager: Manager) -> web.StreamResponse:
+def telemetry_frames(manager: Manager) -> NextFrames:
     """rbee's telemetry: `event: heartbeat` with a `Telemetry` frame now and every
-    `queen_telemetry_interval` seconds, until the client goes away or hive stops."""
-    response = await open_sse(request)
-    link, interval = manager.queen, manager.settings.queen_telemetry_interval
-    link.subscribers += 1
+    `within` seconds (the stream's keep-alive is `queen_telemetry_interval`); once hive
+    stops, a last frame (it says `stopping`, so the Queen knows why the stream ends).
+    A frame counts as sent (`frames_sent`) once written: when the writer asks again."""
+    link, bus = manager.queen, manager.bus
+    first, over, given = True, False, False
 
-    async def send() -> bool:
+    async def next_frames(within: float) -> bytes | None:
+        nonlocal first, over, given
+        if given:
+            link.frames_sent += 1
+            given = False
+        if over:
+            return None
+        if not first:
+            await bus.until_closed(within)  # at once when hive stops: no polling
+        first, over, given = False, bus.closed, True
         frame = json.dumps(telemetry_frame(manager).wire(), separators=(",", ":"))
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return False
-        await response.write(f"event: heartbeat\ndata: {frame}\n\n".encode())
-        link.frames_sent += 1
-        return True
+        return f"event: heartbeat\ndata: {frame}\n\n".encode()
 
+    return next_frames
+
+
+async def _telemetry_stream(request: web.Request, manager: Manager) -> web.StreamResponse:
+    """The telemetry stream (`telemetry_frames`), until the client goes away or hive stops;
+    the link counts its subscribers."""
+    link = manager.queen
+    link.subscribers += 1
     try:
-        while not manager.bus.closed:
-            if not await send():
-                break
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + interval
-            while not manager.bus.closed:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                await asyncio.sleep(min(left, _STOP_CHECK))
-        if manager.bus.closed:
-            await send()  # the last frame says `stopping`, so the Queen knows why it ends
-    except (ConnectionResetError, ConnectionError):
-        pass
+        return await stream_frames(
+            request,
+            telemetry_frames(manager),
+            keepalive=manager.settings.queen_telemetry_interval,
+        )
     finally:
         link.subscribers -= 1
-    with contextlib.suppress(ConnectionResetError, ConnectionError, RuntimeError):
-        await response.write_eof()
-    return response

@@ -18,7 +18,7 @@ from hive.errors import NotFound
 from hive.jobs.job import Job, Outcome
 from hive.jobs.service import JobCollector, JobService
 from hive.model.text import show
-from hive.narration.sse import open_sse
+from hive.narration.sse import NextFrames, stream_frames
 from hive.runtime.manager import Manager
 
 JOBS = web.AppKey("jobs", JobService)
@@ -51,24 +51,32 @@ def _job(request: web.Request) -> Job:
     return job
 
 
-async def stream_job(request: web.Request) -> web.StreamResponse:
-    job = _job(request)
-    keepalive = request.app[JOBS].manager.settings.sse_keepalive
-    response = await open_sse(request)
-    cursor = 0
-    try:
+def job_frames(job: Job) -> NextFrames:
+    """A job's lines from its first, each as it comes, then its end marker (`[DONE]`,
+    `[ERROR] <reason>` or `[CANCELLED]`) with the last of them."""
+    cursor, over = 0, False
+
+    async def next_frames(within: float) -> bytes | None:
+        nonlocal cursor, over
+        if over:
+            return None
         while True:
             frames, cursor = job.read(cursor)
             if job.outcome is not None and cursor >= job.end:
-                await response.write(b"".join(frames) + job.marker())
-                break
+                over = True
+                return b"".join(frames) + job.marker()
             if frames:
-                await response.write(b"".join(frames))
-            elif not await job.wait(cursor, within=keepalive):
-                await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return response
+                return b"".join(frames)
+            if not await job.wait(cursor, within=within):
+                return b""
+
+    return next_frames
+
+
+async def stream_job(request: web.Request) -> web.StreamResponse:
+    job = _job(request)
+    keepalive = request.app[JOBS].manager.settings.sse_keepalive
+    return await stream_frames(request, job_frames(job), keepalive=keepalive)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -55,6 +55,7 @@ class Bus:
         self._last_id = 0
         self._changed = asyncio.Event()
         self._listeners: list[Listener] = []
+        self._closing = asyncio.Event()
         self.closed = False
 
     @property
@@ -165,7 +166,20 @@ class Bus:
     def close(self) -> None:
         """No more events: readers waiting now return, so streams end at shutdown."""
         self.closed = True
+        self._closing.set()
         self._changed.set()
+
+    async def until_closed(self, within: float) -> bool:
+        """Wait up to `within` seconds for the bus to close (at once when it is): whether it
+        did. What a stream that is no reader of events (the telemetry) waits on."""
+        if self.closed:
+            return True
+        try:
+            async with asyncio.timeout(within):
+                await self._closing.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def wait(self, after: int) -> None:
         """Return once an event with id > after exists, or the bus is closed."""

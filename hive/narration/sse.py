@@ -1,11 +1,14 @@
-"""Server-Sent Events framing, the `/v1/events` stream over the narration bus, and a
-worker log followed line by line."""
+"""Server-Sent Events: the framing, and the one writer of every stream hive serves
+(`stream_frames`: keep-alives, a client that went away, hive stopping). Each stream
+supplies only its frames: the `/v1/events` stream over the narration bus and a worker log
+followed line by line here, a job's lines (api/jobs.py), rbee's telemetry (api/devices.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,19 @@ BURST_FRAMES = 100
 BURST_WINDOW = 0.1
 
 
+#: What a stream sends next, waiting up to the given seconds for it: its frames, b"" when
+#: nothing came meanwhile (the writer sends a keep-alive comment), None once the stream is
+#: over (its last frames came in an earlier answer). The writer asks again only after it
+#: wrote the last answer.
+NextFrames = Callable[[float], Awaitable[bytes | None]]
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def _never() -> bool:
+    return False
+
+
 async def open_sse(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -55,6 +71,81 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def client_gone(request: web.Request) -> bool:
+    """Whether the client closed its connection (nothing more reaches it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def stream_frames(
+    request: web.Request,
+    next_frames: NextFrames,
+    *,
+    keepalive: float,
+    stopped: Callable[[], bool] = _never,
+    first: bytes = b"",
+) -> web.StreamResponse:
+    """Open the SSE answer, write `first`, then what `next_frames` gives, each write
+    awaited, and a keep-alive comment when nothing came within `keepalive` seconds; until
+    the source is over, `stopped()` (checked before each wait: a source wakes when it
+    turns true), or the client went away (a lost connection is no error: nothing logged)."""
+    response = await open_sse(request)
+    try:
+        if first:
+            await response.write(first)
+        while not stopped():
+            data = await next_frames(keepalive)
+            if data is None or client_gone(request):
+                break
+            await response.write(data or KEEPALIVE)
+    except ConnectionError:
+        pass
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write_eof()
+    return response
+
+
+def subscription_frames(
+    request: web.Request, subscription: Subscription, *, flush_interval: float = 0.0
+) -> NextFrames:
+    """The `/v1/events` stream's frames: every event the client has not had (up to the
+    bus's READ_LIMIT), each encoded once for all streams (`Bus.frames`); over once the bus
+    closed and every event was read. Nothing is encoded for a client that went away (after
+    100 workers stop, a batch is hundreds of events, on a loop the exiting workers starve).
+
+    In a burst (BURST_FRAMES events written within BURST_WINDOW seconds: far more than
+    hive narrates at work), a stream that caught up pauses `flush_interval` seconds before
+    its next write, so that the burst goes out in a few large writes per stream rather than
+    one per turn of the loop; otherwise every event goes out at once."""
+    loop = asyncio.get_running_loop()
+    window_start, window_frames = loop.time(), 0
+    pause = False
+
+    async def next_frames(within: float) -> bytes | None:
+        nonlocal window_start, window_frames, pause
+        while True:
+            if pause:
+                pause = False
+                await asyncio.sleep(flush_interval)
+            if subscription.closed:
+                return None
+            if not await subscription.ready(within):
+                return b""
+            if client_gone(request):
+                return None
+            data, frames = subscription.take_frames(encode=event_frame, encode_gap=gap_frame)
+            now = loop.time()
+            if now - window_start > BURST_WINDOW:
+                window_start, window_frames = now, 0
+            window_frames += frames
+            bursting = window_frames >= BURST_FRAMES
+            pause = flush_interval > 0 and bursting and not subscription.behind
+            if data:  # none when every event was for other objects: wait on
+                return data
+
+    return next_frames
+
+
 async def stream_subscription(
     request: web.Request,
     subscription: Subscription,
@@ -62,42 +153,14 @@ async def stream_subscription(
     keepalive: float,
     flush_interval: float = 0.0,
 ) -> web.StreamResponse:
-    """Write events to the client until it goes away; a comment line every `keepalive` s.
-
-    Each write carries every event the client has not had (up to the bus's READ_LIMIT),
-    each encoded once for all streams (`Bus.frames`), and waits until the client took it.
-    In a burst (BURST_FRAMES events written within BURST_WINDOW seconds: far more than
-    hive narrates at work), a stream that caught up pauses `flush_interval` seconds before
-    its next write, so that the burst goes out in a few large writes per stream rather than
-    one per turn of the loop; otherwise every event goes out at once."""
-    response = await open_sse(request)
-    await response.write(b": connected\n\n")
-    loop = asyncio.get_running_loop()
-    window_start, window_frames = loop.time(), 0
-    try:
-        while not subscription.closed:
-            arrived = await subscription.ready(keepalive)
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                # The client went away: encode nothing for it (after 100 workers stop, a
-                # batch is hundreds of events, on a loop the exiting workers starve).
-                break
-            if not arrived:
-                await response.write(b": keep-alive\n\n")
-                continue
-            data, frames = subscription.take_frames(encode=event_frame, encode_gap=gap_frame)
-            if data:
-                await response.write(data)
-            now = loop.time()
-            if now - window_start > BURST_WINDOW:
-                window_start, window_frames = now, 0
-            window_frames += frames
-            bursting = window_frames >= BURST_FRAMES
-            if flush_interval > 0 and bursting and not subscription.behind:
-                await asyncio.sleep(flush_interval)
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return response
+    """Write events to the client until it goes away or hive stops (`subscription_frames`),
+    after a `: connected` comment; a comment line every `keepalive` s of quiet."""
+    return await stream_frames(
+        request,
+        subscription_frames(request, subscription, flush_interval=flush_interval),
+        keepalive=keepalive,
+        first=b": connected\n\n",
+    )
 
 
 def _read_from(path: Path, position: int, limit: int = 1 << 20) -> tuple[int, bytes]:
@@ -113,6 +176,41 @@ def _read_from(path: Path, position: int, limit: int = 1 << 20) -> tuple[int, by
         return 0, b""
 
 
+def file_line_frames(
+    path: Path, *, start: int, stopped: Callable[[], bool], interval: float
+) -> NextFrames:
+    """The lines of `path` after byte `start`, each as `data: {"line": ...}`, read every
+    `interval` seconds. A file that shrank was rotated (copytruncate): read from 0."""
+    position, pending = start, b""
+    quiet, polled = 0.0, False
+
+    async def next_frames(within: float) -> bytes | None:
+        nonlocal position, pending, quiet, polled
+        while True:
+            if polled:
+                await asyncio.sleep(interval)
+                quiet += interval
+                if stopped():
+                    return None
+            polled = True
+            size, chunk = await asyncio.to_thread(_read_from, path, position)
+            if size < position:
+                position, pending = 0, b""
+                size, chunk = await asyncio.to_thread(_read_from, path, 0)
+            if chunk:
+                position += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                frames = [sse_frame({"line": ln.decode("utf-8", "replace")}) for ln in lines]
+                if frames:
+                    quiet = 0.0
+                    return b"".join(frames)
+            elif quiet >= within:
+                quiet = 0.0
+                return b""
+
+    return next_frames
+
+
 async def stream_file_lines(
     request: web.Request,
     *,
@@ -123,31 +221,11 @@ async def stream_file_lines(
     interval: float = 0.25,
     keepalive: float = 15.0,
 ) -> web.StreamResponse:
-    """`tail -f` as SSE: the `initial` lines, then each line of `path` after byte `start`
-    as `data: {"line": ...}`. A file that shrank was rotated (copytruncate): read from 0."""
-    response = await open_sse(request)
-    await response.write(b"".join(sse_frame({"line": line}) for line in initial))
-    position = start
-    pending = b""
-    quiet = 0.0
-    try:
-        while not stopped():
-            size, chunk = await asyncio.to_thread(_read_from, path, position)
-            if size < position:
-                position, pending = 0, b""
-                size, chunk = await asyncio.to_thread(_read_from, path, 0)
-            if chunk:
-                position += len(chunk)
-                *lines, pending = (pending + chunk).split(b"\n")
-                frames = [sse_frame({"line": ln.decode("utf-8", "replace")}) for ln in lines]
-                if frames:
-                    await response.write(b"".join(frames))
-                    quiet = 0.0
-            elif quiet >= keepalive:
-                await response.write(b": keep-alive\n\n")
-                quiet = 0.0
-            await asyncio.sleep(interval)
-            quiet += interval
-    except (ConnectionResetError, ConnectionError):
-        pass
-    return response
+    """`tail -f` as SSE: the `initial` lines, then each new line (`file_line_frames`)."""
+    return await stream_frames(
+        request,
+        file_line_frames(path, start=start, stopped=stopped, interval=interval),
+        keepalive=keepalive,
+        stopped=stopped,
+        first=b"".join(sse_frame({"line": line}) for line in initial),
+    )

@@ -260,3 +260,16 @@ async def test_frames_encode_each_event_once_for_every_reader() -> None:
     data, count = await subs[0].next_frames(wait=1.0, encode=encode, encode_gap=encode_gap)
     assert data.startswith(b"<gap 50>") and data.endswith(b"<156>") and count == 101
     assert encoded[6:] == list(range(57, 157))
+
+
+async def test_a_wait_for_the_bus_to_close_ends_when_it_closes_not_at_its_timeout() -> None:
+    bus, _ = make_bus()
+    assert await bus.until_closed(0.01) is False
+    waiting = asyncio.create_task(bus.until_closed(3600))
+    await asyncio.sleep(0)  # let it start waiting
+    bus.emit("x", "an event is no close")
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    bus.close()
+    assert await asyncio.wait_for(waiting, timeout=2.0) is True
+    assert await bus.until_closed(3600) is True  # closed already: at once

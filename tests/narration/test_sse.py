@@ -4,6 +4,7 @@ costs."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -95,3 +96,106 @@ async def test_nothing_is_serialized_for_a_client_that_went_away(
         stream.bus.emit("worker_proc_del_start", f"event {i}")
     await asyncio.wait_for(stream.ended.wait(), 10)
     assert framed == []
+
+
+@dataclass
+class Writer:
+    """A stream served by `stream_frames` from a source the test feeds."""
+
+    url: str
+    #: What the source answers next: bytes, or None (the stream is over).
+    feed: asyncio.Queue[bytes | None]
+    stopping: list[bool]
+    ended: asyncio.Event
+    transports: list[asyncio.BaseTransport]
+
+
+@pytest.fixture
+async def writer() -> AsyncIterator[Writer]:
+    feed: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stopping: list[bool] = []
+    ended = asyncio.Event()
+    transports: list[asyncio.BaseTransport] = []
+
+    async def next_frames(within: float) -> bytes | None:
+        try:
+            return await asyncio.wait_for(feed.get(), within)
+        except TimeoutError:
+            return b""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        transports.append(request.transport)
+        try:
+            return await sse.stream_frames(
+                request,
+                next_frames,
+                keepalive=0.05,
+                stopped=lambda: bool(stopping),
+                first=b": hello\n\n",
+            )
+        finally:
+            ended.set()
+
+    app = web.Application()
+    app.router.add_get("/s", handler)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Writer(f"http://127.0.0.1:{port}/s", feed, stopping, ended, transports)
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_writer_sends_keepalives_while_idle_and_ends_with_its_source(
+    writer: Writer,
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(writer.url) as response,
+    ):
+        assert response.headers["Content-Type"] == "text/event-stream"
+        assert await response.content.readline() == b": hello\n"
+        assert await response.content.readline() == b"\n"
+        # Nothing came within the keep-alive: a comment keeps the connection open.
+        assert await response.content.readline() == b": keep-alive\n"
+        assert await response.content.readline() == b"\n"
+        writer.feed.put_nowait(b"data: one\n\n")
+        while (line := await response.content.readline()) != b"data: one\n":
+            assert line in {b": keep-alive\n", b"\n"}
+        writer.feed.put_nowait(None)  # the source is over: the answer ends
+        rest = await asyncio.wait_for(response.content.read(), 10)
+        assert set(rest.split(b"\n")) <= {b": keep-alive", b""}
+    await asyncio.wait_for(writer.ended.wait(), 10)
+
+
+async def test_the_writer_ends_when_stopped_after_its_source_wakes(writer: Writer) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(writer.url) as response,
+    ):
+        assert await response.content.readline() == b": hello\n"
+        writer.stopping.append(True)  # the source wakes at its keep-alive: the answer ends
+        rest = await asyncio.wait_for(response.content.read(), 10)
+        assert set(rest.split(b"\n")) <= {b": keep-alive", b""}
+    await asyncio.wait_for(writer.ended.wait(), 10)
+
+
+async def test_the_writer_ends_quietly_when_the_client_went_away(
+    writer: Writer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(writer.url) as response,
+    ):
+        assert await response.content.readline() == b": hello\n"
+    (transport,) = writer.transports
+    await apoll(transport.is_closing, what="the server to see the disconnect")
+    writer.feed.put_nowait(b"data: lost\n\n")
+    await asyncio.wait_for(writer.ended.wait(), 10)  # without writing to a closed socket
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == []
