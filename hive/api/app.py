@@ -157,7 +157,7 @@ async def worker_logs(request: web.Request) -> web.StreamResponse:
             path=path,
             start=size,
             initial=await asyncio.to_thread(tail_lines, path, tail, end=size),
-            stopped=lambda: manager.bus.closed,
+            stopped=manager.bus.until_closed,
             keepalive=manager.settings.sse_keepalive,
         )
     lines = await asyncio.to_thread(tail_lines, path, tail)

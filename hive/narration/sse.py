@@ -176,22 +176,25 @@ def _read_from(path: Path, position: int, limit: int = 1 << 20) -> tuple[int, by
         return 0, b""
 
 
+#: Waits up to the given seconds for hive to stop (at once when it has): whether it did.
+UntilStopped = Callable[[float], Awaitable[bool]]
+
+
 def file_line_frames(
-    path: Path, *, start: int, stopped: Callable[[], bool], interval: float
+    path: Path, *, start: int, stopped: UntilStopped, interval: float
 ) -> NextFrames:
     """The lines of `path` after byte `start`, each as `data: {"line": ...}`, read every
-    `interval` seconds. A file that shrank was rotated (copytruncate): read from 0."""
+    `interval` seconds (over at once when hive stops). A file that shrank was rotated
+    (copytruncate): read from 0."""
     position, pending = start, b""
     quiet, polled = 0.0, False
 
     async def next_frames(within: float) -> bytes | None:
         nonlocal position, pending, quiet, polled
         while True:
-            if polled:
-                await asyncio.sleep(interval)
-                quiet += interval
-                if stopped():
-                    return None
+            if await stopped(interval if polled else 0.0):
+                return None
+            quiet += interval if polled else 0.0
             polled = True
             size, chunk = await asyncio.to_thread(_read_from, path, position)
             if size < position:
@@ -217,7 +220,7 @@ async def stream_file_lines(
     path: Path,
     start: int,
     initial: list[str],
-    stopped: Callable[[], bool],
+    stopped: UntilStopped,
     interval: float = 0.25,
     keepalive: float = 15.0,
 ) -> web.StreamResponse:
@@ -226,6 +229,5 @@ async def stream_file_lines(
         request,
         file_line_frames(path, start=start, stopped=stopped, interval=interval),
         keepalive=keepalive,
-        stopped=stopped,
         first=b"".join(sse_frame({"line": line}) for line in initial),
     )

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -199,3 +200,45 @@ async def test_the_writer_ends_quietly_when_the_client_went_away(
     await asyncio.wait_for(writer.ended.wait(), 10)  # without writing to a closed socket
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == []
+
+
+async def test_a_followed_file_ends_when_hive_stops_not_at_its_next_poll(
+    tmp_path: Path,
+) -> None:
+    bus = Bus(clock=SystemClock())
+    log = tmp_path / "worker.log"
+    log.write_bytes(b"old\n")
+    ended = asyncio.Event()
+
+    async def follow(request: web.Request) -> web.StreamResponse:
+        try:
+            return await sse.stream_file_lines(
+                request,
+                path=log,
+                start=log.stat().st_size,
+                initial=["old"],
+                stopped=bus.until_closed,
+                interval=3600,  # a poll an hour apart: only the close can end it in time
+                keepalive=3600,
+            )
+        finally:
+            ended.set()
+
+    app = web.Application()
+    app.router.add_get("/logs", follow)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/logs") as response,
+        ):
+            assert await response.content.readline() == b'data: {"line":"old"}\n'
+            bus.close()
+            await asyncio.wait_for(ended.wait(), 10)
+            assert await asyncio.wait_for(response.content.read(), 10) == b"\n"
+    finally:
+        await runner.cleanup()
