@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hive.model.labels import hive_labels, parse_labels, split_labels
 from hive.model.manifests import parse_rate
 from hive.model.queen import normal_queen_url, queen_url_problem
 from hive.model.text import show
@@ -41,6 +42,9 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     hive_id: str = Field(default_factory=socket.gethostname)
+    #: This hive's labels, which records' spec.hiveSelector select on (--label key=value;
+    #: HIVE_LABELS=k=v,k2=v2); hive adds hive.name and hive.hostname (`hive_labels`).
+    labels: dict[str, str] = Field(default_factory=dict)
     #: Seconds between full re-observations of everything (drift repair).
     resync_interval: float = Field(default=30.0, gt=0)
     #: Actions (copies, deletions) carried out at the same time, over all objects.
@@ -165,6 +169,24 @@ class Settings(BaseModel):
             f"{TOKEN_MIN_LENGTH} visible ASCII characters with no whitespace: "
             "generate one with `openssl rand -hex 32`"
         )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        """`k=v,k2=v2` (HIVE_LABELS) or a list of `k=v` (--label), each checked as the
+        manifests' labels are; hive's own keys (hive.*) are refused."""
+        if isinstance(value, str):
+            value = split_labels(value)
+        if isinstance(value, list | tuple):
+            return parse_labels(value)
+        if isinstance(value, dict):
+            return parse_labels(f"{k}={v}" for k, v in value.items())
+        return value
+
+    @property
+    def hive_labels(self) -> dict[str, str]:
+        """The labels selectors see: `labels`, hive.name (the hive id), hive.hostname."""
+        return hive_labels(self.labels, hive_id=self.hive_id, hostname=socket.gethostname())
 
     @field_validator("queen_url")
     @classmethod

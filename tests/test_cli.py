@@ -392,3 +392,53 @@ def test_the_partial_column_reads_as_the_download_log_does() -> None:
     assert _progress(download) == "9% 19 MB / 200 MB"
     assert _progress(download).endswith(megabytes_of(19_000_000, 200_000_000))
     assert _progress(PartialDownload(bytes_on_disk=534_752)) == "0.5 MB"
+
+
+def test_validate_and_plan_with_labels_show_what_that_hive_applies(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    selector = (
+        "  hiveSelector:\n    matchExpressions:\n      - {key: gpu, operator: In, values: [%s]}\n"
+    )
+    (desired / "m.yaml").write_text(
+        model_yaml("for-a", f"file:{tiny_model}")
+        + selector % "a"
+        + "---\n"
+        + model_yaml("for-b", f"file:{tiny_model}")
+        + selector % "b"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+
+    every = run_hive("validate", str(desired))
+    assert every.returncode == 0 and "ok: 2 record(s) valid" in every.stdout
+    labelled = run_hive("validate", str(desired), "--labels", "gpu=a,hive.name=n1")
+    assert labelled.returncode == 0, labelled.stdout
+    assert f"not selected: Model/for-b ({desired / 'm.yaml'}:12)" in labelled.stdout
+    assert "2 record(s) valid; 1 apply to a hive with labels gpu=a,hive.name=n1" in labelled.stdout
+
+    plan_a = run_hive("plan", str(desired), "--home", str(home), "--labels", "gpu=a")
+    assert plan_a.returncode == 1, plan_a.stdout
+    assert "provision Model/for-a" in plan_a.stdout
+    assert "provision Model/for-b" not in plan_a.stdout
+    assert "not selected: Model/for-b" in plan_a.stdout
+    plan_c = run_hive("plan", str(desired), "--home", str(home), "--labels", "gpu=c")
+    assert "provision" not in plan_c.stdout and plan_c.returncode == 0, plan_c.stdout
+    assert plan_c.stdout.count("not selected:") == 2
+    plan_all = run_hive("plan", str(desired), "--home", str(home))
+    assert "provision Model/for-a" in plan_all.stdout and "provision Model/for-b" in plan_all.stdout
+
+    # validate still validates every record, selected or not.
+    (desired / "bad.yaml").write_text(
+        model_yaml("bad", f"file:{tiny_model}")
+        + selector % "b"
+        + "      - {key: x, operator: In}\n"
+    )
+    bad = run_hive("validate", str(desired), "--labels", "gpu=a")
+    assert bad.returncode == 2
+    assert "spec.hiveSelector.matchExpressions" in bad.stdout
+
+    wrong = run_hive("validate", str(desired), "--labels", "gpu")
+    assert wrong.returncode == 2 and "is not key=value" in wrong.stderr

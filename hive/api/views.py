@@ -134,6 +134,7 @@ def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict
     workers = _worker_counts(manager)
     return {
         "hive_id": manager.settings.hive_id,
+        "labels": manager.store.labels or {},
         "status": "running",
         "started_at": manager.started_at.isoformat().replace("+00:00", "Z"),
         "uptime_seconds": int((now - manager.started_at).total_seconds()),

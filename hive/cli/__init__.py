@@ -18,7 +18,7 @@ from hive import __version__
 from hive.cli import apply, events, job
 from hive.cli.common import HOME_HELP, client_options, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
-from hive.cli.offline import cmd_plan, cmd_validate
+from hive.cli.offline import LABELS_HELP, cmd_plan, cmd_validate, labels_arg
 from hive.cli.remote import cmd_get, cmd_logs
 from hive.errors import HiveError
 
@@ -96,10 +96,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop every worker when hive exits (default: leave them running, as kubelet does)",
     )
+    serve.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a label of this hive, which records' spec.hiveSelector select on (repeatable; "
+        "HIVE_LABELS=k=v,k2=v2); hive.name and hive.hostname are set by hive",
+    )
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check manifests offline (exit 0 ok, 2 errors)")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    validate.add_argument("--labels", type=labels_arg, metavar="K=V,...", help=LABELS_HELP)
     validate.set_defaults(func=cmd_validate)
 
     plan = sub.add_parser(
@@ -107,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     plan.add_argument("--home", type=Path, help=HOME_HELP)
+    plan.add_argument("--labels", type=labels_arg, metavar="K=V,...", help=LABELS_HELP)
     plan.set_defaults(func=cmd_plan)
 
     stop = sub.add_parser(

@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker_ports=args.worker_ports,
         gpu_probe=args.gpu_probe,
         stop_workers_on_exit=args.stop_workers_on_exit or None,
+        labels=args.label,
     )
     if not _is_loopback(settings.host) and not settings.token:
         return fail(

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hive.cli import tables
 from hive.cli.common import EXIT_CHANGES, EXIT_ERRORS, EXIT_OK, home_note
 from hive.model.ids import SourceName
+from hive.model.labels import parse_labels, split_labels
+from hive.model.manifests import selected
 from hive.settings import Settings
 
 
@@ -20,6 +23,35 @@ def _read(paths: list[Path]) -> tuple[list[Any], list[str]]:
     return list(result.records), [str(p) for p in result.problems]
 
 
+LABELS_HELP = (
+    "the labels of a hive (gpu=a,hive.name=node-1): show what that hive applies, records "
+    "whose spec.hiveSelector does not select it listed as not selected (default: every record)"
+)
+
+
+def labels_arg(text: str) -> dict[str, str]:
+    """`--labels k=v,k2=v2`: the labels of the hive to show (hive.name and hive.hostname
+    may be given, as that hive would have them)."""
+    try:
+        return parse_labels(split_labels(text), reserved=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _split(records: list[Any], labels: dict[str, str] | None) -> tuple[list[Any], list[Any]]:
+    """The records a hive with `labels` applies, and the others (None: every record)."""
+    chosen = [r for r in records if selected(r.manifest, labels)]
+    return chosen, [r for r in records if not selected(r.manifest, labels)]
+
+
+def _not_selected_lines(others: list[Any], labels: dict[str, str]) -> list[str]:
+    return [
+        f"not selected: {r.key} ({r.origin.where()}): its hiveSelector does not select "
+        f"labels {tables.labels(labels)}"
+        for r in others
+    ]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     records, problems = _read(args.paths)
     for problem in problems:
@@ -27,7 +59,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_ERRORS
-    print(f"ok: {len(records)} record(s) valid")
+    if args.labels is None:
+        print(f"ok: {len(records)} record(s) valid")
+        return EXIT_OK
+    chosen, others = _split(records, args.labels)
+    for line in _not_selected_lines(others, args.labels):
+        print(line)
+    print(
+        f"ok: {len(records)} record(s) valid; {len(chosen)} apply to a hive with labels "
+        f"{tables.labels(args.labels)}, {len(others)} not selected"
+    )
     return EXIT_OK
 
 
@@ -41,6 +82,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     settings = Settings.from_env(home=args.home)
     home_note(settings.home)
+    records, others = _split(records, args.labels)
+    if args.labels is not None:
+        for line in _not_selected_lines(others, args.labels):
+            print(line)
     lines = plan_all(records, settings=settings)
     for line in lines:
         print(line)

@@ -79,9 +79,10 @@ def status_table(data: HiveStatus) -> str:
         f"hive id {data.hive_id} (HIVE_HIVE_ID, else the machine's hostname): "
         f"{data.status}, up {data.uptime_seconds}s, "
         f"home {data.home}, synced: {'yes' if data.synced else 'no'}",
+        f"labels: {labels(data.labels)}",
         "",
     ]
-    rows = [["SOURCE", "SYNCED", "LAST SYNC", "RECORDS", "ERRORS"]]
+    rows = [["SOURCE", "SYNCED", "LAST SYNC", "RECORDS", "NOT SELECTED", "ERRORS"]]
     for s in data.sources:
         rows.append(
             [
@@ -89,6 +90,7 @@ def status_table(data: HiveStatus) -> str:
                 "yes" if s.synced else "no",
                 _iso(s.last_sync_time),
                 str(s.records),
+                str(s.not_selected),
                 str(len(s.errors)),
             ]
         )

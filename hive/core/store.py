@@ -6,7 +6,7 @@ Pure bookkeeping in memory; sources call `replace`, the runtime reads `desired`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from hive.core.clock import Clock
 from hive.core.parse import Problem
 from hive.model.ids import Kind, ObjectKey, SourceName
-from hive.model.manifests import Origin, Record, WorkerManifest
+from hive.model.manifests import Origin, Record, WorkerManifest, selected
 
 
 class SourceState(BaseModel):
@@ -29,6 +29,11 @@ class SourceState(BaseModel):
     last_sync_time: datetime | None = None
     records: int = 0
     errors: tuple[Problem, ...] = ()
+    #: Records this source declares whose spec.hiveSelector does not select this hive:
+    #: not desired here, and no error (they are for other hives).
+    not_selected: int = 0
+    #: Their keys, sorted; the first `NOT_SELECTED_SHOWN` only (`not_selected` counts all).
+    not_selected_keys: tuple[ObjectKey, ...] = ()
 
 
 class ConflictNote(BaseModel):
@@ -60,6 +65,10 @@ class ReplaceResult(BaseModel):
     touched: frozenset[ObjectKey] = frozenset()
 
 
+#: How many keys of unselected records a source's state lists.
+NOT_SELECTED_SHOWN = 100
+
+
 def _fingerprint(record: Record) -> str:
     m = record.manifest
     return json.dumps(
@@ -68,10 +77,16 @@ def _fingerprint(record: Record) -> str:
 
 
 class Store:
-    """Every source's last good record set, merged. Sources own their sets whole."""
+    """Every source's last good record set, merged. Sources own their sets whole.
 
-    def __init__(self, *, clock: Clock) -> None:
+    The one place selectors apply, for every source: a record whose spec.hiveSelector does
+    not select `labels` (this hive's) is counted on its source and otherwise left out, so it
+    claims no key (another source may own that key for this hive). `labels` None: every
+    record applies."""
+
+    def __init__(self, *, clock: Clock, labels: Mapping[str, str] | None = None) -> None:
         self._clock = clock
+        self.labels: dict[str, str] | None = None if labels is None else dict(labels)
         self._sources: dict[SourceName, SourceState] = {}
         self._records: dict[SourceName, dict[ObjectKey, Record]] = {}
         #: Sources that claim each key, in the order they claimed it; the first owns it.
@@ -116,8 +131,15 @@ class Store:
 
     # -- records -------------------------------------------------------------------------
     def replace(self, name: SourceName, records: Iterable[Record]) -> ReplaceResult:
-        """Make `records` the whole set of source `name`; returns the keys that changed."""
-        new = {r.key: r for r in records}
+        """Make `records` the whole set of source `name`; returns the keys that changed.
+        Records for other hives (their selector does not select this one) are left out."""
+        new: dict[ObjectKey, Record] = {}
+        skipped: set[ObjectKey] = set()
+        for r in records:
+            if selected(r.manifest, self.labels):
+                new[r.key] = r
+            else:
+                skipped.add(r.key)
         old = self._records[name]
         before = {key: self.desired(key) for key in set(old) | set(new)}
         owners_before = {key: self.owner(key) for key in before}
@@ -128,7 +150,13 @@ class Store:
                 del self._claims[key]
         for key in set(new) - set(old):
             self._claims.setdefault(key, []).append(name)
-        self._sources[name] = self._sources[name].model_copy(update={"records": len(new)})
+        self._sources[name] = self._sources[name].model_copy(
+            update={
+                "records": len(new),
+                "not_selected": len(skipped),
+                "not_selected_keys": tuple(sorted(skipped)[:NOT_SELECTED_SHOWN]),
+            }
+        )
 
         changed: set[ObjectKey] = set()
         touched = (set(old) ^ set(new)) & set(before)

@@ -7,11 +7,12 @@ document happens here, the file and line bookkeeping in `hive.core.parse`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hive.model.ids import NAME_MAX_LENGTH, NAME_PATTERN, Kind, ObjectKey, SourceName, name_problem
 from hive.model.text import show
@@ -154,6 +155,59 @@ def _check_rate(value: str) -> str:
 Rate = Annotated[str, AfterValidator(_check_rate)]
 
 
+class SelectorRequirement(BaseModel):
+    """One of `matchExpressions`: Kubernetes' `{key, operator, values}`."""
+
+    model_config = _Strict
+
+    key: Annotated[LabelKey, Field(min_length=1)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[LabelValue] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("values")
+    @classmethod
+    def _values_fit(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        operator = info.data.get("operator")
+        if operator in ("In", "NotIn") and not values:
+            raise ValueError(f"operator {operator} needs at least one value")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"operator {operator} takes no values (remove `values`)")
+        return values
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.operator == "In":
+            return value is not None and value in self.values
+        if self.operator == "NotIn":
+            return value is None or value not in self.values
+        if self.operator == "Exists":
+            return value is not None
+        return value is None
+
+
+class LabelSelector(BaseModel):
+    """The hives a record applies to, as Kubernetes selects: every `matchLabels` pair and
+    every `matchExpressions` requirement must hold; an empty selector selects every hive."""
+
+    model_config = _Strict
+
+    matchLabels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    matchExpressions: list[SelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.matchLabels.items()) and all(
+            e.matches(labels) for e in self.matchExpressions
+        )
+
+
+#: What `spec.hiveSelector` means, in the schema and the docs.
+_SELECTOR_HELP = (
+    "The hives this record applies to, by their labels (hive serve --label; hive.name and "
+    "hive.hostname are set by hive): matchLabels and matchExpressions (In, NotIn, Exists, "
+    "DoesNotExist) as Kubernetes has them. None: every hive."
+)
+
+
 class DownloadSpec(BaseModel):
     model_config = _Strict
 
@@ -182,15 +236,7 @@ class ModelSpec(BaseModel):
     download: DownloadSpec | None = Field(
         default=None, description="How network sources are fetched (hf://, https://)."
     )
-
-
-class LabelSelector(BaseModel):
-    model_config = _Strict
-
-    matchLabels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.matchLabels.items())
+    hiveSelector: LabelSelector | None = Field(default=None, description=_SELECTOR_HELP)
 
 
 ArgValue = int | float | str | bool
@@ -212,7 +258,7 @@ class WorkerSpec(BaseModel):
     )
     restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
     state: Literal["running", "stopped"] = "running"
-    hiveSelector: LabelSelector | None = None
+    hiveSelector: LabelSelector | None = Field(default=None, description=_SELECTOR_HELP)
 
 
 class ModelManifest(BaseModel):
@@ -277,3 +323,10 @@ class Record(BaseModel):
     @property
     def name(self) -> str:
         return self.manifest.metadata.name
+
+
+def selected(manifest: Manifest, labels: Mapping[str, str] | None) -> bool:
+    """Whether a hive with `labels` applies `manifest`; `labels` None: every record applies
+    (the offline tools without --labels)."""
+    selector = manifest.spec.hiveSelector
+    return labels is None or selector is None or selector.matches(labels)

@@ -110,6 +110,9 @@ class SourceView(View):
     synced: bool
     last_sync_time: datetime | None = None
     records: int = 0
+    #: Records declared for other hives (spec.hiveSelector), and the first 100 keys.
+    not_selected: int = 0
+    not_selected_keys: list[str] = []
     #: Each problem (file, line, field, message) and its `text`, as `hive validate` says it.
     errors: list[dict[str, Any]] = []
 
@@ -118,6 +121,8 @@ class HiveStatus(View):
     """`GET /v1/status`."""
 
     hive_id: str
+    #: This hive's labels (--label, HIVE_LABELS, hive.name, hive.hostname).
+    labels: dict[str, str] = {}
     status: str
     started_at: datetime
     uptime_seconds: int

@@ -54,7 +54,7 @@ class Manager:
         self.bus = Bus(clock=self.clock, capacity=settings.event_buffer)
         if settings.console:
             self.bus.add_listener(ConsolePrinter())
-        self.store = Store(clock=self.clock)
+        self.store = Store(clock=self.clock, labels=settings.hive_labels)
         self.statuses = StatusStore(store=self.store, clock=self.clock)
         self.statuses.watch(self._phase_moved)
         self.catalog = ModelCatalog(settings.home)

@@ -274,7 +274,9 @@ class DirectorySource:
         self._store.set_errors(self.name, [*found, *extra])
 
     def _records_in_force(self) -> int:
-        return next(s.records for s in self._store.sources() if s.name == self.name)
+        """The records the last set held, for this hive or (not selected) for others."""
+        state = next(s for s in self._store.sources() if s.name == self.name)
+        return state.records + state.not_selected
 
     @property
     def _empty_allowed(self) -> bool:

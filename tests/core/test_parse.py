@@ -654,9 +654,9 @@ def test_worker_refuses(extra: str, field: str, message: str) -> None:
         ("  model: tiny\n  runtime: /usr/bin/x\n", 7, "spec.runtime", "is not a valid name"),
         ("  runtime: llama-cpp\n", 5, "spec.model", "required field is missing"),
         (
-            "  model: tiny\n  runtime: llama-cpp\n  hiveSelector:\n    matchExpressions: []\n",
+            "  model: tiny\n  runtime: llama-cpp\n  hiveSelector:\n    matchFields: []\n",
             9,
-            "spec.hiveSelector.matchExpressions",
+            "spec.hiveSelector.matchFields",
             "unknown field",
         ),
         (

@@ -255,3 +255,64 @@ def test_the_workers_naming_a_model_follow_the_owning_records(store: Store) -> N
     store.replace(DIR, [worker("c", "m2")])  # DIR lets a go: API's record owns it now
     assert store.workers_naming("m2") == {"c"}
     assert store.workers_naming("m3") == {"a"}
+
+
+def for_hives(
+    name: str, gpu: str, *, source: SourceName = DIR, src: str = "https://e.x/a.gguf"
+) -> Record:
+    """A Model record whose hiveSelector selects hives labelled gpu=`gpu`."""
+    base = record(name, source=source, src=src)
+    spec = base.manifest.spec.model_dump() | {"hiveSelector": {"matchLabels": {"gpu": gpu}}}
+    return Record.model_validate(
+        {
+            "manifest": base.manifest.model_dump() | {"spec": spec},
+            "origin": base.origin,
+        }
+    )
+
+
+def test_records_for_other_hives_are_not_desired_and_counted_per_source(clock: FakeClock) -> None:
+    store = Store(clock=clock, labels={"gpu": "a", "hive.name": "n1"})
+    store.register(DIR, kind="directory", location="/d")
+    store.register(API, kind="http", location="/v1/desired/api")
+    result = store.replace(DIR, [for_hives("mine", "a"), for_hives("theirs", "b"), record("all")])
+    assert result.changed == {key("mine"), key("all")}
+    assert store.desired(key("theirs")) is None
+    assert key("theirs") not in store.declared_keys()
+    assert {r.name for r in store.records()} == {"mine", "all"}
+    state = {s.name: s for s in store.sources()}
+    assert (state[DIR].records, state[DIR].not_selected) == (2, 1)
+    assert state[DIR].not_selected_keys == (key("theirs"),)
+    assert (state[API].records, state[API].not_selected) == (0, 0)
+
+    # A new set: the record now selects this hive and the other one goes.
+    result = store.replace(DIR, [for_hives("theirs", "a")])
+    assert result.changed == {key("mine"), key("all"), key("theirs")}
+    state = {s.name: s for s in store.sources()}
+    assert (state[DIR].records, state[DIR].not_selected, state[DIR].not_selected_keys) == (
+        1,
+        0,
+        (),
+    )
+
+
+def test_a_key_declared_for_other_hives_claims_nothing(clock: FakeClock) -> None:
+    """One source declares Model/x for this hive, another for other hives only: the second
+    does not claim it, so there is no conflict, whichever came first."""
+    store = Store(clock=clock, labels={"gpu": "a"})
+    store.register(API, kind="http", location="/v1/desired/api")
+    store.register(DIR, kind="directory", location="/d")
+    store.replace(API, [for_hives("x", "b", source=API, src="https://e.x/other.gguf")])
+    result = store.replace(DIR, [for_hives("x", "a")])
+    assert result.changed == {key("x")}
+    assert not result.new_conflicts
+    assert store.owner(key("x")) == DIR
+    assert store.conflicts(key("x")) == []
+    desired = store.desired(key("x"))
+    assert desired is not None and desired.origin.source == DIR
+
+
+def test_a_store_without_labels_applies_every_record(store: Store) -> None:
+    store.replace(DIR, [for_hives("theirs", "b")])
+    assert store.desired(key("theirs")) is not None
+    assert store.sources()[0].not_selected == 0
