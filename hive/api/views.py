@@ -15,10 +15,9 @@ from typing import Any
 from hive.actuators.workers import log_path, tail_lines
 from hive.api.machine import machine_status
 from hive.model.ids import Kind, ObjectKey
-from hive.model.manifests import Manifest
+from hive.model.manifests import spec_view
 from hive.model.observed import ArtifactStatus, ObservedModel
 from hive.model.status import ModelPhase, WorkerPhase
-from hive.model.text import redact_url
 from hive.observers.processes import usage
 from hive.runtime.manager import Manager
 
@@ -39,7 +38,7 @@ def object_view(manager: Manager, key: ObjectKey, observed: ObservedModel | None
         "source": None,
         "generation": manager.store.generation(key) if record else None,
         "labels": dict(record.manifest.metadata.labels) if record else {},
-        "spec": _spec_view(record.manifest) if record else None,
+        "spec": spec_view(record.manifest) if record else None,
         "observed": None,
         "status": status.model_dump(mode="json") if status else None,
     }
@@ -64,15 +63,6 @@ def object_view(manager: Manager, key: ObjectKey, observed: ObservedModel | None
         phase = catalog_phase(observed) if key.kind is Kind.MODEL else ModelPhase.PENDING.value
         out["status"] = {"phase": phase, "conditions": [], "observedGeneration": 0}
     return out
-
-
-def _spec_view(manifest: Manifest) -> dict[str, Any]:
-    """A record's spec as the API shows it: a Model's source with its credentials and
-    signed query values redacted (the record in memory keeps them, to download with)."""
-    spec: dict[str, Any] = manifest.spec.model_dump(mode="json")
-    if isinstance(spec.get("source"), str):
-        spec["source"] = redact_url(spec["source"])
-    return spec
 
 
 def catalog_phase(observed: ObservedModel | None) -> str:

@@ -1,5 +1,5 @@
-"""The `hive` command: serve, validate, plan, stop-workers, get, logs, delete, apply, events,
-job. Errors are one clear line.
+"""The `hive` command: serve, validate, plan, diff, stop-workers, get, logs, delete, apply,
+events, job. Errors are one clear line.
 
 The daemon's start is hive/cli/daemon.py, the offline tools hive/cli/offline.py (with
 plan.py), the client commands hive/cli/remote.py (through `hive.client`)."""
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hive import __version__
-from hive.cli import apply, events, job
+from hive.cli import apply, diff, events, job
 from hive.cli.common import HOME_HELP, client_options, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
 from hive.cli.offline import LABELS_HELP, cmd_plan, cmd_validate, labels_arg
@@ -167,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     )
     delete.set_defaults(func=apply.cmd_delete)
     apply.register(sub)
+    diff.register(sub)
     events.register(sub)
     job.register(sub)
     for name, command in sub.choices.items():

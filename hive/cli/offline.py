@@ -16,7 +16,8 @@ from hive.model.manifests import selected
 from hive.settings import Settings
 
 
-def _read(paths: list[Path]) -> tuple[list[Any], list[str]]:
+def read_paths(paths: list[Path]) -> tuple[list[Any], list[str]]:
+    """The records under `paths` and every problem (`file:line: field: message`)."""
     from hive.sources.directory import read_manifests
 
     result = read_manifests(paths, source=SourceName("cli"))
@@ -53,7 +54,7 @@ def _not_selected_lines(others: list[Any], labels: dict[str, str]) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    records, problems = _read(args.paths)
+    records, problems = read_paths(args.paths)
     for problem in problems:
         print(problem)
     if problems:
@@ -75,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from hive.cli.plan import plan_all
 
-    records, problems = _read(args.paths)
+    records, problems = read_paths(args.paths)
     for problem in problems:
         print(problem)
     if problems:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hive.model.ids import NAME_MAX_LENGTH, NAME_PATTERN, Kind, ObjectKey, SourceName, name_problem
-from hive.model.text import show
+from hive.model.text import redact_url, show
 
 API_VERSION = "hive/v1"
 SUPPORTED_SCHEMES = ("hf://", "https://", "http://", "file:")
@@ -330,3 +330,13 @@ def selected(manifest: Manifest, labels: Mapping[str, str] | None) -> bool:
     (the offline tools without --labels)."""
     selector = manifest.spec.hiveSelector
     return labels is None or selector is None or selector.matches(labels)
+
+
+def spec_view(manifest: Manifest) -> dict[str, Any]:
+    """A record's spec as the API shows it (and `hive diff` compares it): every default
+    filled in, a Model's source with its credentials and signed query values redacted (the
+    record in memory keeps them, to download with)."""
+    spec: dict[str, Any] = manifest.spec.model_dump(mode="json")
+    if isinstance(spec.get("source"), str):
+        spec["source"] = redact_url(spec["source"])
+    return spec
