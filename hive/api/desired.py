@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from hive.api.params import bool_param
+from hive.api.responses import json_response as _json
 from hive.core.parse import Problem, parse_text
 from hive.core.store import ReplaceResult
 from hive.errors import NotFound, ValidationFailed
@@ -29,14 +30,6 @@ from hive.sources.http import BUILT_IN, HttpSource, http_source_problem
 
 #: Media types answered and read as YAML (the rest of the body is sniffed).
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n",
-        status=status,
-        content_type="application/json",
-    )
 
 
 def _source_name(request: web.Request) -> SourceName:

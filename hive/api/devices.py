@@ -7,11 +7,11 @@ machine.py; the job API (hive/jobs/hive_views.py) reads `device_list`, `device_g
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
 from hive.api.machine import capabilities, device_get, device_list, devices_view, telemetry_frame
+from hive.api.responses import json_response as _json
 from hive.api.views import observe_models, status_view
 from hive.model.views import HiveStatus
 from hive.narration.sse import NextFrames, stream_frames
@@ -25,14 +25,6 @@ async def hive_status(manager: Manager) -> HiveStatus:
     """`GET /v1/status` as its type (the job API's `hive_status`): the catalog is read in a
     thread, the rest from memory."""
     return HiveStatus.model_validate(status_view(manager, await observe_models(manager)))
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n",
-        status=status,
-        content_type="application/json",
-    )
 
 
 def add_routes(app: web.Application, manager: Manager) -> None:

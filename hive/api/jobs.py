@@ -9,11 +9,10 @@ nothing, and any number of streams may follow one job, each from the start.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from hive.api.responses import json_response as _json
 from hive.errors import NotFound
 from hive.jobs.job import Job, Outcome
 from hive.jobs.service import JobCollector, JobService
@@ -22,14 +21,6 @@ from hive.narration.sse import NextFrames, stream_frames
 from hive.runtime.manager import Manager
 
 JOBS = web.AppKey("jobs", JobService)
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":")) + "\n",
-        status=status,
-        content_type="application/json",
-    )
 
 
 async def create_job(request: web.Request) -> web.Response:
