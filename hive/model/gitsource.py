@@ -63,9 +63,9 @@ class GitSpec(BaseModel):
 
     url: str = Field(min_length=1, repr=False)
     #: A branch, a tag or a full commit SHA; None: the remote's HEAD.
-    ref: str | None = None
+    ref: str | None = Field(default=None, max_length=255)
     #: The directory of manifests inside the repository ('' for its root).
-    path: str = ""
+    path: str = Field(default="", max_length=1024)
     #: Seconds between fetches.
     interval: float = Field(default=60.0, gt=0)
     name: str | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hive.actuators.files import write_atomic
 from hive.core.clock import Clock
 from hive.core.parse import Problem, is_manifest_file, merge_files, parse_file
 from hive.core.store import Store
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: The ref a fetched commit is kept under (so a shallow repository keeps it).
 FETCHED = "refs/hive/fetched"
+#: The file naming the revision tree/ holds.
+APPLIED = "applied.json"
 #: How many problems of one revision are narrated (all are in /v1/status).
 MAX_NARRATED_PROBLEMS = 20
 #: The most bytes of git's stderr kept from one command.
@@ -150,8 +154,11 @@ class GitSource:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """The first sync in the background (a slow remote does not hold hive's start; the
-        source counts as not synced until a revision applies), then one every interval."""
+        """The records of the revision applied before hive restarted, at once (they stay in
+        force however the remote is); then the first sync in the background (a slow remote
+        does not hold hive's start; the source counts as not synced until a fetch works),
+        and one every interval."""
+        await self._load_applied()
         self._task = asyncio.create_task(self._poll(), name=f"poll {self.name}")
 
     async def resync(self) -> None:
@@ -188,6 +195,27 @@ class GitSource:
                     ],
                     revision=None,
                 )
+
+    async def _load_applied(self) -> None:
+        try:
+            saved = json.loads(await asyncio.to_thread((self.dir / APPLIED).read_bytes))
+            sha, rev = str(saved["sha"]), str(saved["revision"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: cannot read %s: %s", self.name, self.dir / APPLIED, exc)
+            return
+        if not is_commit(sha) or not self._tree.is_dir():
+            return
+        read = await asyncio.to_thread(self._parse, self._tree, rev)
+        if read.problems:  # a hand-edited tree: the first fetch decides
+            return
+        self._attempted = sha
+        self._status = self._status.model_copy(
+            update={"lastAttemptedRevision": rev, "lastAppliedRevision": rev}
+        )
+        self._store.set_detail(self.name, git=self._status)
+        self._on_change(self._store.replace(self.name, read.records))
 
     # -- syncing -------------------------------------------------------------------------
     async def sync(self) -> str | None:
@@ -233,7 +261,7 @@ class GitSource:
                 await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
                 self._failed("refused-empty", rev, [refused])
                 return self._status.lastAppliedRevision
-            await asyncio.to_thread(self._swap_tree)
+            await asyncio.to_thread(self._swap_tree, sha, rev)
             self._apply(read.records, rev)
             return rev
 
@@ -343,13 +371,18 @@ class GitSource:
             return _Read(problems=located, outcome="invalid")
         return _Read(records=tuple(records))
 
-    def _swap_tree(self) -> None:
+    def _swap_tree(self, sha: str, rev: str) -> None:
+        """tree.new/ becomes tree/, and `applied.json` names its revision (what a restarted
+        hive applies before its first fetch)."""
+        (self.dir / APPLIED).unlink(missing_ok=True)
         old = self.dir / "tree.old"
         shutil.rmtree(old, ignore_errors=True)
         if self._tree.exists():
             self._tree.rename(old)
         (self.dir / "tree.new").rename(self._tree)
         shutil.rmtree(old, ignore_errors=True)
+        body = json.dumps({"sha": sha, "revision": rev}).encode()
+        write_atomic(self.dir / APPLIED, body, mode=0o600)
 
     def _records_in_force(self) -> int:
         state = next(s for s in self._store.sources() if s.name == self.name)

@@ -214,9 +214,17 @@ async def test_a_failed_fetch_keeps_everything(
     assert h.keys() == {A} and applied(h) == f"HEAD@sha1:{first}"
     assert "git fetch failed" in h.state.errors[0].message
     assert h.state.git is not None and h.state.git.history[0].outcome == "fetch-failed"
+    # A hive restarted while the remote is away applies the revision it had applied.
+    await h.source.stop()
+    again = make(repo.url, interval=0.1)
+    await again.source.start()
+    assert again.keys() == {A} and applied(again) == f"HEAD@sha1:{first}"
+    await apoll(lambda: again.state.errors, what="the fetch error after the restart")
+    assert not again.state.synced  # nothing is pruned on its account meanwhile
     (tmp_path / "gone.git").rename(repo.bare)
-    await apoll(lambda: not h.state.errors, what="the error cleared")
-    assert h.keys() == {A}
+    await apoll(lambda: not again.state.errors, what="the error cleared")
+    await apoll(lambda: again.state.synced, what="synced")
+    assert again.keys() == {A}
 
 
 async def test_an_emptying_commit_is_refused_unless_allowed(
