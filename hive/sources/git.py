@@ -184,6 +184,7 @@ class GitSource:
                 await self.sync()
             except Exception as exc:  # a bug: told, and the next interval tries again
                 log.exception("syncing %s failed", self.name)
+                self._attempted = None  # the commit is read again at the next interval
                 self._set_problems(
                     [
                         Problem(

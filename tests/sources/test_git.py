@@ -355,3 +355,21 @@ def test_serve_refuses_bad_git_options(tmp_path: Path) -> None:
     assert twice.returncode != 0 and "--git-name" in twice.stderr
     for result in (early, up, twice):
         assert "Traceback" not in result.stderr
+
+
+async def test_an_unexpected_failure_is_told_and_the_commit_read_again(
+    repo: Repo, make: Callable[..., Harness]
+) -> None:
+    first = repo.commit({"a.yaml": model_yaml("a", "file:/srv/a.gguf")})
+    h = make(repo.url, interval=0.1)
+    await h.source.start()
+    await apoll(lambda: applied(h) == f"HEAD@sha1:{first}", what="applied")
+    blocker = h.source.dir / "tree.new"
+    blocker.write_text("a file where hive extracts a revision")
+    second = repo.commit({"b.yaml": model_yaml("b", "file:/srv/b.gguf")})
+    await apoll(lambda: h.state.errors, what="the failure told")
+    assert "sync failed: FileExistsError" in h.state.errors[0].message
+    assert h.keys() == {A}
+    blocker.unlink()
+    await apoll(lambda: applied(h) == f"HEAD@sha1:{second}", what="the commit read again")
+    assert h.keys() == {A, B} and h.state.errors == ()
