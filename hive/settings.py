@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hive.model.gitsource import GitSpec
 from hive.model.labels import hive_labels, parse_labels, split_labels
 from hive.model.manifests import parse_rate
 from hive.model.queen import normal_queen_url, queen_url_problem
@@ -39,6 +40,10 @@ class Settings(BaseModel):
     #: directory holds a `.hive-allow-empty` file): an empty directory is more often a
     #: failed mount than a wish to stop everything.
     allow_empty: bool = False
+    #: Git repositories of manifests (--git URL ...; docs/operations.md, "Git sources").
+    git: tuple[GitSpec, ...] = ()
+    #: Seconds any one git command (a fetch) may take before it is stopped.
+    git_timeout: float = Field(default=120.0, gt=0)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     hive_id: str = Field(default_factory=socket.gethostname)
@@ -146,6 +151,17 @@ class Settings(BaseModel):
         share hive's working directory."""
         return value.absolute()
 
+    @field_validator("git")
+    @classmethod
+    def _git_names(cls, value: tuple[GitSpec, ...]) -> tuple[GitSpec, ...]:
+        names = [g.source_name for g in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"two --git sources are called {', '.join(twice)}; give each its own --git-name"
+            )
+        return value
+
     @field_validator("file_roots")
     @classmethod
     def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -248,7 +264,7 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             raw = os.environ.get(f"HIVE_{name.upper()}")
-            if raw is None:
+            if raw is None or name == "git":  # git sources: flags only
                 continue
             if name in ("desired", "file_roots"):
                 values[name] = tuple(Path(p) for p in raw.split(os.pathsep) if p)

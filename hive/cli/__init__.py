@@ -18,6 +18,7 @@ from hive import __version__
 from hive.cli import apply, diff, events, job
 from hive.cli.common import HOME_HELP, client_options, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
+from hive.cli.git_options import add_git_options
 from hive.cli.offline import LABELS_HELP, cmd_plan, cmd_validate, labels_arg
 from hive.cli.remote import cmd_get, cmd_logs
 from hive.errors import HiveError
@@ -103,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
         help="a label of this hive, which records' spec.hiveSelector select on (repeatable; "
         "HIVE_LABELS=k=v,k2=v2); hive.name and hive.hostname are set by hive",
     )
+    add_git_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check manifests offline (exit 0 ok, 2 errors)")

@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         home=args.home,
         desired=tuple(args.desired) if args.desired else None,
         allow_empty=args.allow_empty or None,
+        git=tuple(args.git) if getattr(args, "git", None) else None,
         host=args.host,
         port=args.port,
         resync_interval=args.resync_interval,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hive.core.clock import Clock
 from hive.core.parse import Problem
+from hive.model.gitsource import GitStatus
 from hive.model.ids import Kind, ObjectKey, SourceName
 from hive.model.manifests import Origin, Record, WorkerManifest, selected
 
@@ -34,6 +35,8 @@ class SourceState(BaseModel):
     not_selected: int = 0
     #: Their keys, sorted; the first `NOT_SELECTED_SHOWN` only (`not_selected` counts all).
     not_selected_keys: tuple[ObjectKey, ...] = ()
+    #: A git source's revisions and last syncs (None for other sources).
+    git: GitStatus | None = None
 
 
 class ConflictNote(BaseModel):
@@ -123,6 +126,9 @@ class Store:
 
     def set_errors(self, name: SourceName, errors: Iterable[Problem]) -> None:
         self._sources[name] = self._sources[name].model_copy(update={"errors": tuple(errors)})
+
+    def set_detail(self, name: SourceName, *, git: GitStatus) -> None:
+        self._sources[name] = self._sources[name].model_copy(update={"git": git})
 
     def mark_synced(self, name: SourceName) -> None:
         self._sources[name] = self._sources[name].model_copy(

@@ -115,6 +115,8 @@ class SourceView(View):
     not_selected_keys: list[str] = []
     #: Each problem (file, line, field, message) and its `text`, as `hive validate` says it.
     errors: list[dict[str, Any]] = []
+    #: A git source's revisions and last syncs (`hive.model.gitsource.GitStatus`).
+    git: dict[str, Any] | None = None
 
 
 class HiveStatus(View):

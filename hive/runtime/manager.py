@@ -39,6 +39,7 @@ from hive.runtime.worker_table import WorkerTable
 from hive.settings import Settings
 from hive.sources.base import Source
 from hive.sources.directory import DirectorySource
+from hive.sources.git import GitSource
 from hive.sources.http import HttpSource, HttpSources
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,18 @@ class Manager:
                 portable=settings.portable,
             )
             for path in settings.desired
+        ]
+        self.sources += [
+            GitSource(
+                spec,
+                home=settings.home,
+                store=self.store,
+                bus=self.bus,
+                clock=self.clock,
+                on_change=self.on_change,
+                timeout=settings.git_timeout,
+            )
+            for spec in settings.git
         ]
         #: `api`, `queen` and the other sets written over HTTP (`/v1/desired`, jobs).
         self.http_sources = HttpSources(

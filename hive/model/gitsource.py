@@ -1,0 +1,153 @@
+"""A git source as hive's settings and status name it: where it fetches from (`GitSpec`),
+its revisions (`revision`: `<ref>@sha1:<sha>`, as Flux writes them) and what `/v1/status`
+shows of it (`GitStatus`, its last syncs as `GitSync`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hive.model.ids import name_problem
+from hive.model.text import show, show_url
+
+#: How many syncs a source's status keeps.
+HISTORY = 5
+#: How many changed objects one sync lists (it counts them all).
+CHANGED_SHOWN = 50
+#: A full commit id.
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def is_commit(ref: str) -> bool:
+    """Whether `ref` is a full commit SHA (pinned: the source never moves)."""
+    return bool(_SHA.fullmatch(ref))
+
+
+def revision(ref: str | None, sha: str) -> str:
+    """`main@sha1:<sha>`; a pinned commit is `sha1:<sha>`; no ref: the remote's HEAD."""
+    if ref is not None and is_commit(ref):
+        return f"sha1:{sha}"
+    return f"{ref or 'HEAD'}@sha1:{sha}"
+
+
+def default_name(url: str) -> str:
+    """The source name a URL gives: its last path part without `.git`, lower case, every
+    other character a '-' (`https://h/org/Fleet.git` -> `fleet`); `repo` when nothing is
+    left."""
+    path = urlsplit(url).path if "://" in url else url.rsplit(":", 1)[-1]
+    last = PurePosixPath(path.rstrip("/")).name.removesuffix(".git").lower()
+    name = re.sub(r"[^a-z0-9.-]+", "-", last).strip("-.")
+    name = re.sub(r"\.{2,}", ".", name)[:63].strip("-.")
+    return name or "repo"
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` cannot be a --git-path (a directory inside the repository), or None."""
+    if path.startswith("/") or path.startswith("\\"):
+        return f"{show(path)} is absolute; give a directory inside the repository"
+    if ".." in PurePosixPath(path).parts:
+        return f"{show(path)} leaves the repository ('..'); give a directory inside it"
+    if "\0" in path:
+        return "contains a NUL character"
+    return None
+
+
+class GitSpec(BaseModel):
+    """One `--git URL [--git-ref R] [--git-path P] [--git-interval S] [--git-name N]`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    url: str = Field(min_length=1, repr=False)
+    #: A branch, a tag or a full commit SHA; None: the remote's HEAD.
+    ref: str | None = Field(default=None, max_length=255)
+    #: The directory of manifests inside the repository ('' for its root).
+    path: str = Field(default="", max_length=1024)
+    #: Seconds between fetches.
+    interval: float = Field(default=60.0, gt=0)
+    name: str | None = None
+    #: Let a commit remove every record of the source (otherwise refused).
+    allow_empty: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError(f"{show_url(value)} is not a git URL")
+        return value
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bad = (
+            not value
+            or value.startswith("-")
+            or ".." in value
+            or any(c.isspace() or c in "~^:?*[\\" or ord(c) < 32 for c in value)
+        )
+        if bad:
+            raise ValueError(f"--git-ref {show(value)} is not a branch, a tag or a full commit SHA")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        problem = path_problem(value)
+        if problem:
+            raise ValueError(f"--git-path {problem}")
+        return str(PurePosixPath(value)) if value.strip("/.") else ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"--git-name {problem}")
+        return value
+
+    @property
+    def source_name(self) -> str:
+        """The name without `git:`: --git-name, or the URL's last part."""
+        return self.name or default_name(self.url)
+
+
+class GitSync(BaseModel):
+    """One sync that did something: a new revision tried, or a fetch that failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: None when the fetch failed before a commit was known.
+    revision: str | None
+    time: datetime
+    #: applied, invalid (a manifest is wrong), path-missing, refused-empty, fetch-failed.
+    outcome: str
+    #: The objects (`Kind/name`) whose record changed, the first `CHANGED_SHOWN`.
+    changed: tuple[str, ...] = ()
+    changedCount: int = 0
+    #: What went wrong (redacted, bounded), for every outcome but applied.
+    message: str | None = None
+
+
+class GitStatus(BaseModel):
+    """The git part of a source's entry in `/v1/status`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The remote, its credentials redacted.
+    url: str
+    ref: str | None
+    path: str
+    interval: float
+    lastAttemptedRevision: str | None = None
+    lastAppliedRevision: str | None = None
+    #: The last successful fetch.
+    lastFetchTime: datetime | None = None
+    #: The last `HISTORY` syncs, the newest first.
+    history: tuple[GitSync, ...] = ()

@@ -1,0 +1,483 @@
+"""The git source: manifests in a directory of a git repository, fetched every interval.
+
+Every git command runs in a thread (never on the event loop), in its own process group,
+killed whole at `timeout`; with GIT_TERMINAL_PROMPT=0 (a remote that wants a password
+fails at once instead of waiting), git's own credential helpers and GIT_SSH_COMMAND. The
+URL is given on each fetch's command line and stored nowhere under the home, and every
+message git writes is redacted before hive repeats it.
+
+Layout, under `<home>/state/git/<name>/`: `repo/` (a shallow repository: one fetched
+commit, `refs/hive/fetched`), `tree/` (the files of the last applied revision's path: the
+records in force come from there, so a `file:` source relative to a manifest stays where
+it was), `tree.new/` while a revision is read.
+
+Never pruned on error: a failed fetch, a missing path, a commit with any invalid
+manifest, or a commit that would remove every record (without `allow_empty`) leaves the
+last applied revision's records in force, and says so on the source and in one event
+per new problem."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hive.actuators.files import write_atomic
+from hive.core.clock import Clock
+from hive.core.parse import Problem, is_manifest_file, merge_files, parse_file
+from hive.core.store import Store
+from hive.model.events import Level
+from hive.model.gitsource import (
+    CHANGED_SHOWN,
+    HISTORY,
+    GitSpec,
+    GitStatus,
+    GitSync,
+    is_commit,
+    revision,
+)
+from hive.model.ids import SourceName
+from hive.model.manifests import Record
+from hive.model.text import clip, redact_text, show_text, show_url
+from hive.narration.bus import Bus
+from hive.sources.base import OnChange
+from hive.sources.hiveignore import IGNORE_FILE, HiveIgnore
+
+log = logging.getLogger(__name__)
+
+#: The ref a fetched commit is kept under (so a shallow repository keeps it).
+FETCHED = "refs/hive/fetched"
+#: The file naming the revision tree/ holds.
+APPLIED = "applied.json"
+#: How many problems of one revision are narrated (all are in /v1/status).
+MAX_NARRATED_PROBLEMS = 20
+#: The most bytes of git's stderr kept from one command.
+STDERR_LIMIT = 64 * 1024
+
+
+class GitError(Exception):
+    """A git command failed; the message is redacted and bounded."""
+
+
+def git_dir(home: Path, name: str) -> Path:
+    return home / "state" / "git" / name
+
+
+def run_git(args: list[str], *, cwd: Path, timeout: float) -> str:
+    """`git args` in `cwd`, its stdout; raises GitError (redacted) when it fails or takes
+    longer than `timeout` (then its whole process group is killed: ssh, remote helpers)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        proc = subprocess.Popen(
+            ["git", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise GitError(f"cannot run git: {exc.strerror or exc} (install git)") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise GitError(f"git {args[0]} took longer than {timeout:g} s and was stopped") from None
+    if proc.returncode != 0:
+        text = err[:STDERR_LIMIT].decode(errors="replace").strip()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        why = "; ".join(lines[-3:]) or f"exit status {proc.returncode}"
+        raise GitError(f"git {args[0]} failed: {show_text(why, 400)}")
+    return out.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What one revision holds: its records, or its problems."""
+
+    records: tuple[Record, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    outcome: str = "applied"
+
+
+class GitSource:
+    def __init__(
+        self,
+        spec: GitSpec,
+        *,
+        home: Path,
+        store: Store,
+        bus: Bus,
+        clock: Clock,
+        on_change: OnChange,
+        timeout: float = 120.0,
+    ) -> None:
+        self.spec = spec
+        self.name = SourceName(f"git:{spec.source_name}")
+        self.dir = git_dir(home, spec.source_name)
+        self._repo = self.dir / "repo"
+        self._tree = self.dir / "tree"
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._on_change = on_change
+        self._timeout = timeout
+        self._url = show_url(spec.url)
+        self._status = GitStatus(
+            url=self._url, ref=spec.ref, path=spec.path, interval=spec.interval
+        )
+        #: The problems on the source now (narrated once each).
+        self._problems: tuple[Problem, ...] = ()
+        #: The commit last tried, and whether it was applied.
+        self._attempted: str | None = None
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        store.register(self.name, kind="git", location=self._where())
+        store.set_detail(self.name, git=self._status)
+
+    def _where(self) -> str:
+        ref = f" {self.spec.ref}" if self.spec.ref else ""
+        path = f" path {self.spec.path}" if self.spec.path else ""
+        return f"{self._url}{ref}{path}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """The records of the revision applied before hive restarted, at once (they stay in
+        force however the remote is); then the first sync in the background (a slow remote
+        does not hold hive's start; the source counts as not synced until a fetch works),
+        and one every interval."""
+        await self._load_applied()
+        self._task = asyncio.create_task(self._poll(), name=f"poll {self.name}")
+
+    async def resync(self) -> None:
+        """Nothing: the source fetches on its own interval (`sync` fetches now)."""
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.spec.interval)
+                if self._stop.is_set():
+                    return
+            first = False
+            try:
+                await self.sync()
+            except Exception as exc:  # a bug: told, and the next interval tries again
+                log.exception("syncing %s failed", self.name)
+                self._attempted = None  # the commit is read again at the next interval
+                self._set_problems(
+                    [
+                        Problem(
+                            file=self._url,
+                            message=f"sync failed: {type(exc).__name__}: "
+                            f"{clip(redact_text(str(exc)))} (if this repeats, please "
+                            "report it with hive's log)",
+                        )
+                    ],
+                    revision=None,
+                )
+
+    async def _load_applied(self) -> None:
+        try:
+            saved = json.loads(await asyncio.to_thread((self.dir / APPLIED).read_bytes))
+            sha, rev = str(saved["sha"]), str(saved["revision"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: cannot read %s: %s", self.name, self.dir / APPLIED, exc)
+            return
+        if not is_commit(sha) or not self._tree.is_dir():
+            return
+        read = await asyncio.to_thread(self._parse, self._tree, rev)
+        if read.problems:  # a hand-edited tree: the first fetch decides
+            return
+        self._attempted = sha
+        self._status = self._status.model_copy(
+            update={"lastAttemptedRevision": rev, "lastAppliedRevision": rev}
+        )
+        self._store.set_detail(self.name, git=self._status)
+        self._on_change(self._store.replace(self.name, read.records))
+
+    # -- syncing -------------------------------------------------------------------------
+    async def sync(self) -> str | None:
+        """Fetch now and apply what the fetched commit holds; the revision in force after."""
+        async with self._lock:
+            try:
+                sha = await asyncio.to_thread(self._fetch)
+            except GitError as exc:
+                self._attempted = None  # read the commit again once a fetch works
+                self._failed(
+                    "fetch-failed",
+                    None,
+                    [
+                        Problem(
+                            file=self._url,
+                            message=f"{exc} (fetching again in {self.spec.interval:g} s)",
+                        )
+                    ],
+                )
+                return self._status.lastAppliedRevision
+            rev = revision(self.spec.ref, sha)
+            self._status = self._status.model_copy(update={"lastFetchTime": self._clock.now()})
+            if sha == self._attempted:  # nothing new: what was said of it stands
+                self._store.set_detail(self.name, git=self._status)
+                if self._status.lastAppliedRevision == rev:
+                    self._store.mark_synced(self.name)
+                return self._status.lastAppliedRevision
+            self._attempted = sha
+            self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
+            try:
+                read = await asyncio.to_thread(self._read, sha, rev)
+            except GitError as exc:
+                read = _Read(
+                    problems=(Problem(file=self._url, message=f"{exc} (revision {rev})"),),
+                    outcome="fetch-failed",
+                )
+            if read.problems:
+                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+                self._failed(read.outcome, rev, list(read.problems))
+                return self._status.lastAppliedRevision
+            refused = self._refuse_empty(read.records, rev)
+            if refused is not None:
+                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+                self._failed("refused-empty", rev, [refused])
+                return self._status.lastAppliedRevision
+            await asyncio.to_thread(self._swap_tree, sha, rev)
+            self._apply(read.records, rev)
+            return rev
+
+    def _fetch(self) -> str:
+        """Fetch the ref into the shallow repository; the fetched commit's SHA."""
+        self._repo.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not (self._repo / "HEAD").exists():
+            run_git(["init", "-q", "--bare", "."], cwd=self._repo, timeout=self._timeout)
+        ref = self.spec.ref or "HEAD"
+        run_git(
+            [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--depth",
+                "1",
+                "--",
+                self.spec.url,
+                f"+{ref}:{FETCHED}",
+            ],
+            cwd=self._repo,
+            timeout=self._timeout,
+        )
+        sha = run_git(
+            ["rev-parse", "--verify", f"{FETCHED}^{{commit}}"],
+            cwd=self._repo,
+            timeout=self._timeout,
+        ).strip()
+        if is_commit(ref) and sha != ref:
+            raise GitError(f"the remote sent commit {sha} for {ref}")
+        return sha
+
+    def _read(self, sha: str, rev: str) -> _Read:
+        """Extract the path of commit `sha` into tree.new/ and parse it, as it will be read
+        from tree/ once applied (records name their files there)."""
+        path = self.spec.path
+        where = f"{sha}:{path}" if path else f"{sha}^{{tree}}"
+        try:
+            kind = run_git(["cat-file", "-t", where], cwd=self._repo, timeout=self._timeout)
+        except GitError:
+            kind = ""
+        if kind.strip() != "tree":
+            what = "is not a directory" if kind.strip() else "does not exist"
+            return _Read(
+                problems=(
+                    Problem(
+                        file=path or ".",
+                        message=f"--git-path {path or '.'} {what} in revision {rev}; the last "
+                        "applied revision stays in force (fix the path or the repository)",
+                    ),
+                ),
+                outcome="path-missing",
+            )
+        new = self.dir / "tree.new"
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True, mode=0o700)
+        archive = self.dir / "tree.tar"
+        try:
+            run_git(
+                ["archive", "--format=tar", "-o", str(archive), where],
+                cwd=self._repo,
+                timeout=self._timeout,
+            )
+            with tarfile.open(archive) as tar:
+                tar.extractall(new, filter="data")
+        except (OSError, tarfile.TarError) as exc:
+            raise GitError(f"cannot extract the revision: {clip(str(exc))}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+        return self._parse(new, rev)
+
+    def _parse(self, root: Path, rev: str) -> _Read:
+        ignore_file = root / IGNORE_FILE
+        ignore = HiveIgnore(
+            ignore_file.read_text(errors="replace") if ignore_file.is_file() else ""
+        )
+        per_file: dict[str, tuple[Record, ...]] = {}
+        problems: list[Problem] = []
+        prefix = f"{self.spec.path}/" if self.spec.path else ""
+        shown: dict[str, str] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                file = Path(dirpath, filename)
+                relative = file.relative_to(root).as_posix()
+                if not is_manifest_file(file) or ignore.ignored(relative):
+                    continue
+                final = str(self._tree / relative)
+                shown[final] = prefix + relative
+                result = parse_file(file, source=self.name, display=final)
+                problems.extend(result.problems)
+                per_file[final] = result.records
+        records, duplicates = merge_files(per_file)
+        problems.extend(duplicates)
+        if problems:
+            located = tuple(
+                p.model_copy(
+                    update={
+                        "file": shown.get(p.file, p.file),
+                        "message": f"{p.message} (revision {rev}; the last applied revision "
+                        "stays in force)",
+                    }
+                )
+                for p in problems
+            )
+            return _Read(problems=located, outcome="invalid")
+        return _Read(records=tuple(records))
+
+    def _swap_tree(self, sha: str, rev: str) -> None:
+        """tree.new/ becomes tree/, and `applied.json` names its revision (what a restarted
+        hive applies before its first fetch)."""
+        (self.dir / APPLIED).unlink(missing_ok=True)
+        old = self.dir / "tree.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self._tree.exists():
+            self._tree.rename(old)
+        (self.dir / "tree.new").rename(self._tree)
+        shutil.rmtree(old, ignore_errors=True)
+        body = json.dumps({"sha": sha, "revision": rev}).encode()
+        write_atomic(self.dir / APPLIED, body, mode=0o600)
+
+    def _records_in_force(self) -> int:
+        state = next(s for s in self._store.sources() if s.name == self.name)
+        return state.records + state.not_selected
+
+    def _refuse_empty(self, records: tuple[Record, ...], rev: str) -> Problem | None:
+        had = self._records_in_force()
+        if records or not had or self.spec.allow_empty:
+            return None
+        return Problem(
+            file=self.spec.path or ".",
+            message=f"revision {rev} removes every record of source {self.name} ({had} in "
+            "force); refusing to delete them all (start hive with --git-allow-empty after "
+            "this --git to allow it)",
+        )
+
+    # -- outcomes ------------------------------------------------------------------------
+    def _record(self, sync: GitSync) -> None:
+        history = (sync, *self._status.history)[:HISTORY]
+        self._status = self._status.model_copy(update={"history": history})
+        self._store.set_detail(self.name, git=self._status)
+
+    def _failed(self, outcome: str, rev: str | None, problems: list[Problem]) -> None:
+        new = self._set_problems(problems, revision=rev)
+        if new or outcome != "fetch-failed":
+            self._record(
+                GitSync(
+                    revision=rev,
+                    time=self._clock.now(),
+                    outcome=outcome,
+                    message=clip(str(problems[0]), 400),
+                )
+            )
+        else:
+            self._store.set_detail(self.name, git=self._status)
+
+    def _set_problems(self, problems: list[Problem], *, revision: str | None) -> bool:
+        """Show `problems` on the source; narrate those not shown before. Whether any was."""
+        new = [p for p in problems if p not in self._problems]
+        kept = self._records_in_force()
+        for problem in new[:MAX_NARRATED_PROBLEMS]:
+            self._bus.emit(
+                "source_error",
+                f"{self.name}: {problem} ({kept} record(s) of revision "
+                f"{self._status.lastAppliedRevision or '(none yet)'} stay in force; nothing is "
+                "pruned)",
+                level=Level.ERROR,
+                data={
+                    "source": self.name,
+                    "revision": revision,
+                    "file": problem.file,
+                    "line": problem.line,
+                    "field": problem.field,
+                    "kept_records": kept,
+                },
+            )
+        self._problems = tuple(problems)
+        self._store.set_errors(self.name, problems)
+        return bool(new)
+
+    def _apply(self, records: tuple[Record, ...], rev: str) -> None:
+        if self._problems:
+            self._bus.emit(
+                "source_error_cleared",
+                f"{self.name}: revision {rev} applies",
+                data={"source": self.name, "revision": rev},
+            )
+        self._problems = ()
+        self._store.set_errors(self.name, [])
+        result = self._store.replace(self.name, records)
+        self._store.mark_synced(self.name)
+        changed = sorted(result.changed)
+        self._status = self._status.model_copy(update={"lastAppliedRevision": rev})
+        self._record(
+            GitSync(
+                revision=rev,
+                time=self._clock.now(),
+                outcome="applied",
+                changed=tuple(changed[:CHANGED_SHOWN]),
+                changedCount=len(changed),
+            )
+        )
+        listed = ", ".join(changed[:10]) + (
+            f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+        )
+        self._bus.emit(
+            "source_synced",
+            f"{self.name}: revision {rev} applied: {len(records)} record(s), "
+            f"{len(changed)} object(s) changed{': ' + listed if changed else ''}",
+            data={
+                "source": self.name,
+                "revision": rev,
+                "changed": changed[:CHANGED_SHOWN],
+                "changed_count": len(changed),
+            },
+        )
+        self._on_change(result)
