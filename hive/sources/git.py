@@ -327,8 +327,7 @@ class GitSource:
                 cwd=self._repo,
                 timeout=self._timeout,
             )
-            with tarfile.open(archive) as tar:
-                tar.extractall(new, filter="data")
+            extract_tree(archive, new)
         except (OSError, tarfile.TarError) as exc:
             raise GitError(f"cannot extract the revision: {clip(str(exc))}") from None
         finally:
@@ -481,3 +480,20 @@ class GitSource:
             },
         )
         self._on_change(result)
+
+
+def extract_tree(archive: Path, into: Path) -> None:
+    """Unpack `git archive`'s tar into `into`, refusing what could write outside it. With
+    PEP 706's `data` filter where Python has it (3.11.4 and later, and Debian's patched
+    3.11.2); else only plain files and directories with relative paths that stay inside
+    (a repository's symbolic links and special files are left out)."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+            return
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            inside = not Path(member.name).is_absolute() and ".." not in parts
+            if inside and (member.isfile() or member.isdir()):
+                member.mode = 0o755 if member.isdir() else 0o644
+                tar.extract(member, into)

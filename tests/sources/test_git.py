@@ -373,3 +373,39 @@ async def test_an_unexpected_failure_is_told_and_the_commit_read_again(
     blocker.unlink()
     await apoll(lambda: applied(h) == f"HEAD@sha1:{second}", what="the commit read again")
     assert h.keys() == {A, B} and h.state.errors == ()
+
+
+@pytest.mark.parametrize("pep706", [True, False])
+def test_a_tree_is_unpacked_inside_its_directory_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pep706: bool
+) -> None:
+    """With PEP 706's filter, or without it (Python before 3.11.4): a member that would land
+    outside the tree, or a link, is never written outside it."""
+    import io
+    import tarfile
+
+    from hive.sources.git import extract_tree
+
+    if not pep706:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = tmp_path / "t.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("fleet/m.yaml", b"ok"), ("../evil", b"x"), ("/abs-evil", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("fleet/out")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    into = tmp_path / "tree"
+    into.mkdir()
+    try:
+        extract_tree(archive, into)
+    except tarfile.TarError:
+        assert pep706  # the data filter refuses the archive outright
+    assert not (tmp_path / "evil").exists() and not Path("/abs-evil").exists()
+    assert not (into / "fleet" / "out").is_symlink() or (
+        into / "fleet" / "out"
+    ).resolve().is_relative_to(into)
+    if not pep706:
+        assert (into / "fleet" / "m.yaml").read_bytes() == b"ok"
