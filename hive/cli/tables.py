@@ -8,7 +8,7 @@ from hive.model.machine import DeviceList, SystemMetrics
 from hive.model.observed import PartialDownload
 from hive.model.status import ObjectStatus
 from hive.model.units import megabytes, megabytes_of
-from hive.model.views import HiveStatus, ModelInfo, ObjectView, Runtimes, WorkerInfo
+from hive.model.views import HiveStatus, ModelInfo, ObjectView, Runtimes, SourceView, WorkerInfo
 
 
 def table(rows: list[list[str]]) -> str:
@@ -96,6 +96,7 @@ def status_table(data: HiveStatus) -> str:
         )
     lines.append(table(rows))
     for s in data.sources:
+        lines.extend(git_lines(s))
         lines.extend(f"  error: {e['text']}" for e in s.errors)
     lines.append("")
     for kind, counts in data.objects.items():
@@ -106,6 +107,18 @@ def status_table(data: HiveStatus) -> str:
     if data.queen is not None:
         lines.extend(queen_lines(data))
     return "\n".join(lines)
+
+
+def git_lines(source: SourceView) -> list[str]:
+    """A git source's revisions, as Flux shows them: applied, and attempted when another."""
+    git = source.git or {}
+    applied, attempted = git.get("lastAppliedRevision"), git.get("lastAttemptedRevision")
+    if not git:
+        return []
+    out = [f"  {source.name}: applied {applied or 'none yet'}"]
+    if attempted and attempted != applied:
+        out[0] += f", last attempted {attempted}"
+    return out
 
 
 def system_line(system: SystemMetrics) -> str:

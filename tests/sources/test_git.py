@@ -343,6 +343,8 @@ def test_serve_with_git_converges_a_model(
         what="the source_synced event",
     )
     assert (hive.home / "state" / "git" / "remote" / "tree" / "m.yaml").is_file()
+    table = run_hive("get", "status", "--url", hive.url)
+    assert f"  git:remote: applied HEAD@sha1:{sha}\n" in table.stdout, table.stdout
 
 
 def test_serve_refuses_bad_git_options(tmp_path: Path) -> None:
