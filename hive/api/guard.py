@@ -31,6 +31,8 @@ MAX_BODY = 1024 * 1024
 #: The routes open without the token: liveness, and a git host's push notifications
 #: (authenticated by their HMAC signature instead: hive/api/sources.py).
 OPEN_ROUTES = frozenset({"/health", "/v1/hooks/{name}"})
+#: The path of the open `/v1/hooks/{name}` (a method it does not serve gets its 405).
+HOOKS_PREFIX = "/v1/hooks/"
 #: What a cross-origin request may send (a preflight lists them).
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 #: Seconds a browser may cache a preflight's answer.
@@ -145,7 +147,8 @@ def is_open(request: web.Request) -> bool:
     if exc is None:
         resource = match.route.resource
         return resource is not None and resource.canonical in OPEN_ROUTES
-    return request.path in OPEN_ROUTES
+    hook, _, name = request.path.partition(HOOKS_PREFIX)
+    return request.path in OPEN_ROUTES or (not hook and bool(name) and "/" not in name)
 
 
 def bearer_token(token: str | None) -> Middleware:
