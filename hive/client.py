@@ -25,6 +25,7 @@ from yarl import URL
 
 from hive.errors import ApiError, HiveUnreachable
 from hive.model.events import Event, EventsDropped
+from hive.model.gitsource import SuspendAnswer, SyncAnswer
 from hive.model.machine import Capabilities, Device, DeviceList
 from hive.model.views import (
     Deleted,
@@ -296,6 +297,23 @@ class HiveClient:
         return Restarting.model_validate(
             await self._json("POST", f"/v1/workers/{_seg(name)}/restart")
         )
+
+    # -- git sources (`/v1/sources/{name}/...`) --------------------------------------------
+    async def suspend_source(self, name: str) -> SuspendAnswer:
+        """`POST /v1/sources/{name}/suspend` (`name` as the store has it: `git:fleet`)."""
+        return SuspendAnswer.model_validate(
+            await self._json("POST", f"/v1/sources/{_seg(name)}/suspend")
+        )
+
+    async def resume_source(self, name: str) -> SuspendAnswer:
+        """`POST /v1/sources/{name}/resume`: it fetches at once."""
+        return SuspendAnswer.model_validate(
+            await self._json("POST", f"/v1/sources/{_seg(name)}/resume")
+        )
+
+    async def sync_source(self, name: str) -> SyncAnswer:
+        """`POST /v1/sources/{name}/sync`: fetched and applied now; what it came to."""
+        return SyncAnswer.model_validate(await self._json("POST", f"/v1/sources/{_seg(name)}/sync"))
 
     # -- desired state over HTTP (`/v1/desired`) -------------------------------------------
     async def desired_sources(self) -> list[DesiredSource]:

@@ -28,6 +28,7 @@ from hive.api.metrics import CONTENT_TYPE, count_streams, registry_for, render
 from hive.api.params import bool_param, int_param
 from hive.api.responses import error_response
 from hive.api.responses import json_response as _json
+from hive.api.sources import add_routes as add_source_routes
 from hive.api.views import (
     models_view,
     object_view,
@@ -260,4 +261,5 @@ def create_app(manager: Manager) -> web.Application:
     desired.add_routes(app, manager)
     add_job_routes(app, manager, metrics=app[REGISTRY])
     add_device_routes(app, manager)
+    add_source_routes(app, manager)
     return app

@@ -4,7 +4,8 @@ was told to trust, the refusal of what a web page on another site asks to change
 bearer token, the body limit and the media types of request bodies.
 
 With a token, every route needs it, reads included (logs and events can hold prompts):
-deny by default, `/health` the one path open to all, so a route added later is guarded
+deny by default, `/health` and `POST /v1/hooks/{name}` (signed by the git host instead)
+the paths open to all, so a route added later is guarded
 without a word. A CORS preflight from a trusted origin is answered without it (a
 browser sends none).
 """
@@ -27,8 +28,11 @@ log = logging.getLogger(__name__)
 
 #: The largest request body hive reads (a desired set, a job): 1 MiB.
 MAX_BODY = 1024 * 1024
-#: The routes open without the token: only liveness.
-OPEN_ROUTES = frozenset({"/health"})
+#: The routes open without the token: liveness, and a git host's push notifications
+#: (authenticated by their HMAC signature instead: hive/api/sources.py).
+OPEN_ROUTES = frozenset({"/health", "/v1/hooks/{name}"})
+#: The path of the open `/v1/hooks/{name}` (a method it does not serve gets its 405).
+HOOKS_PREFIX = "/v1/hooks/"
 #: What a cross-origin request may send (a preflight lists them).
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 #: Seconds a browser may cache a preflight's answer.
@@ -134,8 +138,8 @@ async def body_limit(request: web.Request, handler: Handler) -> web.StreamRespon
 
 # -- the token ----------------------------------------------------------------------------
 def is_open(request: web.Request) -> bool:
-    """Whether the request is to a path open to all (`/health`): GET and HEAD answer, any
-    other method its 405 (nothing there is secret)."""
+    """Whether the request is to a route open to all (`/health`, `/v1/hooks/{name}`); a
+    method a route does not serve gets its 405 (nothing there is secret)."""
     match = request.match_info
     exc = match.http_exception
     if exc is not None and not isinstance(exc, web.HTTPMethodNotAllowed):
@@ -143,7 +147,8 @@ def is_open(request: web.Request) -> bool:
     if exc is None:
         resource = match.route.resource
         return resource is not None and resource.canonical in OPEN_ROUTES
-    return request.path in OPEN_ROUTES
+    hook, _, name = request.path.partition(HOOKS_PREFIX)
+    return request.path in OPEN_ROUTES or (not hook and bool(name) and "/" not in name)
 
 
 def bearer_token(token: str | None) -> Middleware:

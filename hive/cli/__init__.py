@@ -1,5 +1,5 @@
 """The `hive` command: serve, validate, plan, diff, stop-workers, get, logs, delete, apply,
-events, job. Errors are one clear line.
+events, job, source. Errors are one clear line.
 
 The daemon's start is hive/cli/daemon.py, the offline tools hive/cli/offline.py (with
 plan.py), the client commands hive/cli/remote.py (through `hive.client`)."""
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hive import __version__
-from hive.cli import apply, diff, events, job
+from hive.cli import apply, diff, events, job, source
 from hive.cli.common import HOME_HELP, client_options, fail
 from hive.cli.daemon import cmd_serve, cmd_stop_workers
 from hive.cli.git_options import add_git_options
@@ -172,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
     diff.register(sub)
     events.register(sub)
     job.register(sub)
+    source.register(sub)
     for name, command in sub.choices.items():
         if command.description is None:  # `hive NAME --help` says what NAME does
             command.description = _help_of(sub, name)

@@ -1,5 +1,6 @@
 """`hive serve`'s git options: each `--git URL` starts a source; the `--git-ref`,
-`--git-path`, `--git-interval`, `--git-name` and `--git-allow-empty` after it apply to
+`--git-path`, `--git-interval`, `--git-name`, `--git-allow-empty` and
+`--git-webhook-secret-file` after it apply to
 that source (before any --git they are an error)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ GIT_FIELDS = {
     "--git-interval": "interval",
     "--git-name": "name",
     "--git-allow-empty": "allow_empty",
+    "--git-webhook-secret-file": "webhook_secret_file",
 }
 
 
@@ -84,4 +86,11 @@ def add_git_options(serve: argparse.ArgumentParser) -> None:
         action=_SourceOption,
         nargs=0,
         help="let a commit remove every record of the source (default: refused)",
+    )
+    git.add_argument(
+        "--git-webhook-secret-file",
+        action=_SourceOption,
+        metavar="PATH",
+        help="a file holding the secret the git host signs push notifications with "
+        "(POST /v1/hooks/NAME, X-Hub-Signature-256); read at start, never shown",
     )

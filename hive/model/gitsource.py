@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -71,6 +71,9 @@ class GitSpec(BaseModel):
     name: str | None = None
     #: Let a commit remove every record of the source (otherwise refused).
     allow_empty: bool = False
+    #: The file holding the secret a git host signs its push notifications with
+    #: (`POST /v1/hooks/{name}`); read once at start, never shown. None: no webhook.
+    webhook_secret_file: Path | None = Field(default=None, repr=False)
 
     @field_validator("url")
     @classmethod
@@ -151,3 +154,28 @@ class GitStatus(BaseModel):
     lastFetchTime: datetime | None = None
     #: The last `HISTORY` syncs, the newest first.
     history: tuple[GitSync, ...] = ()
+    #: Suspended (`hive source suspend`): no fetch until resumed; its records stay.
+    suspended: bool = False
+
+
+class SyncAnswer(BaseModel):
+    """`POST /v1/sources/{name}/sync`'s answer: the revision fetched and what became of it
+    (`outcome` as `GitSync` names it; `message` says what went wrong, bounded)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    #: The revision the fetch found (None when the fetch failed).
+    revision: str | None
+    lastAppliedRevision: str | None
+    outcome: str
+    message: str | None = None
+
+
+class SuspendAnswer(BaseModel):
+    """`POST /v1/sources/{name}/suspend|resume`'s answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    suspended: bool

@@ -14,12 +14,18 @@ it was), `tree.new/` while a revision is read.
 Never pruned on error: a failed fetch, a missing path, a commit with any invalid
 manifest, or a commit that would remove every record (without `allow_empty`) leaves the
 last applied revision's records in force, and says so on the source and in one event
-per new problem."""
+per new problem.
+
+Suspended (`suspend`), a source fetches nothing and keeps its records until `resume`,
+which fetches at once; not kept across a restart. A push notification (`notify`, from
+`POST /v1/hooks/{name}` once its signature holds) wakes the poll loop to fetch now."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -34,6 +40,7 @@ from hive.actuators.files import write_atomic
 from hive.core.clock import Clock
 from hive.core.parse import Problem, is_manifest_file, merge_files, parse_file
 from hive.core.store import Store
+from hive.errors import Conflict, ValidationFailed
 from hive.model.events import Level
 from hive.model.gitsource import (
     CHANGED_SHOWN,
@@ -41,6 +48,7 @@ from hive.model.gitsource import (
     GitSpec,
     GitStatus,
     GitSync,
+    SyncAnswer,
     is_commit,
     revision,
 )
@@ -143,7 +151,12 @@ class GitSource:
         self._attempted: str | None = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        #: Set to fetch now (a push notification, a resume, stop).
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: What the last sync that did something came to: outcome, message.
+        self._outcome: tuple[str, str | None] = ("not-synced", None)
+        self._secret = read_secret(spec.webhook_secret_file)
         store.register(self.name, kind="git", location=self._where())
         store.set_detail(self.name, git=self._status)
 
@@ -166,6 +179,7 @@ class GitSource:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,10 +190,13 @@ class GitSource:
         while not self._stop.is_set():
             if not first:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.spec.interval)
+                    await asyncio.wait_for(self._wake.wait(), self.spec.interval)
                 if self._stop.is_set():
                     return
             first = False
+            self._wake.clear()
+            if self._status.suspended:
+                continue
             try:
                 await self.sync()
             except Exception as exc:  # a bug: told, and the next interval tries again
@@ -212,11 +229,84 @@ class GitSource:
         if read.problems:  # a hand-edited tree: the first fetch decides
             return
         self._attempted = sha
+        self._outcome = ("applied", None)
         self._status = self._status.model_copy(
             update={"lastAttemptedRevision": rev, "lastAppliedRevision": rev}
         )
         self._store.set_detail(self.name, git=self._status)
         self._on_change(self._store.replace(self.name, read.records))
+
+    # -- suspend, resume, notifications -------------------------------------------------
+    @property
+    def suspended(self) -> bool:
+        return self._status.suspended
+
+    def suspend(self) -> None:
+        """Stop fetching (a sync under way ends); the records stay in force. Idempotent."""
+        if self._status.suspended:
+            return
+        self._status = self._status.model_copy(update={"suspended": True})
+        self._store.set_detail(self.name, git=self._status)
+        self._bus.emit(
+            "source_suspended",
+            f"{self.name}: suspended; its {self._records_in_force()} record(s) of revision "
+            f"{self._status.lastAppliedRevision or '(none yet)'} stay in force, nothing is "
+            f"fetched until `hive source resume {self.name}`",
+            data={"source": self.name, "revision": self._status.lastAppliedRevision},
+        )
+
+    def resume(self) -> None:
+        """Fetch again, the first time at once. Idempotent."""
+        if not self._status.suspended:
+            return
+        self._status = self._status.model_copy(update={"suspended": False})
+        self._store.set_detail(self.name, git=self._status)
+        self._bus.emit(
+            "source_resumed",
+            f"{self.name}: resumed; fetching now",
+            data={"source": self.name},
+        )
+        self._wake.set()
+
+    @property
+    def has_secret(self) -> bool:
+        return self._secret is not None
+
+    def signed(self, body: bytes, signature: str | None) -> bool:
+        """Whether `signature` (`X-Hub-Signature-256`: `sha256=<hex>`) is the HMAC-SHA256 of
+        `body` with this source's webhook secret (compared in constant time). False without
+        a secret."""
+        if self._secret is None or signature is None:
+            return False
+        expected = "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+
+    def notify(self) -> None:
+        """A push notification came: fetch now, in the poll loop (not while suspended)."""
+        self._refuse_if_suspended()
+        self._wake.set()
+
+    def _refuse_if_suspended(self) -> None:
+        if self._status.suspended:
+            raise Conflict(
+                f"source {self.name} is suspended: nothing is fetched until "
+                f"`hive source resume {self.name}` (POST /v1/sources/{self.name}/resume)"
+            )
+
+    async def sync_now(self) -> SyncAnswer:
+        """Fetch now (`POST /v1/sources/{name}/sync`): the revision found and what became of
+        it. Refused (Conflict) while suspended."""
+        self._refuse_if_suspended()
+        await self.sync()
+        outcome, message = self._outcome
+        fetched = None if outcome == "fetch-failed" else self._status.lastAttemptedRevision
+        return SyncAnswer(
+            source=self.name,
+            revision=fetched,
+            lastAppliedRevision=self._status.lastAppliedRevision,
+            outcome=outcome,
+            message=message,
+        )
 
     # -- syncing -------------------------------------------------------------------------
     async def sync(self) -> str | None:
@@ -406,6 +496,7 @@ class GitSource:
         self._store.set_detail(self.name, git=self._status)
 
     def _failed(self, outcome: str, rev: str | None, problems: list[Problem]) -> None:
+        self._outcome = (outcome, clip(str(problems[0]), 400))
         new = self._set_problems(problems, revision=rev)
         if new or outcome != "fetch-failed":
             self._record(
@@ -444,6 +535,7 @@ class GitSource:
         return bool(new)
 
     def _apply(self, records: tuple[Record, ...], rev: str) -> None:
+        self._outcome = ("applied", None)
         if self._problems:
             self._bus.emit(
                 "source_error_cleared",
@@ -480,6 +572,25 @@ class GitSource:
             },
         )
         self._on_change(result)
+
+
+def read_secret(path: Path | None) -> bytes | None:
+    """The webhook secret in `path` (its surrounding white space dropped), or None."""
+    if path is None:
+        return None
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValidationFailed(
+            f"--git-webhook-secret-file {clip(str(path))}: cannot read it: "
+            f"{exc.strerror or exc} (give a readable file holding the secret)"
+        ) from None
+    if len(secret) < 16:
+        raise ValidationFailed(
+            f"--git-webhook-secret-file {clip(str(path))}: the secret is shorter than 16 "
+            "bytes; put a long random one there (e.g. `openssl rand -hex 32`)"
+        )
+    return secret
 
 
 def extract_tree(archive: Path, into: Path) -> None:

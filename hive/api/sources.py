@@ -1,0 +1,88 @@
+"""The routes of git sources: `POST /v1/sources/{name}/suspend|resume|sync` (bearer token,
+as every route) and `POST /v1/hooks/{name}`, a git host's push notification, which the
+guard lets through without the token (a git host cannot send it): it is authenticated by
+its HMAC-SHA256 signature with the source's `--git-webhook-secret-file` instead."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from hive.api.responses import error_response
+from hive.api.responses import json_response as _json
+from hive.errors import Conflict, NotFound
+from hive.model.gitsource import SuspendAnswer
+from hive.model.text import show
+from hive.runtime.manager import Manager
+from hive.sources.git import GitSource
+
+#: The header GitHub, Gitea and Forgejo sign a delivery's body in.
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+def git_source(manager: Manager, name: str) -> GitSource:
+    """The git source the store calls `name` (`git:fleet`); NotFound when no source has
+    that name, Conflict when it is not a git source."""
+    for source in manager.sources:
+        if isinstance(source, GitSource) and source.name == name:
+            return source
+    known = sorted(s.name for s in manager.store.sources())
+    if name in known:
+        raise Conflict(
+            f"source {show(name)} is not a git source: only git sources (--git) can be "
+            "suspended, resumed or synced"
+        )
+    raise NotFound(
+        f"no source is called {show(name)} (sources: {', '.join(known) or 'none'}; "
+        "see GET /v1/status)"
+    )
+
+
+def add_routes(app: web.Application, manager: Manager) -> None:
+    """Register the routes of this module on `app`, serving `manager`."""
+
+    async def suspend(request: web.Request) -> web.Response:
+        source = git_source(manager, request.match_info["name"])
+        source.suspend()
+        return _json(SuspendAnswer(source=source.name, suspended=True).model_dump(mode="json"))
+
+    async def resume(request: web.Request) -> web.Response:
+        source = git_source(manager, request.match_info["name"])
+        source.resume()
+        return _json(SuspendAnswer(source=source.name, suspended=False).model_dump(mode="json"))
+
+    async def sync(request: web.Request) -> web.Response:
+        source = git_source(manager, request.match_info["name"])
+        answer = await asyncio.shield(source.sync_now())
+        return _json(answer.model_dump(mode="json"))
+
+    async def hook(request: web.Request) -> web.Response:
+        """Without a good signature nothing is done (and nothing says which sources exist
+        or have a secret): 401."""
+        name = f"git:{request.match_info['name']}"
+        body = await request.read()  # bounded by the app's client_max_size (1 MiB)
+        source = next(
+            (s for s in manager.sources if isinstance(s, GitSource) and s.name == name), None
+        )
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if source is None or not source.signed(body, signature):
+            why = (
+                "no X-Hub-Signature-256 header was sent"
+                if signature is None
+                else ("the X-Hub-Signature-256 signature does not hold")
+            )
+            return error_response(
+                401,
+                "Unauthorized",
+                f"POST /v1/hooks/{show(request.match_info['name'])}: {why} (sign the body "
+                "with HMAC-SHA256 and the source's --git-webhook-secret-file; the source must "
+                "exist and have one)",
+            )
+        source.notify()  # Conflict while suspended
+        return _json({"source": source.name, "accepted": True}, status=202)
+
+    app.router.add_post("/v1/sources/{name}/suspend", suspend)
+    app.router.add_post("/v1/sources/{name}/resume", resume)
+    app.router.add_post("/v1/sources/{name}/sync", sync)
+    app.router.add_post("/v1/hooks/{name}", hook)
