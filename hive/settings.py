@@ -8,13 +8,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hive.model.gitsource import GitSpec
 from hive.model.labels import hive_labels, parse_labels, split_labels
 from hive.model.manifests import parse_rate
 from hive.model.queen import normal_queen_url, queen_url_problem
 from hive.model.text import show
+from hive.settings_file import check_settings_file, read_settings_file
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -259,9 +260,20 @@ class Settings(BaseModel):
         return parse_rate(self.download_rate_limit) if self.download_rate_limit else None
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Settings:
-        """Defaults, overridden by HIVE_<FIELD> variables, overridden by `overrides`."""
-        values: dict[str, Any] = {}
+    def from_env(cls, *, config: Path | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by the settings file (`config`, else HIVE_CONFIG; see
+        hive/settings_file.py), overridden by HIVE_<FIELD> variables, overridden by
+        `overrides`; git sources add up and labels merge key by key."""
+        if config is None and os.environ.get("HIVE_CONFIG"):
+            config = Path(os.environ["HIVE_CONFIG"])
+        filed: dict[str, Any] = {}
+        if config is not None:
+            filed = read_settings_file(config, fields=cls.model_fields)
+            try:
+                cls.model_validate(filed)
+            except ValidationError as exc:
+                raise check_settings_file(config, filed, exc) from None
+        values: dict[str, Any] = dict(filed)
         for name, field in cls.model_fields.items():
             raw = os.environ.get(f"HIVE_{name.upper()}")
             if raw is None or name == "git":  # git sources: flags only
@@ -274,5 +286,16 @@ class Settings(BaseModel):
                 values[name] = raw.lower() in {"1", "true", "yes", "on"}
             else:
                 values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "git" in given and "git" in filed:
+            given["git"] = (*filed["git"], *given["git"])
+        layers = [filed.get("labels"), os.environ.get("HIVE_LABELS"), given.get("labels")]
+        present = [layer for layer in layers if layer is not None]
+        if len(present) > 1:  # each layer checked on its own, then merged key by key
+            given["labels"] = {
+                key: value
+                for layer in present
+                for key, value in cls.model_validate({"labels": layer}).labels.items()
+            }
+        values.update(given)
         return cls.model_validate(values)

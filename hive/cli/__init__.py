@@ -51,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
         help="let a watched directory that held records go empty (deleting them all); "
         "default: refused unless it holds a .hive-allow-empty file (HIVE_ALLOW_EMPTY)",
     )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a YAML file of settings (the flags' names as keys, `git:` a list of sources; "
+        "HIVE_CONFIG); HIVE_* variables and flags override it",
+    )
     serve.add_argument("--home", type=Path, help=HOME_HELP)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 7835)")

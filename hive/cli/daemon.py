@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     settings = Settings.from_env(
+        config=args.config,
         home=args.home,
         desired=tuple(args.desired) if args.desired else None,
         allow_empty=args.allow_empty or None,

@@ -71,9 +71,8 @@ def add_git_options(serve: argparse.ArgumentParser) -> None:
     git.add_argument(
         "--git-interval",
         action=_SourceOption,
-        type=float,
-        metavar="SECONDS",
-        help="seconds between fetches (default 60)",
+        metavar="DURATION",
+        help="time between fetches: seconds or 30s, 5m, 1h (default 60s)",
     )
     git.add_argument(
         "--git-name",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,50 @@ def _documents(text: str, file: str) -> Iterator[_Located | Problem]:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+class Document:
+    """One YAML document's data and the line of each of its field paths."""
+
+    def __init__(self, located: _Located) -> None:
+        self.data: Any = located.data
+        self._located = located
+
+    def line_of(self, path: FieldPath) -> int:
+        """The line of `path`, or of its nearest ancestor written in the file."""
+        return self._located.line_of(path)
+
+
+def load_document(text: str, *, file: str) -> Document | list[Problem]:
+    """The one YAML document of `text` (a settings file), read as manifests are (aliases
+    bounded, duplicate keys refused), or every problem with its line."""
+    found = list(_documents(text, file))
+    problems = [f for f in found if isinstance(f, Problem)]
+    documents = [f for f in found if isinstance(f, _Located) and f.data is not None]
+    if problems:
+        return problems
+    if len(documents) != 1:
+        many = "several documents" if documents else "no document"
+        return [Problem(file=file, message=f"holds {many}; write one YAML mapping")]
+    return Document(documents[0])
+
+
+def pydantic_problems(
+    err: ValidationError, *, file: str, line_of: Callable[[FieldPath], int]
+) -> list[Problem]:
+    """A pydantic error as problems with file, line (`line_of` a field path) and field."""
+    problems = []
+    for item in err.errors():
+        path, message = _location(item)
+        problems.append(
+            Problem(
+                file=file,
+                line=line_of(path),
+                field=format_field(path) or None,
+                message=message,
+            )
+        )
+    return problems
 
 
 def _message_text(value: object) -> str:

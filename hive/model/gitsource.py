@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.ids import name_problem
 from hive.model.text import show, show_url
+from hive.model.units import parse_duration
 
 #: How many syncs a source's status keeps.
 HISTORY = 5
@@ -66,14 +67,20 @@ class GitSpec(BaseModel):
     ref: str | None = Field(default=None, max_length=255)
     #: The directory of manifests inside the repository ('' for its root).
     path: str = Field(default="", max_length=1024)
-    #: Seconds between fetches.
-    interval: float = Field(default=60.0, gt=0)
+    #: Seconds between fetches (at most a week).
+    interval: float = Field(default=60.0, gt=0, le=7 * 24 * 3600)
     name: str | None = None
     #: Let a commit remove every record of the source (otherwise refused).
     allow_empty: bool = False
     #: The file holding the secret a git host signs its push notifications with
     #: (`POST /v1/hooks/{name}`); read once at start, never shown. None: no webhook.
     webhook_secret_file: Path | None = Field(default=None, repr=False)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> float:
+        """Seconds, or a duration as Flux writes it (`60s`, `5m`, `1h`)."""
+        return parse_duration(value)
 
     @field_validator("url")
     @classmethod

@@ -40,3 +40,39 @@ def mebibytes(n: int, *, rounding: Literal["nearest", "up", "down"] = "nearest")
     else:
         whole = round(n / MIB)
     return f"{whole:,} MiB"
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a Go-style duration as Flux and Kubernetes write them:
+    `60`, `60s`, `1.5m`, `1h30m`, `500ms`; ValueError with an example otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("is a boolean; give seconds (60) or a duration (60s, 5m, 1h)")
+    if isinstance(value, int | float):
+        return _finite(float(value))
+    text = str(value).strip()
+    try:
+        return _finite(float(text))
+    except ValueError as exc:
+        if "finite" in str(exc):
+            raise
+    total, rest = 0.0, text
+    while rest:
+        number = len(rest) - len(rest.lstrip("0123456789."))
+        unit = next((u for u in ("ms", "s", "m", "h") if rest[number:].startswith(u)), None)
+        if number == 0 or unit is None or rest[:number].count(".") > 1:
+            raise ValueError(
+                f"{text[:40]!r} is not a duration: give seconds (60) or a number with a "
+                "unit: 500ms, 60s, 5m, 1h, 1h30m"
+            )
+        total += float(rest[:number]) * _DURATION_UNITS[unit]
+        rest = rest[number + len(unit) :]
+    return total
+
+
+def _finite(seconds: float) -> float:
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError("is not a finite number of seconds")
+    return seconds

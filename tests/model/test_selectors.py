@@ -180,7 +180,8 @@ def test_settings_take_labels_from_flags_and_hive_labels(monkeypatch: pytest.Mon
     assert settings.labels == {"gpu": "a", "zone": "eu"}
     assert settings.hive_labels["hive.name"] == "n1"
     assert settings.hive_labels["hive.hostname"]
-    assert Settings.from_env(labels=["gpu=b"]).labels == {"gpu": "b"}  # flags win
+    # flags win key by key: the layers merge
+    assert Settings.from_env(labels=["gpu=b"]).labels == {"gpu": "b", "zone": "eu"}
     monkeypatch.setenv("HIVE_LABELS", "hive.name=x")
     with pytest.raises(ValueError, match="set by hive"):
         Settings.from_env()
