@@ -55,6 +55,7 @@ from hive.model.gitsource import (
     GitSync,
     SyncAnswer,
     is_commit,
+    push_ignored,
     revision,
 )
 from hive.model.ids import SourceName
@@ -302,6 +303,11 @@ class GitSource:
             return False
         expected = "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+
+    def ignores_push(self, pushed: str | None) -> str | None:
+        """Why a push of ref `pushed` does not concern this source (`push_ignored`), or
+        None when it does or the notification names no ref."""
+        return None if pushed is None else push_ignored(self.spec.ref, pushed)
 
     def notify(self) -> None:
         """A push notification came: fetch now, in the poll loop (not while suspended)."""
