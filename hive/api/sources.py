@@ -1,11 +1,14 @@
 """The routes of git sources: `POST /v1/sources/{name}/suspend|resume|sync` (bearer token,
 as every route) and `POST /v1/hooks/{name}`, a git host's push notification, which the
 guard lets through without the token (a git host cannot send it): it is authenticated by
-its HMAC-SHA256 signature with the source's `--git-webhook-secret-file` instead."""
+its HMAC-SHA256 signature with the source's `--git-webhook-secret-file` instead. A push
+to a ref the source does not follow (another branch) is answered 202 with the reason it
+is `ignored`, and fetches nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import web
 
@@ -37,6 +40,17 @@ def git_source(manager: Manager, name: str) -> GitSource:
         f"no source is called {show(name)} (sources: {', '.join(known) or 'none'}; "
         "see GET /v1/status)"
     )
+
+
+def pushed_ref(body: bytes) -> str | None:
+    """The ref a push notification names (`{"ref": "refs/heads/main", ...}`, as GitHub,
+    Gitea, Forgejo and GitLab send it), or None: a body that is not JSON, or names none."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    ref = payload.get("ref") if isinstance(payload, dict) else None
+    return ref if isinstance(ref, str) else None
 
 
 def add_routes(app: web.Application, manager: Manager) -> None:
@@ -79,6 +93,10 @@ def add_routes(app: web.Application, manager: Manager) -> None:
                 "with HMAC-SHA256 and the source's --git-webhook-secret-file; the source must "
                 "exist and have one)",
             )
+        ignored = source.ignores_push(pushed_ref(body))
+        if ignored is not None:
+            answer = {"source": source.name, "accepted": False, "ignored": ignored}
+            return _json(answer, status=202)
         source.notify()  # Conflict while suspended
         return _json({"source": source.name, "accepted": True}, status=202)
 

@@ -63,7 +63,7 @@ def add_git_options(serve: argparse.ArgumentParser) -> None:
         "--git-ref",
         action=_SourceOption,
         metavar="REF",
-        help="a branch, a tag or a full commit SHA (default: the remote's HEAD)",
+        help="a branch, a tag, a full commit SHA or 'semver:RANGE' (default: the remote's HEAD)",
     )
     git.add_argument(
         "--git-path", action=_SourceOption, metavar="DIR", help="the manifests' directory in it"

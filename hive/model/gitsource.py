@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.ids import name_problem
+from hive.model.semver import is_semver, parse_range
 from hive.model.text import show, show_url
 from hive.model.units import parse_duration
 
@@ -63,7 +64,8 @@ class GitSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str = Field(min_length=1, repr=False)
-    #: A branch, a tag or a full commit SHA; None: the remote's HEAD.
+    #: A branch, a tag, a full commit SHA or `semver:<range>` (the highest tag the npm
+    #: range matches); None: the remote's HEAD.
     ref: str | None = Field(default=None, max_length=255)
     #: The directory of manifests inside the repository ('' for its root).
     path: str = Field(default="", max_length=1024)
@@ -94,6 +96,12 @@ class GitSpec(BaseModel):
     def _ref(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if is_semver(value):
+            try:
+                parse_range(value)
+            except ValueError as exc:
+                raise ValueError(f"--git-ref {show(value)}: {exc}") from None
+            return value
         bad = (
             not value
             or value.startswith("-")
@@ -101,7 +109,10 @@ class GitSpec(BaseModel):
             or any(c.isspace() or c in "~^:?*[\\" or ord(c) < 32 for c in value)
         )
         if bad:
-            raise ValueError(f"--git-ref {show(value)} is not a branch, a tag or a full commit SHA")
+            raise ValueError(
+                f"--git-ref {show(value)} is not a branch, a tag, a full commit SHA or "
+                "'semver:<range>'"
+            )
         return value
 
     @field_validator("path")
@@ -126,6 +137,35 @@ class GitSpec(BaseModel):
     def source_name(self) -> str:
         """The name without `git:`: --git-name, or the URL's last part."""
         return self.name or default_name(self.url)
+
+
+def push_ignored(ref: str | None, pushed: str) -> str | None:
+    """Why a push of `pushed` (a push notification's `ref`: `refs/heads/X`, `refs/tags/T`)
+    does not concern a source following `ref`, or None when it does (the source fetches).
+
+    A pinned commit never moves; a `semver:` range follows tags only; the remote's HEAD
+    (no ref) follows a branch whose name hive does not know, so any branch push concerns
+    it; a branch or tag `X` is concerned by a push of `refs/heads/X` or `refs/tags/X` (a
+    ref that is not under refs/heads/ or refs/tags/ always is: hive cannot tell)."""
+    if ref is not None and is_commit(ref):
+        return f"the source is pinned to commit {ref}: a push never moves it"
+    if pushed.startswith("refs/heads/"):
+        kind, name = "branch", pushed.removeprefix("refs/heads/")
+    elif pushed.startswith("refs/tags/"):
+        kind, name = "tag", pushed.removeprefix("refs/tags/")
+    else:
+        return None
+    if is_semver(ref):
+        if kind == "tag":
+            return None
+        return f"the push is to branch {show(name)}; the source follows the tags matching {ref}"
+    if ref is None:
+        if kind == "branch":
+            return None
+        return f"the push is of tag {show(name)}; the source follows the remote's HEAD"
+    if ref in (name, pushed):
+        return None
+    return f"the push is to {kind} {show(name)}; the source follows {show(ref)}"
 
 
 class GitSync(BaseModel):
@@ -163,6 +203,8 @@ class GitStatus(BaseModel):
     history: tuple[GitSync, ...] = ()
     #: Suspended (`hive source suspend`): no fetch until resumed; its records stay.
     suspended: bool = False
+    #: The tag a `semver:` ref chose at the last fetch that found one (None otherwise).
+    chosenTag: str | None = None
 
 
 class SyncAnswer(BaseModel):

@@ -3,8 +3,12 @@
 Every git command runs in a thread (never on the event loop), in its own process group,
 killed whole at `timeout`; with GIT_TERMINAL_PROMPT=0 (a remote that wants a password
 fails at once instead of waiting), git's own credential helpers and GIT_SSH_COMMAND. The
-URL is given on each fetch's command line and stored nowhere under the home, and every
-message git writes is redacted before hive repeats it.
+URL is given on each fetch's command line without its credentials (`git_remote`: they
+go through git's environment), stored nowhere under the home, and every message git
+writes is redacted before hive repeats it.
+
+A `semver:<range>` ref lists the remote's tags (`git ls-remote --tags --refs`) at each
+fetch and fetches the highest that matches; its revision is `<tag>@sha1:<sha>`.
 
 Layout, under `<home>/state/git/<name>/`: `repo/` (a shallow repository: one fetched
 commit, `refs/hive/fetched`), `tree/` (the files of the last applied revision's path: the
@@ -33,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +55,16 @@ from hive.model.gitsource import (
     GitSync,
     SyncAnswer,
     is_commit,
+    push_ignored,
     revision,
 )
 from hive.model.ids import SourceName
 from hive.model.manifests import Record
-from hive.model.text import clip, redact_text, show_text, show_url
+from hive.model.semver import TAGS_SHOWN, choose_tag, is_semver, parse_range
+from hive.model.text import REDACTED, clip, redact_text, show, show_text, show_url
 from hive.narration.bus import Bus
 from hive.sources.base import OnChange
+from hive.sources.git_remote import PASSWORD_VAR, USER_VAR, Remote, remote
 from hive.sources.hiveignore import IGNORE_FILE, HiveIgnore
 
 log = logging.getLogger(__name__)
@@ -79,10 +87,20 @@ def git_dir(home: Path, name: str) -> Path:
     return home / "state" / "git" / name
 
 
-def run_git(args: list[str], *, cwd: Path, timeout: float) -> str:
+def run_git(
+    args: list[str], *, cwd: Path, timeout: float, env: Mapping[str, str] | None = None
+) -> str:
     """`git args` in `cwd`, its stdout; raises GitError (redacted) when it fails or takes
-    longer than `timeout` (then its whole process group is killed: ssh, remote helpers)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    longer than `timeout` (then its whole process group is killed: ssh, remote helpers).
+    `env` is added to hive's environment (a remote's credentials, `git_remote`)."""
+    extra = dict(env or {})
+    env = {
+        **os.environ,
+        **extra,
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
     try:
         proc = subprocess.Popen(
             ["git", *args],
@@ -106,6 +124,9 @@ def run_git(args: list[str], *, cwd: Path, timeout: float) -> str:
         text = err[:STDERR_LIMIT].decode(errors="replace").strip()
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         why = "; ".join(lines[-3:]) or f"exit status {proc.returncode}"
+        for name in (USER_VAR, PASSWORD_VAR):  # should git ever repeat one
+            if len(extra.get(name, "")) >= 3:
+                why = why.replace(extra[name], REDACTED)
         raise GitError(f"git {args[0]} failed: {show_text(why, 400)}")
     return out.decode(errors="replace")
 
@@ -142,6 +163,8 @@ class GitSource:
         self._on_change = on_change
         self._timeout = timeout
         self._url = show_url(spec.url)
+        #: The URL git is given and the credentials it gets through its environment.
+        self._remote: Remote = remote(spec.url)
         self._status = GitStatus(
             url=self._url, ref=spec.ref, path=spec.path, interval=spec.interval
         )
@@ -281,6 +304,11 @@ class GitSource:
         expected = "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
 
+    def ignores_push(self, pushed: str | None) -> str | None:
+        """Why a push of ref `pushed` does not concern this source (`push_ignored`), or
+        None when it does or the notification names no ref."""
+        return None if pushed is None else push_ignored(self.spec.ref, pushed)
+
     def notify(self) -> None:
         """A push notification came: fetch now, in the poll loop (not while suspended)."""
         self._refuse_if_suspended()
@@ -313,7 +341,7 @@ class GitSource:
         """Fetch now and apply what the fetched commit holds; the revision in force after."""
         async with self._lock:
             try:
-                sha = await asyncio.to_thread(self._fetch)
+                fetched = await asyncio.to_thread(self._fetch)
             except GitError as exc:
                 self._attempted = None  # read the commit again once a fetch works
                 self._failed(
@@ -327,9 +355,14 @@ class GitSource:
                     ],
                 )
                 return self._status.lastAppliedRevision
-            rev = revision(self.spec.ref, sha)
-            self._status = self._status.model_copy(update={"lastFetchTime": self._clock.now()})
-            if sha == self._attempted:  # nothing new: what was said of it stands
+            sha, name = fetched
+            rev = revision(name, sha)
+            update: dict[str, object] = {"lastFetchTime": self._clock.now()}
+            if is_semver(self.spec.ref):
+                update["chosenTag"] = name
+            self._status = self._status.model_copy(update=update)
+            if sha == self._attempted and rev == self._status.lastAttemptedRevision:
+                # nothing new: what was said of it stands
                 self._store.set_detail(self.name, git=self._status)
                 if self._status.lastAppliedRevision == rev:
                     self._store.mark_synced(self.name)
@@ -356,12 +389,17 @@ class GitSource:
             self._apply(read.records, rev)
             return rev
 
-    def _fetch(self) -> str:
-        """Fetch the ref into the shallow repository; the fetched commit's SHA."""
+    def _fetch(self) -> tuple[str, str | None]:
+        """Fetch the ref into the shallow repository: the fetched commit's SHA, and the ref
+        its revision names (the tag a semver range chose)."""
         self._repo.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not (self._repo / "HEAD").exists():
             run_git(["init", "-q", "--bare", "."], cwd=self._repo, timeout=self._timeout)
-        ref = self.spec.ref or "HEAD"
+        name = self.spec.ref
+        ref = name or "HEAD"
+        if is_semver(name):
+            name = self._choose_tag()
+            ref = f"refs/tags/{name}"
         run_git(
             [
                 "fetch",
@@ -371,11 +409,12 @@ class GitSource:
                 "--depth",
                 "1",
                 "--",
-                self.spec.url,
+                self._remote.url,
                 f"+{ref}:{FETCHED}",
             ],
             cwd=self._repo,
             timeout=self._timeout,
+            env=self._remote.env,
         )
         sha = run_git(
             ["rev-parse", "--verify", f"{FETCHED}^{{commit}}"],
@@ -384,7 +423,36 @@ class GitSource:
         ).strip()
         if is_commit(ref) and sha != ref:
             raise GitError(f"the remote sent commit {sha} for {ref}")
-        return sha
+        return sha, name
+
+    def _choose_tag(self) -> str:
+        """The highest of the remote's tags the semver ref matches; GitError when none does
+        (naming the highest version tags seen)."""
+        assert self.spec.ref is not None
+        listed = run_git(
+            ["ls-remote", "--tags", "--refs", "--", self._remote.url],
+            cwd=self._repo,
+            timeout=self._timeout,
+            env=self._remote.env,
+        )
+        tags = [
+            line.split("\t", 1)[1].removeprefix("refs/tags/")
+            for line in listed.splitlines()
+            if "\trefs/tags/" in line
+        ]
+        choice = choose_tag(parse_range(self.spec.ref), tags)
+        if choice.tag is not None:
+            return choice.tag
+        if choice.highest_seen:
+            seen = ", ".join(clip(t, 60) for t in choice.highest_seen)
+            more = choice.versions_seen - len(choice.highest_seen)
+            seen += f" and {more} lower" if more > 0 else ""
+        else:
+            seen = f"none names a version, of {len(tags)} tag(s)"
+        raise GitError(
+            f"no tag of {self._url} matches {show(self.spec.ref)} (tags seen, the highest "
+            f"{TAGS_SHOWN} at most: {seen}); the last applied revision stays in force"
+        )
 
     def _read(self, sha: str, rev: str) -> _Read:
         """Extract the path of commit `sha` into tree.new/ and parse it, as it will be read

@@ -5,7 +5,7 @@ at the end, by a real `hive serve --git`)."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,25 +93,6 @@ class Harness:
 
     def events(self, action: str) -> list[Any]:
         return [e for e in self.bus.read(0, limit=1000)[0] if e.action == action]
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    return Repo(tmp_path)
-
-
-@pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def factory(url: str, **kw: Any) -> Harness:
-        harness = Harness(tmp_path / "home", GitSpec(url=url, **kw))
-        made.append(harness)
-        return harness
-
-    yield factory
-    for harness in made:
-        await harness.source.stop()
 
 
 def applied(h: Harness) -> str | None:

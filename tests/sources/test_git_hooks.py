@@ -28,13 +28,13 @@ def git_status(hive: Hive) -> dict[str, Any]:
     return git
 
 
-def hook(hive: Hive, body: bytes, signature: str | None) -> tuple[int, Any]:
+def hook(hive: Hive, body: bytes, signature: str | None, name: str = "fleet") -> tuple[int, Any]:
     """A push notification as a git host sends it: no bearer token."""
     headers = {"Content-Type": "application/json"}
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
     request = urllib.request.Request(
-        f"{hive.url}/v1/hooks/fleet", data=body, method="POST", headers=headers
+        f"{hive.url}/v1/hooks/{name}", data=body, method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
