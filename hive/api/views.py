@@ -118,6 +118,7 @@ def status_view(manager: Manager, observed: Mapping[str, ObservedModel]) -> dict
         {
             **s.model_dump(mode="json"),
             "errors": [{**p.model_dump(mode="json"), "text": str(p)} for p in s.errors],
+            "conditions": [c.model_dump(mode="json") for c in manager.source_health.conditions(s)],
         }
         for s in manager.store.sources()
     ]

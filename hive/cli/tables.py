@@ -82,11 +82,12 @@ def status_table(data: HiveStatus) -> str:
         f"labels: {labels(data.labels)}",
         "",
     ]
-    rows = [["SOURCE", "SYNCED", "LAST SYNC", "RECORDS", "NOT SELECTED", "ERRORS"]]
+    rows = [["SOURCE", "READY", "SYNCED", "LAST SYNC", "RECORDS", "NOT SELECTED", "ERRORS"]]
     for s in data.sources:
         rows.append(
             [
                 s.name,
+                _ready(s),
                 "yes" if s.synced else "no",
                 _iso(s.last_sync_time),
                 str(s.records),
@@ -97,6 +98,9 @@ def status_table(data: HiveStatus) -> str:
     lines.append(table(rows))
     for s in data.sources:
         lines.extend(git_lines(s))
+        ready = s.condition("Ready")
+        if ready is not None and ready.get("status") != "True" and not s.errors:
+            lines.append(f"  {s.name}: {ready.get('message')}")
         lines.extend(f"  error: {e['text']}" for e in s.errors)
     lines.append("")
     for kind, counts in data.objects.items():
@@ -107,6 +111,16 @@ def status_table(data: HiveStatus) -> str:
     if data.queen is not None:
         lines.extend(queen_lines(data))
     return "\n".join(lines)
+
+
+def _ready(source: SourceView) -> str:
+    """`yes`, or `no (Reason)`, from the source's Ready condition (`-`: an older hive)."""
+    ready = source.condition("Ready")
+    if ready is None:
+        return "-"
+    if ready.get("status") == "True":
+        return "yes"
+    return f"{'no' if ready.get('status') == 'False' else 'unknown'} ({ready.get('reason')})"
 
 
 def git_lines(source: SourceView) -> list[str]:

@@ -213,6 +213,10 @@ class Store:
         claims = self._claims.get(key)
         return claims[0] if claims else None
 
+    def claimants(self, key: ObjectKey) -> tuple[SourceName, ...]:
+        """The sources that declare `key` for this hive, the owner first."""
+        return tuple(self._claims.get(key, ()))
+
     def desired(self, key: ObjectKey) -> Record | None:
         owner = self.owner(key)
         return None if owner is None else self._records[owner][key]

@@ -117,6 +117,11 @@ class SourceView(View):
     errors: list[dict[str, Any]] = []
     #: A git source's revisions and last syncs (`hive.model.gitsource.GitStatus`).
     git: dict[str, Any] | None = None
+    #: Ready, Reconciling, Stalled (`hive.runtime.source_health.SourceCondition`).
+    conditions: list[dict[str, Any]] = []
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        return next((c for c in self.conditions if c.get("type") == kind), None)
 
 
 class HiveStatus(View):

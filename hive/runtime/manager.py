@@ -33,6 +33,7 @@ from hive.runtime.model_actions import Downloads
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.model_reconciler import ModelReconciler
 from hive.runtime.queue import WorkQueue
+from hive.runtime.source_health import SourceHealth
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
 from hive.runtime.worker_table import WorkerTable
@@ -58,6 +59,10 @@ class Manager:
         self.store = Store(clock=self.clock, labels=settings.hive_labels)
         self.statuses = StatusStore(store=self.store, clock=self.clock)
         self.statuses.watch(self._phase_moved)
+        #: Each source's Ready / Reconciling / Stalled, from its objects' statuses.
+        self.source_health = SourceHealth(
+            store=self.store, statuses=self.statuses, bus=self.bus, clock=self.clock
+        )
         self.catalog = ModelCatalog(settings.home)
         self.queue = WorkQueue(
             clock=self.clock, base=settings.backoff_base, cap=settings.backoff_cap
@@ -199,6 +204,9 @@ class Manager:
             self.queue.add(key)
         for key in result.touched:
             self.queue.add(key)
+        self.source_health.records_changed(
+            result.changed | result.touched | {note.key for note in result.new_conflicts}
+        )
         for note in result.new_conflicts:
             self.bus.emit(
                 "conflict",

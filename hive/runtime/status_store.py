@@ -32,6 +32,7 @@ class StatusStore:
         #: The retry streak of each key that is failing: failures in a row, next try.
         self._retries: dict[ObjectKey, tuple[int, datetime | None]] = {}
         self._watchers: list[PhaseWatcher] = []
+        self._writes: list[Callable[[ObjectKey], None]] = []
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: ObjectKey) -> ObjectStatus | None:
@@ -58,6 +59,11 @@ class StatusStore:
     # -- writes ----------------------------------------------------------------------------
     def watch(self, watcher: PhaseWatcher) -> None:
         self._watchers.append(watcher)
+
+    def on_write(self, callback: Callable[[ObjectKey], None]) -> None:
+        """Call `callback` with the key after every write or forget (phase moved or not:
+        a new observedGeneration matters to whoever waits for convergence)."""
+        self._writes.append(callback)
 
     def set(self, key: ObjectKey, update: StatusUpdate) -> ObjectStatus:
         """Merge `update` into `key`'s status; returns the new status."""
@@ -86,6 +92,8 @@ class StatusStore:
         self._statuses[key] = status
         if previous is None or previous.phase != status.phase:
             self._tell(key, previous, status)
+        for callback in self._writes:
+            callback(key)
         return status
 
     def forget(self, key: ObjectKey) -> None:
@@ -94,6 +102,8 @@ class StatusStore:
         self._retries.pop(key, None)
         if previous is not None:
             self._tell(key, previous, None)
+            for callback in self._writes:
+                callback(key)
 
     # -- the controller's retry streak -------------------------------------------------------
     def retrying(self, key: ObjectKey, *, failures: int, next_retry: datetime | None) -> None:

@@ -324,6 +324,18 @@ def test_serve_with_git_converges_a_model(
         what="the source_synced event",
     )
     assert (hive.home / "state" / "git" / "remote" / "tree" / "m.yaml").is_file()
+
+    def ready() -> list[Any]:
+        (s,) = [s for s in hive.get("/v1/status")["sources"] if s["name"] == "git:remote"]
+        return [c for c in s["conditions"] if c["type"] == "Ready" and c["status"] == "True"]
+
+    (condition,) = poll(ready, what="the source Ready")
+    assert condition["message"] == f"revision HEAD@sha1:{sha}: 1 object(s) converged"
+    told = poll(
+        lambda: [e for e in hive.events if e.get("action") == "source_ready"],
+        what="the source_ready event",
+    )
+    assert told[0]["data"]["revision"] == f"HEAD@sha1:{sha}"
     table = run_hive("get", "status", "--url", hive.url)
     assert f"  git:remote: applied HEAD@sha1:{sha}\n" in table.stdout, table.stdout
 
