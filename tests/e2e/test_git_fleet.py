@@ -39,7 +39,8 @@ def for_gpu_a(text: str) -> str:
 
 def fleet_source(hive: Hive) -> dict[str, Any]:
     (source,) = [s for s in hive.get("/v1/status")["sources"] if s["name"] == SOURCE]
-    return source
+    found: dict[str, Any] = source
+    return found
 
 
 def on_all(hives: list[Hive], fn: Callable[[Hive], T]) -> list[T]:
@@ -134,10 +135,12 @@ def test_ten_hives_apply_a_selected_worker_on_exactly_the_three_it_selects(
     revision = f"main@sha1:{removed}"
     for answer in on_all(hives, sync):
         assert answer["lastAppliedRevision"] == revision, answer
-    for pid in pids:
-        poll(lambda pid=pid: gone(pid), timeout=20, what=f"worker process {pid} to be gone")
-    for hive in selected:
-        poll(lambda h=hive: h.worker("chat") is None, timeout=20, what="Worker/chat gone")
+    poll(lambda: all(gone(p) for p in pids), timeout=20, what="the three workers to be gone")
+    poll(
+        lambda: all(h.worker("chat") is None for h in selected),
+        timeout=20,
+        what="Worker/chat gone from the three hives",
+    )
     statuses = on_all(hives, fleet_source)
     assert {s["git"]["lastAppliedRevision"] for s in statuses} == {revision}
     assert {s["git"]["lastAttemptedRevision"] for s in statuses} == {revision}
