@@ -1,7 +1,8 @@
 """Run the benchmarks and print one table (hive, its peer, and the ratio peer/hive); B5 also
 measures B6 and B7. Benchmarks, not tests: timings never fail the run.
 
-    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B8|B9|B12 ...] [--hive-tree DIR]
+    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B8|B9|B10|B10-100|B12 ...]
+                         [--hive-tree DIR]
                          [--json PATH]
     python -m benchmarks compare --before DIR [--after DIR] [--quick] [--only ...] [--repeat K]
 
@@ -33,6 +34,7 @@ from benchmarks import (
     b5_to_b7,
     b8_fanout,
     b9_jobs,
+    b10_git,
     b12_first_token,
     log,
 )
@@ -51,8 +53,13 @@ BENCHMARKS: dict[str, Benchmark] = {
     "B5": b5_to_b7.run,
     "B8": b8_fanout.run,
     "B9": b9_jobs.run,
+    "B10": b10_git.run,
+    "B10-100": b10_git.run_hundred,
     "B12": b12_first_token.run,
 }
+
+#: Run only when `--only` names them (B10-100: 100 hives, several minutes).
+OPT_IN = {"B10-100"}
 
 
 def _num(value: float | None) -> str:
@@ -111,7 +118,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--only",
         choices=list(BENCHMARKS),
         action="append",
-        help="run only these (B5: workers, with B6 and B7)",
+        help="run only these (B5: workers, with B6 and B7; B10-100, 100 hives, only when named)",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the rows as JSON")
 
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     tree = _tree(args.hive_tree, f"hive of {args.hive_tree}")
-    chosen = args.only or list(BENCHMARKS)
+    chosen = args.only or [b for b in BENCHMARKS if b not in OPT_IN]
     started = time.monotonic()
     rows: list[Row] = []
     for name in BENCHMARKS:
@@ -189,7 +196,7 @@ def compare(argv: list[str]) -> int:
     args = p.parse_args(argv)
     before = _tree(args.before, f"before ({args.before})")
     after = _tree(args.after, f"after ({args.after or 'this tree'})")
-    chosen = args.only or list(BENCHMARKS)
+    chosen = args.only or [b for b in BENCHMARKS if b not in OPT_IN]
     started = time.monotonic()
     runs: dict[str, dict[str, list[list[Row]]]] = {}
     for name in BENCHMARKS:
