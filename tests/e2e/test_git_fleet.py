@@ -43,6 +43,12 @@ def fleet_source(hive: Hive) -> dict[str, Any]:
     return found
 
 
+def ready_of(hive: Hive) -> str | None:
+    """The message of the fleet source's Ready condition once it is True."""
+    (ready,) = [c for c in fleet_source(hive)["conditions"] if c["type"] == "Ready"]
+    return str(ready["message"]) if ready["status"] == "True" else None
+
+
 def on_all(hives: list[Hive], fn: Callable[[Hive], T]) -> list[T]:
     """`fn` on every hive at once (one thread each), the answers in the hives' order."""
     with ThreadPoolExecutor(len(hives)) as pool:
@@ -129,6 +135,10 @@ def test_ten_hives_apply_a_selected_worker_on_exactly_the_three_it_selects(
     # Exactly three worker processes were started in this test, the three hives'.
     assert sorted(p.pid for p in worker_processes(since=began)) == sorted(pids)
     assert {fleet_source(h)["git"]["lastAppliedRevision"] for h in hives} == {revision}
+    # Ready (health-gated) on every hive, for that revision and its objects here.
+    for hive, objects in [(h, 2) for h in selected] + [(h, 1) for h in others]:
+        ready = poll(lambda h=hive: ready_of(h), timeout=20, what="the source Ready")
+        assert ready == f"revision {revision}: {objects} object(s) converged"
 
     # Removing the Worker: stopped on all three, the Model stays everywhere.
     removed = repo.commit({"workers/chat.yaml": None}, "chat removed")
