@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,7 +138,7 @@ def test_ten_hives_apply_a_selected_worker_on_exactly_the_three_it_selects(
     assert {fleet_source(h)["git"]["lastAppliedRevision"] for h in hives} == {revision}
     # Ready (health-gated) on every hive, for that revision and its objects here.
     for hive, objects in [(h, 2) for h in selected] + [(h, 1) for h in others]:
-        ready = poll(lambda h=hive: ready_of(h), timeout=20, what="the source Ready")
+        ready = poll(partial(ready_of, hive), timeout=20, what="the source Ready")
         assert ready == f"revision {revision}: {objects} object(s) converged"
 
     # Removing the Worker: stopped on all three, the Model stays everywhere.
