@@ -175,6 +175,7 @@ class SourceHealth:
         git = state.git
         revision = git.lastAppliedRevision if git else None
         of = f"revision {revision}" if revision else "the records in force"
+        kept = f"revision {revision} stays" if revision else "the last good records stay"
         last = git.history[0] if git and git.history else None
         stalled_reason = None
         if last is not None and last.outcome in _STALLED and state.errors:
@@ -182,14 +183,14 @@ class SourceHealth:
         elif git is None and state.errors:
             stalled_reason = "InvalidManifests"
         if stalled_reason is not None:
-            message = f"{state.errors[0]}; {of} stays in force"
+            message = f"{state.errors[0]}; {kept} in force"
             return (
                 _cond("Ready", "False", stalled_reason, message),
                 _cond("Reconciling", "False", stalled_reason, ""),
                 _cond("Stalled", "True", stalled_reason, message),
             )
         if state.errors:  # a fetch failed: retried every interval
-            message = f"{state.errors[0]}; {of} stays in force"
+            message = f"{state.errors[0]}; {kept} in force"
             return (
                 _cond("Ready", "False", "FetchFailed", message),
                 _cond("Reconciling", "False", "FetchFailed", ""),
