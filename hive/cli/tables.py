@@ -132,6 +132,8 @@ def git_lines(source: SourceView) -> list[str]:
     out = [f"  {source.name}: applied {applied or 'none yet'}"]
     if attempted and attempted != applied:
         out[0] += f", last attempted {attempted}"
+    if git.get("suspended"):
+        out[0] += f"; suspended (`hive source resume {source.name}` fetches again)"
     return out
 
 

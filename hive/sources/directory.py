@@ -21,6 +21,7 @@ from hive.model.text import clip, redact_text
 from hive.narration.bus import Bus
 from hive.platform import native_watch
 from hive.sources.base import OnChange
+from hive.sources.hiveignore import IGNORE_FILE, HiveIgnore
 from hive.sources.portable_tree_watch import PortableTreeWatch
 from hive.sources.tree_watch import ALLOW_EMPTY_MARKER, TreeChanges, TreeWatch
 
@@ -54,8 +55,10 @@ def scan_manifest_files(root: Path) -> list[Path] | Problem:
 
 
 def read_manifests(paths: list[Path], *, source: SourceName) -> ParseResult:
-    """Every record under `paths` (files or directories), as `hive validate` and `hive plan`
-    read them: all problems, or all records."""
+    """Every record under `paths` (files or directories), as `hive validate`, `hive plan`
+    and `hive diff` read them: all problems, or all records. A directory's `.hiveignore`
+    (at its top) leaves files out, as it does for a git source whose --git-path that
+    directory is: CI sees what the hives apply."""
     per_file: dict[str, tuple[Record, ...]] = {}
     problems: list[Problem] = []
     for path in paths:
@@ -63,6 +66,8 @@ def read_manifests(paths: list[Path], *, source: SourceName) -> ParseResult:
         if isinstance(files, Problem):
             problems.append(files)
             continue
+        if not path.is_file():
+            files = _not_ignored(path, files)
         for file in files:
             result = parse_file(file, source=source)
             problems.extend(result.problems)
@@ -72,6 +77,14 @@ def read_manifests(paths: list[Path], *, source: SourceName) -> ParseResult:
     if problems:
         return ParseResult(problems=tuple(problems))
     return ParseResult(records=tuple(records))
+
+
+def _not_ignored(root: Path, files: list[Path]) -> list[Path]:
+    ignore_file = root / IGNORE_FILE
+    if not ignore_file.is_file():
+        return files
+    ignore = HiveIgnore(ignore_file.read_text(errors="replace"))
+    return [f for f in files if not ignore.ignored(f.relative_to(root).as_posix())]
 
 
 class DirectorySource:

@@ -79,6 +79,8 @@ def test_suspend_resume_sync_and_signed_hooks(
     assert status["suspended"] is True
     assert status["lastAppliedRevision"] == f"HEAD@sha1:{first}"
     assert hive.model("one") is not None and hive.model("two") is None
+    table = run_hive("get", "status", "--url", hive.url, env={"HIVE_TOKEN": TOKEN})
+    assert "; suspended (`hive source resume git:fleet` fetches again)" in table.stdout
 
     # Resumed: fetched at once, without waiting for the interval.
     code, body = hive.post("/v1/sources/git:fleet/resume")
