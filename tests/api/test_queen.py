@@ -253,7 +253,8 @@ async def test_ready_is_retried_until_the_queen_is_up_then_it_subscribes(hive: S
             await apoll(lambda: queen.readies, what="a ready call")
             assert queen.readies[0] == {"hive_id": manager.settings.hive_id, "hive_url": url}
             assert "queen_ready_failed" in actions(manager)
-            assert "queen_ready_sent" in actions(manager)
+            # The Queen has the call before hive has its answer: the event follows that.
+            await apoll(lambda: "queen_ready_sent" in actions(manager), what="queen_ready_sent")
             await apoll(lambda: len(queen.telemetry) >= 3, what="3 telemetry frames")
             event, frame = queen.telemetry[0]
             assert event == "heartbeat"
