@@ -628,6 +628,7 @@ class GitSource:
             applying.unlink()
         shutil.rmtree(new, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+        (self.dir / "tree.tar").unlink(missing_ok=True)
 
     def _records_in_force(self) -> int:
         state = next(s for s in self._store.sources() if s.name == self.name)

@@ -104,7 +104,7 @@ def test_commands_running_transports_are_refused(tmp_path: Path) -> None:
     repo.mkdir()
     git(repo, "init", "-q", "--bare")
     git(repo, "config", "protocol.allow", "always")  # an operator's lax configuration
-    for url in (f"ext::touch% {marker}", "fd::0"):
+    for url in (f"ext::touch {marker}", "fd::0"):
         with pytest.raises(GitError, match="not allowed"):
             run_git(["ls-remote", "--", url], cwd=repo, timeout=30)
     assert not marker.exists()
