@@ -75,8 +75,10 @@ FETCHED = "refs/hive/fetched"
 APPLIED = "applied.json"
 #: The file naming the revision a swap of tree/ is making the applied one (`_recover`).
 APPLYING = "applying.json"
-#: How many problems of one revision are narrated (all are in /v1/status).
+#: How many problems of one revision are narrated (`MAX_PROBLEMS` are in /v1/status).
 MAX_NARRATED_PROBLEMS = 20
+#: How many problems a source shows (the last says how many more there are).
+MAX_PROBLEMS = 100
 #: What PEP 706's filter raises for a member that would leave the tree (none without it).
 _LINK_REFUSED: tuple[type[Exception], ...] = (
     (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
@@ -183,6 +185,8 @@ class GitSource:
         #: The commit last tried, and whether it was applied.
         self._attempted: str | None = None
         self._lock = asyncio.Lock()
+        #: The sync callers of `sync_now` share, while it waits for the lock.
+        self._queued: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
         #: Set to fetch now (a push notification, a resume, stop).
         self._wake = asyncio.Event()
@@ -339,7 +343,7 @@ class GitSource:
         """Fetch now (`POST /v1/sources/{name}/sync`): the revision found and what became of
         it. Refused (Conflict) while suspended."""
         self._refuse_if_suspended()
-        await self.sync()
+        await self._sync_shared()
         outcome, message = self._outcome
         fetched = None if outcome == "fetch-failed" else self._status.lastAttemptedRevision
         return SyncAnswer(
@@ -354,79 +358,95 @@ class GitSource:
     async def sync(self) -> str | None:
         """Fetch now and apply what the fetched commit holds; the revision in force after."""
         async with self._lock:
-            try:
-                fetched = await asyncio.to_thread(self._fetch)
-            except GitError as exc:
-                self._attempted = None  # read the commit again once a fetch works
-                self._failed(
-                    "fetch-failed",
-                    None,
-                    [
-                        Problem(
-                            file=self._url,
-                            message=f"{exc} (fetching again in {self.spec.interval:g} s)",
-                        )
-                    ],
-                )
-                return self._status.lastAppliedRevision
-            sha, name = fetched
-            rev = revision(name, sha)
-            update: dict[str, object] = {"lastFetchTime": self._clock.now()}
-            if is_semver(self.spec.ref):
-                update["chosenTag"] = name
-            self._status = self._status.model_copy(update=update)
-            if sha == self._attempted and rev == self._status.lastAttemptedRevision:
-                # nothing new: what was said of it stands
-                self._store.set_detail(self.name, git=self._status)
-                if self._status.lastAppliedRevision == rev:
-                    self._store.mark_synced(self.name)
-                return self._status.lastAppliedRevision
-            self._attempted = sha
-            self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
-            try:
-                read = await asyncio.to_thread(self._read, sha, rev)
-            except GitError as exc:  # a full disk, a timeout: read the commit again
-                self._attempted = None
-                read = _Read(
-                    problems=(
-                        Problem(
-                            file=self._url,
-                            message=f"{exc} (revision {rev}; trying again in "
-                            f"{self.spec.interval:g} s)",
-                        ),
+            return await self._sync_locked()
+
+    async def _sync_shared(self) -> None:
+        """`sync`, shared by every caller that asks while it waits for the one running (a
+        flood of `POST /v1/sources/{name}/sync` costs two fetches, not one each): each
+        caller gets a fetch that starts after it asked."""
+        queued = self._queued
+        if queued is None:
+            queued = self._queued = asyncio.ensure_future(self._sync_queued())
+        await asyncio.shield(queued)
+
+    async def _sync_queued(self) -> None:
+        async with self._lock:
+            self._queued = None  # who asks from now on waits for the next fetch
+            await self._sync_locked()
+
+    async def _sync_locked(self) -> str | None:
+        try:
+            fetched = await asyncio.to_thread(self._fetch)
+        except GitError as exc:
+            self._attempted = None  # read the commit again once a fetch works
+            self._failed(
+                "fetch-failed",
+                None,
+                [
+                    Problem(
+                        file=self._url,
+                        message=f"{exc} (fetching again in {self.spec.interval:g} s)",
+                    )
+                ],
+            )
+            return self._status.lastAppliedRevision
+        sha, name = fetched
+        rev = revision(name, sha)
+        update: dict[str, object] = {"lastFetchTime": self._clock.now()}
+        if is_semver(self.spec.ref):
+            update["chosenTag"] = name
+        self._status = self._status.model_copy(update=update)
+        if sha == self._attempted and rev == self._status.lastAttemptedRevision:
+            # nothing new: what was said of it stands
+            self._store.set_detail(self.name, git=self._status)
+            if self._status.lastAppliedRevision == rev:
+                self._store.mark_synced(self.name)
+            return self._status.lastAppliedRevision
+        self._attempted = sha
+        self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
+        try:
+            read = await asyncio.to_thread(self._read, sha, rev)
+        except GitError as exc:  # a full disk, a timeout: read the commit again
+            self._attempted = None
+            read = _Read(
+                problems=(
+                    Problem(
+                        file=self._url,
+                        message=f"{exc} (revision {rev}; trying again in {self.spec.interval:g} s)",
                     ),
-                    outcome="fetch-failed",
-                )
-            if read.problems:
-                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
-                self._failed(read.outcome, rev, list(read.problems))
-                return self._status.lastAppliedRevision
-            refused = self._refuse_empty(read.records, rev)
-            if refused is not None:
-                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
-                self._failed("refused-empty", rev, [refused])
-                return self._status.lastAppliedRevision
-            try:
-                await asyncio.to_thread(self._swap_tree, sha, rev)
-            except OSError as exc:  # a full disk: finish or undo it, and try again
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._recover)
-                self._attempted = None
-                why = f"cannot write {self._tree}: {exc.strerror or exc}"
-                self._failed(
-                    "fetch-failed",
-                    rev,
-                    [
-                        Problem(
-                            file=self._url,
-                            message=f"{clip(why)} (revision {rev}; trying "
-                            f"again in {self.spec.interval:g} s)",
-                        )
-                    ],
-                )
-                return self._status.lastAppliedRevision
-            self._apply(read.records, rev)
-            return rev
+                ),
+                outcome="fetch-failed",
+            )
+        if read.problems:
+            await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+            self._failed(read.outcome, rev, list(read.problems))
+            return self._status.lastAppliedRevision
+        refused = self._refuse_empty(read.records, rev)
+        if refused is not None:
+            await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+            self._failed("refused-empty", rev, [refused])
+            return self._status.lastAppliedRevision
+        try:
+            await asyncio.to_thread(self._swap_tree, sha, rev)
+        except OSError as exc:  # a full disk: finish or undo it, and try again
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._recover)
+            self._attempted = None
+            why = f"cannot write {self._tree}: {exc.strerror or exc}"
+            self._failed(
+                "fetch-failed",
+                rev,
+                [
+                    Problem(
+                        file=self._url,
+                        message=f"{clip(why)} (revision {rev}; trying "
+                        f"again in {self.spec.interval:g} s)",
+                    )
+                ],
+            )
+            return self._status.lastAppliedRevision
+        self._apply(read.records, rev)
+        return rev
 
     def _fetch(self) -> tuple[str, str | None]:
         """Fetch the ref into the shallow repository: the fetched commit's SHA, and the ref
@@ -667,8 +687,21 @@ class GitSource:
             self._store.set_detail(self.name, git=self._status)
 
     def _set_problems(self, problems: list[Problem], *, revision: str | None) -> bool:
-        """Show `problems` on the source; narrate those not shown before. Whether any was."""
-        new = [p for p in problems if p not in self._problems]
+        """Show `problems` on the source (the first `MAX_PROBLEMS`, then how many more);
+        narrate those not shown before. Whether any was."""
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS + 1
+            problems = [
+                *problems[: MAX_PROBLEMS - 1],
+                Problem(
+                    file=self.spec.path or ".",
+                    message=f"and {more:,} more problem(s)"
+                    + (f" in revision {revision}" if revision else "")
+                    + " (fix those above and the rest are shown)",
+                ),
+            ]
+        shown = set(self._problems)
+        new = [p for p in problems if p not in shown]
         kept = self._records_in_force()
         for problem in new[:MAX_NARRATED_PROBLEMS]:
             self._bus.emit(

@@ -4,7 +4,9 @@ that fails once, and hive killed (SIGKILL, a real process) at every step of a tr
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 
 from hive.model.gitsource import GitSpec
 from hive.model.ids import Kind, ObjectKey
-from hive.sources.git import GitError, run_git
+from hive.sources.git import MAX_PROBLEMS, GitError, run_git
 from hive.sources.hiveignore import MAX_PATTERNS, HiveIgnore
 from tests.conftest import apoll, model_yaml
 from tests.sources.test_git import Harness, Repo, applied, git
@@ -169,7 +171,8 @@ async def test_a_kill_at_any_step_of_a_swap_leaves_one_whole_revision(tmp_path: 
         first = Harness(home, GitSpec(url=repo.url, ref=one, name="fleet", interval=3600))
         assert await first.source.sync() == f"sha1:{one}"
         await first.source.stop()
-        child = subprocess.run(
+        child = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-c", _CHILD, repo.url, two, str(home), str(kill_at)],
             capture_output=True,
             text=True,
@@ -183,14 +186,16 @@ async def test_a_kill_at_any_step_of_a_swap_leaves_one_whole_revision(tmp_path: 
         again = Harness(home, spec)
         await again.source.start()
         rev = applied(again)
-        files = {k: again.store.desired(k) for k in again.keys()}
+        declared = again.keys()
+        files = {k: again.store.desired(k) for k in declared}
         if rev == f"sha1:{one}":
             assert set(files) == {A}, (kill_at, files)
         else:
             assert rev == f"sha1:{two}" and set(files) == {A, B}, (kill_at, rev, files)
         record = files[A]
-        assert record is not None and record.origin.file.is_file(), kill_at
-        assert ("a2.gguf" in record.origin.file.read_text()) == (rev == f"sha1:{two}")
+        file = record.origin.file if record is not None else None
+        assert file is not None and file.is_file(), kill_at
+        assert ("a2.gguf" in file.read_text()) == (rev == f"sha1:{two}")
         # The remote back: the next sync applies the second revision.
         gone.rename(repo.bare)
         assert await again.source.sync() == f"sha1:{two}"
@@ -198,3 +203,40 @@ async def test_a_kill_at_any_step_of_a_swap_leaves_one_whole_revision(tmp_path: 
         await again.source.stop()
         kill_at += 1
     assert kill_at > 4  # the swap has several steps, each was cut short once
+
+
+async def test_a_flood_of_sync_requests_shares_its_fetches(
+    repo: Repo, make: Callable[..., Harness], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that come while a sync waits to start share it: 50 at once, one fetch
+    (a real `git` on PATH that notes each command it runs)."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    sha = repo.commit({"a.yaml": model_yaml("a", "file:/srv/a.gguf")})
+    h = make(repo.url, interval=3600)
+    answers = await asyncio.gather(*(h.source.sync_now() for _ in range(50)))
+    assert {a.lastAppliedRevision for a in answers} == {f"HEAD@sha1:{sha}"}
+    assert calls.read_text().split().count("fetch") == 1
+    again = await h.source.sync_now()  # a request after those fetches again
+    assert again.outcome == "applied" and calls.read_text().split().count("fetch") == 2
+
+
+async def test_a_commit_with_many_problems_shows_a_bounded_list(
+    repo: Repo, make: Callable[..., Harness]
+) -> None:
+    first = repo.commit({"a.yaml": model_yaml("a", "file:/srv/a.gguf")})
+    h = make(repo.url, interval=3600)
+    await h.source.start()
+    await apoll(lambda: applied(h) == f"HEAD@sha1:{first}", what="applied")
+    for round_ in range(2):
+        bad = repo.commit({f"bad/f{i}.yaml": f"# {round_}\n" for i in range(MAX_PROBLEMS + 50)})
+        answer = await h.source.sync_now()
+        assert answer.outcome == "invalid" and h.keys() == {A}
+        assert len(h.state.errors) == MAX_PROBLEMS
+        last = h.state.errors[-1].message
+        assert f"and 51 more problem(s) in revision HEAD@sha1:{bad}" in last
+    assert len(h.events("source_error")) <= 2 * 20
