@@ -404,6 +404,7 @@ class GitSource:
             return self._status.lastAppliedRevision
         self._attempted = sha
         self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
+        await asyncio.to_thread(self._tidy)
         try:
             read = await asyncio.to_thread(self._read, sha, rev)
         except GitError as exc:  # a full disk, a timeout: read the commit again
@@ -483,6 +484,17 @@ class GitSource:
         if is_commit(ref) and sha != ref:
             raise GitError(f"the remote sent commit {sha} for {ref}")
         return sha, name
+
+    def _tidy(self) -> None:
+        """Drop from the repository what only earlier commits used (a file a commit
+        replaced would otherwise stay forever, each fetched revision adding its own): one
+        pack of the fetched commit's objects. A failure (a full disk) is logged; the next
+        new commit tries again."""
+        try:
+            run_git(["repack", "-a", "-d", "-q"], cwd=self._repo, timeout=self._timeout)
+            run_git(["prune", "--expire=now"], cwd=self._repo, timeout=self._timeout)
+        except GitError as exc:
+            log.warning("%s: cannot tidy %s: %s", self.name, self._repo, exc)
 
     def _choose_tag(self) -> str:
         """The highest of the remote's tags the semver ref matches; GitError when none does

@@ -240,3 +240,19 @@ async def test_a_commit_with_many_problems_shows_a_bounded_list(
         last = h.state.errors[-1].message
         assert f"and 51 more problem(s) in revision HEAD@sha1:{bad}" in last
     assert len(h.events("source_error")) <= 2 * 20
+
+
+async def test_the_repository_keeps_only_the_fetched_commit(
+    repo: Repo, make: Callable[..., Harness]
+) -> None:
+    """A large file replaced at each commit (here outside the path) does not pile up in
+    the repository under the home: only the fetched commit's objects are kept."""
+    h = make(repo.url, path="m", interval=3600)
+    mib = 1024 * 1024
+    for round_ in range(3):
+        (repo.work / "blob.bin").write_bytes(os.urandom(2 * mib))
+        repo.commit({"m/a.yaml": model_yaml("a", f"file:/srv/a{round_}.gguf")})
+        assert (await h.source.sync_now()).outcome == "applied"
+    objects = h.source.dir / "repo" / "objects"
+    kept = sum(f.stat().st_size for f in objects.rglob("*") if f.is_file())
+    assert 2 * mib < kept < 3 * mib, kept
