@@ -46,6 +46,28 @@ from hive.model.views import (
 
 #: Seconds a request (or opening a stream) may take.
 REQUEST_TIMEOUT = 30.0
+#: The largest answer read (a hive's largest is a few MiB: /v1/models of thousands).
+MAX_ANSWER = 64 * 1024 * 1024
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
+    """The body of `response`, at most `MAX_ANSWER` bytes (ApiError past that: not a hive,
+    or not one to trust)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise ApiError(
+                f"{where}: the answer is larger than {MAX_ANSWER // (1024 * 1024)} MiB (is "
+                "this a hive's --url?)",
+                status=response.status,
+                error={},
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 #: Seconds before a dropped event stream is opened again (`events(reconnect=True)`).
 RECONNECT_DELAY = 1.0
 
@@ -223,7 +245,15 @@ class HiveClient:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body, ensure_ascii=False).encode()
         async with self._response(method, path, headers=headers, body=data) as response:
-            return json.loads(await response.read())
+            raw = await _read_bounded(response, f"{self.url}{path}")
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(
+                f"{self.url}{path}: the answer is not JSON (is {self.url} a hive's --url?)",
+                status=response.status,
+                error={},
+            ) from None
 
     # -- reads: the views, typed (hive/model/views.py) --------------------------------------
     async def health(self) -> dict[str, Any]:

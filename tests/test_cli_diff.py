@@ -135,3 +135,45 @@ def test_a_token_and_labels(
     other = run_hive("diff", "--url", hive.url, "--token", TOKEN, "--labels", "gpu=b", str(repo))
     assert other.returncode == 1, other.stdout + other.stderr
     assert other.stdout.splitlines()[0] == "+ Model/other"
+
+
+def test_a_url_that_is_not_a_hive_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A server that answers HTML, or a body without end: one line naming the URL, exit 2,
+    and no more than `MAX_ANSWER` read (real loopback servers)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Html(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.body()
+
+        def body(self) -> None:
+            self.wfile.write(b"<html>a login page</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Endless(Html):
+        def body(self) -> None:
+            chunk = b"x" * (1 << 20)
+            for _ in range(80):
+                self.wfile.write(chunk)
+
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "a.yaml").write_text(model_yaml("a", "file:/srv/a.gguf"))
+    results = []
+    for handler in (Html, Endless):
+        with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            results.append(run_hive("diff", "--url", url, "--labels", "gpu=a", str(manifests)))
+            server.shutdown()
+    html, big = results
+    assert html.returncode == 2 and "is not JSON" in html.stderr, html.stderr
+    assert big.returncode == 2 and "larger than 64 MiB" in big.stderr, big.stderr
+    for result in results:
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr

@@ -20,6 +20,10 @@ from hive.model.units import parse_duration
 HISTORY = 5
 #: How many changed objects one sync lists (it counts them all).
 CHANGED_SHOWN = 50
+#: The longest URL accepted (git passes it on command lines).
+MAX_URL = 4096
+#: `<transport>::<address>`: a URL for one of git's remote helpers (`ext::` runs a command).
+_HELPER = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)::")
 #: A full commit id.
 _SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -87,8 +91,21 @@ class GitSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+        if len(value) > MAX_URL:
+            raise ValueError(f"is {len(value):,} characters long; at most {MAX_URL:,} are allowed")
+        if value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ValueError(f"{show_url(value)} is not a git URL")
+        helper = _HELPER.match(value)
+        if helper is not None:
+            raise ValueError(
+                f"{show_url(value)} names git's {show(helper.group(1))} transport, which hive "
+                "does not use; give a file://, git://, http(s):// or ssh URL"
+            )
+        if any(c.isspace() for c in value):
+            raise ValueError(
+                f"{show_url(value)} holds white space; write a space as %20 "
+                "(file:///srv/my%20fleet.git)"
+            )
         return value
 
     @field_validator("ref")

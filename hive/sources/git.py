@@ -37,7 +37,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +65,7 @@ from hive.model.text import REDACTED, clip, redact_text, show, show_text, show_u
 from hive.narration.bus import Bus
 from hive.sources.base import OnChange
 from hive.sources.git_remote import PASSWORD_VAR, USER_VAR, Remote, remote
-from hive.sources.hiveignore import IGNORE_FILE, HiveIgnore
+from hive.sources.hiveignore import IGNORE_FILE, MAX_BYTES, HiveIgnore
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,19 @@ log = logging.getLogger(__name__)
 FETCHED = "refs/hive/fetched"
 #: The file naming the revision tree/ holds.
 APPLIED = "applied.json"
-#: How many problems of one revision are narrated (all are in /v1/status).
+#: The file naming the revision a swap of tree/ is making the applied one (`_recover`).
+APPLYING = "applying.json"
+#: How many problems of one revision are narrated (`MAX_PROBLEMS` are in /v1/status).
 MAX_NARRATED_PROBLEMS = 20
+#: How many problems a source shows (the last says how many more there are).
+MAX_PROBLEMS = 100
+#: What PEP 706's filter raises for a member that would leave the tree (none without it).
+_LINK_REFUSED: tuple[type[Exception], ...] = (
+    (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
+)
+#: The transports git may use: a URL for any other (`ext::`, which runs a command, `fd::`)
+#: is refused by git itself, whatever git's configuration allows (GIT_ALLOW_PROTOCOL).
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 #: The most bytes of git's stderr kept from one command.
 STDERR_LIMIT = 64 * 1024
 
@@ -100,6 +111,7 @@ def run_git(
         "GIT_TERMINAL_PROMPT": "0",
         "LC_ALL": "C",
         "GIT_OPTIONAL_LOCKS": "0",
+        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
     }
     try:
         proc = subprocess.Popen(
@@ -173,6 +185,8 @@ class GitSource:
         #: The commit last tried, and whether it was applied.
         self._attempted: str | None = None
         self._lock = asyncio.Lock()
+        #: The sync callers of `sync_now` share, while it waits for the lock.
+        self._queued: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
         #: Set to fetch now (a push notification, a resume, stop).
         self._wake = asyncio.Event()
@@ -238,6 +252,10 @@ class GitSource:
                 )
 
     async def _load_applied(self) -> None:
+        try:
+            await asyncio.to_thread(self._recover)
+        except OSError as exc:
+            log.warning("%s: cannot tidy %s: %s", self.name, self.dir, exc)
         try:
             saved = json.loads(await asyncio.to_thread((self.dir / APPLIED).read_bytes))
             sha, rev = str(saved["sha"]), str(saved["revision"])
@@ -325,7 +343,7 @@ class GitSource:
         """Fetch now (`POST /v1/sources/{name}/sync`): the revision found and what became of
         it. Refused (Conflict) while suspended."""
         self._refuse_if_suspended()
-        await self.sync()
+        await self._sync_shared()
         outcome, message = self._outcome
         fetched = None if outcome == "fetch-failed" else self._status.lastAttemptedRevision
         return SyncAnswer(
@@ -340,54 +358,96 @@ class GitSource:
     async def sync(self) -> str | None:
         """Fetch now and apply what the fetched commit holds; the revision in force after."""
         async with self._lock:
-            try:
-                fetched = await asyncio.to_thread(self._fetch)
-            except GitError as exc:
-                self._attempted = None  # read the commit again once a fetch works
-                self._failed(
-                    "fetch-failed",
-                    None,
-                    [
-                        Problem(
-                            file=self._url,
-                            message=f"{exc} (fetching again in {self.spec.interval:g} s)",
-                        )
-                    ],
-                )
-                return self._status.lastAppliedRevision
-            sha, name = fetched
-            rev = revision(name, sha)
-            update: dict[str, object] = {"lastFetchTime": self._clock.now()}
-            if is_semver(self.spec.ref):
-                update["chosenTag"] = name
-            self._status = self._status.model_copy(update=update)
-            if sha == self._attempted and rev == self._status.lastAttemptedRevision:
-                # nothing new: what was said of it stands
-                self._store.set_detail(self.name, git=self._status)
-                if self._status.lastAppliedRevision == rev:
-                    self._store.mark_synced(self.name)
-                return self._status.lastAppliedRevision
-            self._attempted = sha
-            self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
-            try:
-                read = await asyncio.to_thread(self._read, sha, rev)
-            except GitError as exc:
-                read = _Read(
-                    problems=(Problem(file=self._url, message=f"{exc} (revision {rev})"),),
-                    outcome="fetch-failed",
-                )
-            if read.problems:
-                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
-                self._failed(read.outcome, rev, list(read.problems))
-                return self._status.lastAppliedRevision
-            refused = self._refuse_empty(read.records, rev)
-            if refused is not None:
-                await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
-                self._failed("refused-empty", rev, [refused])
-                return self._status.lastAppliedRevision
+            return await self._sync_locked()
+
+    async def _sync_shared(self) -> None:
+        """`sync`, shared by every caller that asks while it waits for the one running (a
+        flood of `POST /v1/sources/{name}/sync` costs two fetches, not one each): each
+        caller gets a fetch that starts after it asked."""
+        queued = self._queued
+        if queued is None:
+            queued = self._queued = asyncio.ensure_future(self._sync_queued())
+        await asyncio.shield(queued)
+
+    async def _sync_queued(self) -> None:
+        async with self._lock:
+            self._queued = None  # who asks from now on waits for the next fetch
+            await self._sync_locked()
+
+    async def _sync_locked(self) -> str | None:
+        try:
+            fetched = await asyncio.to_thread(self._fetch)
+        except GitError as exc:
+            self._attempted = None  # read the commit again once a fetch works
+            self._failed(
+                "fetch-failed",
+                None,
+                [
+                    Problem(
+                        file=self._url,
+                        message=f"{exc} (fetching again in {self.spec.interval:g} s)",
+                    )
+                ],
+            )
+            return self._status.lastAppliedRevision
+        sha, name = fetched
+        rev = revision(name, sha)
+        update: dict[str, object] = {"lastFetchTime": self._clock.now()}
+        if is_semver(self.spec.ref):
+            update["chosenTag"] = name
+        self._status = self._status.model_copy(update=update)
+        if sha == self._attempted and rev == self._status.lastAttemptedRevision:
+            # nothing new: what was said of it stands
+            self._store.set_detail(self.name, git=self._status)
+            if self._status.lastAppliedRevision == rev:
+                self._store.mark_synced(self.name)
+            return self._status.lastAppliedRevision
+        self._attempted = sha
+        self._status = self._status.model_copy(update={"lastAttemptedRevision": rev})
+        await asyncio.to_thread(self._tidy)
+        try:
+            read = await asyncio.to_thread(self._read, sha, rev)
+        except GitError as exc:  # a full disk, a timeout: read the commit again
+            self._attempted = None
+            read = _Read(
+                problems=(
+                    Problem(
+                        file=self._url,
+                        message=f"{exc} (revision {rev}; trying again in {self.spec.interval:g} s)",
+                    ),
+                ),
+                outcome="fetch-failed",
+            )
+        if read.problems:
+            await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+            self._failed(read.outcome, rev, list(read.problems))
+            return self._status.lastAppliedRevision
+        refused = self._refuse_empty(read.records, rev)
+        if refused is not None:
+            await asyncio.to_thread(shutil.rmtree, self.dir / "tree.new", True)
+            self._failed("refused-empty", rev, [refused])
+            return self._status.lastAppliedRevision
+        try:
             await asyncio.to_thread(self._swap_tree, sha, rev)
-            self._apply(read.records, rev)
-            return rev
+        except OSError as exc:  # a full disk: finish or undo it, and try again
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._recover)
+            self._attempted = None
+            why = f"cannot write {self._tree}: {exc.strerror or exc}"
+            self._failed(
+                "fetch-failed",
+                rev,
+                [
+                    Problem(
+                        file=self._url,
+                        message=f"{clip(why)} (revision {rev}; trying "
+                        f"again in {self.spec.interval:g} s)",
+                    )
+                ],
+            )
+            return self._status.lastAppliedRevision
+        self._apply(read.records, rev)
+        return rev
 
     def _fetch(self) -> tuple[str, str | None]:
         """Fetch the ref into the shallow repository: the fetched commit's SHA, and the ref
@@ -424,6 +484,17 @@ class GitSource:
         if is_commit(ref) and sha != ref:
             raise GitError(f"the remote sent commit {sha} for {ref}")
         return sha, name
+
+    def _tidy(self) -> None:
+        """Drop from the repository what only earlier commits used (a file a commit
+        replaced would otherwise stay forever, each fetched revision adding its own): one
+        pack of the fetched commit's objects. A failure (a full disk) is logged; the next
+        new commit tries again."""
+        try:
+            run_git(["repack", "-a", "-d", "-q"], cwd=self._repo, timeout=self._timeout)
+            run_git(["prune", "--expire=now"], cwd=self._repo, timeout=self._timeout)
+        except GitError as exc:
+            log.warning("%s: cannot tidy %s: %s", self.name, self._repo, exc)
 
     def _choose_tag(self) -> str:
         """The highest of the remote's tags the semver ref matches; GitError when none does
@@ -476,30 +547,49 @@ class GitSource:
                 outcome="path-missing",
             )
         new = self.dir / "tree.new"
-        shutil.rmtree(new, ignore_errors=True)
-        new.mkdir(parents=True, mode=0o700)
         archive = self.dir / "tree.tar"
         try:
+            shutil.rmtree(new, ignore_errors=True)
+            new.mkdir(parents=True, mode=0o700)
             run_git(
                 ["archive", "--format=tar", "-o", str(archive), where],
                 cwd=self._repo,
                 timeout=self._timeout,
             )
             extract_tree(archive, new)
+        except _LINK_REFUSED as exc:  # the commit's fault: a link leaving the path
+            member = str(getattr(getattr(exc, "tarinfo", None), "name", "")).removeprefix("./")
+            prefix = f"{path}/" if path else ""
+            return _Read(
+                problems=(
+                    Problem(
+                        file=prefix + member,
+                        message=f"{clip(str(exc))}: a symbolic link must stay inside "
+                        f"--git-path {path or '.'} (revision {rev}; the last applied revision "
+                        "stays in force)",
+                    ),
+                ),
+                outcome="invalid",
+            )
         except (OSError, tarfile.TarError) as exc:
             raise GitError(f"cannot extract the revision: {clip(str(exc))}") from None
         finally:
-            archive.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                archive.unlink(missing_ok=True)
         return self._parse(new, rev)
 
     def _parse(self, root: Path, rev: str) -> _Read:
-        ignore_file = root / IGNORE_FILE
-        ignore = HiveIgnore(
-            ignore_file.read_text(errors="replace") if ignore_file.is_file() else ""
-        )
+        prefix = f"{self.spec.path}/" if self.spec.path else ""
+        try:
+            ignore = HiveIgnore(read_ignore_file(root / IGNORE_FILE))
+        except ValueError as exc:
+            problem = Problem(
+                file=prefix + IGNORE_FILE,
+                message=f"{exc} (revision {rev}; the last applied revision stays in force)",
+            )
+            return _Read(problems=(problem,), outcome="invalid")
         per_file: dict[str, tuple[Record, ...]] = {}
         problems: list[Problem] = []
-        prefix = f"{self.spec.path}/" if self.spec.path else ""
         shown: dict[str, str] = {}
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -532,15 +622,45 @@ class GitSource:
     def _swap_tree(self, sha: str, rev: str) -> None:
         """tree.new/ becomes tree/, and `applied.json` names its revision (what a restarted
         hive applies before its first fetch)."""
-        (self.dir / APPLIED).unlink(missing_ok=True)
+        for _ in self._swapping(sha, rev):
+            pass
+
+    def _swapping(self, sha: str, rev: str) -> Iterator[None]:
+        """The swap, one step at a time (a kill may come between any two): `applying.json`
+        names the revision first, so that `_recover` can finish or undo a swap cut short.
+        Yields after each step."""
+        body = json.dumps({"sha": sha, "revision": rev}).encode()
+        write_atomic(self.dir / APPLYING, body, mode=0o600)
+        yield
         old = self.dir / "tree.old"
         shutil.rmtree(old, ignore_errors=True)
+        yield
         if self._tree.exists():
             self._tree.rename(old)
+            yield
         (self.dir / "tree.new").rename(self._tree)
-        shutil.rmtree(old, ignore_errors=True)
-        body = json.dumps({"sha": sha, "revision": rev}).encode()
+        yield
         write_atomic(self.dir / APPLIED, body, mode=0o600)
+        yield
+        (self.dir / APPLYING).unlink()
+        yield
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _recover(self) -> None:
+        """Finish or undo a swap a kill cut short, so that tree/ and `applied.json` name the
+        same revision: before tree.new/ was renamed, the old tree is put back; after, the
+        revision `applying.json` names is the applied one. Then what is left is removed."""
+        new, old, applying = self.dir / "tree.new", self.dir / "tree.old", self.dir / APPLYING
+        if applying.exists():
+            if new.exists():
+                if not self._tree.exists() and old.exists():
+                    old.rename(self._tree)
+            else:
+                write_atomic(self.dir / APPLIED, applying.read_bytes(), mode=0o600)
+            applying.unlink()
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        (self.dir / "tree.tar").unlink(missing_ok=True)
 
     def _records_in_force(self) -> int:
         state = next(s for s in self._store.sources() if s.name == self.name)
@@ -579,8 +699,21 @@ class GitSource:
             self._store.set_detail(self.name, git=self._status)
 
     def _set_problems(self, problems: list[Problem], *, revision: str | None) -> bool:
-        """Show `problems` on the source; narrate those not shown before. Whether any was."""
-        new = [p for p in problems if p not in self._problems]
+        """Show `problems` on the source (the first `MAX_PROBLEMS`, then how many more);
+        narrate those not shown before. Whether any was."""
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS + 1
+            problems = [
+                *problems[: MAX_PROBLEMS - 1],
+                Problem(
+                    file=self.spec.path or ".",
+                    message=f"and {more:,} more problem(s)"
+                    + (f" in revision {revision}" if revision else "")
+                    + " (fix those above and the rest are shown)",
+                ),
+            ]
+        shown = set(self._problems)
+        new = [p for p in problems if p not in shown]
         kept = self._records_in_force()
         for problem in new[:MAX_NARRATED_PROBLEMS]:
             self._bus.emit(
@@ -659,6 +792,19 @@ def read_secret(path: Path | None) -> bytes | None:
             "bytes; put a long random one there (e.g. `openssl rand -hex 32`)"
         )
     return secret
+
+
+def read_ignore_file(path: Path) -> str:
+    """The `.hiveignore` at `path` ('' when there is none); ValueError when it cannot be
+    read or is larger than `MAX_BYTES` (only that much more is read)."""
+    if not path.is_file():
+        return ""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    return raw.decode(errors="replace")
 
 
 def extract_tree(archive: Path, into: Path) -> None:
