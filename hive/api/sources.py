@@ -22,6 +22,8 @@ from hive.sources.git import GitSource
 
 #: The header GitHub, Gitea and Forgejo sign a delivery's body in.
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+#: GitLab's webhooks send the secret itself (no signature): over TLS only.
+GITLAB_TOKEN_HEADER = "X-Gitlab-Token"
 
 
 def git_source(manager: Manager, name: str) -> GitSource:
@@ -80,18 +82,19 @@ def add_routes(app: web.Application, manager: Manager) -> None:
             (s for s in manager.sources if isinstance(s, GitSource) and s.name == name), None
         )
         signature = request.headers.get(SIGNATURE_HEADER)
-        if source is None or not source.signed(body, signature):
+        token = request.headers.get(GITLAB_TOKEN_HEADER)
+        if source is None or not (source.signed(body, signature) or source.token_matches(token)):
             why = (
-                "no X-Hub-Signature-256 header was sent"
-                if signature is None
-                else ("the X-Hub-Signature-256 signature does not hold")
+                "neither X-Hub-Signature-256 nor X-Gitlab-Token was sent"
+                if signature is None and token is None
+                else "the signature (or GitLab's token) does not hold"
             )
             return error_response(
                 401,
                 "Unauthorized",
                 f"POST /v1/hooks/{show(request.match_info['name'])}: {why} (sign the body "
-                "with HMAC-SHA256 and the source's --git-webhook-secret-file; the source must "
-                "exist and have one)",
+                "with HMAC-SHA256 and the source's --git-webhook-secret-file, or send that "
+                "secret as X-Gitlab-Token; the source must exist and have one)",
             )
         ignored = source.ignores_push(pushed_ref(body))
         if ignored is not None:

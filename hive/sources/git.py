@@ -290,7 +290,7 @@ class GitSource:
         self._store.set_detail(self.name, git=self._status)
         self._bus.emit(
             "source_suspended",
-            f"{self.name}: suspended; its {self._records_in_force()} record(s) of revision "
+            f"{self.name}: suspended; its {self._records_text()} of revision "
             f"{self._status.lastAppliedRevision or '(none yet)'} stay in force, nothing is "
             f"fetched until `hive source resume {self.name}`",
             data={"source": self.name, "revision": self._status.lastAppliedRevision},
@@ -321,6 +321,13 @@ class GitSource:
             return False
         expected = "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+
+    def token_matches(self, token: str | None) -> bool:
+        """Whether `token` (GitLab's `X-Gitlab-Token`: the secret itself, sent as it is) is
+        this source's webhook secret (compared in constant time). False without a secret."""
+        if self._secret is None or token is None:
+            return False
+        return hmac.compare_digest(self._secret, token.strip().encode(errors="replace"))
 
     def ignores_push(self, pushed: str | None) -> str | None:
         """Why a push of ref `pushed` does not concern this source (`push_ignored`), or
@@ -610,8 +617,10 @@ class GitSource:
                 p.model_copy(
                     update={
                         "file": shown.get(p.file, p.file),
-                        "message": f"{p.message} (revision {rev}; the last applied revision "
-                        "stays in force)",
+                        # A duplicate names the other file as hive reads it: as the
+                        # repository has it instead.
+                        "message": f"{p.message.replace(f'{self._tree}/', prefix)} (revision "
+                        f"{rev}; the last applied revision stays in force)",
                     }
                 )
                 for p in problems
@@ -663,8 +672,15 @@ class GitSource:
         (self.dir / "tree.tar").unlink(missing_ok=True)
 
     def _records_in_force(self) -> int:
+        """Every record of the revision in force, those for other hives too."""
         state = next(s for s in self._store.sources() if s.name == self.name)
         return state.records + state.not_selected
+
+    def _records_text(self) -> str:
+        """`7 record(s)`, and how many more are for other hives: as status counts them."""
+        state = next(s for s in self._store.sources() if s.name == self.name)
+        others = f" (and {state.not_selected} for other hives)" if state.not_selected else ""
+        return f"{state.records} record(s){others}"
 
     def _refuse_empty(self, records: tuple[Record, ...], rev: str) -> Problem | None:
         had = self._records_in_force()
@@ -714,11 +730,11 @@ class GitSource:
             ]
         shown = set(self._problems)
         new = [p for p in problems if p not in shown]
-        kept = self._records_in_force()
+        kept, kept_text = self._records_in_force(), self._records_text()
         for problem in new[:MAX_NARRATED_PROBLEMS]:
             self._bus.emit(
                 "source_error",
-                f"{self.name}: {problem} ({kept} record(s) of revision "
+                f"{self.name}: {problem} ({kept_text} of revision "
                 f"{self._status.lastAppliedRevision or '(none yet)'} stay in force; nothing is "
                 "pruned)",
                 level=Level.ERROR,
@@ -763,7 +779,7 @@ class GitSource:
         )
         self._bus.emit(
             "source_synced",
-            f"{self.name}: revision {rev} applied: {len(records)} record(s), "
+            f"{self.name}: revision {rev} applied: {self._records_text()}, "
             f"{len(changed)} object(s) changed{': ' + listed if changed else ''}",
             data={
                 "source": self.name,

@@ -130,6 +130,13 @@ def test_ten_hives_apply_a_selected_worker_on_exactly_the_three_it_selects(
         source = fleet_source(hive)
         assert (source["records"], source["not_selected"]) == (1, 1)
         assert source["not_selected_keys"] == ["Worker/chat"]
+    told = poll(
+        lambda: [e for e in others[0].events if e.get("action") == "source_synced"],
+        what="source_synced",
+    )
+    assert (
+        f"revision {revision} applied: 1 record(s) (and 1 for other hives)" in told[-1]["message"]
+    )
     for hive in selected:
         source = fleet_source(hive)
         assert (source["records"], source["not_selected"]) == (2, 0)

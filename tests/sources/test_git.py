@@ -404,3 +404,18 @@ def test_a_tree_is_unpacked_inside_its_directory_only(
     ).resolve().is_relative_to(into)
     if not pep706:
         assert (into / "fleet" / "m.yaml").read_bytes() == b"ok"
+
+
+async def test_a_duplicate_names_both_files_as_the_repository_has_them(
+    repo: Repo, make: Callable[..., Harness]
+) -> None:
+    first = repo.commit({"fleet/a.yaml": model_yaml("a", "file:/srv/a.gguf")})
+    h = make(repo.url, path="fleet", interval=0.1)
+    await h.source.start()
+    await apoll(lambda: applied(h) == f"HEAD@sha1:{first}", what="the first commit")
+    twice = repo.commit({"fleet/x/b.yaml": model_yaml("a", "file:/srv/b.gguf")})
+    await apoll(lambda: h.state.errors, what="the duplicate")
+    (problem,) = h.state.errors
+    assert problem.file == "fleet/x/b.yaml"
+    assert "already declared at fleet/a.yaml:" in problem.message, problem.message
+    assert str(h.source.dir) not in problem.message and twice in problem.message

@@ -28,11 +28,20 @@ def git_status(hive: Hive) -> dict[str, Any]:
     return git
 
 
-def hook(hive: Hive, body: bytes, signature: str | None, name: str = "fleet") -> tuple[int, Any]:
+def hook(
+    hive: Hive,
+    body: bytes,
+    signature: str | None,
+    name: str = "fleet",
+    *,
+    gitlab_token: str | None = None,
+) -> tuple[int, Any]:
     """A push notification as a git host sends it: no bearer token."""
     headers = {"Content-Type": "application/json"}
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
+    if gitlab_token is not None:
+        headers["X-Gitlab-Token"] = gitlab_token
     request = urllib.request.Request(
         f"{hive.url}/v1/hooks/{name}", data=body, method="POST", headers=headers
     )
@@ -114,6 +123,9 @@ def test_suspend_resume_sync_and_signed_hooks(
     assert code == 401
     code, _ = hive.post("/v1/hooks/nosuch")  # unknown: 401 too (names nothing)
     assert code == 401
+    for token in ("another-secret-entirely", SECRET.decode()[:-1], ""):  # GitLab's, wrong
+        code, _ = hook(hive, payload, None, gitlab_token=token)
+        assert code == 401, token
     status = git_status(hive)
     assert status["lastFetchTime"] == fetched
     assert status["lastAppliedRevision"] == f"HEAD@sha1:{third}"
@@ -124,6 +136,13 @@ def test_suspend_resume_sync_and_signed_hooks(
     assert_valid(spec, "HookAccepted", body)
     poll(lambda: git_status(hive)["lastAppliedRevision"] == f"HEAD@sha1:{fourth}", what="hook")
     assert_valid(spec, "HiveStatus", hive.get("/v1/status"))
+
+    # GitLab sends the secret itself as X-Gitlab-Token (no signature): taken too.
+    fifth = repo.commit({"m5.yaml": model_yaml("five", "file:/nonexistent/five.gguf")})
+    code, body = hook(hive, payload, None, gitlab_token=SECRET.decode())
+    assert (code, body) == (202, {"source": "git:fleet", "accepted": True})
+    poll(lambda: git_status(hive)["lastAppliedRevision"] == f"HEAD@sha1:{fifth}", what="GitLab")
+    fourth = fifth
 
     # Unknown source: 404; a source that is not a git source: 409, saying so.
     code, body = hive.post("/v1/sources/git:nosuch/suspend")
