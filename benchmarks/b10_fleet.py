@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -26,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import PYTHON, Tree, free_port, get_json, log
+from benchmarks import PYTHON, Tree, fleet, free_port, get_json, log
 
 #: Every process of a run (each hive, the git commands and workers it starts) carries
 #: MARK=<run token> in its environment: the sweep at the end kills whatever is left.
@@ -201,20 +200,8 @@ def wait_healthy(hive: Hive, timeout: float = 120.0) -> None:
 
 
 def sweep(token: str) -> list[int]:
-    """Kill (SIGKILL, the whole group) every process of this run that is still there."""
-    found = []
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if p.pid != os.getpid() and p.environ().get(MARK) == token:
-                found.append(p)
-    for p in found:
-        with contextlib.suppress(OSError):
-            if os.getpgid(p.pid) == p.pid:
-                os.killpg(p.pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(found, timeout=5)
-    return [p.pid for p in found]
+    """Kill every process of this run that is still there (`benchmarks.fleet.sweep`)."""
+    return fleet.sweep(token, mark=MARK)
 
 
 # -- push notifications ------------------------------------------------------------------

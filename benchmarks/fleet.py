@@ -146,12 +146,13 @@ def wait_gone(procs: Sequence[psutil.Process], t0: float, *, timeout: float) -> 
             os.close(fd)
 
 
-def sweep(token: str) -> list[int]:
-    """Kill (SIGKILL, the whole group) every process of this run that is still there."""
+def sweep(token: str, *, mark: str = MARK) -> list[int]:
+    """Kill (SIGKILL, the whole group) every process of this run (`mark`=`token` in its
+    environment) that is still there."""
     found = []
     for p in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if p.pid != os.getpid() and p.environ().get(MARK) == token:
+            if p.pid != os.getpid() and p.environ().get(mark) == token:
                 found.append(p)
     for p in found:
         with contextlib.suppress(OSError):
