@@ -8,14 +8,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hive.model.gitsource import GitSpec
 from hive.model.labels import hive_labels, parse_labels, split_labels
 from hive.model.manifests import parse_rate
 from hive.model.queen import normal_queen_url, queen_url_problem
 from hive.model.text import show
-from hive.settings_file import check_settings_file, read_settings_file
+from hive.settings_file import read_settings_file
 
 DEFAULT_PORT = 7835
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -268,11 +268,7 @@ class Settings(BaseModel):
             config = Path(os.environ["HIVE_CONFIG"])
         filed: dict[str, Any] = {}
         if config is not None:
-            filed = read_settings_file(config, fields=cls.model_fields)
-            try:
-                cls.model_validate(filed)
-            except ValidationError as exc:
-                raise check_settings_file(config, filed, exc) from None
+            filed = read_settings_file(config, fields=cls.model_fields, validate=cls.model_validate)
         values: dict[str, Any] = dict(filed)
         for name, field in cls.model_fields.items():
             raw = os.environ.get(f"HIVE_{name.upper()}")

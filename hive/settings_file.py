@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,12 @@ LIST_KEYS = frozenset({"desired", "file_roots", "cors_origins"})
 GIT_PATH_KEYS = frozenset({"webhook_secret_file"})
 
 
-def read_settings_file(path: Path, *, fields: Iterable[str]) -> dict[str, Any]:
+def read_settings_file(
+    path: Path, *, fields: Iterable[str], validate: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
     """The settings `path` gives, by field name, checked against `fields` (the Settings'
-    names) and located; raises ValidationFailed naming file, line and field."""
+    names) and by `validate` (the Settings' own checks, on what the file gives alone);
+    raises ValidationFailed naming file, line and field of every problem."""
     file = str(path)
     text = _read(path)
     doc = load_document(text, file=file)
@@ -56,10 +59,7 @@ def read_settings_file(path: Path, *, fields: Iterable[str]) -> dict[str, Any]:
     values, problems = _normal(doc, (), doc.data, known=frozenset(fields), file=file)
     base = path.parent
     for key in PATH_KEYS & values.keys():
-        value = values[key]
-        values[key] = (
-            [str(base / str(v)) for v in value] if isinstance(value, list) else str(base / value)
-        )
+        values[key] = _resolved(base, values[key])
     gits = values.get("git")
     if gits is not None and not isinstance(gits, list):
         problems.append(_at(doc, file, ("git",), "must be a list of git sources"))
@@ -75,7 +75,7 @@ def read_settings_file(path: Path, *, fields: Iterable[str]) -> dict[str, Any]:
             )
             problems += found
             for key in GIT_PATH_KEYS & spec.keys():
-                spec[key] = str(base / str(spec[key]))
+                spec[key] = _resolved(base, spec[key])
             values["git"].append(spec)
     if "token" in values and _readable_by_others(path):
         problems.append(
@@ -87,35 +87,43 @@ def read_settings_file(path: Path, *, fields: Iterable[str]) -> dict[str, Any]:
                 "the token in HIVE_TOKEN instead)",
             )
         )
+    if not problems:
+        try:
+            validate(values)
+        except ValidationError as exc:
+            problems = pydantic_problems(
+                exc,
+                file=file,
+                line_of=doc.line_of,
+                written=lambda where: _written_path(doc, where),
+            )
     if problems:
         raise _failed(file, problems)
     return values
 
 
+def _resolved(base: Path, value: Any) -> Any:
+    """A path (or each of a list of paths) taken from the file's folder, `~` expanded;
+    anything else as it is, for the settings to refuse with its line."""
+    if isinstance(value, list):
+        return [_resolved(base, v) for v in value]
+    if isinstance(value, str) and value:
+        return str(base / Path(value).expanduser())
+    return value
+
+
 _NOT_A_MAPPING = "must be a YAML mapping of settings (port: 7835, labels: {gpu: a}, git: [...])"
 
 
-def check_settings_file(
-    path: Path, values: dict[str, Any], error: ValidationError
-) -> ValidationFailed:
-    """`error` (the settings refusing what `path` gave) located in the file."""
-    file = str(path)
-    doc = load_document(_read(path), file=file)
-    if isinstance(doc, list):  # changed since it was read: say so plainly
-        return _failed(file, doc)
-    problems = pydantic_problems(error, file=file, line_of=lambda path: _written_line(doc, path))
-    return _failed(file, problems)
-
-
-def _written_line(doc: Document, path: FieldPath) -> int:
-    """The line of `path` (the settings' names) in `doc` (`resync_interval` finds the line
-    of `resync-interval`)."""
+def _written_path(doc: Document, path: FieldPath) -> FieldPath:
+    """`path` (the settings' names) as `doc` writes it (`resync_interval` may be written
+    `resync-interval`)."""
     written: list[str | int] = []
     for part in path:
         if isinstance(part, str):
             part = _original_part(doc, tuple(written), part)
         written.append(part)
-    return doc.line_of(tuple(written))
+    return tuple(written)
 
 
 def _original_part(doc: Document, parent: FieldPath, part: str) -> str:

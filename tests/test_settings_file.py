@@ -175,3 +175,28 @@ def test_serve_takes_its_git_source_from_the_file(
     (source,) = [s for s in status["sources"] if s["name"] == "git:fleet"]
     assert source["git"]["lastAppliedRevision"] == f"HEAD@sha1:{sha}"
     assert source["git"]["interval"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("port: 1\nhome: {a: 1}\n", 2, "home"),
+        ("port: 1\nhome:\n", 2, "home"),
+        ("desired: [ok, {x: 1}]\n", 1, "desired"),
+        (
+            "git:\n  - url: file:///x\n    webhook-secret-file: [1]\n",
+            3,
+            "git[0].webhook-secret-file",
+        ),
+    ],
+)
+def test_a_path_setting_of_the_wrong_shape_is_located(
+    tmp_path: Path, text: str, line: int, field: str
+) -> None:
+    (only,) = problems(write(tmp_path, text))
+    assert only.startswith(f"{tmp_path / 'hive.yaml'}:{line}: {field}"), only
+
+
+def test_a_home_under_the_users_home_is_expanded(tmp_path: Path) -> None:
+    settings = Settings.from_env(config=write(tmp_path, "home: ~/hive-home\n"))
+    assert settings.home == Path.home() / "hive-home"

@@ -287,12 +287,18 @@ def load_document(text: str, *, file: str) -> Document | list[Problem]:
 
 
 def pydantic_problems(
-    err: ValidationError, *, file: str, line_of: Callable[[FieldPath], int]
+    err: ValidationError,
+    *,
+    file: str,
+    line_of: Callable[[FieldPath], int],
+    written: Callable[[FieldPath], FieldPath] = lambda path: path,
 ) -> list[Problem]:
-    """A pydantic error as problems with file, line (`line_of` a field path) and field."""
+    """A pydantic error as problems with file, line (`line_of` a field path) and field
+    (`written`: a model's field path as the file writes it)."""
     problems = []
     for item in err.errors():
         path, message = _location(item)
+        path = written(path)
         problems.append(
             Problem(
                 file=file,
