@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from hive.cli import tables
 from hive.cli.common import EXIT_CHANGES, EXIT_ERRORS, EXIT_OK, client_options, fail, token_of
-from hive.cli.offline import labels_arg, read_paths
+from hive.cli.offline import labels_arg, read_valid
 from hive.errors import ApiError
 from hive.model.manifests import selected, spec_view
 from hive.model.views import ObjectView
@@ -109,11 +108,8 @@ def _remote(views: Iterable[ObjectView], source: str | None) -> dict[str, Declar
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    records, problems = read_paths(args.paths)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) found: nothing compared", file=sys.stderr)
+    records = read_valid(args.paths, refused=": nothing compared")
+    if records is None:
         return EXIT_ERRORS
     try:
         hive_labels, sources, views = asyncio.run(_hive_side(args.url, token=token_of(args)))

@@ -24,6 +24,19 @@ def read_paths(paths: list[Path]) -> tuple[list[Any], list[str]]:
     return list(result.records), [str(p) for p in result.problems]
 
 
+def read_valid(paths: list[Path], *, refused: str | None = None) -> list[Any] | None:
+    """The records under `paths`; or, when any is invalid, None after printing every
+    problem (and `N problem(s) found` + `refused` on stderr, when given)."""
+    records, problems = read_paths(paths)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        return records
+    if refused is not None:
+        print(f"{len(problems)} problem(s) found{refused}", file=sys.stderr)
+    return None
+
+
 LABELS_HELP = (
     "the labels of a hive (gpu=a,hive.name=node-1): show what that hive applies, records "
     "whose spec.hiveSelector does not select it listed as not selected (default: every record)"
@@ -54,11 +67,8 @@ def _not_selected_lines(others: list[Any], labels: dict[str, str]) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    records, problems = read_paths(args.paths)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+    records = read_valid(args.paths, refused="")
+    if records is None:
         return EXIT_ERRORS
     if args.labels is None:
         print(f"ok: {len(records)} record(s) valid")
@@ -76,10 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from hive.cli.plan import plan_all
 
-    records, problems = read_paths(args.paths)
-    for problem in problems:
-        print(problem)
-    if problems:
+    records = read_valid(args.paths)
+    if records is None:
         return EXIT_ERRORS
     settings = Settings.from_env(home=args.home)
     home_note(settings.home)
