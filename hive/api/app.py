@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from hive import __version__
 from hive.actuators.workers import log_path, tail_lines
-from hive.api import desired
+from hive.api import dashboard, desired
 from hive.api.badhttp import one_line_bad_http
 from hive.api.devices import add_routes as add_device_routes
 from hive.api.guard import MAX_BODY, guard
@@ -262,4 +262,5 @@ def create_app(manager: Manager) -> web.Application:
     add_job_routes(app, manager, metrics=app[REGISTRY])
     add_device_routes(app, manager)
     add_source_routes(app, manager)
+    dashboard.add_routes(app)
     return app

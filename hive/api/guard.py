@@ -4,8 +4,9 @@ was told to trust, the refusal of what a web page on another site asks to change
 bearer token, the body limit and the media types of request bodies.
 
 With a token, every route needs it, reads included (logs and events can hold prompts):
-deny by default, `/health` and `POST /v1/hooks/{name}` (signed by the git host instead)
-the paths open to all, so a route added later is guarded
+deny by default, `/health`, `POST /v1/hooks/{name}` (signed by the git host instead) and
+GET/HEAD of the dashboard's static files (`/`, `/ui/...`: no data in them) the paths open
+to all, so a route added later is guarded
 without a word. A CORS preflight from a trusted origin is answered without it (a
 browser sends none).
 """
@@ -31,6 +32,9 @@ MAX_BODY = 1024 * 1024
 #: The routes open without the token: liveness, and a git host's push notifications
 #: (authenticated by their HMAC signature instead: hive/api/sources.py).
 OPEN_ROUTES = frozenset({"/health", "/v1/hooks/{name}"})
+#: The dashboard's static files (hive/api/dashboard.py), open to GET and HEAD: they hold no
+#: data; the page asks for the token when the API answers 401.
+PUBLIC_FILES = frozenset({"/", "/ui/{path}"})
 #: The path of the open `/v1/hooks/{name}` (a method it does not serve gets its 405).
 HOOKS_PREFIX = "/v1/hooks/"
 #: What a cross-origin request may send (a preflight lists them).
@@ -151,6 +155,19 @@ def is_open(request: web.Request) -> bool:
     return request.path in OPEN_ROUTES or (not hook and bool(name) and "/" not in name)
 
 
+def is_public_file(request: web.Request) -> bool:
+    """Whether the request GETs (or HEADs) one of the dashboard's files (PUBLIC_FILES); as
+    for `/health`, a method those paths do not serve gets its 405 (nothing there is
+    secret, and no handler runs)."""
+    exc = request.match_info.http_exception
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return request.path == "/" or request.path.startswith("/ui/")
+    if request.method not in ("GET", "HEAD") or exc is not None:
+        return False
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in PUBLIC_FILES
+
+
 def bearer_token(token: str | None) -> Middleware:
     """With a token, every request but those to OPEN_ROUTES carries
     `Authorization: Bearer <token>` (compared in constant time) or gets a 401 that says
@@ -160,7 +177,7 @@ def bearer_token(token: str | None) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not token or is_open(request):
+        if not token or is_open(request) or is_public_file(request):
             return await handler(request)
         given = request.headers.get("Authorization")
         scheme, _, credentials = (given or "").strip().partition(" ")

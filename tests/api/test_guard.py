@@ -111,7 +111,7 @@ async def test_health_needs_no_token_and_only_health(serve: Serve) -> None:
 
 async def test_every_route_of_the_app_is_guarded_by_default(tmp_path: Path) -> None:
     """Deny by default: each route the app registers (whoever added it) and an unknown one
-    answer 401 without the token; only GET/HEAD /health do not."""
+    answer 401 without the token; only GET/HEAD /health and the dashboard's files do not."""
     (tmp_path / "desired").mkdir()
     manager = Manager(
         Settings(home=tmp_path / "home", desired=(tmp_path / "desired",), console=False,
@@ -137,7 +137,8 @@ async def test_every_route_of_the_app_is_guarded_by_default(tmp_path: Path) -> N
                     open_.add((method, path))
     finally:
         await server.close()
-    assert open_ == {("GET", "/health"), ("HEAD", "/health")}
+    dashboard = {(m, p) for m in ("GET", "HEAD") for p in ("/", "/ui/x")}
+    assert open_ == {("GET", "/health"), ("HEAD", "/health"), *dashboard}
 
 
 # -- CORS -------------------------------------------------------------------------------
