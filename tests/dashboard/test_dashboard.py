@@ -1,0 +1,148 @@
+"""The dashboard in a real browser: each panel against a real hive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from testkit.hub import ThreadedHub
+from tests.conftest import Hive, model_yaml
+from tests.dashboard.conftest import Page
+
+
+def test_status_panel_shows_the_hive_its_sources_and_a_broken_manifest_with_its_line(
+    dash_hive: Callable[..., Hive],
+    open_page: Callable[..., Page],
+    desired: Path,
+    tiny_model: Path,
+) -> None:
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "broken.yaml").write_text(
+        "apiVersion: hive/v1\nkind: Model\nmetadata:\n  name: Broken\nspec:\n  source: x\n"
+    )
+    hive = dash_hive(desired)
+    hive.wait_phase("tiny", "Available")
+    ui = open_page(hive.url)
+    page = ui.page
+    page.wait_for_selector("#conn[data-state=live]")
+    status = hive.get("/v1/status")
+    assert page.text_content("#h-id") == status["hive_id"]
+    assert page.text_content("#h-addr").endswith(f":{hive.port}")
+    assert page.text_content("#h-version") == f"v{hive.get('/health')['version']}"
+    error = page.locator("#sources .source-error").first
+    error.wait_for()
+    assert f"{desired / 'broken.yaml'}:4" in error.text_content()
+    assert "metadata.name" in error.text_content()
+    page.wait_for_selector("#activity li")
+    ui.shot("status")
+    # Live: a file fixed on disk clears the error without a reload.
+    (desired / "broken.yaml").write_text(model_yaml("other", f"file:{tiny_model}"))
+    page.wait_for_selector("#sources .source-error", state="detached")
+    page.set_viewport_size({"width": 390, "height": 844})
+    ui.shot("status-phone")
+
+
+def test_models_table_fills_and_a_download_from_the_form_ends_available(
+    dash_hive: Callable[..., Hive],
+    open_page: Callable[..., Page],
+    desired: Path,
+    tiny_model: Path,
+    hub: ThreadedHub,
+) -> None:
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    hub.add_file("tiny/tiny-model", "tiny.Q8_0.gguf", tiny_model)
+    hive = dash_hive(desired)
+    hive.wait_phase("tiny", "Available")
+    ui = open_page(hive.url)
+    page = ui.page
+    ui.tab("models")
+    row = page.locator("#models tr[data-name=tiny]")
+    row.wait_for()
+    assert row.get_attribute("data-phase") == "Available"
+    assert "llama" in row.text_content()
+    # Owned by a file: read-only, the owner named.
+    row.click()
+    page.wait_for_selector("#model-detail")
+    assert page.is_disabled("#model-delete")
+    assert f"{desired / 'm.yaml'}:1" in page.text_content("#model-detail")
+    assert "627264e5" in page.text_content("#model-detail")  # the checksum
+    # A download through the job API, followed live to Available.
+    page.fill("#download-model", "tiny/tiny-model:Q8_0")
+    page.click("#download-form button[type=submit]")
+    new = page.locator("#models tr[data-name=tiny-model-q8-0][data-phase=Available]")
+    new.wait_for(timeout=20_000)
+    page.locator("#model-job-log", has_text="done").wait_for()
+    assert hive.model("tiny-model-q8-0")["source"]["name"] == "api"  # type: ignore[index]
+    new.click()
+    page.locator("#model-detail h2", has_text="tiny-model-q8-0").wait_for()
+    assert page.is_enabled("#model-delete")
+    assert "model_available" in page.text_content("#model-detail")  # its last events
+    ui.shot("models")
+    # Delete through the job API.
+    page.on("dialog", lambda d: d.accept())
+    page.click("#model-delete")
+    page.locator("#models tr[data-name=tiny-model-q8-0]").wait_for(state="detached")
+    assert hive.model("tiny-model-q8-0") is None
+
+
+def test_with_a_token_the_page_asks_for_it_and_refuses_a_wrong_one(
+    dash_hive: Callable[..., Hive], open_page: Callable[..., Page], desired: Path
+) -> None:
+    token = "dashboard-token-0123456789"
+    hive = dash_hive(desired, env={"HIVE_TOKEN": token})
+    ui = open_page(hive.url, expect_401=True)
+    page = ui.page
+    dialog = page.locator("#token-dialog[open]")
+    dialog.wait_for()
+    page.fill("#token-input", "wrong-token-wrong-token")
+    page.click("#token-submit")
+    page.locator("#token-why", has_text="refused").wait_for()
+    assert page.is_visible("#token-dialog")
+    page.fill("#token-input", token)
+    page.click("#token-submit")
+    page.wait_for_selector("#conn[data-state=live]")
+    assert page.text_content("#h-id") == hive.get("/v1/status")["hive_id"]
+    assert page.evaluate("sessionStorage.getItem('hive-token')") == token
+    assert page.evaluate("localStorage.length") == 0
+
+
+def test_a_worker_spawned_from_the_form_runs_its_log_follows_and_kill_stops_it(
+    dash_hive: Callable[..., Hive],
+    open_page: Callable[..., Page],
+    desired: Path,
+    tiny_model: Path,
+) -> None:
+    (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    hive = dash_hive(desired)
+    hive.wait_phase("tiny", "Available")
+    ui = open_page(hive.url)
+    page = ui.page
+    ui.tab("workers")
+    page.locator("#spawn-model option[value=tiny]").wait_for(state="attached")
+    page.select_option("#spawn-model", "tiny")
+    page.select_option("#spawn-device", "CPU-0")
+    page.select_option("#spawn-runtime", "scripted")
+    page.fill("#spawn-name", "dash")
+    page.click("#spawn-submit")
+    row = page.locator("#workers tr[data-name=dash][data-phase=Running]")
+    row.wait_for(timeout=20_000)
+    worker = hive.wait_worker("dash", "Running")
+    pid = worker["observed"]["pid"]
+    assert str(pid) in row.text_content()
+    row.click()
+    log = page.locator("#worker-log")
+    log.wait_for()
+    # The log follows: a line the worker writes now reaches the open viewer.
+    page.locator("#worker-log", has_text="listening").wait_for(timeout=10_000)
+    before = log.text_content()
+    restart = hive.post("/v1/workers/dash/restart")
+    assert restart[0] == 202, restart
+    page.wait_for_function(
+        "(n) => document.querySelector('#worker-log').textContent.length > n",
+        arg=len(before),
+        timeout=15_000,
+    )
+    ui.shot("workers")
+    page.click("#worker-kill")
+    page.locator("#workers tr[data-name=dash]").wait_for(state="detached", timeout=20_000)
+    assert hive.worker("dash") is None
