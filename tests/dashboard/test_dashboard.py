@@ -146,3 +146,57 @@ def test_a_worker_spawned_from_the_form_runs_its_log_follows_and_kill_stops_it(
     page.click("#worker-kill")
     page.locator("#workers tr[data-name=dash]").wait_for(state="detached", timeout=20_000)
     assert hive.worker("dash") is None
+
+
+def test_device_cards_show_the_fake_gpus_and_spawn_opens_the_form_on_that_device(
+    dash_hive: Callable[..., Hive], open_page: Callable[..., Page], desired: Path
+) -> None:
+    hive = dash_hive(desired)
+    ui = open_page(hive.url)
+    page = ui.page
+    ui.tab("devices")
+    gpu0 = page.locator(".card.device[data-device=GPU-0]")
+    gpu0.wait_for()
+    text = gpu0.text_content()
+    assert "NVIDIA GeForce RTX 4090" in text
+    assert "4.6 GB / 24.6 GB" in text  # 24564 MB total, 20000 MB free
+    assert "61.0 °C" in text or "61 °C" in text
+    assert "37.0 %" in text
+    gpu1 = page.locator(".card.device[data-device=GPU-1]")
+    assert "0 B / 81.9 GB" in gpu1.text_content()
+    assert "not available" in gpu1.text_content()  # no temperature reported: said so
+    assert "ok" in (gpu1.get_attribute("class") or "")  # green: available, unused
+    ui.shot("devices")
+    gpu1.locator("button.spawn-here").click()
+    page.wait_for_selector("#spawn-form")
+    assert page.input_value("#spawn-device") == "GPU-1"
+
+
+def test_the_page_reconnects_after_hive_restarts(
+    dash_hive: Callable[..., Hive],
+    open_page: Callable[..., Page],
+    desired: Path,
+    tiny_model: Path,
+) -> None:
+    hive = dash_hive(desired)
+    ui = open_page(hive.url)
+    page = ui.page
+    streams: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda r: streams.append(r.headers) if "/v1/events" in r.url else None,
+    )
+    page.wait_for_selector("#conn[data-state=live]")
+    ui.tab("models")
+    ui.hive_down = True
+    hive.stop()
+    page.wait_for_selector("#conn[data-state=reconnecting]", timeout=10_000)
+    assert "reconnecting" in page.text_content("#conn")
+    # Declared while hive was down: seen once hive is back, without a reload.
+    (desired / "m.yaml").write_text(model_yaml("later", f"file:{tiny_model}"))
+    hive.start()
+    page.wait_for_selector("#conn[data-state=live]", timeout=15_000)
+    ui.hive_down = False
+    page.locator("#models tr[data-name=later][data-phase=Available]").wait_for(timeout=15_000)
+    # The stream was opened again with the id of the last event the page had.
+    assert any("last-event-id" in h for h in streams), streams
