@@ -38,8 +38,12 @@ def test_status_panel_shows_the_hive_its_sources_and_a_broken_manifest_with_its_
     # Live: a file fixed on disk clears the error without a reload.
     (desired / "broken.yaml").write_text(model_yaml("other", f"file:{tiny_model}"))
     page.wait_for_selector("#sources .source-error", state="detached")
+    page.emulate_media(color_scheme="dark")
+    ui.shot("status-dark")
     page.set_viewport_size({"width": 390, "height": 844})
     ui.shot("status-phone")
+    # Nothing overflows a phone's width but the tables, which scroll in their own box.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def test_models_table_fills_and_a_download_from_the_form_ends_available(
@@ -51,7 +55,8 @@ def test_models_table_fills_and_a_download_from_the_form_ends_available(
 ) -> None:
     (desired / "m.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
     hub.add_file("tiny/tiny-model", "tiny.Q8_0.gguf", tiny_model)
-    hive = dash_hive(desired)
+    # About 2 s for the 0.5 MB file: long enough to see its progress.
+    hive = dash_hive(desired, extra_args=["--download-rate-limit", "250KB/s"])
     hive.wait_phase("tiny", "Available")
     ui = open_page(hive.url)
     page = ui.page
@@ -69,6 +74,11 @@ def test_models_table_fills_and_a_download_from_the_form_ends_available(
     # A download through the job API, followed live to Available.
     page.fill("#download-model", "tiny/tiny-model:Q8_0")
     page.click("#download-form button[type=submit]")
+    page.click("#models tr[data-name=tiny-model-q8-0]")
+    progress = page.locator("#model-detail .progress [role=progressbar]")
+    progress.wait_for()
+    assert "%" in progress.text_content()
+    ui.shot("models-downloading")
     new = page.locator("#models tr[data-name=tiny-model-q8-0][data-phase=Available]")
     new.wait_for(timeout=20_000)
     page.locator("#model-job-log", has_text="done").wait_for()
