@@ -48,9 +48,12 @@ TWO_GPUS = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session (Debian's, never a downloaded one)."""
+    """One headless Chromium for these tests (Debian's, never a downloaded one). Scoped to
+    this package, not the session: Playwright's sync API keeps an event loop running in
+    the main thread while it is open, and every async test after it would fail with
+    "Runner.run() cannot be called from a running event loop"."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(
