@@ -23,9 +23,12 @@ from hive.api import desired
 from hive.api.badhttp import one_line_bad_http
 from hive.api.devices import add_routes as add_device_routes
 from hive.api.guard import MAX_BODY, guard
+from hive.api.history import add_routes as add_history_routes
+from hive.api.hub import add_routes as add_hub_routes
 from hive.api.jobs import add_routes as add_job_routes
 from hive.api.metrics import CONTENT_TYPE, count_streams, registry_for, render
 from hive.api.params import bool_param, int_param
+from hive.api.recent_events import add_routes as add_recent_event_routes
 from hive.api.responses import error_response
 from hive.api.responses import json_response as _json
 from hive.api.sources import add_routes as add_source_routes
@@ -262,4 +265,7 @@ def create_app(manager: Manager) -> web.Application:
     add_job_routes(app, manager, metrics=app[REGISTRY])
     add_device_routes(app, manager)
     add_source_routes(app, manager)
+    add_history_routes(app, manager)
+    add_hub_routes(app)
+    add_recent_event_routes(app, manager)
     return app
