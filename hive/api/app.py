@@ -46,8 +46,14 @@ from hive.errors import Conflict, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.model.text import clip
 from hive.narration.bus import Subscription
-from hive.narration.sse import stream_file_lines, stream_subscription
+from hive.narration.sse import (
+    stream_file_lines,
+    stream_frames,
+    stream_subscription,
+    subscription_frames,
+)
 from hive.runtime.manager import Manager
+from hive.runtime.sample_feed import with_samples
 
 MANAGER = web.AppKey("manager", Manager)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -218,14 +224,26 @@ async def events(request: web.Request) -> web.StreamResponse:
             object_filter = ObjectKey.parse(object_filter)
         except ValueError as exc:
             raise ValidationFailed(f"object: {exc}") from None
+    samples = bool_param(request.query.get("samples"), "samples")
     subscription = Subscription(
         manager.bus, after=after, object=object_filter, max_lag=manager.settings.sse_max_lag
     )
-    return await stream_subscription(
+    if not samples:
+        return await stream_subscription(
+            request,
+            subscription,
+            keepalive=manager.settings.sse_keepalive,
+            flush_interval=manager.settings.sse_flush_interval,
+        )
+    # With the machine's readings (the dashboard): the latest at once, then each new one.
+    frames = subscription_frames(
+        request, subscription, flush_interval=manager.settings.sse_flush_interval
+    )
+    return await stream_frames(
         request,
-        subscription,
+        with_samples(frames, manager.samples),
         keepalive=manager.settings.sse_keepalive,
-        flush_interval=manager.settings.sse_flush_interval,
+        first=b": connected\n\n" + manager.samples.frame,
     )
 
 

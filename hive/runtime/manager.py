@@ -35,6 +35,7 @@ from hive.runtime.model_actions import Downloads
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.model_reconciler import ModelReconciler
 from hive.runtime.queue import WorkQueue
+from hive.runtime.sample_feed import SampleFeed
 from hive.runtime.source_health import SourceHealth
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
@@ -125,6 +126,8 @@ class Manager:
         )
         #: The last 15 minutes of samples, for the machine and each worker (the dashboard).
         self.history = ResourceHistory(interval=settings.system_sample_interval)
+        #: Each sample as a live frame for `/v1/events?samples=true` (the dashboard).
+        self.samples = SampleFeed()
         #: The machine, sampled on an interval in a thread (the API and heartbeats read it).
         self.system = SystemSampler(
             home=settings.home,
@@ -335,6 +338,11 @@ class Manager:
             sample,
             workers={n: (i.state.pid, i.health.metrics) for n, i in instances.items()},
             keep=declared | set(instances),
+        )
+        self.samples.publish(
+            sample,
+            workers={n: i.health.metrics for n, i in instances.items()},
+            pids={n: i.state.pid for n, i in instances.items()},
         )
 
     def model_records(self) -> dict[str, Record]:
