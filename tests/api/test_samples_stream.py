@@ -60,7 +60,7 @@ async def test_samples_come_beside_the_events_without_ids(
         "system_sample_interval": 0.1,
         "metrics_interval": 0.1,
     }
-    async with serve(**settings) as (manager, url):
+    async with serve(**settings) as (_manager, url):
         frames = await read_frames(
             url + "/v1/events?since=0&samples=true", until=lambda fs: worker_sample(fs)
         )
