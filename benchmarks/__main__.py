@@ -1,7 +1,7 @@
 """Run the benchmarks and print one table (hive, its peer, and the ratio peer/hive); B5 also
 measures B6 and B7. Benchmarks, not tests: timings never fail the run.
 
-    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B8|B9|B10|B10-100|B12 ...]
+    python -m benchmarks [--quick] [--only B1|B2|B3|B4|B5|B8|B9|B10|B10-100|B11|B12 ...]
                          [--hive-tree DIR]
                          [--json PATH]
     python -m benchmarks compare --before DIR [--after DIR] [--quick] [--only ...] [--repeat K]
@@ -35,6 +35,7 @@ from benchmarks import (
     b8_fanout,
     b9_jobs,
     b10_git,
+    b11_dashboard,
     b12_first_token,
     log,
 )
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "B9": b9_jobs.run,
     "B10": b10_git.run,
     "B10-100": b10_git.run_hundred,
+    "B11": b11_dashboard.run,
     "B12": b12_first_token.run,
 }
 

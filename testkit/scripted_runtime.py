@@ -11,9 +11,15 @@ SCRIPTED_WORKER = Path(__file__).resolve().parent / "scripted_worker.py"
 
 
 def install_scripted_runtime(
-    home: Path, *, grace: float = 2.0, start_timeout: float = 15.0, runtime_id: str = "scripted"
+    home: Path,
+    *,
+    grace: float = 2.0,
+    start_timeout: float = 15.0,
+    runtime_id: str = "scripted",
+    metrics: bool = False,
 ) -> Path:
-    """The test-only runtime entry in `<home>/workers/<id>/metadata.json` (the rbee layout)."""
+    """The test-only runtime entry in `<home>/workers/<id>/metadata.json` (the rbee layout);
+    with `metrics`, hive scrapes the worker's `/metrics` (llama.cpp's names, fixed values)."""
     entry = home / "workers" / runtime_id
     entry.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -45,6 +51,8 @@ def install_scripted_runtime(
         "grace_seconds": grace,
         "start_timeout_seconds": start_timeout,
     }
+    if metrics:
+        metadata["metrics_path"] = "/metrics"
     path = entry / "metadata.json"
     path.write_text(json.dumps(metadata, indent=2))
     return path

@@ -21,6 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MODES = ("serve", "crash", "exit-after", "ignore-term", "never-healthy", "slow-start", "sicken")
 
 
+#: What `/metrics` answers: llama.cpp's families, with values tests can recognise.
+METRICS_PAGE = (
+    "# TYPE llamacpp:predicted_tokens_seconds gauge\n"
+    "llamacpp:predicted_tokens_seconds 42.5\n"
+    "# TYPE llamacpp:requests_processing gauge\n"
+    "llamacpp:requests_processing 1\n"
+)
+
+
 def stamp(what: str) -> None:
     path = os.environ.get("SCRIPTED_WORKER_STAMPS")
     if path:
@@ -78,6 +87,13 @@ def main() -> int:
                 self._send(200, dict(os.environ))
             elif self.path == "/v1/models":
                 self._send(200, {"data": [{"id": opts.model}]})
+            elif self.path == "/metrics":  # llama.cpp's names, fixed values
+                data = METRICS_PAGE.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
             else:
                 self._send(404, {"error": "not found"})
 

@@ -32,6 +32,13 @@ _QUANT_RE = re.compile(
 )
 
 
+def quant_of(path: str) -> str | None:
+    """The quantization tag a GGUF file's name ends with (`Q4_K_M`, `IQ2_XS`, `F16`, …),
+    upper-cased; None when it names none."""
+    match = _QUANT_RE.search(path.rsplit("/", 1)[-1])
+    return match.group(1).upper() if match else None
+
+
 #: Told the request in flight (None when there is none), so that a cancellation can abort it.
 Watch = Callable[[HttpGet | None], None]
 

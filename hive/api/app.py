@@ -23,9 +23,12 @@ from hive.api import dashboard, desired
 from hive.api.badhttp import one_line_bad_http
 from hive.api.devices import add_routes as add_device_routes
 from hive.api.guard import MAX_BODY, guard
+from hive.api.history import add_routes as add_history_routes
+from hive.api.hub import add_routes as add_hub_routes
 from hive.api.jobs import add_routes as add_job_routes
 from hive.api.metrics import CONTENT_TYPE, count_streams, registry_for, render
 from hive.api.params import bool_param, int_param
+from hive.api.recent_events import add_routes as add_recent_event_routes
 from hive.api.responses import error_response
 from hive.api.responses import json_response as _json
 from hive.api.sources import add_routes as add_source_routes
@@ -43,8 +46,14 @@ from hive.errors import Conflict, NotFound, ValidationFailed
 from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.model.text import clip
 from hive.narration.bus import Subscription
-from hive.narration.sse import stream_file_lines, stream_subscription
+from hive.narration.sse import (
+    stream_file_lines,
+    stream_frames,
+    stream_subscription,
+    subscription_frames,
+)
 from hive.runtime.manager import Manager
+from hive.runtime.sample_feed import with_samples
 
 MANAGER = web.AppKey("manager", Manager)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -215,14 +224,26 @@ async def events(request: web.Request) -> web.StreamResponse:
             object_filter = ObjectKey.parse(object_filter)
         except ValueError as exc:
             raise ValidationFailed(f"object: {exc}") from None
+    samples = bool_param(request.query.get("samples"), "samples")
     subscription = Subscription(
         manager.bus, after=after, object=object_filter, max_lag=manager.settings.sse_max_lag
     )
-    return await stream_subscription(
+    if not samples:
+        return await stream_subscription(
+            request,
+            subscription,
+            keepalive=manager.settings.sse_keepalive,
+            flush_interval=manager.settings.sse_flush_interval,
+        )
+    # With the machine's readings (the dashboard): the latest at once, then each new one.
+    frames = subscription_frames(
+        request, subscription, flush_interval=manager.settings.sse_flush_interval
+    )
+    return await stream_frames(
         request,
-        subscription,
+        with_samples(frames, manager.samples),
         keepalive=manager.settings.sse_keepalive,
-        flush_interval=manager.settings.sse_flush_interval,
+        first=b": connected\n\n" + manager.samples.frame,
     )
 
 
@@ -262,5 +283,8 @@ def create_app(manager: Manager) -> web.Application:
     add_job_routes(app, manager, metrics=app[REGISTRY])
     add_device_routes(app, manager)
     add_source_routes(app, manager)
+    add_history_routes(app, manager)
+    add_hub_routes(app)
+    add_recent_event_routes(app, manager)
     dashboard.add_routes(app)
     return app

@@ -121,6 +121,19 @@ class Bus:
         events = [self._ring[i % self._capacity] for i in range(start, stop + 1)]
         return [e for e in events if e is not None], gap
 
+    def recent(self, *, object: str | None, limit: int) -> list[Event]:
+        """The newest `limit` events the ring holds (of `object` only, when given), oldest
+        first: a scan from the newest back, which stops once it has `limit`."""
+        found: list[Event] = []
+        for i in range(self._last_id, self.first_id - 1, -1):
+            if len(found) >= limit:
+                break
+            event = self._ring[i % self._capacity]
+            if event is not None and (object is None or event.object == object):
+                found.append(event)
+        found.reverse()
+        return found
+
     def frames(
         self, after: int, *, limit: int, encode: Encoder
     ) -> tuple[list[bytes], int, Gap | None]:

@@ -80,6 +80,7 @@ class SystemSampler:
         interval: float,
         clock: Clock,
         processes: Callable[[], Mapping[int, psutil.Process]],
+        on_sample: Callable[[SystemSample], None] | None = None,
     ) -> None:
         self._home = home
         self._bind_host = bind_host
@@ -88,6 +89,8 @@ class SystemSampler:
         self._clock = clock
         #: The worker processes to sample, read on the loop (the worker table lives there).
         self._processes = processes
+        #: Told each sample on the loop (the resource history: hive/observers/history.py).
+        self._on_sample = on_sample
         self._seen: dict[tuple[int, float], _Seen] = {}
         self._cpu: tuple[str, str] | None = None
         self._lock = asyncio.Lock()
@@ -111,6 +114,8 @@ class SystemSampler:
             processes = dict(self._processes())
             sample = await asyncio.to_thread(self.read, processes)
             self.latest = sample
+            if self._on_sample is not None:
+                self._on_sample(sample)
             return sample
 
     async def _loop(self) -> None:

@@ -16,6 +16,7 @@ from hive.core.plan import plan
 from hive.core.store import ReplaceResult, Store
 from hive.model.events import Level
 from hive.model.ids import Kind, ObjectKey
+from hive.model.machine import SystemSample
 from hive.model.manifests import ModelManifest, Record, WorkerManifest
 from hive.model.status import ModelPhase, ObjectStatus
 from hive.model.text import show_text
@@ -23,6 +24,7 @@ from hive.narration.bus import Bus
 from hive.narration.console import ConsolePrinter
 from hive.observers.catalog import ModelCatalog
 from hive.observers.gpus import probe_from_setting
+from hive.observers.history import ResourceHistory
 from hive.observers.runtimes import RuntimeCatalog
 from hive.observers.system import SystemSampler
 from hive.queen.link import QueenLink
@@ -33,6 +35,7 @@ from hive.runtime.model_actions import Downloads
 from hive.runtime.model_presence import ModelPresence
 from hive.runtime.model_reconciler import ModelReconciler
 from hive.runtime.queue import WorkQueue
+from hive.runtime.sample_feed import SampleFeed
 from hive.runtime.source_health import SourceHealth
 from hive.runtime.status_store import StatusStore
 from hive.runtime.worker_reconciler import WorkerReconciler
@@ -121,6 +124,10 @@ class Manager:
             workers=settings.max_concurrent_actions,
             metrics=self.metrics.reconcile,
         )
+        #: The last 15 minutes of samples, for the machine and each worker (the dashboard).
+        self.history = ResourceHistory(interval=settings.system_sample_interval)
+        #: Each sample as a live frame for `/v1/events?samples=true` (the dashboard).
+        self.samples = SampleFeed()
         #: The machine, sampled on an interval in a thread (the API and heartbeats read it).
         self.system = SystemSampler(
             home=settings.home,
@@ -129,6 +136,7 @@ class Manager:
             interval=settings.system_sample_interval,
             clock=self.clock,
             processes=lambda: {i.state.pid: i.proc.handle for i in self.workers.instances.values()},
+            on_sample=self._record_history,
         )
         #: The Queen: heartbeats of both rbee generations, once one is discovered.
         self.queen = QueenLink(
@@ -322,6 +330,20 @@ class Manager:
         await self.worker_reconciler.stop(stop_workers=self.settings.stop_workers_on_exit)
         await self.queen.stop()
         await self.system.stop()
+
+    def _record_history(self, sample: SystemSample) -> None:
+        instances = self.workers.instances
+        declared = {k.name for k in self.store.declared_keys() if k.kind is Kind.WORKER}
+        self.history.record(
+            sample,
+            workers={n: (i.state.pid, i.health.metrics) for n, i in instances.items()},
+            keep=declared | set(instances),
+        )
+        self.samples.publish(
+            sample,
+            workers={n: i.health.metrics for n, i in instances.items()},
+            pids={n: i.state.pid for n, i in instances.items()},
+        )
 
     def model_records(self) -> dict[str, Record]:
         return {r.name: r for r in self.store.records() if isinstance(r.manifest, ModelManifest)}

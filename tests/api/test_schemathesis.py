@@ -96,6 +96,16 @@ def _config() -> schemathesis.Config:
                     "include-method": "POST",
                     "checks": {"positive_data_acceptance": {"enabled": False}},
                 },
+                # The hub is the dead port above: a well-formed `repo` is the documented
+                # 502 HubUnreachable (a gateway's answer, not a fault of hive's); every
+                # answer must still be documented and valid.
+                {
+                    "include-path": "/v1/hub/files",
+                    "checks": {
+                        "not_a_server_error": {"enabled": False},
+                        "positive_data_acceptance": {"expected-statuses": ["2xx", "502"]},
+                    },
+                },
                 {
                     "include-path": "/v1/heartbeats/stream",
                     "request-timeout": 0.3,
