@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,7 +73,15 @@ def test_models_table_fills_and_a_download_from_the_form_ends_available(
     assert f"{desired / 'm.yaml'}:1" in page.text_content("#model-detail")
     assert "627264e5" in page.text_content("#model-detail")  # the checksum
     # A download through the job API, followed live to Available.
-    page.fill("#download-model", "tiny/tiny-model:Q8_0")
+    # The hub's GGUF files, listed with their quantization; a click picks one.
+    page.fill("#download-model", "tiny/tiny-model")
+    page.click("#download-form button:has-text('List hub files')")
+    listed = page.locator("#hub-file-list a", has_text="tiny.Q8_0.gguf")
+    listed.wait_for(timeout=15_000)
+    assert "Q8_0" in page.text_content("#hub-file-list")
+    listed.click()
+    assert page.input_value("#download-model") == listed.get_attribute("data-source")
+    page.fill("#download-name", "tiny-model-q8-0")
     page.click("#download-form button[type=submit]")
     page.click("#models tr[data-name=tiny-model-q8-0]")
     progress = page.locator("#model-detail .progress [role=progressbar]")
@@ -152,6 +161,11 @@ def test_a_worker_spawned_from_the_form_runs_its_log_follows_and_kill_stops_it(
         arg=len(before),
         timeout=15_000,
     )
+    history = page.locator("#worker-history")
+    page.wait_for_function(
+        "() => !/loading/.test(document.querySelector('#worker-history').textContent)"
+    )
+    assert "not available on this hive" not in history.text_content()
     ui.shot("workers")
     page.click("#worker-kill")
     page.locator("#workers tr[data-name=dash]").wait_for(state="detached", timeout=20_000)
@@ -159,7 +173,7 @@ def test_a_worker_spawned_from_the_form_runs_its_log_follows_and_kill_stops_it(
 
 
 def test_device_cards_show_the_fake_gpus_and_spawn_opens_the_form_on_that_device(
-    dash_hive: Callable[..., Hive], open_page: Callable[..., Page], desired: Path
+    dash_hive: Callable[..., Hive], open_page: Callable[..., Page], desired: Path, fake_gpus: str
 ) -> None:
     hive = dash_hive(desired)
     ui = open_page(hive.url)
@@ -177,6 +191,13 @@ def test_device_cards_show_the_fake_gpus_and_spawn_opens_the_form_on_that_device
     assert "not available" in gpu1.text_content()  # no temperature reported: said so
     assert "ok" in (gpu1.get_attribute("class") or "")  # green: available, unused
     ui.shot("devices")
+    # Live without a re-read: the stream's samples carry the GPUs' new readings.
+    gpus = json.loads(Path(fake_gpus.removeprefix("fake:")).read_text())
+    gpus["gpus"][1]["vram_free_mb"] = 40960
+    gpus["gpus"][1]["temperature_celsius"] = 55.0
+    Path(fake_gpus.removeprefix("fake:")).write_text(json.dumps(gpus))
+    gpu1.locator("text=41.0 GB / 81.9 GB").wait_for(timeout=6_000)
+    assert "55" in gpu1.text_content()
     gpu1.locator("button.spawn-here").click()
     page.wait_for_selector("#spawn-form")
     assert page.input_value("#spawn-device") == "GPU-1"

@@ -80,7 +80,7 @@ export async function send(method, path, body) {
 export function postJob(operation, fields) { return send("POST", "/v1/jobs", { operation, ...fields }); }
 
 /**
- * Read a Server-Sent Events stream with fetch(): `onFrame({id, data})` per frame. With
+ * Read a Server-Sent Events stream with fetch(): `onFrame({id, event, data})` per frame. With
  * `reconnect`, a stream that ends or fails is opened again after a pause, sending the
  * last id as `Last-Event-ID`; `onState("live" | "reconnecting", why)` says which.
  * Returns a handle whose stop() ends it.
@@ -106,7 +106,7 @@ export function stream(path, { onFrame, onState = () => {}, reconnect = false, o
         pause = 500;
         const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
-        let frame = { id: null, data: [] };
+        let frame = { id: null, event: "message", data: [] };
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
@@ -117,10 +117,11 @@ export function stream(path, { onFrame, onState = () => {}, reconnect = false, o
             buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
             if (line === "") {
               if (frame.data.length) {
+                // A frame without an id (hive's `event: sample`) does not move Last-Event-ID.
                 if (frame.id !== null) lastId = frame.id;
-                onFrame({ id: frame.id, data: frame.data.join("\n") });
+                onFrame({ id: frame.id, event: frame.event, data: frame.data.join("\n") });
               }
-              frame = { id: null, data: [] };
+              frame = { id: null, event: "message", data: [] };
             } else if (!line.startsWith(":")) {
               const colon = line.indexOf(":");
               const field = colon < 0 ? line : line.slice(0, colon);
@@ -128,6 +129,7 @@ export function stream(path, { onFrame, onState = () => {}, reconnect = false, o
               if (val.startsWith(" ")) val = val.slice(1);
               if (field === "data") frame.data.push(val);
               else if (field === "id") frame.id = val;
+              else if (field === "event") frame.event = val;
             }
           }
         }

@@ -10,8 +10,6 @@ import { renderDevices } from "./devices.js";
 
 /** How many events the page keeps (recent activity, each object's last events). */
 const RING = 500;
-/** Figures that change without an event (CPU %, memory, VRAM) are re-read this often, while the tab is visible. */
-const RESAMPLE_MS = 10000;
 
 const state = {
   health: null,
@@ -21,6 +19,7 @@ const state = {
   devices: null,
   runtimes: null,
   events: [],
+  recent: new Map(), // "Kind/name" -> that object's last events, read from /v1/events/recent
   progress: new Map(), // model name -> last download progress data
   jobs: new Map(), // model name -> job id of a download this page started
   tab: "status",
@@ -94,8 +93,18 @@ const app = {
   refresh,
   draw,
   error: null,
-  /** The events this page saw about `Kind/name`. */
-  eventsOf(object) { return state.events.filter((e) => e.object === object); },
+  /** The last events about `Kind/name`: those hive kept (read once) and those seen since. */
+  eventsOf(object) {
+    if (!state.recent.has(object)) {
+      state.recent.set(object, []);
+      getJSON(`/v1/events/recent?object=${encodeURIComponent(object)}&limit=20`)
+        .then((body) => { state.recent.set(object, body.items || []); draw(); })
+        .catch(() => null); // an older hive: the page's own ring alone
+    }
+    const byId = new Map();
+    for (const e of [...state.recent.get(object), ...state.events]) if (e.object === object) byId.set(e.id, e);
+    return [...byId.values()].sort((a, b) => a.id - b.id);
+  },
   show(tab) {
     state.tab = tab;
     for (const b of document.querySelectorAll("nav.tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === tab));
@@ -104,6 +113,50 @@ const app = {
     draw();
   },
 };
+
+/**
+ * A reading of the machine and its workers (`event: sample` on /v1/events?samples=true,
+ * every 2 s): the figures that change without an event, put in place, no re-read.
+ */
+function onSample(sample) {
+  const s = state.status;
+  if (s && s.system) {
+    const mbOf = (b) => (b === null || b === undefined ? null : Math.round(b / 1e6));
+    Object.assign(s.system, {
+      cpu_percent: sample.cpu_percent,
+      memory_used_mb: mbOf(sample.memory_used_bytes) ?? s.system.memory_used_mb,
+      memory_total_mb: mbOf(sample.memory_total_bytes) ?? s.system.memory_total_mb,
+      disk_free_bytes: sample.disk_free_bytes ?? s.system.disk_free_bytes,
+      disk_total_bytes: sample.disk_total_bytes ?? s.system.disk_total_bytes,
+      load_average: sample.load_average || s.system.load_average,
+    });
+  }
+  for (const w of state.workers) {
+    const r = (sample.workers || {})[w.name];
+    if (!r || !w.observed) continue;
+    Object.assign(w.observed, {
+      cpu_percent: r.cpu_percent,
+      memory_mb: r.rss_bytes === null || r.rss_bytes === undefined ? w.observed.memory_mb : Math.round(r.rss_bytes / 1e6),
+      vram_mb: r.vram_mb ?? w.observed.vram_mb,
+      uptime_seconds: r.uptime_s ?? w.observed.uptime_seconds,
+    });
+    if (r.tokens_per_second != null || r.busy_slots != null) {
+      w.observed.metrics = { ...(w.observed.metrics || {}), tokens_per_second: r.tokens_per_second, busy_slots: r.busy_slots };
+    }
+  }
+  for (const g of sample.gpus || []) {
+    const d = state.devices && state.devices.items.find((x) => x.device_type !== "cpu" && x.device_id === g.index);
+    if (!d) continue;
+    Object.assign(d, {
+      vram_total_mb: Math.round(g.vram_total_bytes / 1048576),
+      vram_available_mb: Math.round(g.vram_free_bytes / 1048576),
+      temperature_celsius: g.temperature_celsius,
+      utilization_percent: g.utilization_percent,
+      power_usage_watts: g.power_watts,
+    });
+  }
+  draw();
+}
 
 function setConn(conn, why) {
   state.conn = conn;
@@ -121,9 +174,14 @@ async function start() {
   await Promise.all([loaders.models(), loaders.workers(), loaders.devices(), loaders.runtimes()].map((p) => p.catch(() => null)));
   draw();
   let first = true;
-  stream(`/v1/events?since=${since}`, {
+  stream(`/v1/events?since=${since}&samples=true`, {
     reconnect: true,
-    onFrame({ data }) { try { onEvent(JSON.parse(data)); } catch { /* not JSON: ignored */ } },
+    onFrame({ event, data }) {
+      let body;
+      try { body = JSON.parse(data); } catch { return; /* not JSON: ignored */ }
+      if (event === "sample") onSample(body);
+      else onEvent(body);
+    },
     onState: setConn,
     onOpen() {
       // After a reconnect (hive restarted, or the network came back) everything is re-read.
@@ -132,9 +190,6 @@ async function start() {
       state.health === null && getJSON("/health").then((x) => { state.health = x; header(); }).catch(() => null);
     },
   });
-  setInterval(() => {
-    if (document.visibilityState === "visible" && state.conn === "live") refresh("status", "workers", "devices");
-  }, RESAMPLE_MS);
 }
 
 start().catch((err) => {

@@ -113,14 +113,16 @@ function downloadForm(state, app) {
     fill(files, "listing…");
     try {
       const body = await getJSON(`/v1/hub/files?repo=${encodeURIComponent(repo)}`);
-      const items = body.items || body.files || [];
-      fill(files, h("ul", {}, items.map((f) => {
-        const path = typeof f === "string" ? f : f.path || f.name;
-        const tag = typeof f === "string" ? "" : f.quantization || "";
-        return h("li", {}, h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); input.value = `${repo}/${path}`; } }, path), tag ? ` ${tag}` : "");
-      })));
+      const items = body.files || [];
+      fill(files,
+        items.length ? null : "no GGUF files in this repository",
+        h("ul", { id: "hub-file-list" }, items.map((f) => h("li", {},
+          h("a", { href: "#", dataset: { source: f.source }, onclick: (ev) => { ev.preventDefault(); input.value = f.source || `${repo}/${f.path}`; } }, f.path),
+          ` ${f.quantization || ""} ${f.size ? bytes(f.size) : ""}${f.parts > 1 ? ` (${f.parts} parts)` : ""}`))),
+        body.truncated ? h("div", { class: "muted" }, "(the list was cut short)") : null);
     } catch (err) {
-      fill(files, err.status === 404 && err.code !== "RepoNotFound" && !/repo/i.test(err.message) ? "listing the hub's files is not available on this hive" : err.message);
+      fill(files, err.status === 404 && /: Not Found$/.test(err.message)
+        ? "listing the hub's files is not available on this hive" : `${err.code}: ${err.message}`);
     }
   };
   const form = h("form", { id: "download-form", class: "form", onsubmit: async (ev) => {

@@ -59,20 +59,32 @@ function logViewer(ui, name) {
   return node;
 }
 
+/** A line graph of `values` (inline SVG), with its last and largest value. */
+function graph(label, values, unit) {
+  const known = values.filter((v) => v !== null && v !== undefined);
+  if (!known.length) return h("div", { class: "graph muted" }, `${label}: not available`);
+  const max = Math.max(1e-9, ...known);
+  const pts = values.map((v, i) => (v === null || v === undefined ? null
+    : `${((i / Math.max(1, values.length - 1)) * 300).toFixed(1)},${(60 - (v / max) * 58).toFixed(1)}`)).filter(Boolean).join(" ");
+  const fmt = (v) => `${Number(v).toFixed(1)}${unit}`;
+  return h("div", { class: "graph" }, h("div", { class: "small" }, `${label}: ${fmt(known[known.length - 1])} (max ${fmt(max)})`),
+    h("svg", { viewBox: "0 0 300 60", width: "300", height: "60", class: "spark" }, h("polyline", { points: pts, fill: "none", stroke: "currentColor" })));
+}
+
+/** The worker's resource use over the last 15 minutes (GET /v1/workers/{name}/history). */
 function history(ui, name) {
-  const box = h("div", { id: "worker-history", class: "small" }, "loading…");
+  const box = h("div", { id: "worker-history", class: "graphs" }, "loading…");
   getJSON(`/v1/workers/${encodeURIComponent(name)}/history`).then((body) => {
-    const samples = body.items || body.samples || [];
-    if (!samples.length) { fill(box, "no samples yet"); return; }
-    const graph = (key, label, unit) => {
-      const vals = samples.map((s) => Number(s[key] || 0));
-      const max = Math.max(1, ...vals);
-      const pts = vals.map((v, i) => `${(i / Math.max(1, vals.length - 1)) * 300},${60 - (v / max) * 58}`).join(" ");
-      return h("div", { class: "graph" }, h("div", {}, `${label}: ${vals[vals.length - 1]}${unit} (max ${max}${unit})`),
-        h("svg", { viewBox: "0 0 300 60", width: "300", height: "60", class: "spark" }, h("polyline", { points: pts, fill: "none", stroke: "currentColor" })));
-    };
-    fill(box, graph("cpu_percent", "CPU", " %"), graph("memory_mb", "memory", " MB"), graph("vram_mb", "VRAM", " MB"));
-  }).catch((err) => fill(box, err.status === 404 ? "resource history is not available on this hive" : err.message));
+    const samples = body.samples || [];
+    if (!samples.length) { fill(box, h("span", { class: "muted" }, "no samples yet")); return; }
+    const mbs = (b) => (b === null || b === undefined ? null : b / 1e6);
+    fill(box,
+      graph("CPU", samples.map((x) => x.cpu_percent), " %"),
+      graph("memory", samples.map((x) => mbs(x.rss_bytes)), " MB"),
+      graph("VRAM", samples.map((x) => mbs(x.vram_bytes)), " MB"),
+      graph("tokens/s", samples.map((x) => x.tokens_per_second), ""),
+      graph("busy slots", samples.map((x) => x.busy_slots), ""));
+  }).catch((err) => fill(box, err.status === 404 && /: Not Found$/.test(err.message) ? "resource history is not available on this hive" : err.message));
   return box;
 }
 
@@ -81,7 +93,8 @@ function detail(state, app, w) {
   const o = obs(w);
   const can = editable(w);
   const m = o.metrics || {};
-  if (ui.historyFor !== w.name) { ui.historyFor = w.name; ui.history = history(ui, w.name); }
+  const stale = !ui.historyAt || Date.now() - ui.historyAt > 30000;
+  if (ui.historyFor !== w.name || stale) { ui.historyFor = w.name; ui.historyAt = Date.now(); ui.history = history(ui, w.name); }
   return h("aside", { class: "detail", id: "worker-detail" },
     h("div", { class: "row" }, h("h2", {}, w.name), h("button", { onclick: () => { ui.selected = null; if (ui.log) { ui.log.handle.stop(); ui.log = null; } app.draw(); } }, "Close")),
     facts([["phase", phase(w)], ["message", w.status && w.status.message], ["owner", owner(w)], ["URL", o.url], ["health", o.health ? (o.health.healthy ? "healthy" : `unhealthy: ${o.health.error || ""}`) : NA]]),
@@ -95,7 +108,7 @@ function detail(state, app, w) {
       h("div", {}, h("h4", {}, "declared (spec)"), h("pre", {}, w.spec ? JSON.stringify(w.spec, null, 2) : "not declared by any record")),
       h("div", {}, h("h4", {}, "observed"), facts([["status", o.status], ["PID", o.pid], ["model", o.model], ["device", o.device], ["runtime", o.runtime],
         ["port", o.port], ["restarts", o.restarts], ["last exit", o.last_exit_text], ["started", o.started_at], ["adopted", o.adopted === undefined ? NA : String(o.adopted)]]))),
-    h("h3", {}, "Resources"),
+    h("h3", {}, "Resources (the last 15 minutes)"),
     facts([["CPU", pct(o.cpu_percent)], ["memory", mb(o.memory_mb)], ["VRAM", mb(o.vram_mb)], ["uptime", duration(o.uptime_seconds)]]),
     ui.history,
     h("h3", {}, "Performance (llama.cpp)"),
