@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 #: Routes a hive may not have (the page says "not available on this hive" on their 404).
-OPTIONAL_ROUTES = r"/v1/workers/[^/]+/history|/v1/hub/files|/v1/hosts?/history"
+OPTIONAL_ROUTES = r"/v1/workers/[^/]+/history|/v1/hub/files|/v1/history|/v1/events/recent"
 #: Where the screenshots of each panel go (docs/img/ takes the final ones).
 SHOTS = Path(os.environ.get("HIVE_TEST_SHOTS", "/tmp/hive-dashboard-shots"))
 

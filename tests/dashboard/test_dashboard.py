@@ -35,6 +35,10 @@ def test_status_panel_shows_the_hive_its_sources_and_a_broken_manifest_with_its_
     assert f"{desired / 'broken.yaml'}:4" in error.text_content()
     assert "metadata.name" in error.text_content()
     page.wait_for_selector("#activity li")
+    page.wait_for_function(
+        "() => !/loading/.test(document.querySelector('#host-history').textContent)"
+    )
+    assert "not available" not in page.text_content("#host-history")
     ui.shot("status")
     # Live: a file fixed on disk clears the error without a reload.
     (desired / "broken.yaml").write_text(model_yaml("other", f"file:{tiny_model}"))

@@ -101,3 +101,16 @@ export function eventList(events, max = 15) {
   return h("ol", { class: "events" }, events.slice(-max).reverse().map((e) =>
     h("li", { class: `lvl-${e.level}` }, h("time", {}, time(e.time)), " ", h("code", {}, e.action), " ", e.message)));
 }
+
+/** A line graph of `values` (inline SVG), with its last and largest value. */
+export function graph(label, values, unit) {
+  const known = values.filter((v) => v !== null && v !== undefined);
+  if (!known.length) return h("div", { class: "graph muted" }, `${label}: not available`);
+  const max = Math.max(1e-9, ...known);
+  const pts = values.map((v, i) => (v === null || v === undefined ? null
+    : `${((i / Math.max(1, values.length - 1)) * 300).toFixed(1)},${(60 - (v / max) * 58).toFixed(1)}`)).filter(Boolean).join(" ");
+  const fmt = (v) => `${Number(v).toFixed(1)}${unit}`;
+  return h("div", { class: "graph" }, h("div", { class: "small" }, `${label}: ${fmt(known[known.length - 1])} (max ${fmt(max)})`),
+    h("svg", { viewBox: "0 0 300 60", width: "300", height: "60", class: "spark" }, h("polyline", { points: pts, fill: "none", stroke: "currentColor" })));
+}
+

@@ -1,6 +1,7 @@
 // The status panel: the machine, counts, the Queen link, each source and recent activity.
 
-import { h, fill, bar, facts, mb, bytes, pct, time, NA, conditions } from "./dom.js";
+import { h, fill, bar, facts, mb, bytes, pct, time, graph, NA, conditions } from "./dom.js";
+import { getJSON } from "./api.js";
 
 function card(title, ...body) { return h("div", { class: "card" }, h("h3", {}, title), ...body); }
 
@@ -21,7 +22,27 @@ function sourceRow(src) {
       : "none"));
 }
 
-export function renderStatus(root, state) {
+/** The machine over the last 15 minutes (GET /v1/history), re-read at most every 30 s. */
+function hostHistory(state, app) {
+  const cache = state.hostHistory || (state.hostHistory = { at: 0, node: h("div", { id: "host-history", class: "graphs" }, "loading…") });
+  if (Date.now() - cache.at > 30000) {
+    cache.at = Date.now();
+    getJSON("/v1/history").then((body) => {
+      const samples = body.samples || [];
+      if (!samples.length) { fill(cache.node, h("span", { class: "muted" }, "no samples yet")); return; }
+      const gb = (b) => (b === null || b === undefined ? null : b / 1e9);
+      fill(cache.node,
+        graph("CPU", samples.map((x) => x.cpu_percent), " %"),
+        graph("memory", samples.map((x) => gb(x.memory_used_bytes)), " GB"),
+        graph("load", samples.map((x) => x.load_1m), ""),
+        graph("GPU VRAM", samples.map((x) => gb(x.gpu_vram_used_bytes)), " GB"),
+        graph("GPU utilisation", samples.map((x) => x.gpu_utilization_percent), " %"));
+    }).catch((err) => fill(cache.node, err.status === 404 ? "the machine's history is not available on this hive" : err.message));
+  }
+  return cache.node;
+}
+
+export function renderStatus(root, state, app) {
   const s = state.status;
   if (!s) return fill(root, h("p", {}, "loading…"));
   const sys = s.system || {};
@@ -51,6 +72,8 @@ export function renderStatus(root, state) {
           ["last beat", push.last_success ? time(push.last_success) : "never"],
           ["last failure", push.last_failure ? `${time(push.last_failure)}: ${push.last_failure_reason || ""}` : "none"],
         ]))),
+    h("h2", {}, "The last 15 minutes"),
+    hostHistory(state, app),
     h("h2", {}, "Sources"),
     h("div", { class: "scroll" }, h("table", { class: "grid", id: "sources" },
       h("thead", {}, h("tr", {}, ["source", "revision", "READY", "sync", "errors"].map((c) => h("th", {}, c)))),

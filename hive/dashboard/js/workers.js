@@ -2,7 +2,7 @@
 // resources, llama.cpp's performance, the log followed live, kill and restart) and the
 // spawn form (job API `worker_spawn`).
 
-import { h, fill, mb, pct, duration, facts, conditions, owner, editable, eventList, NA } from "./dom.js";
+import { h, fill, mb, pct, duration, facts, conditions, owner, editable, eventList, graph, NA } from "./dom.js";
 import { postJob, followJob, getJSON, send, stream, ApiError } from "./api.js";
 
 function obs(w) { return w.observed || {}; }
@@ -57,18 +57,6 @@ function logViewer(ui, name) {
   });
   ui.log = { name, node, handle };
   return node;
-}
-
-/** A line graph of `values` (inline SVG), with its last and largest value. */
-function graph(label, values, unit) {
-  const known = values.filter((v) => v !== null && v !== undefined);
-  if (!known.length) return h("div", { class: "graph muted" }, `${label}: not available`);
-  const max = Math.max(1e-9, ...known);
-  const pts = values.map((v, i) => (v === null || v === undefined ? null
-    : `${((i / Math.max(1, values.length - 1)) * 300).toFixed(1)},${(60 - (v / max) * 58).toFixed(1)}`)).filter(Boolean).join(" ");
-  const fmt = (v) => `${Number(v).toFixed(1)}${unit}`;
-  return h("div", { class: "graph" }, h("div", { class: "small" }, `${label}: ${fmt(known[known.length - 1])} (max ${fmt(max)})`),
-    h("svg", { viewBox: "0 0 300 60", width: "300", height: "60", class: "spark" }, h("polyline", { points: pts, fill: "none", stroke: "currentColor" })));
 }
 
 /** The worker's resource use over the last 15 minutes (GET /v1/workers/{name}/history). */
