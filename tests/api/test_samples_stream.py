@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from tests.api.conftest import Serve
+from tests.api.test_openapi import SPEC_PATH, assert_valid
 from tests.conftest import install_scripted_runtime, model_yaml, worker_yaml
 
 
@@ -71,6 +73,7 @@ async def test_samples_come_beside_the_events_without_ids(
         assert worker["rss_bytes"] > 1024 * 1024 and worker["cpu_percent"] >= 0
         assert worker["tokens_per_second"] == 42.5 and worker["busy_slots"] == 1.0
         assert data["memory_total_bytes"] > 0 and data["disk_total_bytes"] > 0
+        assert_valid(yaml.safe_load(SPEC_PATH.read_text()), "SampleFrame", data)
         events = [json.loads(f["data"]) for f in frames if "id" in f]
         assert "worker_spawn_complete" in {e["action"] for e in events}  # the events too
         assert [e["id"] for e in events] == sorted(e["id"] for e in events)
