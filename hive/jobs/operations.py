@@ -153,6 +153,10 @@ class WorkerSpawn(_Job):
     )
     port: int | None = Field(default=None, ge=1024, le=65535)
     args: dict[Annotated[str, Field(max_length=64)], ArgValue] = Field(default_factory=dict)
+    restart_policy: Literal["Always", "OnFailure", "Never"] | None = Field(
+        default=None,
+        description="hive's addition: the Worker's spec.restartPolicy (default Always).",
+    )
 
 
 class WorkerKill(_WorkerRef):

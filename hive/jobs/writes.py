@@ -295,6 +295,7 @@ class WriteJob:
         runtime: str | None,
         port: int | None,
         args: dict[str, Any],
+        restart_policy: str | None = None,
     ) -> Runner:
         model = await self._model(model_ref, refs)
         runtime_id = self._runtime(worker, runtime)
@@ -310,6 +311,8 @@ class WriteJob:
             spec["port"] = port
         if args:
             spec["args"] = args
+        if restart_policy is not None:
+            spec["restartPolicy"] = restart_policy
 
         def record_of(worker_name: str) -> Record:
             doc = {
@@ -363,6 +366,7 @@ class WriteJob:
             runtime=op.runtime,
             port=op.port,
             args=dict(op.args),
+            restart_policy=op.restart_policy,
         )
 
     async def model_load(self, op: ModelLoad) -> Runner:

@@ -67,6 +67,13 @@ async def test_spawns_at_once_get_a_worker_each_and_a_name_never_overwrites(
             "Worker/tiny-cpu-0-3",
             "Worker/tiny-cpu-0-4",
         ]
+        # hive's addition: the spawned Worker's restart policy.
+        job = await client.submit_job(spawn(name="once", restart_policy="Never"))
+        _, end = await read_stream(client, job.job_id)
+        assert end.outcome == "done", end
+        (once,) = [r for r in manager.http_sources.api.records() if r.name == "once"]
+        assert isinstance(once.manifest, WorkerManifest)
+        assert once.manifest.spec.restartPolicy == "Never"
         await manager.http_sources.api.replace([], allow_empty=True)
         await apoll(lambda: not manager.workers.instances, within=20, what="workers stopped")
 

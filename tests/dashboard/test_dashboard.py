@@ -146,10 +146,12 @@ def test_a_worker_spawned_from_the_form_runs_its_log_follows_and_kill_stops_it(
     page.select_option("#spawn-device", "CPU-0")
     page.select_option("#spawn-runtime", "scripted")
     page.fill("#spawn-name", "dash")
+    page.select_option("#spawn-restart", "OnFailure")
     page.click("#spawn-submit")
     row = page.locator("#workers tr[data-name=dash][data-phase=Running]")
     row.wait_for(timeout=20_000)
     worker = hive.wait_worker("dash", "Running")
+    assert worker["spec"]["restartPolicy"] == "OnFailure"  # the form's choice, declared
     pid = worker["observed"]["pid"]
     assert str(pid) in row.text_content()
     row.click()

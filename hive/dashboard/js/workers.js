@@ -129,6 +129,8 @@ function spawnForm(state, app) {
   const port = h("input", { id: "spawn-port", type: "number", min: 1, max: 65535, placeholder: "port (auto)" });
   const ctx = h("input", { id: "spawn-ctx", type: "number", min: 0, placeholder: "context length" });
   const batch = h("input", { id: "spawn-batch", type: "number", min: 1, placeholder: "batch size (parallel slots)" });
+  const policy = h("select", { id: "spawn-restart", name: "restart_policy", title: "restart policy" },
+    ["Always", "OnFailure", "Never"].map((p) => h("option", { value: p }, `restart: ${p}`)));
   const args = h("div", { class: "small muted", id: "spawn-args" });
   const form = h("form", { id: "spawn-form", class: "form", onsubmit: async (ev) => {
     ev.preventDefault();
@@ -138,6 +140,7 @@ function spawnForm(state, app) {
     if (runtime.value) fields.runtime = runtime.value;
     if (name.value.trim()) fields.name = name.value.trim();
     if (port.value) fields.port = Number(port.value);
+    if (policy.value !== "Always") fields.restart_policy = policy.value;
     const rt = ((state.runtimes && state.runtimes.items) || []).find((r) => r.id === runtime.value);
     const extra = {};
     if (ctx.value && rt && rt.args && rt.args.ctx_size) extra.ctx_size = Number(ctx.value);
@@ -151,8 +154,7 @@ function spawnForm(state, app) {
   } },
   h("h3", {}, "Spawn a worker"),
   h("div", { class: "row" }, h("label", {}, "model ", model), h("label", {}, "device ", device), h("label", {}, "runtime ", runtime)),
-  h("div", { class: "row" }, name, port, ctx, batch, h("button", { type: "submit", id: "spawn-submit" }, "Spawn")),
-  h("p", { class: "small muted" }, "Restart policy: a worker spawned here gets the default (Always); the job API has no field for it, a manifest sets restartPolicy."),
+  h("div", { class: "row" }, name, port, ctx, batch, policy, h("button", { type: "submit", id: "spawn-submit" }, "Spawn")),
   args, h("div", { id: "spawn-log", class: "joblog" }));
   ui.spawn = { form, model, runtime, device, args };
   return form;
