@@ -33,6 +33,7 @@ from hive.api.responses import error_response
 from hive.api.responses import json_response as _json
 from hive.api.sources import add_routes as add_source_routes
 from hive.api.views import (
+    known_worker,
     models_view,
     object_view,
     observe_model,
@@ -126,13 +127,7 @@ async def delete_model_files(request: web.Request) -> web.Response:
 def _worker_name(request: web.Request) -> tuple[Manager, str]:
     """The manager, and the worker named in the path, which must be declared or running."""
     manager = request.app[MANAGER]
-    name = request.match_info["name"]
-    problem = name_problem(name)
-    if problem:
-        raise ValidationFailed(f"worker name {problem}")
-    if name not in worker_names(manager):
-        raise NotFound(f"worker {name!r} is neither declared nor running (see GET /v1/workers)")
-    return manager, name
+    return manager, known_worker(manager, request.match_info["name"])
 
 
 async def list_workers(request: web.Request) -> web.Response:

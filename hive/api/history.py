@@ -7,9 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hive.api.responses import json_response
-from hive.api.views import worker_names
-from hive.errors import NotFound, ValidationFailed
-from hive.model.ids import name_problem
+from hive.api.views import known_worker
 from hive.observers.history import Ring, as_json
 from hive.runtime.manager import Manager
 
@@ -25,12 +23,7 @@ def add_routes(app: web.Application, manager: Manager) -> None:
         return answer(manager.history.host)
 
     async def worker_history(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        problem = name_problem(name)
-        if problem:
-            raise ValidationFailed(f"worker name {problem}")
-        if name not in worker_names(manager):
-            raise NotFound(f"worker {name!r} is neither declared nor running (see GET /v1/workers)")
+        name = known_worker(manager, request.match_info["name"])
         return answer(manager.history.worker(name))
 
     app.router.add_get("/v1/history", host_history)

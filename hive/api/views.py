@@ -14,7 +14,8 @@ from typing import Any
 
 from hive.actuators.workers import log_path, tail_lines
 from hive.api.machine import machine_status
-from hive.model.ids import Kind, ObjectKey
+from hive.errors import NotFound, ValidationFailed
+from hive.model.ids import Kind, ObjectKey, name_problem
 from hive.model.manifests import spec_view
 from hive.model.observed import ArtifactStatus, ObservedModel
 from hive.model.status import ModelPhase, WorkerPhase
@@ -246,3 +247,14 @@ def worker_view(manager: Manager, name: str, sample: WorkerSample) -> dict[str, 
 def worker_names(manager: Manager) -> list[str]:
     declared = {k.name for k in manager.store.declared_keys() if k.kind is Kind.WORKER}
     return sorted(declared | set(manager.workers.instances))
+
+
+def known_worker(manager: Manager, name: str) -> str:
+    """`name` (from a path), which must be a worker declared or running: 422 for a name
+    no worker can have, 404 for one no worker has."""
+    problem = name_problem(name)
+    if problem:
+        raise ValidationFailed(f"worker name {problem}")
+    if name not in worker_names(manager):
+        raise NotFound(f"worker {name!r} is neither declared nor running (see GET /v1/workers)")
+    return name
