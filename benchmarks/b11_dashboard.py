@@ -18,8 +18,6 @@ cost the page over what it costs anyway); both idle costs are printed.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -38,19 +36,11 @@ from benchmarks import (
     model_manifest,
 )
 from benchmarks.fleet import SCRIPTED, worker_names, workers_manifest
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, chromium_present
 from testkit.scripted_runtime import install_scripted_runtime
 
 BENCH = "B11"
 WORKERS = 100
-CHROMIUM = os.environ.get("HIVE_BENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def _wait_running(url: str, n: int, timeout: float = 300.0) -> None:
@@ -108,7 +98,7 @@ def run(*, quick: bool, tree: Tree = HERE) -> list[Row]:
     except ImportError:
         log("B11: playwright is not installed (pip install -e '.[dev]'): skipped")
         return []
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if not chromium_present():
         log(f"B11: no Chromium at {CHROMIUM} (apt-get install chromium): skipped")
         return []
     window = 15.0 if quick else 60.0

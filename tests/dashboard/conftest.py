@@ -7,26 +7,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, chromium_present
 from testkit.hub import ThreadedHub
 from tests.conftest import Hive, hive_on_hub, install_scripted_runtime
 
-CHROMIUM = os.environ.get("HIVE_TEST_CHROMIUM", "/usr/bin/chromium")
-#: Chromium's flags: no sandbox (containers), no GPU, nothing fetched from the network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: Routes a hive may not have (the page says "not available on this hive" on their 404).
 OPTIONAL_ROUTES = r"/v1/workers/[^/]+/history|/v1/hub/files|/v1/history|/v1/events/recent"
 #: Where the screenshots of each panel go (docs/img/ takes the final ones).
@@ -55,7 +45,7 @@ def browser() -> Iterator[Any]:
     the main thread while it is open, and every async test after it would fail with
     "Runner.run() cannot be called from a running event loop"."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if not chromium_present():
         pytest.skip(
             f"no Chromium at {CHROMIUM}: .ci/run installs Debian's `chromium` "
             "(apt-get install chromium); HIVE_TEST_CHROMIUM names another"
