@@ -34,25 +34,32 @@ async def get(url: str, *, token: str | None = None) -> tuple[int, Any]:
         return r.status, await r.json()
 
 
+def one_scripted_worker(
+    tmp_path: Path, tiny_model: Path, worker_ports: range, *, interval: float
+) -> dict[str, Any]:
+    """The tiny model and a scripted worker `w` serving llama.cpp-style /metrics, declared
+    in `tmp_path/desired`; the settings of a hive that samples every `interval` s."""
+    install_scripted_runtime(tmp_path / "home", metrics=True)
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    (desired / "model.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
+    (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
+    return {
+        "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
+        "stop_workers_on_exit": True,
+        "system_sample_interval": interval,
+        "metrics_interval": interval,
+    }
+
+
 async def test_worker_and_host_history(
     serve: Serve, tmp_path: Path, tiny_model: Path, worker_ports: range, spec: dict[str, Any]
 ) -> None:
     from tests.api.test_openapi import assert_answer
 
-    home = tmp_path / "home"
-    install_scripted_runtime(home, metrics=True)
+    settings = one_scripted_worker(tmp_path, tiny_model, worker_ports, interval=0.05)
     desired = tmp_path / "desired"
-    desired.mkdir()
-    (desired / "model.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
-    (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
-    settings = {
-        "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
-        "stop_workers_on_exit": True,
-        "system_sample_interval": 0.05,
-        "metrics_interval": 0.05,
-        "token": TOKEN,
-    }
-    async with serve(**settings) as (manager, url):
+    async with serve(**settings, token=TOKEN) as (manager, url):
 
         async def sampled() -> dict[str, Any] | None:
             code, body = await get(url + "/v1/workers/w/history", token=TOKEN)

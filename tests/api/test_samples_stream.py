@@ -12,8 +12,8 @@ import aiohttp
 import yaml
 
 from tests.api.conftest import Serve
+from tests.api.test_dashboard_data import one_scripted_worker
 from tests.api.test_openapi import SPEC_PATH, assert_valid
-from tests.conftest import install_scripted_runtime, model_yaml, worker_yaml
 
 
 async def read_frames(url: str, *, until: Any, limit: int = 2000) -> list[dict[str, Any]]:
@@ -50,18 +50,7 @@ def worker_sample(frames: list[dict[str, Any]]) -> dict[str, Any] | None:
 async def test_samples_come_beside_the_events_without_ids(
     serve: Serve, tmp_path: Path, tiny_model: Path, worker_ports: range
 ) -> None:
-    home = tmp_path / "home"
-    install_scripted_runtime(home, metrics=True)
-    desired = tmp_path / "desired"
-    desired.mkdir()
-    (desired / "model.yaml").write_text(model_yaml("tiny", f"file:{tiny_model}"))
-    (desired / "worker.yaml").write_text(worker_yaml("w", "tiny"))
-    settings = {
-        "worker_ports": f"{worker_ports.start}-{worker_ports.stop - 1}",
-        "stop_workers_on_exit": True,
-        "system_sample_interval": 0.1,
-        "metrics_interval": 0.1,
-    }
+    settings = one_scripted_worker(tmp_path, tiny_model, worker_ports, interval=0.1)
     async with serve(**settings) as (_manager, url):
         frames = await read_frames(
             url + "/v1/events?since=0&samples=true", until=lambda fs: worker_sample(fs)
