@@ -54,10 +54,11 @@ def parse_duration(value: object) -> float:
         return _finite(float(value))
     text = str(value).strip()
     try:
-        return _finite(float(text))
-    except ValueError as exc:
-        if "finite" in str(exc):
-            raise
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return _finite(seconds)
     total, rest = 0.0, text
     while rest:
         number = len(rest) - len(rest.lstrip("0123456789."))
